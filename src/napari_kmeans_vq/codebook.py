@@ -1,0 +1,330 @@
+"""The codebook: K colours fitted by k-means, an encoder (colour -> index) and a decoder."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+
+from ._validation import COLOR_SPACES, check_choice, check_image, check_int, check_n_colors
+from .colorspace import rgb_to_lab
+from .histogram import ColorHistogram
+from .kmeans import assign, weighted_kmeans
+
+ALPHA_MODES = ("ignore", "quantize")
+
+
+class FewColorsWarning(UserWarning):
+    """The image has fewer distinct colours than the codebook size asked for."""
+
+
+def peak_value(dtype: np.dtype) -> float:
+    """The largest value of the dtype's range: 255 for uint8, 65535 for uint16, 1.0 for floats."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        return float(np.iinfo(dtype).max)
+    return 1.0
+
+
+def label_dtype(n_colors: int) -> np.dtype:
+    """The smallest unsigned dtype that holds the indices 0 .. K - 1."""
+    return np.dtype(np.uint8) if n_colors <= 256 else np.dtype(np.uint16)
+
+
+class Codebook:
+    """K representative colours fitted with k-means, scikit-learn style.
+
+    Fit on one image or several (``fit([tile1, tile2])``), then :meth:`encode` any image
+    with the same number of channels and :meth:`decode` its labels. Fitting is exact
+    k-means over every pixel: it runs on the distinct colours weighted by their pixel
+    counts, which has the same objective and costs far less.
+
+    Parameters
+    ----------
+    n_colors : int, default 16
+        Codebook size K, from 1 to 65,536.
+    color_space : {"rgb", "lab"}, default "rgb"
+        Space in which colours are clustered. ``"rgb"`` is the image's own values;
+        ``"lab"`` is CIELAB (3-channel images only), closer to perceived colour
+        differences. The palette is always in the image's own space and dtype.
+    random_state : int, numpy Generator or None, default 0
+        Seed of the k-means++ seeding; the same seed and data give the same codebook.
+    n_init : int or "auto", default "auto"
+        Seedings to run, keeping the lowest distortion. "auto" is 1 (as scikit-learn's
+        "auto" for k-means++).
+    max_iter : int, default 300
+        Most Lloyd iterations per seeding.
+    tol : float, default 1e-4
+        Convergence threshold on the centre shift, relative to the data's variance
+        (scikit-learn's convention). 0 iterates until no assignment changes.
+    alpha : {"ignore", "quantize"}, default "ignore"
+        For 4-channel (RGBA) images: ``"ignore"`` clusters RGB only (the alpha channel is
+        kept as it was by :func:`napari_kmeans_vq.quantize`); ``"quantize"`` clusters all
+        four channels.
+    channel_axis : int or None, default -1
+        Axis of the colour channels; None for a scalar (one-channel) image with no colour axis.
+
+    Attributes
+    ----------
+    palette_ : ndarray, shape (K, C)
+        The codewords as stored and decoded, in the image's dtype (rounded for integer
+        images).
+    centroids_ : ndarray, shape (K, D)
+        The unrounded cluster means in the clustering space.
+    n_colors_ : int
+        K actually fitted: the requested K, or the number of distinct colours if that is
+        smaller (the codebook is then those colours, and a :class:`FewColorsWarning` says so).
+    dtype_ : numpy dtype
+        The dtype of the images fitted.
+    channels_ : int
+        Channels clustered (3 for RGBA with ``alpha="ignore"``).
+    n_iter_, n_init_, inertia_, converged_, n_distinct_colors_, fit_seconds_
+        What the fit did.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> tile = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    >>> cb = Codebook(n_colors=8).fit(tile)
+    >>> labels = cb.encode(tile)
+    >>> labels.dtype, labels.shape
+    (dtype('uint8'), (32, 32))
+    >>> cb.decode(labels).shape
+    (32, 32, 3)
+    """
+
+    def __init__(
+        self,
+        n_colors: int = 16,
+        *,
+        color_space: str = "rgb",
+        random_state=0,
+        n_init="auto",
+        max_iter: int = 300,
+        tol: float = 1e-4,
+        alpha: str = "ignore",
+        channel_axis: int | None = -1,
+    ):
+        self.n_colors = n_colors
+        self.color_space = color_space
+        self.random_state = random_state
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.alpha = alpha
+        self.channel_axis = channel_axis
+
+    def __repr__(self) -> str:
+        state = f", fitted K={self.n_colors_}" if self.is_fitted else ""
+        return f"Codebook(n_colors={self.n_colors}, color_space={self.color_space!r}{state})"
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "palette_")
+
+    # -- fitting -----------------------------------------------------------------------
+
+    def fit(self, images) -> Codebook:
+        """Fit the codebook to an image, or to several images together.
+
+        Parameters
+        ----------
+        images : array or list of arrays
+            Each of shape (..., C) (colour axis at ``channel_axis``); all with the same C
+            and dtype.
+
+        Returns
+        -------
+        self
+        """
+        imgs = list(images) if isinstance(images, list | tuple) else [images]
+        if not imgs:
+            raise ValueError("images is an empty list; pass at least one image.")
+        colors = [self._colors(self._check(img, f"images[{i}]"))[0] for i, img in enumerate(imgs)]
+        first = colors[0]
+        for i, c in enumerate(colors[1:], 1):
+            if c.shape[-1] != first.shape[-1] or c.dtype != first.dtype:
+                raise ValueError(
+                    f"images[{i}] has {c.shape[-1]} channels of {c.dtype}, but images[0] has "
+                    f"{first.shape[-1]} of {first.dtype}; a codebook is fitted to images of "
+                    "one kind."
+                )
+        hist = ColorHistogram.merge(
+            [ColorHistogram.from_pixels(c.reshape(-1, c.shape[-1])) for c in colors]
+        )
+        self._fit_histogram(hist, first.dtype)
+        return self
+
+    def _validated_params(self):
+        n_colors = check_n_colors(self.n_colors)
+        space = check_choice(self.color_space, "color_space", COLOR_SPACES)
+        check_choice(self.alpha, "alpha", ALPHA_MODES)
+        if self.n_init == "auto":
+            n_init = 1
+        else:
+            n_init = check_int(self.n_init, "n_init")
+            if n_init < 1:
+                raise ValueError(f"n_init must be >= 1 or 'auto', got {n_init}.")
+        max_iter = check_int(self.max_iter, "max_iter")
+        if max_iter < 1:
+            raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
+        if not isinstance(self.tol, int | float) or not np.isfinite(self.tol) or self.tol < 0:
+            raise ValueError(f"tol must be a finite number >= 0, got {self.tol!r}.")
+        return n_colors, space, n_init, max_iter
+
+    def _check(self, image, name="image") -> np.ndarray:
+        self._validated_params()
+        arr = check_image(image, channel_axis=self.channel_axis, name=name)
+        if self.color_space.lower() == "lab" and self._clustered_channels(arr.shape[-1]) != 3:
+            raise ValueError(
+                f"color_space='lab' needs RGB (3 channels, or RGBA with alpha='ignore'); "
+                f"{name} has {arr.shape[-1]} channels. Use color_space='rgb'."
+            )
+        return arr
+
+    def _clustered_channels(self, channels: int) -> int:
+        return 3 if channels == 4 and self.alpha.lower() == "ignore" else channels
+
+    def _colors(self, arr: np.ndarray):
+        """Split the channels that are clustered from an ignored alpha channel."""
+        if self._clustered_channels(arr.shape[-1]) != arr.shape[-1]:
+            return arr[..., :3], arr[..., 3]
+        return arr, None
+
+    def _to_space(self, colors: np.ndarray) -> np.ndarray:
+        """Colours (M, C) in the image dtype -> float64 points in the clustering space."""
+        if self.color_space.lower() == "lab":
+            return rgb_to_lab(colors / peak_value(colors.dtype))
+        return colors.astype(np.float64)
+
+    def _fit_histogram(self, hist: ColorHistogram, dtype: np.dtype) -> np.ndarray:
+        """Fit on a colour histogram; return the label of each of its colours."""
+        n_colors, space, n_init, max_iter = self._validated_params()
+        start = time.perf_counter()
+        points = self._to_space(hist.colors)
+        n_distinct = hist.colors.shape[0]
+        if n_distinct <= n_colors:
+            if n_distinct < n_colors:
+                warnings.warn(
+                    f"the image has only {n_distinct} distinct colours, fewer than "
+                    f"n_colors={n_colors}; the codebook is those {n_distinct} colours "
+                    "(lossless) and n_colors_ is set to that number.",
+                    FewColorsWarning,
+                    stacklevel=3,
+                )
+            centers = points
+            labels = np.arange(n_distinct)
+            n_iter, runs, converged = 0, 0, True
+        else:
+            result = weighted_kmeans(
+                points,
+                hist.counts,
+                n_colors,
+                n_init=n_init,
+                max_iter=max_iter,
+                tol=self.tol,
+                random_state=self.random_state,
+            )
+            centers, labels = result.centers, result.labels
+            n_iter, runs, converged = result.n_iter, result.n_init, result.converged
+        k = centers.shape[0]
+        if space == "rgb":
+            palette = _to_dtype(centers, dtype)
+            # Encode against the codewords a decoder really has (rounded), not the means.
+            if np.issubdtype(dtype, np.integer):
+                labels = assign(points, palette.astype(np.float64))
+            self._encode_centers = palette.astype(np.float64)
+        else:
+            # The decoder's colour for a Lab cluster is the mean of its members in RGB.
+            mass = np.bincount(labels, weights=hist.counts, minlength=k)
+            sums = np.stack(
+                [
+                    np.bincount(labels, weights=hist.counts * hist.colors[:, c], minlength=k)
+                    for c in range(hist.colors.shape[1])
+                ],
+                axis=1,
+            )
+            palette = _to_dtype(sums / mass[:, np.newaxis], dtype)
+            self._encode_centers = centers
+        counts = np.bincount(labels, weights=hist.counts, minlength=k)
+        errors = ((hist.colors.astype(np.float64) - palette[labels]) ** 2).sum(axis=1)
+        self.palette_ = palette
+        self.centroids_ = centers
+        self.n_colors_ = k
+        self.dtype_ = np.dtype(dtype)
+        self.channels_ = palette.shape[1]
+        self.n_iter_ = n_iter
+        self.n_init_ = runs
+        self.converged_ = converged
+        self.inertia_ = float(errors @ hist.counts)
+        self.n_distinct_colors_ = n_distinct
+        self.cluster_sizes_ = np.rint(counts).astype(np.int64)
+        self.fit_seconds_ = time.perf_counter() - start
+        return labels
+
+    # -- encoding and decoding -------------------------------------------------------------
+
+    def _require_fitted(self):
+        if not self.is_fitted:
+            raise RuntimeError("this Codebook is not fitted yet; call fit(image) first.")
+
+    def encode(self, image) -> np.ndarray:
+        """The index of the nearest codeword for every pixel.
+
+        Parameters
+        ----------
+        image : array, shape (..., C)
+            Same channels and dtype as the images fitted.
+
+        Returns
+        -------
+        labels : ndarray, shape ``image.shape[:-1]``, uint8 (K <= 256) or uint16
+        """
+        self._require_fitted()
+        colors, _ = self._colors(self._check(image))
+        if colors.shape[-1] != self.channels_:
+            raise ValueError(
+                f"image has {colors.shape[-1]} colour channels, but this codebook was fitted "
+                f"on {self.channels_}."
+            )
+        pixels = colors.reshape(-1, colors.shape[-1])
+        hist = ColorHistogram.from_pixels(pixels)
+        per_color = assign(self._to_space(hist.colors), self._encode_centers)
+        return self._lookup(hist, pixels, per_color).reshape(colors.shape[:-1])
+
+    def _lookup(self, hist, pixels, per_color) -> np.ndarray:
+        return hist.lookup(pixels, per_color.astype(label_dtype(self.n_colors_)))
+
+    def decode(self, labels) -> np.ndarray:
+        """The codeword of every label: ``palette_[labels]``.
+
+        Parameters
+        ----------
+        labels : integer array
+            Values in ``0 .. n_colors_ - 1``.
+
+        Returns
+        -------
+        ndarray, shape ``labels.shape + (C,)``, the fitted dtype
+        """
+        self._require_fitted()
+        labels = np.asarray(labels)
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise TypeError(f"labels must be an integer array, got dtype {labels.dtype}.")
+        if labels.size and (labels.min() < 0 or labels.max() >= self.n_colors_):
+            raise ValueError(
+                f"labels must lie in 0 .. {self.n_colors_ - 1} (the codebook has "
+                f"{self.n_colors_} colours); got values from {labels.min()} to {labels.max()}."
+            )
+        return self.palette_[labels]
+
+
+def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float colours -> the image dtype: rounded to nearest and clipped for integers."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)

@@ -1,0 +1,147 @@
+"""The distinct colours of an image and how many pixels have each.
+
+K-means over every pixel and weighted k-means over the distinct colours (weight = pixel
+count) have the same objective, so this table is all the fit needs (Celebi 2009). For
+integer images a colour packs into one unsigned integer key; keys are counted chunk by
+chunk, so memory stays proportional to the number of distinct colours, and pixels are
+mapped back to their colour's entry by a lookup table instead of a distance computation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sys
+
+import numpy as np
+
+CHUNK_PIXELS = 1 << 20
+# Key spaces up to this many bits get a dense lookup table (2**24 entries: 16 MiB as uint8).
+DENSE_KEY_BITS = 24
+_KEY_TYPES = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+class _KeyCodec:
+    """Packs a colour (C integers) into one unsigned integer by padding its bytes."""
+
+    def __init__(self, dtype: np.dtype, channels: int):
+        self.dtype = np.dtype(dtype)
+        self.channels = channels
+        nbytes = self.dtype.itemsize * channels
+        width = next((w for w in _KEY_TYPES if w >= nbytes), None)
+        self.usable = np.issubdtype(self.dtype, np.integer) and width is not None
+        self.nbytes = nbytes
+        self.width = width
+        self.key_dtype = np.dtype(_KEY_TYPES[width]) if self.usable else None
+        # Padding bytes are zero, so on a little-endian machine keys stay below 2**(8*nbytes).
+        self.dense = self.usable and 8 * nbytes <= DENSE_KEY_BITS and sys.byteorder == "little"
+
+    def keys(self, pixels: np.ndarray) -> np.ndarray:
+        """Keys of ``pixels`` (n, C) as a 1D array (a new array, never a view of the input)."""
+        n = pixels.shape[0]
+        if self.width == self.nbytes:
+            return np.ascontiguousarray(pixels).view(self.key_dtype).reshape(n).copy()
+        buf = np.zeros((n, self.width), dtype=np.uint8)
+        buf[:, : self.nbytes] = np.ascontiguousarray(pixels).view(np.uint8).reshape(n, -1)
+        return buf.view(self.key_dtype).reshape(n)
+
+    def colors(self, keys: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`keys`."""
+        raw = np.ascontiguousarray(keys, dtype=self.key_dtype).view(np.uint8)
+        raw = raw.reshape(len(keys), self.width)[:, : self.nbytes]
+        return np.ascontiguousarray(raw).view(self.dtype).reshape(len(keys), self.channels)
+
+
+@dataclass
+class ColorHistogram:
+    """Distinct colours and their pixel counts.
+
+    Attributes
+    ----------
+    colors : ndarray, shape (M, C)
+        The distinct colours, in the image's dtype.
+    counts : ndarray, shape (M,)
+        Pixels of each colour (int64).
+    keys : ndarray or None
+        Sorted packed keys of ``colors`` (integer images), used for lookups.
+    inverse : ndarray or None
+        For images whose colours cannot be packed (floats, wide integers): the entry of each
+        pixel of the image the histogram was built from.
+    """
+
+    colors: np.ndarray
+    counts: np.ndarray
+    keys: np.ndarray | None
+    inverse: np.ndarray | None
+    _codec: _KeyCodec
+
+    @property
+    def n_pixels(self) -> int:
+        return int(self.counts.sum())
+
+    @classmethod
+    def from_pixels(cls, pixels: np.ndarray, chunk: int = CHUNK_PIXELS) -> ColorHistogram:
+        """Count the distinct rows of ``pixels``, shape (N, C)."""
+        codec = _KeyCodec(pixels.dtype, pixels.shape[1])
+        if not codec.usable:
+            colors, inverse, counts = np.unique(
+                pixels, axis=0, return_inverse=True, return_counts=True
+            )
+            return cls(colors, counts.astype(np.int64), None, inverse.reshape(-1), codec)
+        parts = []
+        for start in range(0, pixels.shape[0], chunk):
+            keys = codec.keys(pixels[start : start + chunk])
+            parts.append(np.unique(keys, return_counts=True))
+        keys, counts = _merge_counts(parts)
+        return cls(codec.colors(keys), counts, keys, None, codec)
+
+    @classmethod
+    def merge(cls, hists: list[ColorHistogram]) -> ColorHistogram:
+        """One histogram for several images (the colours of all, counts added)."""
+        if len(hists) == 1:
+            return hists[0]
+        codec = hists[0]._codec
+        if codec.usable:
+            keys, counts = _merge_counts([(h.keys, h.counts) for h in hists])
+            return cls(codec.colors(keys), counts, keys, None, codec)
+        colors, inverse = np.unique(
+            np.concatenate([h.colors for h in hists]), axis=0, return_inverse=True
+        )
+        counts = np.bincount(
+            inverse.reshape(-1), weights=np.concatenate([h.counts for h in hists])
+        ).astype(np.int64)
+        return cls(colors, counts, None, None, codec)
+
+    def lookup(self, pixels: np.ndarray, values: np.ndarray, chunk: int = CHUNK_PIXELS):
+        """``values[i]`` for the entry i of each pixel's colour; pixels must be in the table.
+
+        Returns an array of shape (N,) and ``values.dtype``.
+        """
+        values = np.asarray(values)
+        if self.keys is None:
+            if self.inverse is None or self.inverse.shape[0] != pixels.shape[0]:
+                raise RuntimeError("this histogram cannot look up pixels it was not built from")
+            return values[self.inverse]
+        out = np.empty(pixels.shape[0], dtype=values.dtype)
+        if self._codec.dense:
+            table = np.zeros(1 << (8 * self._codec.nbytes), dtype=values.dtype)
+            table[self.keys] = values
+        for start in range(0, pixels.shape[0], chunk):
+            keys = self._codec.keys(pixels[start : start + chunk])
+            if self._codec.dense:
+                np.take(table, keys, out=out[start : start + chunk])
+            else:
+                out[start : start + chunk] = values[np.searchsorted(self.keys, keys)]
+        return out
+
+
+def _merge_counts(parts):
+    """Merge (sorted unique keys, counts) pairs into one pair."""
+    if len(parts) == 1:
+        keys, counts = parts[0]
+        return keys, counts.astype(np.int64)
+    keys, inverse = np.unique(np.concatenate([k for k, _ in parts]), return_inverse=True)
+    counts = np.bincount(
+        inverse.reshape(-1), weights=np.concatenate([c for _, c in parts]), minlength=len(keys)
+    )
+    return keys, np.rint(counts).astype(np.int64)

@@ -1,0 +1,314 @@
+"""Weighted k-means: k-means++ seeding and Lloyd's algorithm on weighted points.
+
+The points are an image's distinct colours and the weights their pixel counts, so the
+objective is exactly the all-pixel one. Lloyd's iterations skip the distance computations
+that cannot change an assignment, using Hamerly's bounds (Hamerly 2010, "Making k-means
+even faster"): each point keeps an upper bound on the distance to its centre and a lower
+bound on the distance to any other; only points whose bounds overlap are re-examined.
+The result is the same as plain Lloyd's from the same initial centres.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_ASSIGN_CHUNK = 1 << 16
+_KDTREE_MAX_DIM = 4
+_KDTREE_MIN_CENTERS = 8
+_WORKERS = -1
+# Above this many points, k-means++ seeds on a grid summary of them (cells' weighted means).
+_SEED_POINTS_MIN = 4096
+_SEED_POINTS_PER_CLUSTER = 16
+
+
+@dataclass(frozen=True)
+class KMeansResult:
+    """The outcome of :func:`weighted_kmeans`.
+
+    Attributes
+    ----------
+    centers : ndarray, shape (K, D)
+    labels : ndarray, shape (M,)
+        Index of the nearest centre of each point.
+    inertia : float
+        Sum of weight times squared distance to the assigned centre.
+    n_iter : int
+        Lloyd iterations of the best run.
+    n_init : int
+        Runs made; the one with the lowest inertia is kept.
+    converged : bool
+        Whether the best run stopped before ``max_iter``.
+    """
+
+    centers: np.ndarray
+    labels: np.ndarray
+    inertia: float
+    n_iter: int
+    n_init: int
+    converged: bool
+
+
+def weighted_kmeans(
+    points: np.ndarray,
+    weights: np.ndarray,
+    n_clusters: int,
+    *,
+    init: str | np.ndarray = "k-means++",
+    n_init: int = 1,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    random_state: int | np.random.Generator | None = 0,
+) -> KMeansResult:
+    """Cluster weighted points with k-means++ seeding and Lloyd's algorithm.
+
+    Parameters
+    ----------
+    points : ndarray, shape (M, D)
+        Distinct points; must number at least ``n_clusters``.
+    weights : ndarray, shape (M,)
+        Positive weights (pixel counts).
+    n_clusters : int
+        K.
+    init : "k-means++" or ndarray of shape (K, D)
+        Seeding method, or the initial centres themselves (then ``n_init`` is 1).
+    n_init : int
+        Independent seedings; the run with the lowest weighted inertia is kept.
+    max_iter : int
+        Most Lloyd iterations per run.
+    tol : float
+        Stop when the summed squared centre shift falls to ``tol`` times the mean per-axis
+        weighted variance of the points (scikit-learn's convention); 0 runs until no
+        assignment changes. Labels are always those of the final centres.
+    random_state : int, Generator or None
+        Seed for the seeding.
+
+    Returns
+    -------
+    KMeansResult
+    """
+    x = np.ascontiguousarray(points, dtype=np.float64)
+    w = np.ascontiguousarray(weights, dtype=np.float64)
+    if x.shape[0] < n_clusters:
+        raise ValueError(f"need at least {n_clusters} distinct points, got {x.shape[0]}")
+    rng = np.random.default_rng(random_state)
+    mean = (w @ x) / w.sum()
+    variance = (w @ (x - mean) ** 2) / w.sum()
+    tol_abs = float(tol) * float(variance.mean())
+    if not isinstance(init, str):
+        starts = [np.array(init, dtype=np.float64)]
+    else:
+        seed_x, seed_w = _seeding_summary(x, w, n_clusters)
+        starts = (kmeans_plusplus(seed_x, seed_w, n_clusters, rng) for _ in range(n_init))
+    best = None
+    runs = 0
+    for centers in starts:
+        runs += 1
+        result = _lloyd(x, w, centers, max_iter, tol_abs)
+        if best is None or result[2] < best[2]:
+            best = result
+    centers, labels, inertia, n_iter, converged = best
+    return KMeansResult(centers, labels, inertia, n_iter, runs, converged)
+
+
+def kmeans_plusplus(
+    points: np.ndarray,
+    weights: np.ndarray,
+    n_clusters: int,
+    rng: np.random.Generator,
+    n_local_trials: int | None = None,
+) -> np.ndarray:
+    """Greedy weighted k-means++ seeding (Arthur and Vassilvitskii 2007).
+
+    Each new centre is the best of ``n_local_trials`` candidates (default ``2 + ln K``, as
+    scikit-learn does) drawn with probability proportional to weight times squared distance
+    to the nearest centre so far.
+    """
+    if n_local_trials is None:
+        n_local_trials = 2 + int(np.log(n_clusters))
+    centers = np.empty((n_clusters, points.shape[1]))
+    first = _draw(np.cumsum(weights), rng, 1)[0]
+    centers[0] = points[first]
+    closest = ((points - centers[0]) ** 2).sum(axis=1)
+    for i in range(1, n_clusters):
+        cumulative = np.cumsum(weights * closest)
+        if cumulative[-1] <= 0:  # fewer distinct points than centres: cannot happen here
+            raise ValueError("k-means++ ran out of distinct points")
+        candidates = _draw(cumulative, rng, n_local_trials)
+        d2 = ((points[np.newaxis, :, :] - points[candidates, np.newaxis, :]) ** 2).sum(axis=2)
+        np.minimum(d2, closest, out=d2)
+        best = int(np.argmin(d2 @ weights))
+        centers[i] = points[candidates[best]]
+        closest = d2[best]
+    return centers
+
+
+def assign(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Index of the nearest centre of each point (ties go to the lower index)."""
+    x = np.ascontiguousarray(points, dtype=np.float64)
+    labels, _, _ = _nearest_two(x, (x * x).sum(axis=1), np.asarray(centers, dtype=np.float64))
+    return labels
+
+
+def _draw(cumulative: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
+    targets = rng.random(n) * cumulative[-1]
+    return np.minimum(np.searchsorted(cumulative, targets, side="right"), len(cumulative) - 1)
+
+
+def _seeding_summary(x: np.ndarray, w: np.ndarray, n_clusters: int):
+    """A few thousand weighted points that stand for ``x`` during seeding.
+
+    Seeding costs K passes over its points; on a grid summary (each occupied cell replaced by
+    its weighted mean, weight the cell's total) it is cheap, and Lloyd's iterations then run
+    on every point, so the final clustering is exact.
+    """
+    target = max(_SEED_POINTS_MIN, _SEED_POINTS_PER_CLUSTER * n_clusters)
+    if x.shape[0] <= target:
+        return x, w
+    lo = x.min(axis=0)
+    span = np.maximum(x.max(axis=0) - lo, 1e-12)
+    # Colours crowd into a small part of their bounding box, so refine the grid until
+    # enough cells are occupied.
+    cells = max(2, int(np.ceil(target ** (1.0 / x.shape[1]))))
+    while True:
+        index = np.minimum(((x - lo) / span * cells).astype(np.int64), cells - 1)
+        key = np.ravel_multi_index(index.T, (cells,) * x.shape[1])
+        uniq, inverse = np.unique(key, return_inverse=True)
+        if len(uniq) >= target // 2 or cells ** x.shape[1] >= 1 << 22:
+            break
+        cells = int(cells * 1.5) + 1
+    if len(uniq) >= x.shape[0] // 2:
+        return x, w
+    total = np.bincount(inverse, weights=w, minlength=len(uniq))
+    means = np.stack(
+        [
+            np.bincount(inverse, weights=w * x[:, d], minlength=len(uniq))
+            for d in range(x.shape[1])
+        ],
+        axis=1,
+    )
+    return means / total[:, np.newaxis], total
+
+
+def _nearest_two(x: np.ndarray, x2: np.ndarray, centers: np.ndarray):
+    """Nearest centre of each point, its distance, and the distance to the second nearest."""
+    n, dim = x.shape
+    k = centers.shape[0]
+    if k == 1:
+        first = np.sqrt(np.maximum(((x - centers[0]) ** 2).sum(axis=1), 0))
+        return np.zeros(n, dtype=np.intp), first, np.full(n, np.inf)
+    if dim <= _KDTREE_MAX_DIM and k >= _KDTREE_MIN_CENTERS:
+        # In a few dimensions a k-d tree of the centres beats computing all K distances.
+        from scipy.spatial import cKDTree  # imported here: keeps `import` fast
+
+        dist, idx = cKDTree(centers).query(x, k=2, workers=_WORKERS)
+        return idx[:, 0].astype(np.intp), dist[:, 0], dist[:, 1]
+    labels = np.empty(n, dtype=np.intp)
+    first = np.empty(n)
+    second = np.empty(n)
+    c2 = (centers * centers).sum(axis=1)
+    rows = np.arange(min(n, _ASSIGN_CHUNK))
+    for start in range(0, n, _ASSIGN_CHUNK):
+        stop = min(start + _ASSIGN_CHUNK, n)
+        # Squared distance less the point's own norm: enough to rank the centres.
+        d2 = x[start:stop] @ (-2.0 * centers.T)
+        d2 += c2
+        lab = d2.argmin(axis=1)
+        r = rows[: stop - start]
+        labels[start:stop] = lab
+        first[start:stop] = d2[r, lab]
+        d2[r, lab] = np.inf
+        second[start:stop] = d2.min(axis=1)
+    first += x2
+    second += x2
+    return labels, np.sqrt(np.maximum(first, 0)), np.sqrt(np.maximum(second, 0))
+
+
+class _Bounds:
+    """Assignments of weighted points with Hamerly's bounds and running cluster sums."""
+
+    def __init__(self, x, w, centers):
+        self.x, self.w = x, w
+        self.x2 = (x * x).sum(axis=1)
+        self.wx = x * w[:, np.newaxis]
+        self.centers = np.array(centers, dtype=np.float64)
+        self.k = self.centers.shape[0]
+        self._full()
+
+    def _full(self):
+        self.labels, self.upper, self.lower = _nearest_two(self.x, self.x2, self.centers)
+        self.sums = np.stack(
+            [
+                np.bincount(self.labels, weights=self.wx[:, d], minlength=self.k)
+                for d in range(self.x.shape[1])
+            ],
+            axis=1,
+        )
+        self.mass = np.bincount(self.labels, weights=self.w, minlength=self.k)
+
+    def means(self):
+        """The weighted means of the clusters; empty clusters are reseeded (returns None then)."""
+        empty = self.mass <= 0
+        if empty.any():
+            # Move each empty centre onto the point that costs the most where it is.
+            cost = self.w * self.upper**2
+            far = np.argsort(cost)[::-1][: int(empty.sum())]
+            self.centers[np.flatnonzero(empty)] = self.x[far]
+            self._full()
+            return None
+        return self.sums / self.mass[:, np.newaxis]
+
+    def move(self, new_centers) -> int:
+        """Move the centres and reassign exactly the points that may change; count changes."""
+        shift = np.sqrt(((new_centers - self.centers) ** 2).sum(axis=1))
+        self.centers = np.array(new_centers, dtype=np.float64)
+        if self.k == 1:
+            return 0
+        self.upper += shift[self.labels]
+        top = np.argsort(shift)[-2:]
+        self.lower -= np.where(self.labels == top[-1], shift[top[0]], shift[top[-1]])
+        cc = ((self.centers[:, np.newaxis, :] - self.centers[np.newaxis]) ** 2).sum(axis=2)
+        np.fill_diagonal(cc, np.inf)
+        half_gap = 0.5 * np.sqrt(cc.min(axis=1))
+        bound = np.maximum(half_gap[self.labels], self.lower)
+        cand = np.flatnonzero(self.upper > bound)
+        if cand.size == 0:
+            return 0
+        own = self.centers[self.labels[cand]]
+        self.upper[cand] = np.sqrt(((self.x[cand] - own) ** 2).sum(axis=1))
+        cand = cand[self.upper[cand] > bound[cand]]
+        if cand.size == 0:
+            return 0
+        new, up, low = _nearest_two(self.x[cand], self.x2[cand], self.centers)
+        old = self.labels[cand]
+        moved = new != old
+        self.labels[cand], self.upper[cand], self.lower[cand] = new, up, low
+        if moved.any():
+            idx, src, dst = cand[moved], old[moved], new[moved]
+            for d in range(self.x.shape[1]):
+                self.sums[:, d] -= np.bincount(src, weights=self.wx[idx, d], minlength=self.k)
+                self.sums[:, d] += np.bincount(dst, weights=self.wx[idx, d], minlength=self.k)
+            self.mass -= np.bincount(src, weights=self.w[idx], minlength=self.k)
+            self.mass += np.bincount(dst, weights=self.w[idx], minlength=self.k)
+        return int(moved.sum())
+
+    def inertia(self) -> float:
+        d = self.x - self.centers[self.labels]
+        return float(self.w @ (d * d).sum(axis=1))
+
+
+def _lloyd(x, w, centers, max_iter, tol_abs):
+    state = _Bounds(x, w, centers)
+    converged = False
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):  # noqa: B007 - n_iter is reported
+        means = state.means()
+        if means is None:
+            continue
+        shift2 = float(((means - state.centers) ** 2).sum())
+        changed = state.move(means)
+        if changed == 0 or shift2 <= tol_abs:
+            converged = True
+            break
+    return state.centers, state.labels, state.inertia(), n_iter, converged

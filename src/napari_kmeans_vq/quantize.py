@@ -1,0 +1,212 @@
+"""quantize(): fit a codebook, encode, decode and account for the bits in one call."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .bits import BitReport, bit_report, label_entropy_bits
+from .codebook import Codebook, peak_value
+from .histogram import ColorHistogram
+
+
+@dataclass(frozen=True, eq=False)
+class Quantization:
+    """The result of :func:`quantize`.
+
+    Attributes
+    ----------
+    labels : ndarray
+        Codeword index of every pixel, shape ``image.shape[:-1]`` (the image's shape for a
+        scalar image), uint8 when K <= 256, else uint16.
+    palette : ndarray, shape (K, C)
+        The codebook as stored and decoded, in the image's dtype (rounded means for integer
+        images).
+    centroids : ndarray, shape (K, D)
+        Unrounded cluster means in the clustering colour space.
+    reconstruction : ndarray
+        ``palette[labels]``, the image's shape and dtype (an ignored alpha channel is carried
+        over unchanged).
+    distortion : float
+        J: the mean over pixels of the squared error summed over the clustered channels,
+        between the image and the reconstruction a decoder produces.
+    psnr : float
+        ``10 log10(peak**2 / (J / C))`` in dB with C the clustered channels and peak 255 for
+        uint8, 65535 for uint16, 1.0 for float images; ``inf`` for a lossless result.
+    report : BitReport
+        Bit accounting, with ``entropy_bits`` set.
+    n_colors : int
+        K used (smaller than asked when the image has fewer distinct colours).
+    codebook : Codebook
+        The fitted codebook, to encode more images with the same colours.
+    info : dict
+        What the fit did: requested K, colour space, seed, seedings, iterations,
+        convergence, distinct colours, and seconds spent.
+    """
+
+    labels: np.ndarray
+    palette: np.ndarray
+    centroids: np.ndarray
+    reconstruction: np.ndarray
+    distortion: float
+    psnr: float
+    report: BitReport
+    n_colors: int
+    codebook: Codebook = field(repr=False)
+    info: dict = field(default_factory=dict)
+
+    @property
+    def cluster_sizes(self) -> np.ndarray:
+        """Pixels in each cluster, shape (K,)."""
+        return self.codebook.cluster_sizes_
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable summary: report, distortion, PSNR, palette and fit details."""
+        return {
+            "n_colors": self.n_colors,
+            "shape": list(self.labels.shape),
+            "distortion": self.distortion,
+            "psnr": self.psnr if math.isfinite(self.psnr) else None,
+            "report": self.report.to_dict(),
+            "palette": self.palette.tolist(),
+            "cluster_sizes": self.cluster_sizes.tolist(),
+            "info": dict(self.info),
+        }
+
+
+def quantize(
+    image,
+    n_colors: int,
+    *,
+    random_state=0,
+    color_space: str = "rgb",
+    n_init="auto",
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    alpha: str = "ignore",
+    channel_axis: int | None = -1,
+) -> Quantization:
+    """Quantize an image to K colours with k-means: fit, encode, decode, count the bits.
+
+    The fit is exact k-means (k-means++ seeding, Lloyd's iterations) over every pixel,
+    computed on the image's distinct colours weighted by their pixel counts; pixels are
+    then encoded through a lookup of their colour, not a distance computation each.
+
+    Parameters
+    ----------
+    image : array_like, shape (..., C)
+        The colour axis last (or at ``channel_axis``), C from 1 to 16, any number of other
+        axes (an nD stack shares one codebook); uint8, uint16, other integers or floats.
+        With ``channel_axis=None`` the whole array is one scalar channel.
+    n_colors : int
+        K, from 1 to 65,536.
+    random_state : int, numpy Generator or None, default 0
+        Seed; the same image and seed give the same palette and labels.
+    color_space : {"rgb", "lab"}, default "rgb"
+        Where colours are clustered; palette and distortion are always in the image's space.
+    n_init : int or "auto", default "auto"
+        Seedings to try, keeping the best.
+    max_iter : int, default 300
+        Most Lloyd iterations per seeding.
+    tol : float, default 1e-4
+        Relative convergence threshold (see :class:`Codebook`).
+    alpha : {"ignore", "quantize"}, default "ignore"
+        RGBA images: keep alpha as it was, or cluster it as a fourth channel.
+    channel_axis : int or None, default -1
+        Axis of the colour channels, or None for a scalar image.
+
+    Returns
+    -------
+    Quantization
+
+    Raises
+    ------
+    TypeError
+        The image is not numeric, or a parameter has the wrong type.
+    ValueError
+        The image is empty, has NaN or inf, has no colour axis, or ``n_colors`` is outside
+        1 .. 65,536.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_kmeans_vq import quantize
+    >>> rng = np.random.default_rng(1)
+    >>> image = rng.integers(0, 256, size=(100, 100, 3), dtype=np.uint8)
+    >>> q = quantize(image, 16)
+    >>> q.report.total_bits, q.labels.dtype
+    (40384, dtype('uint8'))
+    >>> bool(np.array_equal(q.reconstruction, q.palette[q.labels]))
+    True
+    """
+    start = time.perf_counter()
+    codebook = Codebook(
+        n_colors,
+        color_space=color_space,
+        random_state=random_state,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        alpha=alpha,
+        channel_axis=channel_axis,
+    )
+    arr = codebook._check(image)
+    colors, kept_alpha = codebook._colors(arr)
+    pixels = colors.reshape(-1, colors.shape[-1])
+    hist = ColorHistogram.from_pixels(pixels)
+    per_color = codebook._fit_histogram(hist, arr.dtype)
+    labels = codebook._lookup(hist, pixels, per_color).reshape(colors.shape[:-1])
+    reconstruction = np.empty_like(arr)
+    reconstruction[..., : codebook.channels_] = codebook.palette_[labels]
+    if kept_alpha is not None:
+        reconstruction[..., 3] = kept_alpha
+    n_pixels = pixels.shape[0]
+    distortion = codebook.inertia_ / n_pixels
+    channels = codebook.channels_
+    psnr = (
+        10 * math.log10(peak_value(arr.dtype) ** 2 / (distortion / channels))
+        if distortion > 0
+        else math.inf
+    )
+    report = bit_report(
+        n_pixels, codebook.n_colors_, channels=channels, bits_per_channel=_bits(arr.dtype)
+    ).with_entropy(label_entropy_bits(codebook.cluster_sizes_))
+    if channel_axis is None:
+        reconstruction = reconstruction[..., 0]
+    else:
+        reconstruction = np.moveaxis(reconstruction, -1, channel_axis)
+    info = {
+        "n_colors_requested": int(n_colors),
+        "color_space": codebook.color_space.lower(),
+        "random_state": random_state if isinstance(random_state, int | None) else "generator",
+        "n_init": codebook.n_init_,
+        "n_iter": codebook.n_iter_,
+        "converged": codebook.converged_,
+        "n_distinct_colors": codebook.n_distinct_colors_,
+        "alpha": alpha if arr.shape[-1] == 4 else None,
+        "fit_seconds": codebook.fit_seconds_,
+        "seconds": time.perf_counter() - start,
+    }
+    return Quantization(
+        labels=labels,
+        palette=codebook.palette_,
+        centroids=codebook.centroids_,
+        reconstruction=reconstruction,
+        distortion=float(distortion),
+        psnr=float(psnr),
+        report=report,
+        n_colors=codebook.n_colors_,
+        codebook=codebook,
+        info=info,
+    )
+
+
+def _bits(dtype: np.dtype) -> int:
+    """Bits per stored channel value: the dtype's width (8 for uint8, 32 for float32)."""
+    return np.dtype(dtype).itemsize * 8
+
+
+__all__ = ["Quantization", "quantize"]
