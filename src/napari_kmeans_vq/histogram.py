@@ -9,9 +9,8 @@ mapped back to their colour's entry by a lookup table instead of a distance comp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 
