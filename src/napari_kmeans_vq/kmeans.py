@@ -18,9 +18,10 @@ _ASSIGN_CHUNK = 1 << 16
 _KDTREE_MAX_DIM = 4
 _KDTREE_MIN_CENTERS = 8
 _WORKERS = -1
-# Above this many points, k-means++ seeds on a grid summary of them (cells' weighted means).
-_SEED_POINTS_MIN = 4096
-_SEED_POINTS_PER_CLUSTER = 16
+# Above this many points, seeding and the first Lloyd iterations run on a grid summary of
+# them (occupied cells' weighted means); the final iterations always run on every point.
+_SUMMARY_MIN = 8192
+_SUMMARY_PER_CLUSTER = 32
 
 
 @dataclass(frozen=True)
@@ -97,19 +98,24 @@ def weighted_kmeans(
     variance = (w @ (x - mean) ** 2) / w.sum()
     tol_abs = float(tol) * float(variance.mean())
     if not isinstance(init, str):
-        starts = [np.array(init, dtype=np.float64)]
+        starts, n_init = [np.array(init, dtype=np.float64)], 1
+        summary = None
     else:
-        seed_x, seed_w = _seeding_summary(x, w, n_clusters)
-        starts = (kmeans_plusplus(seed_x, seed_w, n_clusters, rng) for _ in range(n_init))
-    best = None
-    runs = 0
-    for centers in starts:
-        runs += 1
-        result = _lloyd(x, w, centers, max_iter, tol_abs)
-        if best is None or result[2] < best[2]:
-            best = result
+        sx, sw = _summary(x, w, max(_SUMMARY_MIN, _SUMMARY_PER_CLUSTER * n_clusters))
+        starts = (kmeans_plusplus(sx, sw, n_clusters, rng) for _ in range(n_init))
+        summary = (sx, sw) if sx.shape[0] < x.shape[0] else None
+    if summary is None:
+        runs = [_lloyd(x, w, c, max_iter, tol_abs) for c in starts]
+        best = min(runs, key=lambda run: run[2])
+    else:
+        # Coarse to fine: every seeding converges on the summary (cheap), and only the best
+        # is refined on all points, so Lloyd's full passes start close to their fixed point.
+        coarse = min(
+            (_lloyd(*summary, c, max_iter, tol_abs) for c in starts), key=lambda run: run[2]
+        )
+        best = _lloyd(x, w, coarse[0], max_iter, tol_abs)
     centers, labels, inertia, n_iter, converged = best
-    return KMeansResult(centers, labels, inertia, n_iter, runs, converged)
+    return KMeansResult(centers, labels, inertia, n_iter, n_init, converged)
 
 
 def kmeans_plusplus(
@@ -156,14 +162,13 @@ def _draw(cumulative: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarra
     return np.minimum(np.searchsorted(cumulative, targets, side="right"), len(cumulative) - 1)
 
 
-def _seeding_summary(x: np.ndarray, w: np.ndarray, n_clusters: int):
-    """A few thousand weighted points that stand for ``x`` during seeding.
+def _summary(x: np.ndarray, w: np.ndarray, target: int):
+    """About ``target`` weighted points that stand for ``x``: occupied grid cells' means.
 
-    Seeding costs K passes over its points; on a grid summary (each occupied cell replaced by
-    its weighted mean, weight the cell's total) it is cheap, and Lloyd's iterations then run
-    on every point, so the final clustering is exact.
+    Seeding costs K passes over its points and early Lloyd iterations move centres far; on
+    the summary both are cheap. The last iterations run on every point, so the result is a
+    fixed point of Lloyd's algorithm on all the data.
     """
-    target = max(_SEED_POINTS_MIN, _SEED_POINTS_PER_CLUSTER * n_clusters)
     if x.shape[0] <= target:
         return x, w
     lo = x.min(axis=0)
