@@ -10,7 +10,7 @@ The result is the same as plain Lloyd's from the same initial centres.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -49,6 +49,18 @@ class KMeansResult:
     n_iter: int
     n_init: int
     converged: bool
+    _state: _Bounds | None = field(default=None, repr=False, compare=False)
+
+    def relabel(self, centers: np.ndarray) -> np.ndarray:
+        """Labels of the points for centres moved slightly (e.g. rounded), reusing the bounds.
+
+        Only points whose bounds allow a change are examined, so this costs far less than
+        :func:`assign` on all points when the centres moved little.
+        """
+        if self._state is None:
+            raise RuntimeError("this result keeps no bounds to reuse")
+        self._state.move(np.asarray(centers, dtype=np.float64))
+        return self._state.labels.copy()
 
 
 def weighted_kmeans(
@@ -106,16 +118,25 @@ def weighted_kmeans(
         summary = (sx, sw) if sx.shape[0] < x.shape[0] else None
     if summary is None:
         runs = [_lloyd(x, w, c, max_iter, tol_abs) for c in starts]
-        best = min(runs, key=lambda run: run[2])
+        best = min(runs, key=lambda run: run[0].inertia())
     else:
         # Coarse to fine: every seeding converges on the summary (cheap), and only the best
         # is refined on all points, so Lloyd's full passes start close to their fixed point.
         coarse = min(
-            (_lloyd(*summary, c, max_iter, tol_abs) for c in starts), key=lambda run: run[2]
+            (_lloyd(*summary, c, max_iter, tol_abs)[0] for c in starts),
+            key=lambda state: state.inertia(),
         )
-        best = _lloyd(x, w, coarse[0], max_iter, tol_abs)
-    centers, labels, inertia, n_iter, converged = best
-    return KMeansResult(centers, labels, inertia, n_iter, n_init, converged)
+        best = _lloyd(x, w, coarse.centers, max_iter, tol_abs)
+    state, n_iter, converged = best
+    return KMeansResult(
+        state.centers.copy(),
+        state.labels.copy(),
+        state.inertia(),
+        n_iter,
+        n_init,
+        converged,
+        state,
+    )
 
 
 def kmeans_plusplus(
@@ -134,15 +155,18 @@ def kmeans_plusplus(
     if n_local_trials is None:
         n_local_trials = 2 + int(np.log(n_clusters))
     centers = np.empty((n_clusters, points.shape[1]))
+    norms = (points * points).sum(axis=1)
     first = _draw(np.cumsum(weights), rng, 1)[0]
     centers[0] = points[first]
-    closest = ((points - centers[0]) ** 2).sum(axis=1)
+    closest = np.maximum(norms - 2 * points @ centers[0] + norms[first], 0)
     for i in range(1, n_clusters):
         cumulative = np.cumsum(weights * closest)
-        if cumulative[-1] <= 0:  # fewer distinct points than centres: cannot happen here
-            raise ValueError("k-means++ ran out of distinct points")
         candidates = _draw(cumulative, rng, n_local_trials)
-        d2 = ((points[np.newaxis, :, :] - points[candidates, np.newaxis, :]) ** 2).sum(axis=2)
+        # squared distances of every point to each candidate, as |p|^2 - 2 p.c + |c|^2
+        d2 = points[candidates] @ (-2.0 * points.T)
+        d2 += norms
+        d2 += norms[candidates, np.newaxis]
+        np.maximum(d2, 0, out=d2)
         np.minimum(d2, closest, out=d2)
         best = int(np.argmin(d2 @ weights))
         centers[i] = points[candidates[best]]
@@ -316,4 +340,4 @@ def _lloyd(x, w, centers, max_iter, tol_abs):
         if changed == 0 or shift2 <= tol_abs:
             converged = True
             break
-    return state.centers, state.labels, state.inertia(), n_iter, converged
+    return state, n_iter, converged
