@@ -10,7 +10,7 @@ The result is the same as plain Lloyd's from the same initial centres.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,18 +49,6 @@ class KMeansResult:
     n_iter: int
     n_init: int
     converged: bool
-    _state: _Bounds | None = field(default=None, repr=False, compare=False)
-
-    def relabel(self, centers: np.ndarray) -> np.ndarray:
-        """Labels of the points for centres moved slightly (e.g. rounded), reusing the bounds.
-
-        Only points whose bounds allow a change are examined, so this costs far less than
-        :func:`assign` on all points when the centres moved little.
-        """
-        if self._state is None:
-            raise RuntimeError("this result keeps no bounds to reuse")
-        self._state.move(np.asarray(centers, dtype=np.float64))
-        return self._state.labels.copy()
 
 
 def weighted_kmeans(
@@ -128,15 +116,7 @@ def weighted_kmeans(
         )
         best = _lloyd(x, w, coarse.centers, max_iter, tol_abs)
     state, n_iter, converged = best
-    return KMeansResult(
-        state.centers.copy(),
-        state.labels.copy(),
-        state.inertia(),
-        n_iter,
-        n_init,
-        converged,
-        state,
-    )
+    return KMeansResult(state.centers, state.labels, state.inertia(), n_iter, n_init, converged)
 
 
 def kmeans_plusplus(
