@@ -264,3 +264,23 @@ def test_to_dict_is_json_serialisable(ihc_crop):
     assert d["report"]["total_bits"] == q.report.total_bits
     assert len(d["palette"]) == 4
     assert d["info"]["n_colors_requested"] == 4
+
+
+def test_progress_reports_every_stage_and_can_cancel(ihc):
+    seen = []
+    quantize(ihc, 8, progress=lambda stage, fraction: seen.append((stage, fraction)))
+    stages = [s for s, _ in seen]
+    assert stages[0] == "histogram" and stages[-1] == "encode" and "fit" in stages
+    assert all(0 <= f <= 1 for _, f in seen)
+    fit = [f for s, f in seen if s == "fit"]
+    assert fit == sorted(fit)
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(stage, fraction):
+        if stage == "fit":
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        quantize(ihc, 8, progress=cancel)

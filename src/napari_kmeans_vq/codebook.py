@@ -128,7 +128,7 @@ class Codebook:
 
     # -- fitting -----------------------------------------------------------------------
 
-    def fit(self, images) -> Codebook:
+    def fit(self, images, *, progress=None) -> Codebook:
         """Fit the codebook to an image, or to several images together.
 
         Parameters
@@ -136,6 +136,9 @@ class Codebook:
         images : array or list of arrays
             Each of shape (..., C) (colour axis at ``channel_axis``); all with the same C
             and dtype.
+        progress : callable, optional
+            Called as ``progress(stage, fraction_done)`` with stage ``"histogram"`` or
+            ``"fit"``; an exception raised in it stops the fit (use it to cancel).
 
         Returns
         -------
@@ -154,9 +157,12 @@ class Codebook:
                     "one kind."
                 )
         hist = ColorHistogram.merge(
-            [ColorHistogram.from_pixels(c.reshape(-1, c.shape[-1])) for c in colors]
+            [
+                ColorHistogram.from_pixels(c.reshape(-1, c.shape[-1]), progress=progress)
+                for c in colors
+            ]
         )
-        self._fit_histogram(hist, first.dtype)
+        self._fit_histogram(hist, first.dtype, progress=progress)
         return self
 
     def _validated_params(self):
@@ -201,7 +207,7 @@ class Codebook:
             return rgb_to_lab(colors / peak_value(colors.dtype))
         return colors.astype(np.float64)
 
-    def _fit_histogram(self, hist: ColorHistogram, dtype: np.dtype) -> np.ndarray:
+    def _fit_histogram(self, hist: ColorHistogram, dtype: np.dtype, progress=None) -> np.ndarray:
         """Fit on a colour histogram; return the label of each of its colours."""
         n_colors, space, n_init, max_iter = self._validated_params()
         start = time.perf_counter()
@@ -228,6 +234,7 @@ class Codebook:
                 max_iter=max_iter,
                 tol=self.tol,
                 random_state=self.random_state,
+                progress=progress,
             )
             centers, labels = result.centers, result.labels
             n_iter, runs, converged = result.n_iter, result.n_init, result.converged
@@ -297,8 +304,9 @@ class Codebook:
         per_color = assign(self._to_space(hist.colors), self._encode_centers)
         return self._lookup(hist, pixels, per_color).reshape(colors.shape[:-1])
 
-    def _lookup(self, hist, pixels, per_color) -> np.ndarray:
-        return hist.lookup(pixels, per_color.astype(label_dtype(self.n_colors_)))
+    def _lookup(self, hist, pixels, per_color, progress=None) -> np.ndarray:
+        values = per_color.astype(label_dtype(self.n_colors_))
+        return hist.lookup(pixels, values, progress=progress)
 
     def decode(self, labels) -> np.ndarray:
         """The codeword of every label: ``palette_[labels]``.

@@ -79,8 +79,13 @@ class ColorHistogram:
         return int(self.counts.sum())
 
     @classmethod
-    def from_pixels(cls, pixels: np.ndarray, chunk: int = CHUNK_PIXELS) -> ColorHistogram:
-        """Count the distinct rows of ``pixels``, shape (N, C)."""
+    def from_pixels(
+        cls, pixels: np.ndarray, chunk: int = CHUNK_PIXELS, progress=None
+    ) -> ColorHistogram:
+        """Count the distinct rows of ``pixels``, shape (N, C).
+
+        ``progress``, if given, is called as ``progress("histogram", fraction_done)``.
+        """
         codec = _KeyCodec(pixels.dtype, pixels.shape[1])
         if not codec.usable:
             colors, inverse, counts = np.unique(
@@ -91,6 +96,8 @@ class ColorHistogram:
         for start in range(0, pixels.shape[0], chunk):
             keys = codec.keys(pixels[start : start + chunk])
             parts.append(np.unique(keys, return_counts=True))
+            if progress is not None:
+                progress("histogram", min(1.0, (start + chunk) / pixels.shape[0]))
         keys, counts = _merge_counts(parts)
         return cls(codec.colors(keys), counts, keys, None, codec)
 
@@ -111,10 +118,13 @@ class ColorHistogram:
         ).astype(np.int64)
         return cls(colors, counts, None, None, codec)
 
-    def lookup(self, pixels: np.ndarray, values: np.ndarray, chunk: int = CHUNK_PIXELS):
+    def lookup(
+        self, pixels: np.ndarray, values: np.ndarray, chunk: int = CHUNK_PIXELS, progress=None
+    ):
         """``values[i]`` for the entry i of each pixel's colour; pixels must be in the table.
 
-        Returns an array of shape (N,) and ``values.dtype``.
+        Returns an array of shape (N,) and ``values.dtype``. ``progress``, if given, is
+        called as ``progress("encode", fraction_done)``.
         """
         values = np.asarray(values)
         if self.keys is None:
@@ -131,6 +141,8 @@ class ColorHistogram:
                 np.take(table, keys, out=out[start : start + chunk])
             else:
                 out[start : start + chunk] = values[np.searchsorted(self.keys, keys)]
+            if progress is not None:
+                progress("encode", min(1.0, (start + chunk) / pixels.shape[0]))
         return out
 
 

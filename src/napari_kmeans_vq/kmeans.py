@@ -61,6 +61,7 @@ def weighted_kmeans(
     max_iter: int = 300,
     tol: float = 1e-4,
     random_state: int | np.random.Generator | None = 0,
+    progress=None,
 ) -> KMeansResult:
     """Cluster weighted points with k-means++ seeding and Lloyd's algorithm.
 
@@ -84,6 +85,9 @@ def weighted_kmeans(
         assignment changes. Labels are always those of the final centres.
     random_state : int, Generator or None
         Seed for the seeding.
+    progress : callable, optional
+        Called as ``progress("fit", fraction_done)`` after every Lloyd iteration; an
+        exception it raises (to cancel) propagates.
 
     Returns
     -------
@@ -105,16 +109,24 @@ def weighted_kmeans(
         starts = (kmeans_plusplus(sx, sw, n_clusters, rng) for _ in range(n_init))
         summary = (sx, sw) if sx.shape[0] < x.shape[0] else None
     if summary is None:
-        runs = [_lloyd(x, w, c, max_iter, tol_abs) for c in starts]
+        runs = [
+            _lloyd(x, w, c, max_iter, tol_abs, _stage(progress, i, n_init))
+            for i, c in enumerate(starts)
+        ]
         best = min(runs, key=lambda run: run[0].inertia())
     else:
         # Coarse to fine: every seeding converges on the summary (cheap), and only the best
         # is refined on all points, so Lloyd's full passes start close to their fixed point.
         coarse = min(
-            (_lloyd(*summary, c, max_iter, tol_abs)[0] for c in starts),
+            (
+                _lloyd(*summary, c, max_iter, tol_abs, _stage(progress, i, n_init + 1))[0]
+                for i, c in enumerate(starts)
+            ),
             key=lambda state: state.inertia(),
         )
-        best = _lloyd(x, w, coarse.centers, max_iter, tol_abs)
+        best = _lloyd(
+            x, w, coarse.centers, max_iter, tol_abs, _stage(progress, n_init, n_init + 1)
+        )
     state, n_iter, converged = best
     return KMeansResult(state.centers, state.labels, state.inertia(), n_iter, n_init, converged)
 
@@ -307,16 +319,29 @@ class _Bounds:
         return float(self.w @ (d * d).sum(axis=1))
 
 
-def _lloyd(x, w, centers, max_iter, tol_abs):
+def _stage(progress, index: int, count: int):
+    """Per-iteration callback for run ``index`` of ``count``, reporting overall progress."""
+    if progress is None:
+        return None
+
+    def step(n_iter: int, max_iter: int):
+        progress("fit", (index + min(1.0, n_iter / max_iter)) / count)
+
+    return step
+
+
+def _lloyd(x, w, centers, max_iter, tol_abs, step=None):
     state = _Bounds(x, w, centers)
     converged = False
     n_iter = 0
-    for n_iter in range(1, max_iter + 1):  # noqa: B007 - n_iter is reported
+    for n_iter in range(1, max_iter + 1):
         means = state.means()
         if means is None:
             continue
         shift2 = float(((means - state.centers) ** 2).sum())
         changed = state.move(means)
+        if step is not None:
+            step(n_iter, max_iter)
         if changed == 0 or shift2 <= tol_abs:
             converged = True
             break

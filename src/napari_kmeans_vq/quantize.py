@@ -88,6 +88,7 @@ def quantize(
     tol: float = 1e-4,
     alpha: str = "ignore",
     channel_axis: int | None = -1,
+    progress=None,
 ) -> Quantization:
     """Quantize an image to K colours with k-means: fit, encode, decode, count the bits.
 
@@ -117,6 +118,10 @@ def quantize(
         RGBA images: keep alpha as it was, or cluster it as a fourth channel.
     channel_axis : int or None, default -1
         Axis of the colour channels, or None for a scalar image.
+    progress : callable, optional
+        Called as ``progress(stage, fraction_done)`` while it works, with stage
+        ``"histogram"``, ``"fit"`` or ``"encode"``. An exception raised in it propagates
+        and stops the work: a GUI cancels this way, and nothing is left half made.
 
     Returns
     -------
@@ -156,9 +161,10 @@ def quantize(
     arr = codebook._check(image)
     colors, kept_alpha = codebook._colors(arr)
     pixels = colors.reshape(-1, colors.shape[-1])
-    hist = ColorHistogram.from_pixels(pixels)
-    per_color = codebook._fit_histogram(hist, arr.dtype)
-    labels = codebook._lookup(hist, pixels, per_color).reshape(colors.shape[:-1])
+    hist = ColorHistogram.from_pixels(pixels, progress=progress)
+    per_color = codebook._fit_histogram(hist, arr.dtype, progress=progress)
+    labels = codebook._lookup(hist, pixels, per_color, progress=progress)
+    labels = labels.reshape(colors.shape[:-1])
     reconstruction = np.empty_like(arr)
     reconstruction[..., : codebook.channels_] = codebook.palette_[labels]
     if kept_alpha is not None:
