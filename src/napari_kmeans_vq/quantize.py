@@ -165,9 +165,11 @@ def quantize(
     per_color = codebook._fit_histogram(hist, arr.dtype, progress=progress)
     labels = codebook._lookup(hist, pixels, per_color, progress=progress)
     labels = labels.reshape(colors.shape[:-1])
-    reconstruction = np.empty_like(arr)
-    reconstruction[..., : codebook.channels_] = codebook.palette_[labels]
-    if kept_alpha is not None:
+    if kept_alpha is None:
+        reconstruction = codebook.decode(labels)
+    else:
+        reconstruction = np.empty_like(arr)
+        reconstruction[..., :3] = codebook.decode(labels)
         reconstruction[..., 3] = kept_alpha
     n_pixels = pixels.shape[0]
     distortion = codebook.inertia_ / n_pixels
