@@ -224,6 +224,7 @@ class Codebook:
                 )
             centers = points
             labels = np.arange(n_distinct)
+            relabel = None
             n_iter, runs, converged = 0, 0, True
         else:
             result = weighted_kmeans(
@@ -237,14 +238,15 @@ class Codebook:
                 progress=progress,
             )
             centers, labels = result.centers, result.labels
+            relabel = result.relabel
             n_iter, runs, converged = result.n_iter, result.n_init, result.converged
         k = centers.shape[0]
         if space == "rgb":
             palette = _to_dtype(centers, dtype)
-            # Encode against the codewords a decoder really has (rounded), not the means,
-            # and exactly as encode() does, so ties between codewords break the same way.
-            if np.issubdtype(dtype, np.integer):
-                labels = assign(points, palette.astype(np.float64))
+            # Encode against the codewords a decoder really has (rounded), not the means;
+            # ties between codewords break as in encode().
+            if np.issubdtype(dtype, np.integer) and relabel is not None:
+                labels = relabel(palette.astype(np.float64))
             self._encode_centers = palette.astype(np.float64)
         else:
             # The decoder's colour for a Lab cluster is the mean of its members in RGB.

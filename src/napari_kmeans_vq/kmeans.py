@@ -10,7 +10,7 @@ The result is the same as plain Lloyd's from the same initial centres.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,6 +22,7 @@ _WORKERS = -1
 # them (occupied cells' weighted means); the final iterations always run on every point.
 _SUMMARY_MIN = 8192
 _SUMMARY_PER_CLUSTER = 32
+_SUMMARY_MAX_CELLS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,16 @@ class KMeansResult:
     n_iter: int
     n_init: int
     converged: bool
+    _state: _Bounds | None = field(default=None, repr=False, compare=False)
+
+    def relabel(self, centers: np.ndarray) -> np.ndarray:
+        """Labels of the points for centres moved a little (e.g. rounded), reusing the bounds.
+
+        Only points whose bounds leave doubt (ties included) are searched again, so the
+        labels equal :func:`assign` on all points at a fraction of its cost.
+        """
+        self._state.move(np.asarray(centers, dtype=np.float64))
+        return self._state.labels.copy()
 
 
 def weighted_kmeans(
@@ -128,7 +139,15 @@ def weighted_kmeans(
             x, w, coarse.centers, max_iter, tol_abs, _stage(progress, n_init, n_init + 1)
         )
     state, n_iter, converged = best
-    return KMeansResult(state.centers, state.labels, state.inertia(), n_iter, n_init, converged)
+    return KMeansResult(
+        state.centers.copy(),
+        state.labels.copy(),
+        state.inertia(),
+        n_iter,
+        n_init,
+        converged,
+        state,
+    )
 
 
 def kmeans_plusplus(
@@ -189,18 +208,24 @@ def _summary(x: np.ndarray, w: np.ndarray, target: int):
         return x, w
     lo = x.min(axis=0)
     span = np.maximum(x.max(axis=0) - lo, 1e-12)
-    # Colours crowd into a small part of their bounding box, so refine the grid until
-    # enough cells are occupied.
-    cells = max(2, int(np.ceil(target ** (1.0 / x.shape[1]))))
+    scaled = (x - lo) / span
+    dim = x.shape[1]
+    # Colours crowd into a small part of their bounding box: start with a grid of about
+    # 8 * target cells and refine it until enough cells are occupied.
+    cells = max(2, int(np.ceil((8 * target) ** (1.0 / dim))))
     while True:
-        index = np.minimum(((x - lo) / span * cells).astype(np.int64), cells - 1)
-        key = np.ravel_multi_index(index.T, (cells,) * x.shape[1])
-        uniq, inverse = np.unique(key, return_inverse=True)
-        if len(uniq) >= target // 2 or cells ** x.shape[1] >= 1 << 22:
+        index = np.minimum((scaled * cells).astype(np.int64), cells - 1)
+        key = np.ravel_multi_index(index.T, (cells,) * dim)
+        occupied = np.bincount(key, minlength=cells**dim)
+        uniq = np.flatnonzero(occupied)
+        if len(uniq) >= target // 2 or (cells + 1) ** dim > _SUMMARY_MAX_CELLS:
             break
-        cells = int(cells * 1.5) + 1
+        cells = min(int(cells * 1.5) + 1, int(_SUMMARY_MAX_CELLS ** (1.0 / dim)))
     if len(uniq) >= x.shape[0] // 2:
         return x, w
+    remap = np.zeros(cells**dim, dtype=np.intp)
+    remap[uniq] = np.arange(len(uniq))
+    inverse = remap[key]
     total = np.bincount(inverse, weights=w, minlength=len(uniq))
     means = np.stack(
         [
@@ -293,12 +318,14 @@ class _Bounds:
         np.fill_diagonal(cc, np.inf)
         half_gap = 0.5 * np.sqrt(cc.min(axis=1))
         bound = np.maximum(half_gap[self.labels], self.lower)
-        cand = np.flatnonzero(self.upper > bound)
+        # >=: a point tied between two centres is re-examined, so ties break exactly as
+        # a full nearest-centre search breaks them.
+        cand = np.flatnonzero(self.upper >= bound)
         if cand.size == 0:
             return 0
         own = self.centers[self.labels[cand]]
         self.upper[cand] = np.sqrt(((self.x[cand] - own) ** 2).sum(axis=1))
-        cand = cand[self.upper[cand] > bound[cand]]
+        cand = cand[self.upper[cand] >= bound[cand]]
         if cand.size == 0:
             return 0
         new, up, low = _nearest_two(self.x[cand], self.x2[cand], self.centers)
@@ -315,8 +342,12 @@ class _Bounds:
         return int(moved.sum())
 
     def inertia(self) -> float:
-        d = self.x - self.centers[self.labels]
-        return float(self.w @ (d * d).sum(axis=1))
+        """Weighted squared error, from the running sums: sum w|x|^2 - 2 c.S + m|c|^2."""
+        if not hasattr(self, "_wx2"):
+            self._wx2 = float(self.w @ self.x2)
+        c = self.centers
+        value = self._wx2 - 2 * float((c * self.sums).sum()) + float(self.mass @ (c * c).sum(1))
+        return max(value, 0.0)
 
 
 def _stage(progress, index: int, count: int):
