@@ -28,7 +28,7 @@ def test_manifest_entry_point_finds_the_top_level_manifest():
         if ep.name == "napari-kmeans-vq"
     ]
     assert len(eps) == 1
-    manifest = npe2.PluginManifest._from_entrypoint(eps[0])
+    manifest = npe2.PluginManifest._from_entrypoint(eps[0], eps[0].dist)
     assert manifest.name == "napari-kmeans-vq"
     assert manifest == npe2.PluginManifest.from_file(ROOT / "napari.yaml")
 

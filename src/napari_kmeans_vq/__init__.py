@@ -6,6 +6,7 @@ only by :mod:`napari_kmeans_vq.plugin`, which napari loads through the manifest.
 
 from .bits import BitReport, bit_report
 from .codebook import Codebook, FewColorsWarning
+from .layers import layer_data
 from .quantize import Quantization, quantize
 from .tutorial import calculate_num_bits, compress_image, reconstruct_image
 
@@ -20,6 +21,7 @@ __all__ = [
     "bit_report",
     "calculate_num_bits",
     "compress_image",
+    "layer_data",
     "quantize",
     "reconstruct_image",
 ]

@@ -1,0 +1,536 @@
+"""napari layer-data tuples for a quantized image, built without importing napari.
+
+napari adds a layer from a ``(data, meta, layer_type)`` tuple, the "layer data tuple" its
+plugins return. This module builds those tuples from a :class:`~napari_kmeans_vq.Quantization`
+(or from labels plus a palette, as a file reader has them), so that the widget, the ``.kvq``
+reader and plain scripts produce the same layers::
+
+    import napari
+    from napari_kmeans_vq import layer_data
+
+    viewer = napari.Viewer()
+    source = viewer.open_sample("napari-kmeans-vq", "ihc")[0]
+    for data, meta, layer_type in layer_data(source.data, 16, source_layer=source):
+        viewer._add_layer_from_data(data, meta, layer_type)  # or viewer.add_image / add_labels
+
+Two layers come out of one quantization:
+
+1. the reconstruction, ``palette[labels]``, an image layer in the input's dtype (RGB when the
+   image has three or four channels);
+2. the cluster labels, ``codeword index + 1`` so that no cluster is napari's transparent
+   background label 0, in the smallest unsigned dtype that holds K, coloured with exactly the
+   palette colours through a direct label colormap, with a ``features`` table (one row per
+   cluster) that napari shows in the status bar when the pointer is over a pixel.
+
+Both carry the same summary in ``metadata["napari_kmeans_vq"]``: the bit report, J, PSNR, seed,
+K, colour space and palette. No napari or Qt import happens here, not even lazily.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from .quantize import Quantization, quantize
+
+__all__ = [
+    "METADATA_KEY",
+    "cluster_features",
+    "coded_layer_data",
+    "label_colormap",
+    "labels_dtype",
+    "layer_data",
+    "palette_rgba",
+    "parse_k_list",
+    "quantization_layer_data",
+    "spatial_kwargs",
+    "sweep_item",
+    "sweep_layer_data",
+    "sweep_row",
+]
+
+#: Key under which both output layers keep their summary in ``layer.metadata``.
+METADATA_KEY = "napari_kmeans_vq"
+
+# Layer attributes that place a layer in the world; outputs copy them from the source so
+# they overlay it exactly.
+_SPATIAL = ("scale", "translate", "rotate", "shear", "affine", "units", "axis_labels")
+
+
+def labels_dtype(n_colors: int) -> np.dtype:
+    """Smallest unsigned dtype that holds labels ``1 .. n_colors`` (label = index + 1).
+
+    K = 255 still fits uint8, K = 256 needs uint16 (its last label is 256), and K = 65,536
+    needs uint32.
+    """
+    n_colors = int(n_colors)
+    if n_colors < 1:
+        raise ValueError(f"n_colors must be >= 1, got {n_colors}")
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if n_colors <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise ValueError(f"n_colors must be at most 2**32 - 1, got {n_colors}")  # pragma: no cover
+
+
+def _peak(dtype: np.dtype) -> float:
+    """Value that maps to full intensity: the integer maximum, or 1.0 for floats."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "ui":
+        return float(np.iinfo(dtype).max)
+    return 1.0
+
+
+def palette_rgba(palette: np.ndarray, dtype=None) -> np.ndarray:
+    """Display colours of a palette: RGBA floats in [0, 1], shape (K, 4).
+
+    Parameters
+    ----------
+    palette : array_like, shape (K, C)
+        Codewords in the image's dtype. C = 3 (RGB) or 4 (RGBA, alpha kept) give their own
+        colour; C = 1 gives grey; any other C gives the grey of the channel mean.
+    dtype : dtype, optional
+        The image's dtype, which sets full intensity (255 for uint8, 65,535 for uint16, 1.0
+        for floats, whose values are clipped to [0, 1]). Defaults to the palette's dtype.
+
+    Returns
+    -------
+    ndarray, shape (K, 4), float64
+        For uint8 palettes exactly ``palette / 255`` with alpha 1.
+    """
+    palette = np.asarray(palette)
+    if palette.ndim == 1:
+        palette = palette[:, None]
+    if palette.ndim != 2:
+        raise ValueError(f"palette must have shape (K, C), got {palette.shape}")
+    peak = _peak(palette.dtype if dtype is None else dtype)
+    values = np.clip(palette.astype(np.float64) / peak, 0.0, 1.0)
+    rgba = np.ones((palette.shape[0], 4), dtype=np.float64)
+    channels = palette.shape[1]
+    if channels in (3, 4):
+        rgba[:, :channels] = values
+    else:
+        rgba[:, :3] = values.mean(axis=1, keepdims=True)
+    return rgba
+
+
+def label_colormap(palette: np.ndarray, dtype=None) -> dict:
+    """A direct label colormap for labels ``index + 1``, as napari accepts it in layer meta.
+
+    napari turns a mapping ``{label: colour}`` into a ``DirectLabelColormap``; the key
+    ``None`` is the colour of labels not in the mapping and 0 is the background. Both are
+    transparent here, so every cluster label shows its palette colour exactly.
+
+    Parameters
+    ----------
+    palette : array_like, shape (K, C)
+    dtype : dtype, optional
+        See :func:`palette_rgba`.
+
+    Returns
+    -------
+    dict
+        ``{None: (0, 0, 0, 0), 0: (0, 0, 0, 0), i + 1: (r, g, b, a)}`` with floats in [0, 1].
+    """
+    rgba = palette_rgba(palette, dtype)
+    colormap: dict = {None: (0.0, 0.0, 0.0, 0.0), 0: (0.0, 0.0, 0.0, 0.0)}
+    for index, colour in enumerate(rgba):
+        colormap[index + 1] = tuple(float(c) for c in colour)
+    return colormap
+
+
+def _hex(rgba_row: np.ndarray) -> str:
+    r, g, b = (round(float(c) * 255) for c in rgba_row[:3])
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def cluster_features(palette: np.ndarray, counts: np.ndarray, dtype=None) -> dict:
+    """The labels layer's ``features`` table: one row per cluster.
+
+    Parameters
+    ----------
+    palette : array_like, shape (K, C)
+    counts : array_like, shape (K,)
+        Pixels in each cluster.
+    dtype : dtype, optional
+        See :func:`palette_rgba`.
+
+    Returns
+    -------
+    dict of str to ndarray
+        ``index`` (the label value, cluster + 1; napari matches rows to labels by it),
+        ``cluster`` (codeword index), ``hex`` (display colour), the channel values (``R``,
+        ``G``, ``B``, ``A`` for colour palettes, ``value`` for one channel, ``c0``... else),
+        ``pixels`` and ``share`` (fraction of the image).
+    """
+    palette = np.asarray(palette)
+    if palette.ndim == 1:
+        palette = palette[:, None]
+    counts = np.asarray(counts, dtype=np.int64)
+    k, channels = palette.shape
+    if counts.shape != (k,):
+        raise ValueError(f"counts must have shape ({k},), got {counts.shape}")
+    rgba = palette_rgba(palette, dtype)
+    features: dict = {
+        "index": np.arange(1, k + 1, dtype=np.int64),
+        "cluster": np.arange(k, dtype=np.int64),
+        "hex": np.array([_hex(row) for row in rgba], dtype=object),
+    }
+    if channels in (3, 4):
+        names = "RGBA"[:channels]
+    elif channels == 1:
+        names = ["value"]
+    else:
+        names = [f"c{i}" for i in range(channels)]
+    for column, name in enumerate(names):
+        features[name] = palette[:, column].copy()
+    total = int(counts.sum())
+    features["pixels"] = counts
+    features["share"] = counts / total if total else np.zeros(k)
+    return features
+
+
+def _plain(value):
+    """A spatial attribute as plain data napari's layer constructors accept."""
+    matrix = getattr(value, "affine_matrix", None)  # napari's Affine transform
+    if matrix is not None:
+        return np.array(matrix, dtype=float)
+    if isinstance(value, str | np.ndarray):
+        return value
+    if isinstance(value, Sequence):
+        # units come back as pint units; their str() ("micrometer") round-trips.
+        return tuple(v if isinstance(v, int | float | str) else str(v) for v in value)
+    return value
+
+
+def spatial_kwargs(source_layer) -> dict:
+    """Where a layer sits in the world, read defensively from any layer-like object.
+
+    Parameters
+    ----------
+    source_layer : object or None
+        Anything with some of ``scale``, ``translate``, ``rotate``, ``shear``, ``affine``,
+        ``units`` and ``axis_labels`` (a napari layer, or a stand-in); missing attributes are
+        left out.
+
+    Returns
+    -------
+    dict
+        Keyword arguments for a napari layer constructor.
+    """
+    if source_layer is None:
+        return {}
+    kwargs = {}
+    for name in _SPATIAL:
+        try:
+            value = getattr(source_layer, name)
+        except Exception:  # a property that cannot answer is simply not copied
+            continue
+        if value is None:
+            continue
+        kwargs[name] = _plain(value)
+    return kwargs
+
+
+def _source_info(source_layer, name: str | None) -> tuple[str, dict]:
+    """Base name for the outputs and the tag that ties them to their source."""
+    source_name = getattr(source_layer, "name", None) if source_layer is not None else None
+    base = name or source_name or "image"
+    tag = {"source": source_name}
+    unique_id = getattr(source_layer, "unique_id", None) if source_layer is not None else None
+    if unique_id is not None:
+        tag["source_id"] = str(unique_id)
+    return str(base), tag
+
+
+def _display_kwargs(source_layer, recon: np.ndarray, rgb: bool) -> dict:
+    """Contrast and colormap for the reconstruction so it looks like its source."""
+    kwargs: dict = {"rgb": rgb}
+    if recon.dtype.kind in "ui":
+        kwargs["contrast_limits"] = (0.0, _peak(recon.dtype))
+    if not rgb and source_layer is not None:
+        limits = getattr(source_layer, "contrast_limits", None)
+        if limits is not None:
+            kwargs["contrast_limits"] = tuple(float(v) for v in limits)
+        colormap = getattr(getattr(source_layer, "colormap", None), "name", None)
+        if isinstance(colormap, str):
+            kwargs["colormap"] = colormap
+    return kwargs
+
+
+def coded_layer_data(
+    labels: np.ndarray,
+    palette: np.ndarray,
+    *,
+    reconstruction: np.ndarray | None = None,
+    name: str = "image",
+    metadata: dict | None = None,
+    source_layer=None,
+    counts: np.ndarray | None = None,
+    dtype=None,
+) -> list[tuple]:
+    """Reconstruction and labels layer tuples from codeword indices and a palette.
+
+    The shared builder behind :func:`quantization_layer_data` and the ``.kvq`` reader.
+
+    Parameters
+    ----------
+    labels : ndarray of int
+        Codeword index per pixel, ``0 .. K-1``.
+    palette : ndarray, shape (K, C)
+        Codewords in the image's dtype.
+    reconstruction : ndarray, optional
+        The decoded image (for example with an ignored alpha channel carried over);
+        ``palette[labels]`` when not given. A colour axis of length 1 is dropped.
+    name : str, default "image"
+        Base of the layer names: ``"<name> K=<K> reconstruction"`` and ``"... labels"``.
+    metadata : dict, optional
+        Stored (copied) under ``metadata["napari_kmeans_vq"]`` of both layers, with ``role``
+        set to ``"reconstruction"`` or ``"labels"``.
+    source_layer : object, optional
+        Supplies the spatial metadata (see :func:`spatial_kwargs`) and, for one-channel
+        images, contrast limits and colormap.
+    counts : ndarray, shape (K,), optional
+        Pixels per cluster; counted from ``labels`` when not given.
+    dtype : dtype, optional
+        The image's dtype, for display colours; defaults to the palette's.
+
+    Returns
+    -------
+    list of (data, meta, layer_type)
+        ``[(reconstruction, meta, "image"), (labels + 1, meta, "labels")]``.
+    """
+    labels = np.asarray(labels)
+    palette = np.asarray(palette)
+    if palette.ndim == 1:
+        palette = palette[:, None]
+    if palette.ndim != 2 or palette.shape[0] < 1:
+        raise ValueError(f"palette must have shape (K, C) with K >= 1, got {palette.shape}")
+    if labels.dtype.kind not in "ui":
+        raise TypeError(f"labels must be an integer array, got dtype {labels.dtype}")
+    k = palette.shape[0]
+    if reconstruction is None:
+        reconstruction = palette[labels]
+    reconstruction = np.asarray(reconstruction)
+    if reconstruction.ndim == labels.ndim + 1 and reconstruction.shape[-1] == 1:
+        reconstruction = reconstruction[..., 0]
+    rgb = reconstruction.ndim == labels.ndim + 1 and reconstruction.shape[-1] in (3, 4)
+    if counts is None:
+        counts = np.bincount(labels.ravel(), minlength=k)[:k]
+
+    # labels + 1 straight into the output dtype: no int64 temporary the size of the image.
+    # (Widen first, then add: uint8 index 255 + 1 must become 256, not wrap to 0.)
+    coded = labels.astype(labels_dtype(k), copy=True)
+    coded += 1
+
+    summary = dict(metadata or {})
+    summary.setdefault("n_colors", k)
+    summary.setdefault("palette", palette.tolist())
+    spatial = spatial_kwargs(source_layer)
+    title = f"{name} K={k}"
+
+    recon_meta = {
+        "name": f"{title} reconstruction",
+        "metadata": {METADATA_KEY: {**summary, "role": "reconstruction"}},
+        **_display_kwargs(source_layer, reconstruction, rgb),
+        **spatial,
+    }
+    labels_meta = {
+        "name": f"{title} labels",
+        "colormap": label_colormap(palette, dtype),
+        "features": cluster_features(palette, counts, dtype),
+        "metadata": {METADATA_KEY: {**summary, "role": "labels"}},
+        **spatial,
+    }
+    return [(reconstruction, recon_meta, "image"), (coded, labels_meta, "labels")]
+
+
+def _summary(q: Quantization) -> dict:
+    """What both layers remember about the run, JSON-serialisable."""
+    psnr = q.psnr if math.isfinite(q.psnr) else None
+    return {
+        "n_colors": int(q.n_colors),
+        "n_colors_requested": q.info.get("n_colors_requested", q.n_colors),
+        "seed": q.info.get("random_state"),
+        "color_space": q.info.get("color_space"),
+        "n_init": q.info.get("n_init"),
+        "palette": q.palette.tolist(),
+        "report": q.report.to_dict(),
+        "distortion": float(q.distortion),
+        "psnr": psnr,
+        "seconds": q.info.get("seconds"),
+        "info": dict(q.info),
+    }
+
+
+def quantization_layer_data(
+    q: Quantization, *, source_layer=None, name: str | None = None, channel_axis: int | None = -1
+) -> list[tuple]:
+    """The reconstruction and labels layer tuples of a finished :func:`quantize` run.
+
+    Parameters
+    ----------
+    q : Quantization
+    source_layer : object, optional
+        The layer that was quantized: supplies the names (``"<name> K=16 reconstruction"``),
+        the spatial metadata, and a ``source``/``source_id`` tag in the metadata.
+    name : str, optional
+        Base name to use instead of the source layer's.
+    channel_axis : int or None, default -1
+        The ``channel_axis`` given to :func:`quantize`; napari shows colour last, so a
+        reconstruction with its colour axis elsewhere is moved there (a view, no copy).
+
+    Returns
+    -------
+    list of (data, meta, layer_type)
+        See :func:`coded_layer_data`.
+    """
+    base, tag = _source_info(source_layer, name)
+    reconstruction = q.reconstruction
+    if channel_axis is not None:
+        reconstruction = np.moveaxis(reconstruction, channel_axis, -1)
+    return coded_layer_data(
+        q.labels,
+        q.palette,
+        reconstruction=reconstruction,
+        name=base,
+        metadata={**_summary(q), **tag},
+        source_layer=source_layer,
+        counts=q.cluster_sizes,
+        dtype=q.palette.dtype,
+    )
+
+
+def layer_data(image, n_colors: int, *, source_layer=None, **options) -> list[tuple]:
+    """Quantize an image and return the napari layers the widget would add.
+
+    Parameters
+    ----------
+    image : array_like, shape (..., C)
+        The image, colour axis last (or where ``channel_axis`` says; ``channel_axis=None``
+        for a one-channel image). It is not modified.
+    n_colors : int
+        K, from 1 to 65,536.
+    source_layer : object, optional
+        The napari layer the image comes from (or any object with ``name``, ``scale``,
+        ``translate``...): names the outputs and places them where the source is.
+    **options
+        Passed to :func:`napari_kmeans_vq.quantize`: ``random_state``, ``color_space``,
+        ``n_init``, ``max_iter``, ``tol``, ``alpha``, ``channel_axis``.
+
+    Returns
+    -------
+    list of (data, meta, layer_type)
+        ``[(reconstruction, meta, "image"), (labels, meta, "labels")]``: the reconstruction
+        in the image's dtype, and labels ``index + 1`` in the smallest unsigned dtype for K,
+        coloured with the palette, with a per-cluster ``features`` table. Both metadata hold
+        the run's summary under ``"napari_kmeans_vq"``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`napari_kmeans_vq.quantize` does, for bad images and parameters.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    >>> (recon, _, kind1), (labels, meta, kind2) = layer_data(image, 4)
+    >>> kind1, recon.dtype, kind2, labels.dtype, int(labels.min())
+    ('image', dtype('uint8'), 'labels', dtype('uint8'), 1)
+    >>> meta["metadata"]["napari_kmeans_vq"]["report"]["total_bits"]
+    2144
+    """
+    q = quantize(image, n_colors, **options)
+    return quantization_layer_data(
+        q, source_layer=source_layer, channel_axis=options.get("channel_axis", -1)
+    )
+
+
+def parse_k_list(text: str | Iterable[int]) -> list[int]:
+    """Parse a sweep's list of K such as ``"2, 3, 6, 16"`` (spaces or commas).
+
+    Duplicates are dropped, order kept. Raises ``ValueError`` naming what is wrong.
+    """
+    if isinstance(text, str):
+        parts = [p for p in text.replace(",", " ").replace(";", " ").split() if p]
+    else:
+        parts = list(text)
+    if not parts:
+        raise ValueError("the sweep needs at least one K, such as '2, 3, 6, 16'")
+    values: list[int] = []
+    for part in parts:
+        try:
+            value = int(str(part).strip())
+        except ValueError:
+            raise ValueError(
+                f"'{part}' in the sweep is not a whole number; write K values such as "
+                "'2, 3, 6, 16'"
+            ) from None
+        if not 1 <= value <= 65536:
+            raise ValueError(f"K = {value} in the sweep is out of range; use 1 to 65536")
+        if value not in values:
+            values.append(value)
+    return values
+
+
+def sweep_row(q: Quantization) -> dict:
+    """One row of the sweep table: K against bits, ratio, J, PSNR and time."""
+    report = q.report
+    return {
+        "K": int(q.n_colors),
+        "K_requested": q.info.get("n_colors_requested", q.n_colors),
+        "bits_per_index": report.bits_per_index,
+        "total_bits": report.total_bits,
+        "ratio": report.ratio,
+        "saving": report.saving,
+        "J": float(q.distortion),
+        "psnr": float(q.psnr),
+        "seconds": q.info.get("seconds"),
+    }
+
+
+def sweep_layer_data(
+    image, ks: Iterable[int] | str, *, source_layer=None, **options
+) -> tuple[list[tuple], list[dict]]:
+    """The seed tutorial's comparison: one reconstruction per K, and a table.
+
+    Parameters
+    ----------
+    image : array_like
+        As for :func:`layer_data`.
+    ks : iterable of int, or str
+        The K values, or text such as ``"2, 3, 6, 16"`` (see :func:`parse_k_list`).
+    source_layer : object, optional
+        As for :func:`layer_data`.
+    **options
+        Passed to :func:`napari_kmeans_vq.quantize`.
+
+    Returns
+    -------
+    layers : list of (data, meta, "image")
+        One reconstruction per K, named ``"<name> K=<K> sweep"``, metadata role ``"sweep"``.
+    rows : list of dict
+        One :func:`sweep_row` per K.
+    """
+    layers, rows = [], []
+    for k in parse_k_list(ks):
+        q = quantize(image, k, **options)
+        layers.append(sweep_item(q, source_layer=source_layer, options=options))
+        rows.append(sweep_row(q))
+    return layers, rows
+
+
+def sweep_item(q: Quantization, *, source_layer=None, options: dict | None = None) -> tuple:
+    """The sweep's reconstruction layer tuple for one quantization."""
+    channel_axis = (options or {}).get("channel_axis", -1)
+    recon, meta, kind = quantization_layer_data(
+        q, source_layer=source_layer, channel_axis=channel_axis
+    )[0]
+    k_requested = q.info.get("n_colors_requested", q.n_colors)
+    base, _ = _source_info(source_layer, None)
+    meta = dict(meta)
+    meta["name"] = f"{base} K={k_requested} sweep"
+    meta["metadata"] = {METADATA_KEY: {**meta["metadata"][METADATA_KEY], "role": "sweep"}}
+    return (recon, meta, kind)

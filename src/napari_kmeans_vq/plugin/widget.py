@@ -1,0 +1,603 @@
+"""The napari dock widget: quantize an image layer to K colours, in a worker thread.
+
+A thin shell around :mod:`napari_kmeans_vq.layers`: the worker thread runs
+:func:`~napari_kmeans_vq.quantize` and builds the layer-data tuples; the main thread only
+adds or updates layers, so napari stays responsive while the engine works.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import time
+from types import SimpleNamespace
+
+import napari
+import numpy as np
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+    create_widget,
+)
+from napari.layers import Image, Labels, Layer
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_warning
+from qtpy.QtCore import QTimer
+
+from ..layers import (
+    _SPATIAL,
+    METADATA_KEY,
+    parse_k_list,
+    quantization_layer_data,
+    sweep_item,
+    sweep_row,
+)
+from ..quantize import quantize
+
+__all__ = ["QuantizeWidget"]
+
+MAX_COLORS = 65536
+
+
+class InputError(ValueError):
+    """A user's mistake: shown as a notification, never as a traceback."""
+
+
+def _snapshot(layer: Layer) -> SimpleNamespace:
+    """The source layer's name, identity and placement, read on the main thread.
+
+    The worker thread builds the layer tuples from this copy, so it never touches a live
+    napari object.
+    """
+    snap = {"name": layer.name, "unique_id": layer.unique_id}
+    for attr in (*_SPATIAL, "contrast_limits"):
+        try:
+            value = getattr(layer, attr)
+        except Exception:
+            continue
+        snap[attr] = np.array(value) if isinstance(value, np.ndarray) else value
+    try:
+        snap["affine"] = np.array(layer.affine.affine_matrix)
+    except Exception:
+        snap.pop("affine", None)
+    colormap = getattr(layer, "colormap", None)
+    if colormap is not None and not getattr(layer, "rgb", False):
+        snap["colormap"] = SimpleNamespace(name=getattr(colormap, "name", None))
+    return SimpleNamespace(**snap)
+
+
+def check_source(layer, color_space: str) -> tuple[np.ndarray, int | None]:
+    """Check that a layer can be quantized; return its pixels and the channel axis.
+
+    Raises
+    ------
+    InputError
+        With a message that says what is wrong and what to do.
+    """
+    if layer is None:
+        raise InputError(
+            "No image layer to quantize. Open an image (File > Open, or File > Open Sample > "
+            "K-Means Colour Quantization) and choose it under 'image'."
+        )
+    if not isinstance(layer, Image):
+        kind = layer.__class__.__name__  # plugins get proxies; __class__ is the layer's
+        raise InputError(
+            f"'{layer.name}' is a {kind} layer, not an image. Choose an image layer (RGB, "
+            "RGBA or single-channel) under 'image'."
+        )
+    if layer.multiscale:
+        raise InputError(
+            f"'{layer.name}' is a multiscale (pyramid) image, which the quantizer does not "
+            "handle yet. Open one resolution level as an ordinary image and quantize that."
+        )
+    if layer.rgb:
+        channel_axis = -1
+    else:
+        if color_space == "lab":
+            raise InputError(
+                f"'{layer.name}' has no colour axis (it is a single-channel image), and Lab "
+                "clustering needs RGB colours. Choose colour space 'rgb', or an RGB layer."
+            )
+        channel_axis = None
+    data = np.asarray(layer.data)
+    if data.dtype.kind not in "uif":
+        raise InputError(
+            f"'{layer.name}' holds {data.dtype} values; the quantizer needs integer or "
+            "floating-point pixels. Convert the image, or choose another layer."
+        )
+    return data, channel_axis
+
+
+def check_k(k) -> int:
+    """K as an int in 1 .. 65,536, or an :class:`InputError` saying so."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_COLORS:
+        raise InputError(f"K = {k!r} is out of range: choose a whole number from 1 to 65536.")
+    return int(k)
+
+
+def _warm_up():
+    """Import in the worker what napari will need for a features table.
+
+    napari imports pandas lazily, the first time a layer gets features; done on the main
+    thread that import alone freezes napari for about half a second.
+    """
+    import pandas  # noqa: F401
+
+
+def _single_job(image, k, options, source):
+    """Worker: quantize, then build the two layer tuples (all off the main thread)."""
+    _warm_up()
+    yield 0
+    q = quantize(image, k, **options)
+    yield 1  # a cancellation point: quit() takes effect here
+    layers = quantization_layer_data(
+        q, source_layer=source, channel_axis=options.get("channel_axis", -1)
+    )
+    return {"layers": layers, "quantization": q}
+
+
+def _sweep_job(image, ks, options, source):
+    """Worker: one quantization per K, each one a cancellation point."""
+    _warm_up()
+    layers, rows = [], []
+    for done, k in enumerate(ks):
+        yield done
+        q = quantize(image, k, **options)
+        layers.append(sweep_item(q, source_layer=source, options=options))
+        rows.append(sweep_row(q))
+    yield len(ks)
+    return {"layers": layers, "rows": rows}
+
+
+def _fmt_bits(bits: int) -> str:
+    return f"{bits:,} bits ({bits / 8 / 1024:,.1f} KiB)"
+
+
+def _fmt_psnr(psnr: float | None) -> str:
+    if psnr is None or not math.isfinite(psnr):
+        return "inf (lossless)"
+    return f"{psnr:.2f} dB"
+
+
+def report_rows(q, seconds: float | None = None) -> list[tuple[str, str]]:
+    """The report panel's rows for one quantization."""
+    r = q.report
+    k_asked = q.info.get("n_colors_requested", q.n_colors)
+    k_text = f"{q.n_colors}" if k_asked == q.n_colors else f"{q.n_colors} (asked {k_asked})"
+    rows = [
+        ("pixels", f"{r.n_pixels:,}"),
+        ("K", k_text),
+        ("original", _fmt_bits(r.original_bits)),
+        ("index", f"{_fmt_bits(r.index_bits)}, {r.bits_per_index}/pixel"),
+        ("codebook", _fmt_bits(r.codebook_bits)),
+        ("total", _fmt_bits(r.total_bits)),
+        ("ratio", f"{r.ratio:.4f} ({100 * r.ratio:.1f}% of original)"),
+        ("saving", f"{100 * r.saving:.1f}%"),
+    ]
+    if r.entropy_bits is not None:
+        rows.append(("entropy bound", f"{r.entropy_bits:,.0f} bits"))
+    rows += [
+        ("J (MSE)", f"{q.distortion:.3f}"),
+        ("PSNR", _fmt_psnr(q.psnr)),
+        ("engine time", f"{q.info.get('seconds', float('nan')):.3f} s"),
+    ]
+    if seconds is not None:
+        rows.append(("run to layers", f"{seconds:.3f} s"))
+    return rows
+
+
+def _html_table(header: list[str] | None, rows: list[list[str]]) -> str:
+    cells = []
+    if header:
+        cells.append("<tr>" + "".join(f"<th align='right'>{h}</th>" for h in header) + "</tr>")
+    for row in rows:
+        cells.append(
+            "<tr>"
+            + "".join(
+                f"<td align='{'left' if i == 0 and not header else 'right'}'>"
+                f"{html.escape(str(c))}&nbsp;&nbsp;</td>"
+                for i, c in enumerate(row)
+            )
+            + "</tr>"
+        )
+    return "<table cellspacing='0' cellpadding='1'>" + "".join(cells) + "</table>"
+
+
+class QuantizeWidget(Container):
+    """Dock widget: quantize an image layer to K colours with k-means.
+
+    Adds (or, on a re-run on the same source, updates) a reconstruction image layer and a
+    cluster-labels layer coloured with the palette; a sweep over several K adds one
+    reconstruction per K and turns on napari's grid view. The engine runs in a worker
+    thread; Cancel discards its result.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        Injected by napari when the widget is opened from the Plugins menu.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self.image = create_widget(
+            annotation=Image,
+            label="image",
+            options={"tooltip": "Image layer to quantize: RGB, RGBA or single-channel."},
+        )
+        self.n_colors = SpinBox(
+            value=16,
+            min=1,
+            max=MAX_COLORS,
+            label="K (colours)",
+            tooltip="Codebook size K, 1 to 65536. Each pixel is stored as a "
+            "ceil(log2 K)-bit index into K colours.",
+        )
+        self.seed = SpinBox(
+            value=0,
+            min=0,
+            max=2**31 - 1,
+            label="seed",
+            tooltip="Random seed for k-means++ seeding; the same seed gives the same result.",
+        )
+        self.color_space = ComboBox(
+            choices=["rgb", "lab"],
+            value="rgb",
+            label="colour space",
+            tooltip="Where colours are clustered: 'rgb' (as the seed tutorial does) or "
+            "'lab' (CIELAB, perceptual; the classic recipe for stain segmentation). The "
+            "palette and the error are always in the image's own colours.",
+        )
+        self.n_init = SpinBox(
+            value=0,
+            min=0,
+            max=100,
+            label="restarts",
+            tooltip="k-means seedings to try, keeping the best (n_init); 0 = automatic.",
+        )
+        self.sweep = LineEdit(
+            value="2, 3, 6, 16",
+            label="sweep K",
+            tooltip="K values for 'Run sweep', separated by commas: one reconstruction "
+            "each, side by side in grid view, and a comparison table.",
+        )
+        self.run_button = PushButton(text="Run", tooltip="Quantize the image at K colours.")
+        self.sweep_button = PushButton(
+            text="Run sweep", tooltip="Quantize at every K in 'sweep K' and compare."
+        )
+        self.cancel_button = PushButton(
+            text="Cancel", enabled=False, tooltip="Stop the run; nothing is added."
+        )
+        buttons = Container(
+            widgets=[self.run_button, self.sweep_button, self.cancel_button],
+            layout="horizontal",
+            labels=False,
+            label="",
+        )
+        buttons.margins = (0, 0, 0, 0)
+        # Always shown (empty when idle): showing and hiding it would resize the dock, and
+        # the canvas with it, forcing a redraw in the middle of a run.
+        self.progress = ProgressBar(value=0, min=0, max=1, label="")
+        self.progress.native.setTextVisible(False)
+        self.status = Label(value="Ready.", label="")
+        self.report = Label(value="", label="")
+        self.report.native.setTextFormat(1)  # Qt.RichText
+        self.report.native.setTextInteractionFlags(
+            self.report.native.textInteractionFlags() | 1  # selectable, to copy numbers
+        )
+        self.extend(
+            [
+                self.image,
+                self.n_colors,
+                self.seed,
+                self.color_space,
+                self.n_init,
+                self.sweep,
+                buttons,
+                self.progress,
+                self.status,
+                self.report,
+            ]
+        )
+        self.run_button.changed.connect(lambda: self.run())
+        self.sweep_button.changed.connect(lambda: self.run_sweep())
+        self.cancel_button.changed.connect(self.cancel)
+
+        self.worker = None
+        self._applying = False
+        self.last_result: dict | None = None  # what the report panel shows, for scripts
+        self.sweep_rows: list[dict] = []
+        self._run_id = 0
+        self._cancelled: set[int] = set()
+        # When napari closes the dock (or the viewer), a run still in flight must not touch
+        # the deleted Qt widgets or the closed viewer when its result arrives.
+        self._closed = False
+        self.native.destroyed.connect(self._on_destroyed)
+
+    # -- public actions ------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """True from Run until the layers are in the viewer (or the run was cancelled)."""
+        return self.worker is not None or self._applying
+
+    def run(self, layer: Layer | None = None, n_colors: int | None = None):
+        """Quantize ``layer`` (default: the one chosen in the widget) at K colours.
+
+        Returns the started worker, or None when the input was refused (a notification
+        then says why).
+        """
+        try:
+            source, image, options = self._prepare(layer)
+            k = check_k(self.n_colors.value if n_colors is None else n_colors)
+        except InputError as err:
+            show_error(str(err))
+            return None
+        return self._start(_single_job, image, k, options, source, mode="single")
+
+    def run_sweep(self, layer: Layer | None = None, ks: str | list[int] | None = None):
+        """Quantize at every K of the sweep field (or ``ks``); one reconstruction per K."""
+        try:
+            source, image, options = self._prepare(layer)
+            try:
+                values = parse_k_list(self.sweep.value if ks is None else ks)
+            except ValueError as err:
+                raise InputError(f"{err}.") from None
+        except InputError as err:
+            show_error(str(err))
+            return None
+        return self._start(_sweep_job, image, values, options, source, mode="sweep")
+
+    def cancel(self):
+        """Stop the running worker; its result, if it arrives, is thrown away."""
+        if self.worker is None or self._applying:
+            return
+        self._cancelled.add(self._run_id)
+        self.worker.quit()
+        self.status.value = "Cancelled; nothing was added."
+        self._idle()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _prepare(self, layer):
+        if self.running:
+            raise InputError("A quantization is already running; wait for it or press Cancel.")
+        if layer is None:
+            layer = self.image.value
+            if layer is None:
+                layer = self._viewer.layers.selection.active
+        data, channel_axis = check_source(layer, self.color_space.value)
+        options = {
+            "random_state": int(self.seed.value),
+            "color_space": self.color_space.value,
+            "n_init": "auto" if self.n_init.value == 0 else int(self.n_init.value),
+            "channel_axis": channel_axis,
+        }
+        return layer, data, options
+
+    def _start(self, job, image, what, options, source, *, mode):
+        self._run_id += 1
+        run_id = self._run_id
+        snapshot = _snapshot(source)
+        started = time.perf_counter()
+        worker = create_worker(job, image, what, options, snapshot, _ignore_errors=True)
+        worker.returned.connect(
+            lambda result: self._on_returned(run_id, mode, source, result, started)
+        )
+        worker.yielded.connect(lambda step: self._on_yielded(run_id, mode, step))
+        worker.errored.connect(lambda err: self._on_errored(run_id, err))
+        worker.finished.connect(lambda: self._on_finished(run_id))
+        self.worker = worker
+        self.run_button.enabled = self.sweep_button.enabled = False
+        self.cancel_button.enabled = True
+        total = len(what) if mode == "sweep" else 0
+        self.progress.min, self.progress.max, self.progress.value = 0, total, 0
+        if total:
+            self.progress.native.setFormat("%v of %m K done")
+        self.progress.native.setTextVisible(bool(total))
+        k_text = ", ".join(map(str, what)) if mode == "sweep" else str(what)
+        self.status.value = f"Quantizing '{source.name}' at K = {k_text}…"
+        worker.start()
+        return worker
+
+    def _current(self, run_id: int) -> bool:
+        return not self._closed and run_id == self._run_id and run_id not in self._cancelled
+
+    def _on_destroyed(self, *_):
+        self._closed = True
+        if self.worker is not None:
+            self.worker.quit()
+
+    def _on_yielded(self, run_id, mode, step):
+        if self._current(run_id) and mode == "sweep":
+            self.progress.value = step
+
+    def _on_errored(self, run_id, err):
+        if not self._current(run_id):
+            return
+        # Errors from the engine are about the input (its ValueError/TypeError messages name
+        # the parameter); anything else is a bug, reported the same way but labelled.
+        if isinstance(err, ValueError | TypeError):
+            show_error(f"Cannot quantize: {err}")
+        else:
+            show_error(f"Quantization failed ({type(err).__name__}): {err}")
+        self.status.value = "Failed; nothing was added."
+
+    def _on_finished(self, run_id):
+        # A returned result is still being applied step by step; that chain ends the run.
+        if self._closed:
+            self.worker = None
+            return
+        if run_id == self._run_id and not self._applying:
+            self._idle()
+
+    def _idle(self):
+        self.worker = None
+        self._applying = False
+        self.run_button.enabled = self.sweep_button.enabled = True
+        self.cancel_button.enabled = False
+        self.progress.min, self.progress.max, self.progress.value = 0, 1, 0
+        self.progress.native.setTextVisible(False)
+
+    def _on_returned(self, run_id, mode, source, result, started):
+        if not self._current(run_id):
+            return  # cancelled or superseded: discard
+        # From here the run is committed: adding layers is quick main-thread work, done one
+        # layer per event-loop turn so napari keeps drawing and answering in between.
+        self._applying = True
+        self.cancel_button.enabled = False
+        self.status.value = "Adding layers…"
+        if mode == "single":
+            steps = self._single_steps(source, result["layers"])
+            steps.append(lambda: self._report_single(source, result["quantization"], started))
+        else:
+            steps = self._sweep_steps(source, result["layers"])
+            steps.append(lambda: self._report_sweep(result["rows"]))
+        steps.append(lambda: self._select(source))
+        steps.append(self._idle)
+        self._run_steps(run_id, steps)
+
+    def _run_steps(self, run_id, steps):
+        if self._closed or run_id != self._run_id or not steps:
+            return
+        try:
+            steps.pop(0)()
+        except Exception as err:  # napari refused a layer: say so, keep the widget usable
+            show_error(f"Could not add the layers ({type(err).__name__}): {err}")
+            self.status.value = "Failed while adding layers."
+            self._idle()
+            return
+        if steps:
+            QTimer.singleShot(0, lambda: self._run_steps(run_id, steps))
+
+    def _report_single(self, source, q, started):
+        seconds = time.perf_counter() - started
+        self.last_result = {
+            "report": q.report.to_dict(),
+            "distortion": q.distortion,
+            "psnr": q.psnr,
+            "n_colors": q.n_colors,
+            "seconds": seconds,
+        }
+        self.report.value = _html_table(None, [list(r) for r in report_rows(q, seconds)])
+        self.status.value = f"Done: '{source.name}' at K = {q.n_colors}."
+        if q.n_colors < q.info.get("n_colors_requested", q.n_colors):
+            show_warning(
+                f"'{source.name}' has only {q.n_colors} distinct colours, so K = "
+                f"{q.n_colors} was used."
+            )
+
+    def _report_sweep(self, rows):
+        self.sweep_rows = rows
+        self.report.value = _sweep_table(rows)
+        self.status.value = f"Sweep done: {len(rows)} reconstructions, in grid view."
+
+    def _outputs(self, source) -> dict[str, list[Layer]]:
+        """This widget's output layers for ``source``, by role."""
+        found: dict[str, list[Layer]] = {}
+        source_id = str(source.unique_id)
+        for layer in self._viewer.layers:
+            tag = layer.metadata.get(METADATA_KEY) if isinstance(layer.metadata, dict) else None
+            if isinstance(tag, dict) and tag.get("source_id") == source_id:
+                found.setdefault(tag.get("role"), []).append(layer)
+        return found
+
+    def _put(self, old: list[Layer], data, meta, kind) -> None:
+        """Update the first of ``old`` in place, or replace them all with a new layer."""
+        if old and _update_in_place(old[0], data, meta, kind):
+            return
+        for layer in old:
+            if layer in self._viewer.layers:
+                self._viewer.layers.remove(layer)
+        self._viewer.add_layer(Layer.create(data, meta, kind))
+
+    def _single_steps(self, source, tuples) -> list:
+        existing = self._outputs(source)
+        steps = []
+        for data, meta, kind in tuples:
+            old = existing.get(meta["metadata"][METADATA_KEY]["role"], [])
+            steps.append(lambda old=old, d=data, m=meta, k=kind: self._put(old, d, m, k))
+        return steps
+
+    def _sweep_steps(self, source, tuples) -> list:
+        old = {
+            layer.metadata[METADATA_KEY].get("n_colors_requested"): layer
+            for layer in self._outputs(source).get("sweep", [])
+        }
+        new_ks = {
+            meta["metadata"][METADATA_KEY].get("n_colors_requested") for _, meta, _ in tuples
+        }
+        steps = [
+            lambda layer=layer: self._viewer.layers.remove(layer)
+            for k, layer in old.items()
+            if k not in new_ks
+        ]
+        for data, meta, kind in tuples:
+            k = meta["metadata"][METADATA_KEY].get("n_colors_requested")
+            previous = [old[k]] if k in old else []
+            steps.append(lambda p=previous, d=data, m=meta, t=kind: self._put(p, d, m, t))
+        steps.append(lambda: setattr(self._viewer.grid, "enabled", True))
+        return steps
+
+    def _select(self, source):
+        # Keep the source chosen for the next run; napari selects newly added layers.
+        if source in self._viewer.layers and self.image.value is not source:
+            self.reset_choices()
+            if source in self.image.choices:
+                self.image.value = source
+
+
+def _update_in_place(layer: Layer, data, meta: dict, kind: str) -> bool:
+    """Give an existing output layer new data and attributes; False when it cannot be."""
+    expected = {"image": Image, "labels": Labels}[kind]
+    if not isinstance(layer, expected) or np.ndim(layer.data) != np.ndim(data):
+        return False
+    if kind == "image" and layer.rgb != meta.get("rgb", False):
+        return False
+    if kind == "labels":
+        layer.colormap = meta["colormap"]  # colours first, so new labels never show old ones
+    layer.data = data
+    for attr in ("features", "metadata", "name"):
+        if attr in meta:
+            setattr(layer, attr, meta[attr])
+    # Each spatial or contrast change re-slices the layer: set only what really changed.
+    for attr in ("contrast_limits", *_SPATIAL):
+        if attr not in meta:
+            continue
+        try:
+            if not _same(getattr(layer, attr), meta[attr]):
+                setattr(layer, attr, meta[attr])
+        except Exception:  # an attribute this napari cannot set stays as it was
+            continue
+    return True
+
+
+def _same(current, new) -> bool:
+    """Whether a layer attribute already has a value (arrays, tuples, transforms, units)."""
+    current = getattr(current, "affine_matrix", current)
+    new = getattr(new, "affine_matrix", new)
+    try:
+        return bool(np.array_equal(np.asarray(current, float), np.asarray(new, float)))
+    except (TypeError, ValueError):
+        return tuple(map(str, current)) == tuple(map(str, new))
+
+
+def _sweep_table(rows: list[dict]) -> str:
+    header = ["K", "bits", "ratio", "J", "PSNR", "time"]
+    body = [
+        [
+            str(r["K"]),
+            f"{r['total_bits']:,}",
+            f"{r['ratio']:.4f}",
+            f"{r['J']:.2f}",
+            _fmt_psnr(r["psnr"]),
+            f"{r['seconds']:.2f} s" if r.get("seconds") is not None else "",
+        ]
+        for r in rows
+    ]
+    return _html_table(header, body)

@@ -1,0 +1,293 @@
+"""The napari widget, through the plugin manifest, in a real viewer (needs a display: xvfb)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari.layers import Image, Labels
+from napari.utils.notifications import notification_manager
+
+from napari_kmeans_vq import bit_report
+from napari_kmeans_vq.layers import METADATA_KEY
+
+pytestmark = pytest.mark.napari
+
+PLUGIN = "napari-kmeans-vq"
+WIDGET = "K-Means colour quantization"
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def widget(viewer):
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    return widget
+
+
+def run_and_wait(qtbot, widget, **kwargs):
+    worker = widget.run(**kwargs)
+    assert worker is not None
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    return worker
+
+
+def outputs(viewer, role):
+    return [
+        layer
+        for layer in viewer.layers
+        if layer.metadata.get(METADATA_KEY, {}).get("role") == role
+    ]
+
+
+@pytest.fixture
+def errors():
+    """Notifications of error or warning severity shown during the test."""
+    start = len(notification_manager.records)
+
+    def new():
+        return [
+            n
+            for n in notification_manager.records[start:]
+            if str(n.severity) in ("error", "warning")
+        ]
+
+    return new
+
+
+def test_manifest_run_makes_two_exact_layers(viewer, widget, qtbot):
+    (source,) = viewer.open_sample(PLUGIN, "ihc")
+    before = source.data.copy()
+    assert widget.image.value is source
+    widget.n_colors.value = 8
+    run_and_wait(qtbot, widget)
+
+    (recon,) = outputs(viewer, "reconstruction")
+    (labels,) = outputs(viewer, "labels")
+    assert isinstance(recon, Image) and recon.rgb and recon.data.dtype == np.uint8
+    assert isinstance(labels, Labels) and labels.data.dtype == np.uint8
+    assert recon.data.shape == source.data.shape
+    assert labels.data.shape == source.data.shape[:2]
+    assert recon.name == "immunohistochemistry K=8 reconstruction"
+    assert labels.name == "immunohistochemistry K=8 labels"
+
+    summary = labels.metadata[METADATA_KEY]
+    palette = np.array(summary["palette"], dtype=np.uint8)
+    assert palette.shape == (8, 3)
+    assert labels.data.min() == 1 and labels.data.max() == 8
+    np.testing.assert_array_equal(recon.data, palette[labels.data - 1])
+
+    # Colours in the labels layer are exactly the palette (as float32 in [0, 1]).
+    colour_dict = labels.colormap.color_dict
+    for i, colour in enumerate(palette):
+        expected = np.append(colour / 255, 1.0).astype(np.float32)
+        np.testing.assert_array_equal(np.asarray(colour_dict[i + 1], np.float32), expected)
+    rendered = labels.colormap.map(np.arange(1, 9, dtype=labels.data.dtype))
+    np.testing.assert_allclose(rendered[:, :3], palette / 255, atol=1e-6)
+
+    # Bits by the formulas: 24 N original, N ceil(log2 K) index, 24 K codebook.
+    n = 512 * 512
+    report = summary["report"]
+    assert report["original_bits"] == 24 * n
+    assert report["index_bits"] == n * 3
+    assert report["codebook_bits"] == 24 * 8
+    assert report["total_bits"] == n * 3 + 24 * 8
+    expected = bit_report(n, 8).to_dict()
+    assert {k: report[k] for k in expected if k != "entropy_bits"} == {
+        k: v for k, v in expected.items() if k != "entropy_bits"
+    }
+    assert recon.metadata[METADATA_KEY]["report"] == report
+    assert summary["seed"] == 0 and summary["color_space"] == "rgb"
+    assert widget.last_result["report"]["total_bits"] == report["total_bits"]
+    assert "786,624 bits" in widget.report.value  # the total, in the panel
+
+    # Hovering shows the cluster: features indexed by label value.
+    features = labels.features
+    assert list(features["index"]) == list(range(1, 9))
+    assert features["pixels"].sum() == n
+    np.testing.assert_array_equal(
+        features["pixels"], np.bincount(labels.data.ravel(), minlength=9)[1:]
+    )
+    assert np.array_equal(source.data, before)
+    assert source.data.tobytes() == before.tobytes()
+
+
+def test_second_run_updates_in_place(viewer, widget, qtbot):
+    source = viewer.add_image(
+        np.ascontiguousarray(viewer.open_sample(PLUGIN, "ihc")[0].data[:96, :128]),
+        name="crop",
+        scale=(0.5, 0.25),
+        translate=(10, 20),
+    )
+    widget.image.value = source
+    widget.n_colors.value = 4
+    run_and_wait(qtbot, widget)
+    n_layers = len(viewer.layers)
+    (recon,), (labels,) = outputs(viewer, "reconstruction"), outputs(viewer, "labels")
+    for layer in (recon, labels):
+        np.testing.assert_array_equal(layer.scale, source.scale)
+        np.testing.assert_array_equal(layer.translate, source.translate)
+
+    widget.n_colors.value = 300  # past 255 clusters: uint16 labels
+    widget.color_space.value = "lab"
+    run_and_wait(qtbot, widget)
+    assert len(viewer.layers) == n_layers
+    assert outputs(viewer, "reconstruction") == [recon]
+    assert outputs(viewer, "labels") == [labels]
+    assert labels.name == "crop K=300 labels" and recon.name == "crop K=300 reconstruction"
+    assert labels.data.dtype == np.uint16
+    summary = labels.metadata[METADATA_KEY]
+    assert summary["color_space"] == "lab" and summary["n_colors"] == 300
+    palette = np.array(summary["palette"], dtype=np.uint8)
+    np.testing.assert_array_equal(recon.data, palette[labels.data - 1])
+    np.testing.assert_allclose(
+        np.asarray(labels.colormap.color_dict[300])[:3], palette[299] / 255, atol=1e-7
+    )
+    assert len(labels.features) == 300
+
+
+def test_cancelled_run_adds_nothing(viewer, widget, qtbot):
+    rng = np.random.default_rng(0)
+    big = viewer.add_image(rng.integers(0, 256, (2048, 2048, 3), dtype=np.uint8), name="big")
+    widget.image.value = big
+    n_layers = len(viewer.layers)
+    worker = widget.run()
+    # Cancel while the engine is busy (the fit takes seconds on 4 million distinct colours).
+    qtbot.waitUntil(lambda: worker.is_running, timeout=10_000)
+    qtbot.wait(200)
+    widget.cancel()
+    assert not widget.running and widget.run_button.enabled
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=60_000)
+    qtbot.wait(50)
+    assert len(viewer.layers) == n_layers
+    assert "Cancelled" in widget.status.value
+
+    # napari is still usable: a next run on a small image works.
+    small = viewer.add_image(np.ascontiguousarray(big.data[:32, :32]), name="small")
+    widget.image.value = small
+    widget.n_colors.value = 3
+    run_and_wait(qtbot, widget)
+    assert [layer.name for layer in outputs(viewer, "labels")] == ["small K=3 labels"]
+
+
+def test_sweep_one_layer_per_k_grid_on(viewer, widget, qtbot):
+    (source,) = viewer.open_sample(PLUGIN, "stain_patches")
+    widget.sweep.value = "2, 3, 6, 16"
+    widget.run_sweep()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    sweep = outputs(viewer, "sweep")
+    assert [layer.name for layer in sweep] == [f"stain patches K={k} sweep" for k in (2, 3, 6, 16)]
+    assert viewer.grid.enabled
+    assert [row["K"] for row in widget.sweep_rows] == [2, 3, 6, 16]
+    n = source.data.shape[0] * source.data.shape[1]
+    for row, layer in zip(widget.sweep_rows, sweep, strict=True):
+        assert row["total_bits"] == bit_report(n, row["K"]).total_bits
+        assert layer.data.dtype == np.uint8 and layer.rgb
+        assert len(np.unique(layer.data.reshape(-1, 3), axis=0)) == row["K"]
+    # J falls as K grows.
+    assert all(
+        a["J"] > b["J"] for a, b in zip(widget.sweep_rows[:-1], widget.sweep_rows[1:], strict=True)
+    )
+    assert "<th" in widget.report.value
+
+    # A second sweep with other K updates the common ones and drops the rest.
+    first = sweep[0]
+    widget.run_sweep(ks="2, 4")
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    names = [layer.name for layer in outputs(viewer, "sweep")]
+    assert names == ["stain patches K=2 sweep", "stain patches K=4 sweep"]
+    assert outputs(viewer, "sweep")[0] is first
+
+
+def test_canvas_shows_palette_colours(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    # Four quadrants, each one colour plus a little noise: K = 4 finds one cluster each.
+    rng = np.random.default_rng(3)
+    means = np.array([[200, 40, 40], [40, 160, 60], [50, 60, 200], [230, 210, 90]])
+    image = np.empty((64, 64, 3))
+    halves = (slice(0, 32), slice(32, 64))
+    for i, (ys, xs) in enumerate((ys, xs) for ys in halves for xs in halves):
+        image[ys, xs] = means[i] + rng.normal(0, 6, size=(32, 32, 3))
+    image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    source = viewer.add_image(image, name="quadrants")
+    widget.n_colors.value = 4
+    run_and_wait(qtbot, widget)
+    (labels,) = outputs(viewer, "labels")
+    palette = np.array(labels.metadata[METADATA_KEY]["palette"], dtype=np.uint8)
+    for layer in viewer.layers:
+        layer.visible = layer is labels
+    labels.opacity = 1.0
+    labels.blending = "opaque"
+    viewer.reset_view()
+    qtbot.wait(100)
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    h, w = shot.shape[:2]
+    zoom = viewer.camera.zoom
+    cy, cx = viewer.camera.center[-2:]
+    for y, x in [(16, 16), (16, 48), (48, 16), (48, 48)]:
+        row = round(h / 2 + (y - cy) * zoom)
+        col = round(w / 2 + (x - cx) * zoom)
+        expected = palette[labels.data[y, x] - 1]
+        np.testing.assert_allclose(shot[row, col, :3], expected, atol=2)
+    assert source.visible is False  # we hid it ourselves; the widget never touches it
+
+
+def test_single_channel_image(viewer, widget, qtbot):
+    grey = np.ascontiguousarray(viewer.open_sample(PLUGIN, "ihc")[0].data[:64, :64, 0])
+    source = viewer.add_image(grey, name="grey", colormap="magma")
+    widget.image.value = source
+    widget.n_colors.value = 5
+    run_and_wait(qtbot, widget)
+    (recon,), (labels,) = outputs(viewer, "reconstruction"), outputs(viewer, "labels")
+    assert not recon.rgb and recon.data.shape == grey.shape and recon.data.dtype == np.uint8
+    assert recon.colormap.name == "magma"
+    palette = np.array(labels.metadata[METADATA_KEY]["palette"], dtype=np.uint8).reshape(-1)
+    np.testing.assert_array_equal(recon.data, palette[labels.data - 1])
+
+
+def test_bad_input_notifies_and_adds_nothing(viewer, widget, qtbot, errors):
+    # No image at all, a labels layer active.
+    viewer.add_labels(np.zeros((8, 8), dtype=np.uint8), name="seg")
+    assert widget.run() is None
+    assert "is a Labels layer" in errors()[-1].message
+    # A multiscale image.
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    pyramid = viewer.add_image([base, base[::2, ::2]], multiscale=True, rgb=True, name="pyr")
+    assert widget.run(layer=pyramid) is None
+    assert "multiscale" in errors()[-1].message
+    # Lab needs a colour axis.
+    grey = viewer.add_image(base[..., 0], name="grey")
+    widget.color_space.value = "lab"
+    assert widget.run(layer=grey) is None
+    assert "no colour axis" in errors()[-1].message
+    widget.color_space.value = "rgb"
+    # K out of range, and a bad sweep.
+    rgb = viewer.add_image(base, name="rgb")
+    for k in (0, 65537):
+        assert widget.run(layer=rgb, n_colors=k) is None
+        assert "out of range" in errors()[-1].message
+    assert widget.run_sweep(layer=rgb, ks="2, three") is None
+    assert "not a whole number" in errors()[-1].message
+    assert widget.run_sweep(layer=rgb, ks="2, 70000") is None
+    assert "out of range" in errors()[-1].message
+    # The engine's own refusal (NaN pixels), raised in the worker, becomes a notification.
+    nan = np.full((8, 8, 3), 0.5)
+    nan[0, 0, 0] = np.nan
+    bad = viewer.add_image(nan, rgb=True, name="nan")
+    n_errors = len(errors())
+    worker = widget.run(layer=bad, n_colors=2)
+    assert worker is not None
+    qtbot.waitUntil(lambda: not widget.running, timeout=10_000)
+    assert len(errors()) == n_errors + 1
+    assert "Cannot quantize" in errors()[-1].message
+
+    assert not any(METADATA_KEY in layer.metadata for layer in viewer.layers)
+    assert (widget.n_colors.min, widget.n_colors.max) == (1, 65536)
