@@ -13,7 +13,7 @@ from .histogram import ColorHistogram
 from .kmeans import assign, weighted_kmeans
 
 ALPHA_MODES = ("ignore", "quantize")
-AUTO_N_INIT = 3
+AUTO_N_INIT = 5
 
 
 class FewColorsWarning(UserWarning):
@@ -52,7 +52,7 @@ class Codebook:
     random_state : int, numpy Generator or None, default 0
         Seed of the k-means++ seeding; the same seed and data give the same codebook.
     n_init : int or "auto", default "auto"
-        Seedings to run, keeping the lowest distortion. "auto" is 3: restarts converge on a
+        Seedings to run, keeping the lowest distortion. "auto" is 5: restarts converge on a
         summary of the colours first, so they are cheap, and they avoid the odd poor local
         minimum (1-2% higher J) a single seeding can land in.
     max_iter : int, default 300

@@ -23,6 +23,9 @@ _WORKERS = -1
 _SUMMARY_MIN = 8192
 _SUMMARY_PER_CLUSTER = 32
 _SUMMARY_MAX_CELLS = 1 << 22
+# Coarse optima refined on every point for a few iterations before the best is finished.
+_REFINED_SEEDINGS = 2
+_PROBE_ITERATIONS = 20
 
 
 @dataclass(frozen=True)
@@ -121,23 +124,42 @@ def weighted_kmeans(
         summary = (sx, sw) if sx.shape[0] < x.shape[0] else None
     if summary is None:
         runs = [
-            _lloyd(x, w, c, max_iter, tol_abs, _stage(progress, i, n_init))
+            _lloyd(_Bounds(x, w, c), max_iter, tol_abs, _stage(progress, i / n_init, 1 / n_init))
             for i, c in enumerate(starts)
         ]
         best = min(runs, key=lambda run: run[0].inertia())
     else:
-        # Coarse to fine: every seeding converges on the summary (cheap), and only the best
-        # is refined on all points, so Lloyd's full passes start close to their fixed point.
-        coarse = min(
+        # Coarse to fine: every seeding converges on the summary (cheap); the best two are
+        # refined on all points for a few iterations, and the better one to convergence.
+        # Lloyd's full passes thus start close to a fixed point, and a coarse optimum that
+        # refines poorly does not decide the result alone.
+        part = 1 / (n_init + 1)
+        coarse = sorted(
             (
-                _lloyd(*summary, c, max_iter, tol_abs, _stage(progress, i, n_init + 1))[0]
+                _lloyd(_Bounds(*summary, c), max_iter, tol_abs, _stage(progress, i * part, part))[
+                    0
+                ]
                 for i, c in enumerate(starts)
             ),
             key=lambda state: state.inertia(),
         )
-        best = _lloyd(
-            x, w, coarse.centers, max_iter, tol_abs, _stage(progress, n_init, n_init + 1)
-        )
+        sub = part / (_REFINED_SEEDINGS + 1)
+        probes = [
+            _lloyd(
+                _Bounds(x, w, c.centers),
+                _PROBE_ITERATIONS,
+                tol_abs,
+                _stage(progress, n_init * part + j * sub, sub),
+            )
+            for j, c in enumerate(coarse[:_REFINED_SEEDINGS])
+        ]
+        state, probe_iter, probe_converged = min(probes, key=lambda run: run[0].inertia())
+        if probe_converged:
+            best = state, probe_iter, True
+        else:
+            step = _stage(progress, 1 - sub, sub)
+            state, n_iter, converged = _lloyd(state, max_iter - probe_iter, tol_abs, step)
+            best = state, probe_iter + n_iter, converged
     state, n_iter, converged = best
     return KMeansResult(
         state.centers.copy(),
@@ -350,19 +372,19 @@ class _Bounds:
         return max(value, 0.0)
 
 
-def _stage(progress, index: int, count: int):
-    """Per-iteration callback for run ``index`` of ``count``, reporting overall progress."""
+def _stage(progress, start: float, width: float):
+    """Per-iteration callback for a run that spans [start, start + width] of the fit."""
     if progress is None:
         return None
 
     def step(n_iter: int, max_iter: int):
-        progress("fit", (index + min(1.0, n_iter / max_iter)) / count)
+        progress("fit", start + width * min(1.0, n_iter / max_iter))
 
     return step
 
 
-def _lloyd(x, w, centers, max_iter, tol_abs, step=None):
-    state = _Bounds(x, w, centers)
+def _lloyd(state: _Bounds, max_iter, tol_abs, step=None):
+    """Lloyd's iterations from the state's centres, until converged or ``max_iter``."""
     converged = False
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
