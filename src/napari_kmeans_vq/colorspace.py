@@ -27,7 +27,7 @@ def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
 
     Examples
     --------
-    >>> rgb_to_lab(np.array([1.0, 1.0, 1.0])).round(3)
+    >>> rgb_to_lab(np.array([1.0, 1.0, 1.0])).round(3) + 0.0  # + 0.0 turns -0. into 0.
     array([100.,   0.,   0.])
     """
     rgb = np.asarray(rgb, dtype=np.float64)
