@@ -167,6 +167,9 @@ def test_cancelled_run_adds_nothing(viewer, widget, qtbot):
     qtbot.wait(50)
     assert len(viewer.layers) == n_layers
     assert "Cancelled" in widget.status.value
+    # The engine itself stopped: it never reached the end of encoding.
+    assert widget._control.abort.is_set()
+    assert widget._control.fraction < 1.0
 
     # napari is still usable: a next run on a small image works.
     small = viewer.add_image(np.ascontiguousarray(big.data[:32, :32]), name="small")

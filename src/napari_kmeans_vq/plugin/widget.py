@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import math
+import threading
 import time
 from types import SimpleNamespace
 
@@ -129,11 +130,36 @@ def _warm_up():
     import pandas  # noqa: F401
 
 
-def _single_job(image, k, options, source):
+class _Cancelled(Exception):
+    """Raised inside the engine's progress callback to stop a cancelled run."""
+
+
+# Share of a run's progress bar that each engine stage takes.
+_STAGE_SPAN = {"histogram": (0.0, 0.1), "fit": (0.1, 0.85), "encode": (0.85, 1.0)}
+
+
+class _RunControl:
+    """The engine's progress callback: records how far it got, and stops it on cancel.
+
+    The worker thread writes, the main thread reads (a float and a flag: no lock needed).
+    """
+
+    def __init__(self):
+        self.abort = threading.Event()
+        self.fraction = 0.0
+
+    def __call__(self, stage: str, fraction: float):
+        if self.abort.is_set():
+            raise _Cancelled
+        start, stop = _STAGE_SPAN.get(stage, (0.0, 1.0))
+        self.fraction = start + (stop - start) * fraction
+
+
+def _single_job(image, k, options, source, control):
     """Worker: quantize, then build the two layer tuples (all off the main thread)."""
     _warm_up()
     yield 0
-    q = quantize(image, k, **options)
+    q = quantize(image, k, progress=control, **options)
     yield 1  # a cancellation point: quit() takes effect here
     layers = quantization_layer_data(
         q, source_layer=source, channel_axis=options.get("channel_axis", -1)
@@ -141,13 +167,13 @@ def _single_job(image, k, options, source):
     return {"layers": layers, "quantization": q}
 
 
-def _sweep_job(image, ks, options, source):
+def _sweep_job(image, ks, options, source, control):
     """Worker: one quantization per K, each one a cancellation point."""
     _warm_up()
     layers, rows = [], []
     for done, k in enumerate(ks):
         yield done
-        q = quantize(image, k, **options)
+        q = quantize(image, k, progress=control, **options)
         layers.append(sweep_item(q, source_layer=source, options=options))
         rows.append(sweep_row(q))
     yield len(ks)
@@ -318,6 +344,10 @@ class QuantizeWidget(Container):
         # the deleted Qt widgets or the closed viewer when its result arrives.
         self._closed = False
         self.native.destroyed.connect(self._on_destroyed)
+        self._control = _RunControl()
+        self._poll = QTimer()
+        self._poll.setInterval(100)
+        self._poll.timeout.connect(self._show_progress)
 
     # -- public actions ------------------------------------------------------------------
 
@@ -358,6 +388,7 @@ class QuantizeWidget(Container):
         if self.worker is None or self._applying:
             return
         self._cancelled.add(self._run_id)
+        self._control.abort.set()  # stops the engine at its next progress report
         self.worker.quit()
         self.status.value = "Cancelled; nothing was added."
         self._idle()
@@ -385,7 +416,8 @@ class QuantizeWidget(Container):
         run_id = self._run_id
         snapshot = _snapshot(source)
         started = time.perf_counter()
-        worker = create_worker(job, image, what, options, snapshot, _ignore_errors=True)
+        self._control = control = _RunControl()
+        worker = create_worker(job, image, what, options, snapshot, control, _ignore_errors=True)
         worker.returned.connect(
             lambda result: self._on_returned(run_id, mode, source, result, started)
         )
@@ -396,10 +428,15 @@ class QuantizeWidget(Container):
         self.run_button.enabled = self.sweep_button.enabled = False
         self.cancel_button.enabled = True
         total = len(what) if mode == "sweep" else 0
-        self.progress.min, self.progress.max, self.progress.value = 0, total, 0
         if total:
+            self.progress.min, self.progress.max, self.progress.value = 0, total, 0
             self.progress.native.setFormat("%v of %m K done")
-        self.progress.native.setTextVisible(bool(total))
+        else:
+            # The engine reports its progress; the bar follows it from the main thread.
+            self.progress.min, self.progress.max, self.progress.value = 0, 100, 0
+            self.progress.native.setFormat("%p%")
+            self._poll.start()
+        self.progress.native.setTextVisible(True)
         k_text = ", ".join(map(str, what)) if mode == "sweep" else str(what)
         self.status.value = f"Quantizing '{source.name}' at K = {k_text}…"
         worker.start()
@@ -410,15 +447,21 @@ class QuantizeWidget(Container):
 
     def _on_destroyed(self, *_):
         self._closed = True
+        self._poll.stop()
+        self._control.abort.set()
         if self.worker is not None:
             self.worker.quit()
+
+    def _show_progress(self):
+        if self.worker is not None and not self._applying:
+            self.progress.value = int(100 * self._control.fraction)
 
     def _on_yielded(self, run_id, mode, step):
         if self._current(run_id) and mode == "sweep":
             self.progress.value = step
 
     def _on_errored(self, run_id, err):
-        if not self._current(run_id):
+        if not self._current(run_id) or isinstance(err, _Cancelled):
             return
         # Errors from the engine are about the input (its ValueError/TypeError messages name
         # the parameter); anything else is a bug, reported the same way but labelled.
@@ -437,6 +480,7 @@ class QuantizeWidget(Container):
             self._idle()
 
     def _idle(self):
+        self._poll.stop()
         self.worker = None
         self._applying = False
         self.run_button.enabled = self.sweep_button.enabled = True
