@@ -8,6 +8,7 @@ from .bits import BitReport, bit_report
 from .codebook import Codebook, FewColorsWarning
 from .layers import layer_data
 from .quantize import Quantization, quantize
+from .storage import KVQData, KVQError, load, save
 from .tutorial import calculate_num_bits, compress_image, reconstruct_image
 
 __version__ = "0.1.0"
@@ -16,12 +17,16 @@ __all__ = [
     "BitReport",
     "Codebook",
     "FewColorsWarning",
+    "KVQData",
+    "KVQError",
     "Quantization",
     "__version__",
     "bit_report",
     "calculate_num_bits",
     "compress_image",
     "layer_data",
+    "load",
     "quantize",
     "reconstruct_image",
+    "save",
 ]

@@ -356,6 +356,7 @@ def _summary(q: Quantization) -> dict:
         "color_space": q.info.get("color_space"),
         "n_init": q.info.get("n_init"),
         "palette": q.palette.tolist(),
+        "dtype": str(q.palette.dtype),
         "report": q.report.to_dict(),
         "distortion": float(q.distortion),
         "psnr": psnr,

@@ -1,0 +1,198 @@
+"""napari writers: a labels layer (with its palette) or an image + labels pair to a file.
+
+Two npe2 multi-layer writers, ``.kvq`` and indexed PNG. Each receives napari's layer data
+tuples ``(data, meta, layer_type)`` and needs exactly one labels layer, plus at most one
+image layer:
+
+* a labels layer made by this plugin (the widget or the ``.kvq`` reader) carries its palette
+  in ``metadata["napari_kmeans_vq"]["palette"]``; its labels are codeword index + 1, so they
+  are stored as ``label - 1`` with that palette, and read back identically. An image layer
+  saved with it only sets the palette's dtype.
+* any other labels layer needs an image layer of the same shape: each distinct label becomes
+  a codeword whose colour is the mean colour of its pixels in the image (exact when the image
+  is a K-colour reconstruction of those labels, as the widget's is; the k-means update step
+  otherwise). Label values are renumbered 1 .. K in increasing order.
+
+No napari import happens here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["codes_from_layers", "write_indexed_png", "write_kvq"]
+
+_KEY = "napari_kmeans_vq"
+
+
+def _dtype_from_summary(summary: dict, palette: list) -> np.dtype:
+    """The palette's dtype when only its values (JSON lists) are known."""
+    if "dtype" in summary:
+        return np.dtype(summary["dtype"])
+    values = np.asarray(palette, dtype=np.float64)
+    integral = bool(np.all(values == np.round(values)))
+    bits = (summary.get("report") or {}).get("bits_per_channel")
+    if integral and bits in (8, 16) and values.min() >= 0:
+        return np.dtype(np.uint8 if bits == 8 else np.uint16)
+    if integral and bits is None and values.min() >= 0 and values.max() <= 255:
+        return np.dtype(np.uint8)
+    return np.dtype(np.float32 if bits == 32 else np.float64)
+
+
+def _split(layer_data) -> tuple[tuple, tuple | None]:
+    labels = [item for item in layer_data if item[2] == "labels"]
+    images = [item for item in layer_data if item[2] == "image"]
+    others = [item[2] for item in layer_data if item[2] not in ("labels", "image")]
+    if len(labels) != 1 or len(images) > 1 or others:
+        raise ValueError(
+            "select one labels layer, and optionally one image layer, to save as .kvq or "
+            f"indexed PNG; got {len(labels)} labels, {len(images)} image and {len(others)} "
+            "other layers"
+        )
+    return labels[0], (images[0] if images else None)
+
+
+def codes_from_layers(layer_data) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Codeword indices, palette and scalar flag from napari layer data tuples.
+
+    Parameters
+    ----------
+    layer_data : list of (data, meta, layer_type)
+        One labels layer and at most one image layer (see the module docstring).
+
+    Returns
+    -------
+    indices : ndarray
+        ``0 .. K-1`` per pixel.
+    palette : ndarray, shape (K, C)
+    scalar : bool
+        The image has no colour axis.
+
+    Raises
+    ------
+    ValueError
+        Not one labels layer; labels without a palette and without an image; a label 0
+        (background) or a label beyond the palette; an image whose shape does not match.
+    """
+    (labels, labels_meta, _), image_item = _split(layer_data)
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "ui":
+        raise ValueError(f"the labels layer must hold integers, got dtype {labels.dtype}")
+    image = np.asarray(image_item[0]) if image_item is not None else None
+    if image is not None and image.shape[: labels.ndim] != labels.shape:
+        raise ValueError(
+            f"the image layer's shape {image.shape} does not match the labels layer's "
+            f"{labels.shape}"
+        )
+    if image is not None and image.ndim not in (labels.ndim, labels.ndim + 1):
+        raise ValueError(f"the image layer {image.shape} must be labels.shape (+ colour axis)")
+    summary = (labels_meta.get("metadata") or {}).get(_KEY) or {}
+    palette_values = summary.get("palette")
+    if palette_values is not None:
+        dtype = image.dtype if image is not None else _dtype_from_summary(summary, palette_values)
+        palette = np.asarray(palette_values)
+        if palette.ndim == 1:
+            palette = palette[:, None]
+        palette = palette.astype(dtype)
+        k = palette.shape[0]
+        low, high = int(labels.min()), int(labels.max())
+        if low < 1 or high > k:
+            raise ValueError(
+                f"the labels layer's values run from {low} to {high}, but its palette has "
+                f"labels 1 .. {k} (label 0, the background, has no colour)"
+            )
+        indices = (labels - 1).astype(np.uint8 if k <= 256 else np.uint16)
+        if image is not None:
+            scalar = image.ndim == labels.ndim
+        else:
+            scalar = bool(summary.get("scalar", palette.shape[1] == 1))
+        return indices, palette, scalar
+    if image is None:
+        raise ValueError(
+            "this labels layer has no palette (it was not made by napari-kmeans-vq); save it "
+            "together with its image layer, whose mean colour per label becomes the palette"
+        )
+    values, inverse = np.unique(labels.reshape(-1), return_inverse=True)
+    if values.size > 65536:
+        raise ValueError(f"a .kvq holds at most 65,536 colours; the labels have {values.size}")
+    scalar = image.ndim == labels.ndim
+    pixels = image.reshape(inverse.size, -1)
+    counts = np.bincount(inverse, minlength=values.size)
+    means = (
+        np.stack(
+            [
+                np.bincount(
+                    inverse, weights=pixels[:, c].astype(np.float64), minlength=values.size
+                )
+                for c in range(pixels.shape[1])
+            ],
+            axis=1,
+        )
+        / counts[:, None]
+    )
+    if image.dtype.kind in "ui":
+        info = np.iinfo(image.dtype)
+        means = np.clip(np.rint(means), info.min, info.max)
+    palette = means.astype(image.dtype)
+    indices = inverse.reshape(labels.shape).astype(np.uint8 if values.size <= 256 else np.uint16)
+    return indices, palette, scalar
+
+
+def _as_layer_list(layer_data, meta) -> list[tuple]:
+    # npe2 calls a contribution whose layer_types allow one layer with the single-layer
+    # signature (path, data, meta), and the others with (path, [(data, meta, type), ...]);
+    # the manifest lists both for the same command.
+    if meta is not None:
+        return [(layer_data, meta, "labels")]
+    return list(layer_data)
+
+
+def write_kvq(path: str, layer_data, meta: dict | None = None) -> list[str]:
+    """npe2 writer: save a labels layer (with its palette, or with its image) as ``.kvq``.
+
+    Parameters
+    ----------
+    path : str
+        Target; ``.kvq`` is appended when missing.
+    layer_data : list of (data, meta, layer_type), or the labels data
+        The layers (multi-layer writer call), or one labels layer's data when napari
+        calls the single-layer form ``(path, data, meta)``.
+    meta : dict, optional
+        The labels layer's metadata in the single-layer form.
+
+    Returns
+    -------
+    list of str
+        The path written.
+    """
+    from ..storage import save
+
+    indices, palette, scalar = codes_from_layers(_as_layer_list(layer_data, meta))
+    path = _with_suffix(path, ".kvq")
+    save(path, indices, palette, format="kvq", scalar=scalar)
+    return [str(path)]
+
+
+def write_indexed_png(path: str, layer_data, meta: dict | None = None) -> list[str]:
+    """npe2 writer: save a 2D labels layer with at most 256 colours as an indexed PNG.
+
+    Parameters are as for :func:`write_kvq` (``.png`` is appended when missing).
+
+    Returns
+    -------
+    list of str
+        The path written.
+    """
+    from ..storage import save
+
+    indices, palette, scalar = codes_from_layers(_as_layer_list(layer_data, meta))
+    path = _with_suffix(path, ".png")
+    save(path, indices, palette, format="png", scalar=scalar)
+    return [str(path)]
+
+
+def _with_suffix(path, suffix: str) -> Path:
+    path = Path(path)
+    return path if path.suffix.lower() == suffix else path.with_name(path.name + suffix)

@@ -1,0 +1,297 @@
+"""save() and load(): a quantized image to a file and back, in either format."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ._common import KVQData, KVQError, atomic_write
+from .indexed_png import PNG_SIGNATURE, decode_indexed_png, encode_indexed_png
+from .kvq import MAGIC, MAX_PIXELS, decode_kvq, encode_kvq, kvq_size
+
+__all__ = ["encode", "encoded_sizes", "format_for_path", "load", "save", "size_report"]
+
+_FORMATS = ("kvq", "png")
+
+
+def format_for_path(path, format: str | None = None) -> str:
+    """The format to write: ``format`` if given, else from the suffix (.kvq or .png)."""
+    if format is not None:
+        if format not in _FORMATS:
+            raise ValueError(f"format must be 'kvq' or 'png', got {format!r}")
+        return format
+    suffix = Path(path).suffix.lower()
+    if suffix == ".kvq":
+        return "kvq"
+    if suffix == ".png":
+        return "png"
+    raise ValueError(
+        f"cannot tell the format from the file name {str(path)!r}: use a .kvq or .png suffix, "
+        "or pass format='kvq' or 'png'"
+    )
+
+
+def _unpack(data, palette, scalar) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Labels, palette and the scalar flag from a Quantization, KVQData or arrays."""
+    if hasattr(data, "labels") and hasattr(data, "palette"):
+        if palette is not None:
+            raise TypeError("palette must not be given with a Quantization or KVQData")
+        labels, palette = np.asarray(data.labels), np.asarray(data.palette)
+        if isinstance(data, KVQData):
+            return labels, palette, data.scalar
+        recon = getattr(data, "reconstruction", None)
+        if recon is not None:
+            recon_channels = recon.shape[-1] if recon.ndim > labels.ndim else 1
+            if recon.ndim == labels.ndim + 1 and recon_channels != palette.shape[-1]:
+                # alpha="ignore" keeps alpha outside the palette: it is not in the codebook.
+                warnings.warn(
+                    f"the reconstruction has {recon_channels} channels but the palette "
+                    f"{palette.shape[-1]}; only the palette's channels are stored (an alpha "
+                    "channel kept with alpha='ignore' is not)",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            return labels, palette, recon.ndim == labels.ndim
+        return labels, palette, bool(scalar)
+    if palette is None:
+        raise TypeError(
+            "save() needs a Quantization (or KVQData), or labels together with a palette"
+        )
+    return np.asarray(data), np.asarray(palette), bool(scalar)
+
+
+def encode(
+    data,
+    palette=None,
+    *,
+    format: str = "kvq",
+    deflate: bool = True,
+    bit_depth: int | str = "auto",
+    scalar: bool = False,
+) -> bytes:
+    """The bytes :func:`save` would write (see there), without touching the disk."""
+    labels, palette, scalar = _unpack(data, palette, scalar)
+    format = format_for_path("", format)
+    if format == "kvq":
+        return encode_kvq(labels, palette, deflate=deflate, scalar=scalar)
+    return encode_indexed_png(labels, palette, bit_depth=bit_depth, scalar=scalar)
+
+
+def save(
+    path,
+    data,
+    palette=None,
+    *,
+    format: str | None = None,
+    deflate: bool = True,
+    bit_depth: int | str = "auto",
+    scalar: bool = False,
+    overwrite: bool = True,
+) -> Path:
+    """Save a quantized image as a ``.kvq`` container or an indexed PNG.
+
+    The file is written to a temporary file in the same directory and renamed into place,
+    so an interrupted or failed save leaves no partial file.
+
+    Parameters
+    ----------
+    path : str or Path
+        Where to write; ``.kvq`` or ``.png`` sets the format unless ``format`` is given.
+    data : Quantization, KVQData or ndarray of int
+        A :func:`napari_kmeans_vq.quantize` result, a loaded file, or the codeword indices
+        (``0 .. K-1``, the image's shape without its colour axis).
+    palette : ndarray, shape (K, C), optional
+        The codewords, required when ``data`` is an index array.
+    format : {"kvq", "png"}, optional
+        ``"kvq"``: any dtype, any number of axes, K up to 65,536. ``"png"``: 2D, K <= 256,
+        uint8 grey, RGB or RGBA palettes.
+    deflate : bool, default True
+        ``.kvq`` only: deflate the index payload (False writes exactly
+        header + palette + ``ceil(N*b/8)`` bytes).
+    bit_depth : {"auto", "smallest", 1, 2, 4, 8}, default "auto"
+        PNG only; see :func:`~napari_kmeans_vq.storage.encode_indexed_png`.
+    scalar : bool, default False
+        With index arrays: the image has no colour axis (one-channel palette).
+    overwrite : bool, default True
+        When False, an existing file raises ``FileExistsError``.
+
+    Returns
+    -------
+    Path
+        The path written.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Unusable data for the chosen format (the message says what is accepted).
+    FileExistsError
+        ``overwrite=False`` and the file exists.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> from napari_kmeans_vq import quantize
+    >>> from napari_kmeans_vq.storage import load, save
+    >>> image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    >>> q = quantize(image, 6)
+    >>> path = save(os.path.join(tempfile.mkdtemp(), "tile.kvq"), q, deflate=False)
+    >>> back = load(path)
+    >>> bool(np.array_equal(back.labels, q.labels)), back.file_size
+    (True, 974)
+    """
+    format = format_for_path(path, format)
+    content = encode(
+        data, palette, format=format, deflate=deflate, bit_depth=bit_depth, scalar=scalar
+    )
+    return atomic_write(path, content, overwrite=overwrite)
+
+
+def load(path, *, max_pixels: int = MAX_PIXELS) -> KVQData:
+    """Load a ``.kvq`` file or an indexed PNG (told apart by their first bytes).
+
+    Every header field is checked against the file's real size and the documented limits
+    before any pixel memory is allocated; nothing is unpickled.
+
+    Parameters
+    ----------
+    path : str or Path
+    max_pixels : int, default 2**34
+        Refuse files declaring more pixels than this.
+
+    Returns
+    -------
+    KVQData
+        ``labels``, ``palette``, ``reconstruction`` and the file's details.
+
+    Raises
+    ------
+    KVQError
+        The file is not a valid ``.kvq`` or indexed PNG (see ``docs/kvq-format.md`` for the
+        checks). ``KVQError`` is a ``ValueError``.
+    OSError
+        The file cannot be read (missing, a directory, no permission).
+    """
+    path = Path(path)
+    with open(path, "rb") as handle:
+        content = handle.read()
+    if content[:8] == MAGIC:
+        return decode_kvq(content, source=str(path), max_pixels=max_pixels)
+    if content[:8] == PNG_SIGNATURE:
+        return decode_indexed_png(content, source=str(path), max_pixels=max_pixels)
+    raise KVQError(f"{path}: not a .kvq file or a PNG (unknown first bytes)")
+
+
+def encoded_sizes(
+    data, palette=None, *, scalar: bool = False, contents: dict | None = None
+) -> dict:
+    """Real bytes on disk of a quantized image in each format, encoded in memory.
+
+    Parameters
+    ----------
+    data, palette, scalar
+        As for :func:`save`.
+    contents : dict, optional
+        When given, receives the encoded files: ``contents["kvq"]`` (deflated ``.kvq``) and
+        ``contents["png"]`` (when there is one), so a caller can write them without
+        encoding again.
+
+    Returns
+    -------
+    dict
+        ``kvq_raw`` (undeflated ``.kvq``, computed: header + palette + ``ceil(N*b/8)``),
+        ``kvq_deflated`` (encoded), ``png`` (bytes of the indexed PNG, or None when the
+        image is not 2D, K > 256 or the palette is not uint8 grey/RGB/RGBA), ``png_bit_depth``
+        and, when there is no PNG, ``png_reason``.
+    """
+    labels, palette, scalar = _unpack(data, palette, scalar)
+    palette = np.asarray(palette)
+    if palette.ndim == 1:
+        palette = palette[:, None]
+    kvq = encode_kvq(labels, palette, deflate=True, scalar=scalar)
+    sizes: dict = {
+        "kvq_raw": kvq_size(labels.shape, palette.shape[0], palette.shape[1], palette.itemsize),
+        "kvq_deflated": len(kvq),
+        "png": None,
+        "png_bit_depth": None,
+    }
+    if contents is not None:
+        contents["kvq"] = kvq
+    try:
+        png = encode_indexed_png(labels, palette, scalar=scalar)
+    except ValueError as exc:
+        sizes["png_reason"] = str(exc)
+    else:
+        sizes["png"] = len(png)
+        sizes["png_bit_depth"] = png[24]
+        if contents is not None:
+            contents["png"] = png
+    return sizes
+
+
+def size_report(
+    data,
+    palette=None,
+    *,
+    scalar: bool = False,
+    input_bytes: int | None = None,
+    contents: dict | None = None,
+) -> dict:
+    """Formula bits next to real bytes: what the seed computes and what the files weigh.
+
+    Parameters
+    ----------
+    data, palette, scalar
+        As for :func:`save`.
+    input_bytes : int, optional
+        Size of the source file (a PNG or JPEG on disk), for a ratio against it.
+    contents : dict, optional
+        See :func:`encoded_sizes`.
+
+    Returns
+    -------
+    dict
+        ``formula`` (the :class:`~napari_kmeans_vq.BitReport` as a dict, plus
+        ``formula_bytes = ceil(total_bits / 8)``), ``raw_bytes`` (the uncompressed image,
+        ``original_bits / 8``: 3N for 24-bit RGB), ``input_bytes``, ``files`` (from
+        :func:`encoded_sizes`), and ``ratios``: each size over ``raw_bytes`` (``vs_raw``)
+        and over ``input_bytes`` (``vs_input``, when given).
+    """
+    from ..bits import bit_report
+
+    labels, palette, scalar = _unpack(data, palette, scalar)
+    palette = np.asarray(palette)
+    if palette.ndim == 1:
+        palette = palette[:, None]
+    report = getattr(data, "report", None)
+    if report is None or isinstance(data, KVQData):
+        report = bit_report(
+            int(labels.size),
+            int(palette.shape[0]),
+            channels=int(palette.shape[1]),
+            bits_per_channel=palette.itemsize * 8,
+        )
+    files = encoded_sizes(labels, palette, scalar=scalar, contents=contents)
+    formula = {**report.to_dict(), "formula_bytes": -(-report.total_bits // 8)}
+    raw_bytes = report.original_bits // 8
+    sizes = {
+        "formula": formula["formula_bytes"],
+        "kvq_raw": files["kvq_raw"],
+        "kvq_deflated": files["kvq_deflated"],
+        "png": files["png"],
+    }
+    ratios: dict = {"vs_raw": {}, "vs_input": {}}
+    for name, value in sizes.items():
+        if value is None:
+            continue
+        ratios["vs_raw"][name] = value / raw_bytes
+        if input_bytes:
+            ratios["vs_input"][name] = value / input_bytes
+    return {
+        "formula": formula,
+        "raw_bytes": raw_bytes,
+        "input_bytes": input_bytes,
+        "files": files,
+        "ratios": ratios,
+    }

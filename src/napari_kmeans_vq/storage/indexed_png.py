@@ -1,0 +1,334 @@
+"""Indexed (palette) PNG: a 2D K-colour image any image viewer opens.
+
+A PNG of colour type 3 stores one palette index per pixel at a bit depth of 1, 2, 4 or 8,
+the palette in a ``PLTE`` chunk (8-bit RGB, at most 256 entries) and, for RGBA palettes, the
+alphas in a ``tRNS`` chunk. This module writes such files itself, so that it controls the
+bit depth and the palette length exactly (``PLTE`` holds K entries, not a padded 2**depth), and
+reads them with Pillow, so PNGs from other tools open too.
+
+A ``tEXt`` chunk with keyword ``napari-kmeans-vq`` records ``{"n_colors": K, "channels": C}``
+so that one-channel (grey) and RGBA palettes come back with their own number of channels.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ._common import KVQData, KVQError, check_labels_palette, index_dtype
+from .kvq import MAX_PIXELS, pack_indices
+
+__all__ = [
+    "PNG_SIGNATURE",
+    "TEXT_KEY",
+    "decode_indexed_png",
+    "encode_indexed_png",
+    "png_bit_depth",
+    "read_indexed_png",
+    "smallest_bit_depth",
+]
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TEXT_KEY = "napari-kmeans-vq"
+_MAX_SIDE = 2**31 - 1  # PNG's own limit on width and height
+_MAX_INFLATE_RATIO = 1100
+_INFLATE_SLACK = 1 << 16
+
+
+def smallest_bit_depth(n_colors: int) -> int:
+    """The smallest PNG palette bit depth (1, 2, 4 or 8) that holds ``n_colors`` indices."""
+    n_colors = int(n_colors)
+    if not 1 <= n_colors <= 256:
+        raise ValueError(f"an indexed PNG holds 1 to 256 colours, got n_colors = {n_colors}")
+    for depth in (1, 2, 4, 8):
+        if n_colors <= 1 << depth:
+            return depth
+    raise AssertionError  # pragma: no cover
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _check_png_input(labels, palette) -> tuple[np.ndarray, np.ndarray]:
+    labels, palette = check_labels_palette(labels, palette)
+    if labels.ndim != 2:
+        raise ValueError(
+            f"an indexed PNG is 2D: labels must have shape (height, width), got {labels.shape}"
+        )
+    if max(labels.shape) > _MAX_SIDE:
+        raise ValueError(f"PNG sides are at most 2**31 - 1 pixels, got {labels.shape}")
+    if palette.shape[0] > 256:
+        raise ValueError(
+            f"an indexed PNG holds at most 256 colours, got a palette of {palette.shape[0]}"
+        )
+    if palette.dtype != np.uint8:
+        raise ValueError(
+            f"an indexed PNG stores 8-bit colours; palette dtype must be uint8, got "
+            f"{palette.dtype} (use the .kvq format for other dtypes)"
+        )
+    if palette.shape[1] not in (1, 3, 4):
+        raise ValueError(
+            f"an indexed PNG stores grey, RGB or RGBA colours: palette must have 1, 3 or 4 "
+            f"channels, got {palette.shape[1]}"
+        )
+    return labels, palette
+
+
+def _encode(
+    labels: np.ndarray, palette: np.ndarray, depth: int, level: int, scalar: bool
+) -> bytes:
+    height, width = labels.shape
+    k, channels = palette.shape
+    per_byte = 8 // depth
+    # Each scanline is a filter-type byte (0: none, the usual choice for palette images)
+    # then the row's indices packed at `depth` bits, padded to a whole byte. Padding every
+    # row to a multiple of 8/depth pixels lets one pack call produce all rows at once.
+    padded_width = -(-width // per_byte) * per_byte
+    rows = labels
+    if padded_width != width:
+        rows = np.zeros((height, padded_width), dtype=labels.dtype)
+        rows[:, :width] = labels
+    packed = pack_indices(rows, depth).reshape(height, padded_width * depth // 8)
+    scanlines = np.empty((height, packed.shape[1] + 1), dtype=np.uint8)
+    scanlines[:, 0] = 0
+    scanlines[:, 1:] = packed
+    rgb = palette if channels != 1 else np.repeat(palette, 3, axis=1)
+    info = {"n_colors": int(k), "channels": int(channels)}
+    if scalar:
+        info["scalar"] = True
+    text = json.dumps(info, sort_keys=True)
+    pieces = [
+        PNG_SIGNATURE,
+        _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, 3, 0, 0, 0)),
+        _chunk(b"PLTE", np.ascontiguousarray(rgb[:, :3]).tobytes()),
+    ]
+    if channels == 4:
+        pieces.append(_chunk(b"tRNS", np.ascontiguousarray(palette[:, 3]).tobytes()))
+    pieces.append(_chunk(b"tEXt", TEXT_KEY.encode("latin-1") + b"\0" + text.encode("latin-1")))
+    pieces.append(_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), level)))
+    pieces.append(_chunk(b"IEND", b""))
+    return b"".join(pieces)
+
+
+def encode_indexed_png(
+    labels, palette, *, bit_depth: int | str = "auto", level: int = 9, scalar: bool = False
+) -> bytes:
+    """Encode a 2D K-colour image as the bytes of an indexed PNG.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (height, width)
+        Palette index per pixel, ``0 .. K-1``.
+    palette : ndarray of uint8, shape (K, C)
+        K <= 256 colours; C = 3 (RGB), 4 (RGBA: alphas go to ``tRNS``) or 1 (grey, written
+        as R = G = B).
+    bit_depth : {"auto", "smallest", 1, 2, 4, 8}, default "auto"
+        ``"smallest"``: the smallest depth that holds K. ``"auto"``: that, or 8 when 8 bits per
+        pixel deflates smaller (it sometimes does: whole-byte indices give deflate repeats
+        that sub-byte packing hides). A number forces that depth (it must hold K).
+    level : int, default 9
+        zlib compression level.
+    scalar : bool, default False
+        The image had no colour axis (one channel): recorded in the text chunk so that
+        :func:`decode_indexed_png` gives back the same reconstruction shape.
+
+    Returns
+    -------
+    bytes
+
+    Raises
+    ------
+    TypeError, ValueError
+        Labels not 2D integer indices below K, a palette that is not uint8 with 1, 3 or 4
+        channels, K > 256, or a bit depth that does not hold K.
+    """
+    labels, palette = _check_png_input(labels, palette)
+    if scalar and palette.shape[1] != 1:
+        raise ValueError(f"scalar=True needs a one-channel palette, got C = {palette.shape[1]}")
+    smallest = smallest_bit_depth(palette.shape[0])
+    if bit_depth in ("auto", "smallest"):
+        candidates = [smallest] if bit_depth == "smallest" or smallest == 8 else [smallest, 8]
+    elif bit_depth in (1, 2, 4, 8) and not isinstance(bit_depth, bool):
+        if bit_depth < smallest:
+            raise ValueError(
+                f"bit_depth {bit_depth} cannot hold {palette.shape[0]} colours; use "
+                f"{smallest} or more"
+            )
+        candidates = [int(bit_depth)]
+    else:
+        raise ValueError(f"bit_depth must be 'auto', 'smallest', 1, 2, 4 or 8, got {bit_depth!r}")
+    encoded = [_encode(labels, palette, depth, level, scalar) for depth in candidates]
+    return min(encoded, key=len)  # ties keep the smaller depth (listed first)
+
+
+def png_bit_depth(data) -> int:
+    """The bit depth byte of a PNG's ``IHDR`` chunk (the first chunk), read from the bytes."""
+    data = bytes(data[:33])
+    if len(data) < 33 or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
+        raise KVQError("not a PNG file (no signature and IHDR chunk)")
+    return data[24]
+
+
+def _chunks(view: memoryview, source):
+    """Yield (type, body) of each chunk, checking lengths and CRCs."""
+    pos, size = 8, len(view)
+    while pos < size:
+        if pos + 8 > size:
+            raise _fail("truncated chunk header", source)
+        (length,) = struct.unpack_from(">I", view, pos)
+        kind = bytes(view[pos + 4 : pos + 8])
+        end = pos + 12 + length
+        if length > 2**31 - 1 or end > size:
+            raise _fail(f"truncated {kind!r} chunk", source)
+        body = view[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack_from(">I", view, pos + 8 + length)
+        if zlib.crc32(body, zlib.crc32(kind)) != crc:
+            raise _fail(f"CRC mismatch in the {kind.decode('latin-1')!r} chunk", source)
+        yield kind, body
+        if kind == b"IEND":
+            return
+        pos = end
+    raise _fail("truncated: no IEND chunk", source)
+
+
+def _fail(message: str, source) -> KVQError:
+    where = f"{source}: " if source else ""
+    return KVQError(f"{where}{message}")
+
+
+def decode_indexed_png(data, *, source=None, max_pixels: int = MAX_PIXELS) -> KVQData:
+    """Decode an indexed PNG into codeword indices and a palette.
+
+    Parameters
+    ----------
+    data : bytes-like
+        The whole file.
+    source : str, optional
+        Named in error messages.
+    max_pixels : int, default 2**34
+        Refuse images with more pixels than this.
+
+    Returns
+    -------
+    KVQData
+        ``labels`` (uint8 when K <= 256) and ``palette`` (uint8, K rows; C from the
+        ``napari-kmeans-vq`` text chunk, else 3, or 4 when the PNG has a ``tRNS`` chunk).
+
+    Raises
+    ------
+    KVQError
+        Not a PNG, not a palette PNG, damaged (bad CRC, truncated, inflates wrongly), larger
+        than the limits, or an index beyond the palette.
+    """
+    view = memoryview(data).cast("B")
+    if len(view) < 8 or bytes(view[:8]) != PNG_SIGNATURE:
+        raise _fail("not a PNG file (wrong signature)", source)
+    header = plte = trns = None
+    text: dict = {}
+    idat_bytes = 0
+    for index, (kind, body) in enumerate(_chunks(view, source)):
+        if index == 0 and kind != b"IHDR":
+            raise _fail("the first chunk is not IHDR", source)
+        if kind == b"IHDR":
+            if len(body) != 13:
+                raise _fail("IHDR chunk is not 13 bytes", source)
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"PLTE":
+            plte = bytes(body)
+        elif kind == b"tRNS":
+            trns = bytes(body)
+        elif kind == b"IDAT":
+            idat_bytes += len(body)
+        elif kind == b"tEXt":
+            key, _, value = bytes(body).partition(b"\0")
+            if key == TEXT_KEY.encode("latin-1"):
+                try:
+                    text = json.loads(value.decode("latin-1"))
+                except ValueError:
+                    raise _fail("unreadable napari-kmeans-vq text chunk", source) from None
+                if not isinstance(text, dict):
+                    raise _fail("unreadable napari-kmeans-vq text chunk", source)
+    width, height, depth, color_type, _compression, _filter, interlace = header
+    if color_type != 3:
+        raise _fail(f"not an indexed (palette) PNG: colour type {color_type}", source)
+    if depth not in (1, 2, 4, 8):
+        raise _fail(f"invalid palette bit depth {depth}", source)
+    if not (1 <= width <= _MAX_SIDE and 1 <= height <= _MAX_SIDE):
+        raise _fail(f"invalid size {width} x {height}", source)
+    n = width * height
+    if n > min(max_pixels, MAX_PIXELS):
+        raise _fail(f"{width} x {height} pixels, over the limit of {max_pixels}", source)
+    # The scanlines' size without interlacing: interlaced images need a little more, so
+    # this is a bound that holds for both.
+    raw = height * (1 + (width * depth + 7) // 8)
+    if raw > _MAX_INFLATE_RATIO * idat_bytes + _INFLATE_SLACK:
+        raise _fail(f"declares {raw} bytes of scanlines, more than its IDAT can hold", source)
+    if plte is None or not plte or len(plte) % 3 or len(plte) > 768:
+        raise _fail("missing or invalid PLTE chunk", source)
+    k = len(plte) // 3
+    channels = text.get("channels", 4 if trns is not None else 3)
+    scalar = text.get("scalar", False) is True
+    if channels not in (1, 3, 4) or text.get("n_colors", k) != k or (scalar and channels != 1):
+        raise _fail(f"text chunk {text} disagrees with the PLTE chunk of {k} colours", source)
+    if trns is not None and len(trns) > k:
+        raise _fail("tRNS chunk is longer than the palette", source)
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            # The pixel count was checked against our own limit above.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(view)) as im:
+                if im.mode != "P":
+                    raise _fail(f"not an indexed PNG (Pillow mode {im.mode})", source)
+                im.load()
+                indices = np.asarray(im)
+    except KVQError:
+        raise
+    except Exception as exc:  # Pillow signals damage with many types; one type out
+        raise _fail(f"cannot decode the image data: {exc}", source) from None
+    if indices.shape != (height, width):
+        raise _fail(f"decoded shape {indices.shape} is not {height} x {width}", source)
+    if int(indices.max()) >= k:
+        raise _fail(f"an index is {int(indices.max())}, not below K = {k}", source)
+
+    rgb = np.frombuffer(plte, dtype=np.uint8).reshape(k, 3)
+    if channels == 1:
+        if not (np.array_equal(rgb[:, 0], rgb[:, 1]) and np.array_equal(rgb[:, 0], rgb[:, 2])):
+            raise _fail("a one-channel palette must be grey (R = G = B)", source)
+        palette = rgb[:, :1].copy()
+    elif channels == 3:
+        palette = rgb.copy()
+    else:
+        alpha = np.full(k, 255, dtype=np.uint8)
+        if trns is not None:
+            alpha[: len(trns)] = np.frombuffer(trns, dtype=np.uint8)
+        palette = np.concatenate([rgb, alpha[:, None]], axis=1)
+    return KVQData(
+        labels=indices.astype(index_dtype(k), copy=False),
+        palette=palette,
+        scalar=scalar,
+        format="png",
+        version=0,
+        deflated=True,
+        file_size=len(view),
+        payload_bytes=idat_bytes,
+        bit_depth=depth,
+        extra={"interlaced": bool(interlace)},
+    )
+
+
+def read_indexed_png(path, *, max_pixels: int = MAX_PIXELS) -> KVQData:
+    """Read an indexed PNG file (see :func:`decode_indexed_png`)."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        data = handle.read()
+    return decode_indexed_png(data, source=str(path), max_pixels=max_pixels)

@@ -1,0 +1,424 @@
+"""The ``.kvq`` container: a palette plus codeword indices bit-packed at ``ceil(log2 K)`` bits.
+
+The byte layout is specified in ``docs/kvq-format.md``; this module is its reference
+implementation. In short (all integers little-endian)::
+
+    offset  size     field
+    0       8        magic  b"\\x89KVQ\\r\\n\\x1a\\n"
+    8       2        version (u16) = 1
+    10      2        flags (u16): bit 0 deflated payload, bit 1 no colour axis
+    12      1        ndim (u8), 1 .. 32
+    13      1        dtype code (u8) of the palette
+    14      1        bits per index b (u8) = ceil(log2 K), 0 for K = 1
+    15      1        reserved, 0
+    16      2        channels C (u16), 1 .. 256
+    18      2        reserved, 0
+    20      4        K (u32), 1 .. 65,536
+    24      8        payload length in bytes (u64)
+    32      4        CRC-32 of every other byte of the file
+    36      4        reserved, 0
+    40      8*ndim   shape, one u64 per axis (the image without its colour axis)
+    ...     K*C*s    palette, row-major, little-endian, s = the dtype's size
+    ...     payload  indices: N values of b bits, most significant bit first, zero-padded
+                     to a whole byte; deflated with zlib when flag bit 0 is set
+
+Undeflated, a file is exactly ``40 + 8*ndim + K*C*s + ceil(N*b/8)`` bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ._common import KVQData, KVQError, check_labels_palette, index_dtype
+
+__all__ = [
+    "DTYPE_CODES",
+    "MAGIC",
+    "MAX_CHANNELS",
+    "MAX_COLORS",
+    "MAX_NDIM",
+    "MAX_PIXELS",
+    "VERSION",
+    "decode_kvq",
+    "encode_kvq",
+    "header_size",
+    "kvq_size",
+    "pack_indices",
+    "read_kvq",
+    "unpack_indices",
+]
+
+#: The first 8 bytes of every ``.kvq`` file. Like PNG's signature: a non-ASCII first byte,
+#: then a name, then CR LF, EOF (Ctrl-Z) and LF, so text-mode transfers show up as damage.
+MAGIC = b"\x89KVQ\r\n\x1a\n"
+#: The format version this module writes and the only one it reads.
+VERSION = 1
+
+#: Documented limits, checked against the header before anything is allocated.
+MAX_NDIM = 32
+MAX_CHANNELS = 256
+MAX_COLORS = 65536
+MAX_PIXELS = 2**34
+
+FLAG_DEFLATE = 1
+FLAG_SCALAR = 2
+_KNOWN_FLAGS = FLAG_DEFLATE | FLAG_SCALAR
+
+#: Palette dtypes and their codes in the header (byte 13). Stored little-endian.
+DTYPE_CODES = {
+    1: np.dtype("<u1"),
+    2: np.dtype("<u2"),
+    3: np.dtype("<u4"),
+    4: np.dtype("<u8"),
+    5: np.dtype("<i1"),
+    6: np.dtype("<i2"),
+    7: np.dtype("<i4"),
+    8: np.dtype("<i8"),
+    9: np.dtype("<f2"),
+    10: np.dtype("<f4"),
+    11: np.dtype("<f8"),
+}
+_CODE_OF = {(dt.kind, dt.itemsize): code for code, dt in DTYPE_CODES.items()}
+
+# magic, version, flags, ndim, dtype code, b, reserved, C, reserved, K, payload length,
+# crc, reserved
+_HEADER = struct.Struct("<8sHHBBBBHHIQII")
+_CRC_OFFSET = 32
+_FIXED = _HEADER.size  # 40
+assert _FIXED == 40
+
+# Deflate cannot expand data by more than about 1032:1 (a run of 258 bytes per 2-bit code
+# pair at best); a payload that claims more than this is rejected before inflating, so the
+# memory spent is bounded by the file's real size.
+_MAX_INFLATE_RATIO = 1100
+_INFLATE_SLACK = 1024
+
+# Pixels per packing step: a multiple of 8 so each step fills whole bytes; bounds the
+# temporary bit arrays to about 16 MiB whatever the image size.
+_CHUNK = 1 << 20
+
+
+def header_size(ndim: int) -> int:
+    """Bytes of the fixed header for an image with ``ndim`` axes (colour axis excluded)."""
+    return _FIXED + 8 * ndim
+
+
+def kvq_size(shape, n_colors: int, channels: int = 3, itemsize: int = 1) -> int:
+    """Bytes of an undeflated ``.kvq`` file: header + palette + ``ceil(N*b/8)``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The labels' shape (the image without its colour axis).
+    n_colors : int
+        K.
+    channels : int, default 3
+        C.
+    itemsize : int, default 1
+        Bytes per palette value (1 for uint8).
+    """
+    n = math.prod(shape)
+    b = (int(n_colors) - 1).bit_length()
+    return header_size(len(shape)) + n_colors * channels * itemsize + (n * b + 7) // 8
+
+
+def pack_indices(indices: np.ndarray, bits: int) -> np.ndarray:
+    """Pack non-negative integers below ``2**bits`` at exactly ``bits`` bits each.
+
+    Value ``i`` occupies stream bits ``i*bits .. (i+1)*bits - 1``, most significant bit
+    first, and stream bit 0 is the most significant bit of byte 0 (the order PNG uses for
+    sub-byte pixels). The last byte is padded with zero bits.
+
+    Parameters
+    ----------
+    indices : ndarray of int
+        Any shape; packed in C order.
+    bits : int
+        0 .. 16. ``bits = 0`` gives no bytes at all.
+
+    Returns
+    -------
+    ndarray of uint8, length ``ceil(indices.size * bits / 8)``
+    """
+    if not 0 <= bits <= 16:
+        raise ValueError(f"bits must be between 0 and 16, got {bits}")
+    flat = np.asarray(indices).reshape(-1)
+    n = flat.size
+    if bits == 0 or n == 0:
+        return np.zeros(0, dtype=np.uint8)
+    if bits == 8:
+        return flat.astype(np.uint8)
+    if bits == 16:
+        return flat.astype(">u2").view(np.uint8)
+    out = np.empty((n * bits + 7) // 8, dtype=np.uint8)
+    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint16)
+    for start in range(0, n, _CHUNK):
+        chunk = flat[start : start + _CHUNK].astype(np.uint16, copy=False)
+        # One row of bit planes per value, most significant first, then 8 bits to a byte.
+        planes = ((chunk[:, None] >> shifts) & 1).astype(np.uint8)
+        packed = np.packbits(planes.reshape(-1))
+        first = start * bits // 8  # start is a multiple of 8, so this is exact
+        out[first : first + packed.size] = packed
+    return out
+
+
+def unpack_indices(data, n: int, bits: int, dtype=np.uint16) -> np.ndarray:
+    """Inverse of :func:`pack_indices`: the first ``n`` values of ``bits`` bits each.
+
+    Parameters
+    ----------
+    data : bytes-like or ndarray of uint8
+        At least ``ceil(n * bits / 8)`` bytes.
+    n : int
+        Number of values.
+    bits : int
+        0 .. 16.
+    dtype : dtype, default uint16
+        Output dtype (must hold ``2**bits - 1``).
+
+    Returns
+    -------
+    ndarray, shape (n,)
+    """
+    if not 0 <= bits <= 16:
+        raise ValueError(f"bits must be between 0 and 16, got {bits}")
+    buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
+    if buf.size < (n * bits + 7) // 8:
+        raise ValueError(f"{n} values of {bits} bits need {(n * bits + 7) // 8} bytes")
+    if bits == 0:
+        # calloc-backed: pages are only touched when written, so a one-colour image of
+        # any declared size costs (almost) nothing until used.
+        return np.zeros(n, dtype=dtype)
+    if bits == 8:
+        return buf[:n].astype(dtype)
+    if bits == 16:
+        return buf[: 2 * n].view(">u2").astype(dtype)
+    out = np.empty(n, dtype=dtype)
+    for start in range(0, n, _CHUNK):
+        stop = min(start + _CHUNK, n)
+        first, last = start * bits // 8, (stop * bits + 7) // 8
+        planes = np.unpackbits(buf[first:last], count=(stop - start) * bits)
+        planes = planes.reshape(stop - start, bits)
+        values = np.zeros(stop - start, dtype=np.uint16)
+        for column in range(bits):
+            values <<= 1
+            values |= planes[:, column]
+        out[start:stop] = values
+    return out
+
+
+def _dtype_code(dtype: np.dtype) -> int:
+    dtype = np.dtype(dtype)
+    code = _CODE_OF.get((dtype.kind, dtype.itemsize))
+    if code is None:
+        raise TypeError(
+            f"palette dtype {dtype} cannot be stored; use an unsigned or signed integer of "
+            "1, 2, 4 or 8 bytes, or float16/32/64"
+        )
+    return code
+
+
+def encode_kvq(
+    labels, palette, *, deflate: bool = True, scalar: bool = False, level: int = 9
+) -> bytes:
+    """Encode codeword indices and a palette as the bytes of a ``.kvq`` file.
+
+    Parameters
+    ----------
+    labels : ndarray of int
+        Codeword index per pixel, ``0 .. K-1``, any shape with 1 to 32 axes (the image
+        without its colour axis).
+    palette : ndarray, shape (K, C)
+        Codewords: any unsigned or signed integer dtype of 1, 2, 4 or 8 bytes, or a float.
+    deflate : bool, default True
+        Compress the index payload with zlib.
+    scalar : bool, default False
+        The image has no colour axis (its reconstruction has the labels' shape; C must be 1).
+    level : int, default 9
+        zlib compression level when deflating.
+
+    Returns
+    -------
+    bytes
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad ``labels`` or ``palette`` (see :func:`check_labels_palette`), more than 32 axes or
+        2**34 pixels, or ``scalar`` with C != 1.
+    """
+    labels, palette = check_labels_palette(labels, palette)
+    k, channels = palette.shape
+    code = _dtype_code(palette.dtype)
+    if labels.ndim > MAX_NDIM:
+        raise ValueError(f"labels may have at most {MAX_NDIM} axes, got {labels.ndim}")
+    if labels.size > MAX_PIXELS:
+        raise ValueError(f"labels may have at most 2**34 pixels, got {labels.size}")
+    if scalar and channels != 1:
+        raise ValueError(f"scalar=True needs a one-channel palette, got C = {channels}")
+    bits = (k - 1).bit_length()
+    payload = pack_indices(labels, bits).tobytes()
+    if deflate:
+        payload = zlib.compress(payload, level)
+    flags = (FLAG_DEFLATE if deflate else 0) | (FLAG_SCALAR if scalar else 0)
+    header = _HEADER.pack(
+        MAGIC, VERSION, flags, labels.ndim, code, bits, 0, channels, 0, k, len(payload), 0, 0
+    )
+    shape = struct.pack(f"<{labels.ndim}Q", *labels.shape)
+    palette_bytes = np.ascontiguousarray(palette, dtype=DTYPE_CODES[code]).tobytes()
+    crc = zlib.crc32(header[:_CRC_OFFSET])
+    for piece in (header[_CRC_OFFSET + 4 :], shape, palette_bytes, payload):
+        crc = zlib.crc32(piece, crc)
+    header = header[:_CRC_OFFSET] + struct.pack("<I", crc) + header[_CRC_OFFSET + 4 :]
+    return b"".join((header, shape, palette_bytes, payload))
+
+
+def _fail(message: str, source) -> KVQError:
+    where = f"{source}: " if source else ""
+    return KVQError(f"{where}{message}")
+
+
+def decode_kvq(data, *, source=None, max_pixels: int = MAX_PIXELS) -> KVQData:
+    """Decode the bytes of a ``.kvq`` file, checking everything before allocating.
+
+    Parameters
+    ----------
+    data : bytes-like
+        The whole file.
+    source : str, optional
+        Named in error messages (the path).
+    max_pixels : int, default 2**34
+        Refuse files that declare more pixels than this.
+
+    Returns
+    -------
+    KVQData
+
+    Raises
+    ------
+    KVQError
+        Not a ``.kvq`` file, another version, a header field out of range, a header that
+        disagrees with the file's size, a failed checksum, a payload that does not inflate to
+        the declared size, or an index >= K.
+    """
+    view = memoryview(data).cast("B")
+    size = len(view)
+    if size < len(MAGIC) or bytes(view[: len(MAGIC)]) != MAGIC:
+        raise _fail("not a .kvq file (wrong magic bytes)", source)
+    if size < _FIXED:
+        raise _fail(f"truncated: {size} bytes, shorter than the {_FIXED}-byte header", source)
+    (_, version, flags, ndim, code, bits, res1, channels, res2, k, payload_len, crc, res3) = (
+        _HEADER.unpack_from(view)
+    )
+    if version != VERSION:
+        raise _fail(
+            f"format version {version} is not supported (this reader reads version {VERSION})",
+            source,
+        )
+    if flags & ~_KNOWN_FLAGS or res1 or res2 or res3:
+        raise _fail("unknown flags or non-zero reserved header fields", source)
+    if not 1 <= ndim <= MAX_NDIM:
+        raise _fail(f"ndim {ndim} is outside 1 .. {MAX_NDIM}", source)
+    if code not in DTYPE_CODES:
+        raise _fail(f"unknown palette dtype code {code}", source)
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise _fail(f"channels {channels} is outside 1 .. {MAX_CHANNELS}", source)
+    if not 1 <= k <= MAX_COLORS:
+        raise _fail(f"K = {k} is outside 1 .. {MAX_COLORS}", source)
+    if bits != (k - 1).bit_length():
+        raise _fail(f"bits per index {bits} does not match K = {k}", source)
+    scalar = bool(flags & FLAG_SCALAR)
+    if scalar and channels != 1:
+        raise _fail(f"a scalar image must have one channel, header says {channels}", source)
+    head = header_size(ndim)
+    if size < head:
+        raise _fail(f"truncated: {size} bytes, shorter than its {head}-byte header", source)
+    shape = struct.unpack_from(f"<{ndim}Q", view, _FIXED)
+    if min(shape) < 1 or max(shape) > MAX_PIXELS:
+        raise _fail(f"shape {shape} has an axis outside 1 .. 2**34", source)
+    n = math.prod(shape)  # exact Python integers: no overflow
+    limit = min(MAX_PIXELS, max_pixels)
+    if n > limit:
+        raise _fail(f"declares {n} pixels, over the limit of {limit}", source)
+    dtype = DTYPE_CODES[code]
+    palette_len = k * channels * dtype.itemsize
+    expected = head + palette_len + payload_len
+    if size != expected:
+        what = "truncated" if size < expected else "has trailing bytes"
+        raise _fail(f"{what}: the header describes {expected} bytes, the file has {size}", source)
+    raw_len = (n * bits + 7) // 8
+    deflated = bool(flags & FLAG_DEFLATE)
+    if not deflated and payload_len != raw_len:
+        raise _fail(
+            f"index payload is {payload_len} bytes, {n} indices of {bits} bits need {raw_len}",
+            source,
+        )
+    if deflated and raw_len > _MAX_INFLATE_RATIO * payload_len + _INFLATE_SLACK:
+        raise _fail(
+            f"declares {raw_len} index bytes, more than {payload_len} deflated bytes can hold",
+            source,
+        )
+    actual = zlib.crc32(view[:_CRC_OFFSET])
+    actual = zlib.crc32(view[_CRC_OFFSET + 4 :], actual)
+    if actual != crc:
+        raise _fail(f"checksum mismatch (stored {crc:08x}, computed {actual:08x})", source)
+
+    palette = np.frombuffer(view, dtype=dtype, count=k * channels, offset=head)
+    palette = palette.reshape(k, channels).astype(dtype.newbyteorder("="))
+    payload = view[head + palette_len :]
+    if deflated:
+        inflater = zlib.decompressobj()
+        try:
+            # max_length + 1: a stream that inflates to more than declared is caught
+            # without inflating all of it.
+            raw = inflater.decompress(payload, raw_len + 1)
+        except zlib.error as exc:
+            raise _fail(f"index payload does not inflate: {exc}", source) from None
+        if len(raw) != raw_len or not inflater.eof or inflater.unconsumed_tail:
+            raise _fail(
+                f"index payload inflates to {len(raw)}"
+                f"{'+' if inflater.unconsumed_tail else ''} bytes, not the declared "
+                f"{raw_len}, or has data after its end",
+                source,
+            )
+        if inflater.unused_data:
+            raise _fail("index payload has data after its deflate stream", source)
+    else:
+        raw = payload
+    raw = np.frombuffer(raw, dtype=np.uint8)
+    if bits % 8 and raw.size and (n * bits) % 8:
+        pad = 8 - (n * bits) % 8
+        if int(raw[-1]) & ((1 << pad) - 1):
+            raise _fail("non-zero padding bits after the last index", source)
+    labels = unpack_indices(raw, n, bits, dtype=index_dtype(k))
+    if bits and k < (1 << bits):
+        top = int(labels.max())
+        if top >= k:
+            raise _fail(f"an index is {top}, not below K = {k}", source)
+    return KVQData(
+        labels=labels.reshape(shape),
+        palette=palette,
+        scalar=scalar,
+        format="kvq",
+        version=version,
+        deflated=deflated,
+        file_size=size,
+        payload_bytes=payload_len,
+        bit_depth=bits,
+    )
+
+
+def read_kvq(path, *, max_pixels: int = MAX_PIXELS) -> KVQData:
+    """Read and decode a ``.kvq`` file (see :func:`decode_kvq`).
+
+    The file is read whole (its real size bounds that memory); nothing is unpickled.
+    """
+    path = Path(path)
+    with open(path, "rb") as handle:
+        data = handle.read()
+    return decode_kvq(data, source=str(path), max_pixels=max_pixels)

@@ -1,0 +1,287 @@
+"""The napari-kmeans-vq command line, run as users run it: in a subprocess."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from napari_kmeans_vq import bit_report, quantize
+from napari_kmeans_vq.cli import main
+from napari_kmeans_vq.storage import load, png_bit_depth
+
+
+def _command() -> list[str]:
+    """The installed console script, or the module when running from a source tree."""
+    script = Path(sys.executable).with_name("napari-kmeans-vq")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("napari-kmeans-vq")
+    return [found] if found else [sys.executable, "-m", "napari_kmeans_vq.cli"]
+
+
+CLI = _command()
+
+
+def run(*args, cwd=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+    )
+
+
+def one_line_error(result) -> str:
+    """The failure message: exactly one non-progress line on stderr, and no traceback."""
+    lines = [line for line in result.stderr.splitlines() if "] " not in line.split(":", 1)[-1]]
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("napari-kmeans-vq: error: ")
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory, request) -> Path:
+    """A real crop of the IHC slide as a PNG file."""
+    skimage_data = pytest.importorskip("skimage.data")
+    image = np.ascontiguousarray(skimage_data.immunohistochemistry()[200:296, 150:278])
+    path = tmp_path_factory.mktemp("cli") / "crop.png"
+    Image.fromarray(image).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def photo_array(photo) -> np.ndarray:
+    with Image.open(photo) as im:
+        return np.asarray(im)
+
+
+def test_help_imports_no_napari_qt_or_pillow():
+    code = (
+        "import sys\n"
+        "from napari_kmeans_vq.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "finally:\n"
+        "    heavy = ('napari', 'qtpy', 'PyQt5', 'PIL')\n"
+        "    print('HEAVY', [m for m in heavy if m in sys.modules])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "HEAVY []" in result.stdout
+    for command in ("compress", "decompress", "info", "sweep", "demo"):
+        assert command in result.stdout
+
+
+def test_every_subcommand_has_help(capsys):
+    # In-process (the same main() the console script calls), to keep the suite fast.
+    for command in ("compress", "decompress", "info", "sweep", "demo"):
+        assert main([command, "--help"]) == 0
+        assert f"usage: napari-kmeans-vq {command}" in capsys.readouterr().out
+    assert main(["--version"]) == 0
+
+
+def test_compress_writes_kvq_and_prints_the_report(photo, photo_array, tmp_path):
+    out = tmp_path / "crop.kvq"
+    result = run("compress", photo, "-k", 6, "-o", out)
+    assert result.returncode == 0, result.stderr
+    q = quantize(photo_array, 6)
+    data = load(out)
+    assert np.array_equal(data.labels, q.labels) and np.array_equal(data.palette, q.palette)
+    assert "formula" in result.stdout and ".kvq deflated" in result.stdout
+    assert f"{q.report.total_bits:,}" in result.stdout
+    assert "quantizing" in result.stderr  # progress goes to stderr
+
+
+def test_compress_json(photo, tmp_path):
+    out = tmp_path / "crop.png"
+    result = run("compress", photo, "-k", 3, "-o", out, "--json", "--seed", 1, "--space", "lab")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["n_colors"] == 3 and report["seed"] == 1 and report["color_space"] == "lab"
+    formula = report["sizes"]["formula"]
+    assert formula["total_bits"] == bit_report(96 * 128, 3).total_bits
+    assert report["output"]["bytes"] == out.stat().st_size
+    assert report["sizes"]["input_bytes"] == photo.stat().st_size
+    assert report["sizes"]["raw_bytes"] == 96 * 128 * 3
+    ratios = report["sizes"]["ratios"]
+    assert ratios["vs_raw"]["formula"] == pytest.approx(formula["formula_bytes"] / (96 * 128 * 3))
+    assert set(ratios["vs_input"]) == {"formula", "kvq_raw", "kvq_deflated", "png"}
+    assert png_bit_depth(out.read_bytes()) in (2, 8)
+    assert load(out).n_colors == 3
+
+
+def test_compress_without_output_writes_nothing(photo, tmp_path):
+    result = run("compress", photo, "-k", 2, "-q", cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refuses_to_overwrite_without_force(photo, tmp_path):
+    out = tmp_path / "x.kvq"
+    out.write_bytes(b"precious")
+    result = run("compress", photo, "-k", 2, "-o", out)
+    assert result.returncode == 1
+    assert "use --force" in one_line_error(result)
+    assert out.read_bytes() == b"precious"
+    assert run("compress", photo, "-k", 2, "-o", out, "--force", "-q").returncode == 0
+    assert load(out).n_colors == 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["compress", "IMAGE", "-k", "0"],
+        ["compress", "IMAGE", "-k", "many"],
+        ["compress", "IMAGE"],
+        ["compress", "IMAGE", "-k", "4", "-o", "out.tif"],
+        ["compress", "IMAGE", "-k", "4", "--space", "hsv"],
+        ["sweep", "IMAGE", "--csv", "--json"],
+        ["sweep", "IMAGE", "-k", "2,x"],
+        ["sweep", "IMAGE", "--gallery", "g.jpg"],
+        ["decompress", "in.kvq"],
+        ["frobnicate"],
+        [],
+    ],
+)
+def test_usage_errors_exit_2(photo, tmp_path, monkeypatch, capsys, args):
+    monkeypatch.chdir(tmp_path)
+    args = [str(photo) if a == "IMAGE" else a for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "usage:" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_usage_error_exit_2_in_a_subprocess(photo, tmp_path):
+    for args in (["compress", photo, "-k", "0"], ["compress", photo, "-k", 4, "-o", "out.tif"]):
+        result = run(*args, cwd=tmp_path)
+        assert result.returncode == 2
+        assert "usage: napari-kmeans-vq compress" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_failures_exit_1_with_one_line_and_debug_shows_traceback(photo, tmp_path):
+    result = run("compress", tmp_path / "missing.png", "-k", 3)
+    assert result.returncode == 1
+    assert "no such file" in one_line_error(result)
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("not an image")
+    result = run("compress", not_image, "-k", 3)
+    assert result.returncode == 1 and "cannot read" in one_line_error(result)
+    result = run("compress", photo, "-k", 300, "-o", tmp_path / "big.png")
+    assert result.returncode == 1 and "256 colours" in one_line_error(result)
+    assert not (tmp_path / "big.png").exists()
+    result = run("compress", tmp_path / "missing.png", "-k", 3, "--debug")
+    assert result.returncode == 1 and "Traceback" in result.stderr
+
+
+def test_decompress_and_info(photo, photo_array, tmp_path):
+    kvq = tmp_path / "c.kvq"
+    assert run("compress", photo, "-k", 16, "-o", kvq, "-q").returncode == 0
+    q = quantize(photo_array, 16)
+
+    png = tmp_path / "c.png"
+    result = run("decompress", kvq, "-o", png)
+    assert result.returncode == 0, result.stderr
+    with Image.open(png) as im:
+        assert np.array_equal(np.asarray(im), q.reconstruction)
+    npy = tmp_path / "c.npy"
+    assert run("decompress", kvq, "-o", npy, "-q").returncode == 0
+    assert np.array_equal(np.load(npy, allow_pickle=False), q.reconstruction)
+    assert run("decompress", kvq, "-o", npy, "-q").returncode == 1  # exists
+
+    result = run("info", kvq)
+    assert result.returncode == 0
+    assert "K = 16" in result.stdout and "checks passed" in result.stdout
+    summary = json.loads(run("info", kvq, "--json").stdout)
+    assert summary["n_colors"] == 16 and summary["bits_per_index"] == 4
+    assert summary["file_size"] == kvq.stat().st_size
+    assert summary["report"]["total_bits"] == q.report.total_bits
+    assert summary["palette"] == q.palette.tolist()
+
+
+def test_damaged_file_fails_cleanly(photo, tmp_path):
+    kvq = tmp_path / "d.kvq"
+    assert run("compress", photo, "-k", 4, "-o", kvq, "-q").returncode == 0
+    blob = bytearray(kvq.read_bytes())
+    blob[-3] ^= 0x40
+    kvq.write_bytes(bytes(blob))
+    for args in (["info", kvq], ["decompress", kvq, "-o", tmp_path / "d.png"]):
+        result = run(*args)
+        assert result.returncode == 1
+        assert "checksum mismatch" in one_line_error(result)
+    assert not (tmp_path / "d.png").exists()
+    result = run("info", photo)
+    assert result.returncode == 1 and "not an indexed" in one_line_error(result)
+
+
+def test_sweep_csv_json_and_gallery(photo, photo_array, tmp_path):
+    gallery = tmp_path / "g.png"
+    result = run("sweep", photo, "-k", "2,3,6,16", "--csv", "--gallery", gallery)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [int(r["K"]) for r in rows] == [2, 3, 6, 16]
+    for row in rows:
+        k = int(row["K"])
+        assert int(row["total_bits"]) == bit_report(96 * 128, k).total_bits
+        assert int(row["kvq_bytes"]) == 56 + 3 * k + (96 * 128 * (k - 1).bit_length() + 7) // 8
+        assert int(row["kvq_deflated_bytes"]) < int(row["kvq_bytes"])
+    assert "[4/4]" in result.stderr
+    with Image.open(gallery) as im:
+        assert im.width > 5 * 128 and im.height > 96  # original + 4 tiles side by side
+
+    data = json.loads(run("sweep", photo, "-k", "4 8", "--json", "-q").stdout)
+    assert [row["K"] for row in data["rows"]] == [4, 8]
+    assert data["rows"][0]["J"] == pytest.approx(quantize(photo_array, 4).distortion)
+
+    table = run("sweep", photo, "-k", "2", "-q").stdout
+    assert "formula bits" in table and "PSNR" in table
+
+
+def test_demo_writes_the_files_and_the_table(tmp_path):
+    pytest.importorskip("skimage")
+    out = tmp_path / "demo"
+    result = run("demo", "--out", out, "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["image"] == "ihc" and summary["shape"] == [512, 512, 3]
+    assert [row["K"] for row in summary["rows"]] == [2, 3, 6, 16]
+    names = sorted(p.name for p in out.iterdir())
+    expected = ["gallery.png", "ihc.png"]
+    expected += [f"ihc-k{k}.{ext}" for k in (2, 3, 6, 16) for ext in ("kvq", "png")]
+    assert names == sorted(expected)
+    for row in summary["rows"]:
+        k = row["K"]
+        assert (out / f"ihc-k{k}.kvq").stat().st_size == row["kvq_deflated_bytes"]
+        assert (out / f"ihc-k{k}.png").stat().st_size == row["png_bytes"]
+        assert row["total_bits"] == bit_report(512 * 512, k).total_bits
+    again = run("demo", "--out", out)
+    assert again.returncode == 1 and "--force" in one_line_error(again)
+
+
+def test_no_deflate_writes_exactly_the_formula_plus_header(photo, tmp_path, capsys):
+    out = tmp_path / "raw.kvq"
+    assert main(["compress", str(photo), "-k", "6", "-o", str(out), "--no-deflate", "-q"]) == 0
+    n = 96 * 128
+    assert out.stat().st_size == 56 + 6 * 3 + (n * 3 + 7) // 8
+    assert not load(out).deflated
+    capsys.readouterr()
+
+
+def test_demo_falls_back_to_a_generated_image_without_scikit_image(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "skimage.data", None)  # import now raises ImportError
+    assert main(["demo", "--out", str(tmp_path / "d"), "--json", "-q"]) == 0
+    captured = capsys.readouterr()
+    assert "scikit-image is not installed" in captured.err
+    summary = json.loads(captured.out)
+    assert summary["image"] == "generated" and summary["shape"] == [256, 256, 3]
+    assert (tmp_path / "d" / "generated-k16.kvq").exists()
