@@ -34,9 +34,7 @@ PAGES = [*sorted(DOCS.glob("*.md")), ROOT / "README.md"]
 
 # Pages written by others whose examples fail for reasons outside the docs (for example a
 # feature that has not landed yet): page name -> reason. Their failures become xfails.
-KNOWN_FAILURES: dict[str, str] = {
-    "large-images.md": "its first example opens slide.zarr, which no earlier block makes",
-}
+KNOWN_FAILURES: dict[str, str] = {}
 # Library modules whose doctests fail for a reason their owner is fixing: module -> reason.
 KNOWN_DOCTEST_FAILURES: dict[str, str] = {}
 

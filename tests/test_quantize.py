@@ -284,3 +284,18 @@ def test_progress_reports_every_stage_and_can_cancel(ihc):
 
     with pytest.raises(Cancelled):
         quantize(ihc, 8, progress=cancel)
+
+
+def test_dask_and_multiscale_inputs_go_lazy(ihc):
+    da = pytest.importorskip("dask.array")
+    lazy = quantize(da.from_array(ihc, chunks=(128, 128, 3)), 8)
+    eager = quantize(ihc, 8)
+    assert isinstance(lazy.labels, da.Array)
+    np.testing.assert_array_equal(lazy.palette, eager.palette)
+    np.testing.assert_array_equal(lazy.labels.compute(), eager.labels)
+    np.testing.assert_array_equal(
+        eager.codebook.encode(da.from_array(ihc)).compute(), eager.labels
+    )
+    pyramid = quantize([ihc, ihc[::2, ::2]], 8)
+    np.testing.assert_array_equal(pyramid.palette, eager.palette)
+    assert [level.shape for level in pyramid.levels] == [(512, 512), (256, 256)]

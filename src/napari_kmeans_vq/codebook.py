@@ -144,6 +144,10 @@ class Codebook:
         -------
         self
         """
+        if not isinstance(images, list | tuple) and _is_lazy(images):
+            from .chunked import fit_codebook
+
+            return fit_codebook(self, images, progress=progress)
         imgs = list(images) if isinstance(images, list | tuple) else [images]
         if not imgs:
             raise ValueError("images is an empty list; pass at least one image.")
@@ -162,7 +166,7 @@ class Codebook:
                 for c in colors
             ]
         )
-        self._fit_histogram(hist, first.dtype, progress=progress)
+        self.fit_histogram(hist, first.dtype, progress=progress)
         return self
 
     def _validated_params(self):
@@ -207,8 +211,23 @@ class Codebook:
             return rgb_to_lab(colors / peak_value(colors.dtype))
         return colors.astype(np.float64)
 
-    def _fit_histogram(self, hist: ColorHistogram, dtype: np.dtype, progress=None) -> np.ndarray:
-        """Fit on a colour histogram; return the label of each of its colours."""
+    def fit_histogram(self, hist: ColorHistogram, dtype: np.dtype, progress=None) -> np.ndarray:
+        """Fit on a colour histogram (one built chunk by chunk, say); label each colour.
+
+        Parameters
+        ----------
+        hist : ColorHistogram
+            Distinct colours (in the image dtype) and their pixel counts.
+        dtype : numpy dtype
+            The images' dtype, which the palette takes.
+        progress : callable, optional
+            As in :meth:`fit`.
+
+        Returns
+        -------
+        ndarray, shape (M,)
+            The codeword index of each of the histogram's colours.
+        """
         n_colors, space, n_init, max_iter = self._validated_params()
         start = time.perf_counter()
         points = self._to_space(hist.colors)
@@ -295,6 +314,10 @@ class Codebook:
         labels : ndarray, shape ``image.shape[:-1]``, uint8 (K <= 256) or uint16
         """
         self._require_fitted()
+        if _is_lazy(image):
+            from .chunked import encode_lazy
+
+            return encode_lazy(self, image)
         colors, _ = self._colors(self._check(image))
         if colors.shape[-1] != self.channels_:
             raise ValueError(
@@ -333,6 +356,13 @@ class Codebook:
             )
         # take() gathers rows about three times faster than fancy indexing
         return np.take(self.palette_, labels, axis=0)
+
+
+def _is_lazy(image) -> bool:
+    """Dask, zarr and multiscale inputs go through :mod:`napari_kmeans_vq.chunked`."""
+    from .chunked import is_lazy_input  # not at the top: chunked imports this module
+
+    return is_lazy_input(image)
 
 
 def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .bits import BitReport, bit_report, label_entropy_bits
-from .codebook import Codebook, peak_value
+from .codebook import Codebook, _is_lazy, peak_value
 from .histogram import ColorHistogram
 
 
@@ -101,7 +101,10 @@ def quantize(
     image : array_like, shape (..., C)
         The colour axis last (or at ``channel_axis``), C from 1 to 16, any number of other
         axes (an nD stack shares one codebook); uint8, uint16, other integers or floats.
-        With ``channel_axis=None`` the whole array is one scalar channel.
+        With ``channel_axis=None`` the whole array is one scalar channel. A dask or zarr
+        array, or a multiscale list of arrays (full resolution first), is processed chunk
+        by chunk: the result's ``labels`` and ``reconstruction`` are then lazy dask arrays
+        (see :func:`napari_kmeans_vq.chunked.quantize_lazy`).
     n_colors : int
         K, from 1 to 65,536.
     random_state : int, numpy Generator or None, default 0
@@ -147,6 +150,21 @@ def quantize(
     >>> bool(np.array_equal(q.reconstruction, q.palette[q.labels]))
     True
     """
+    if _is_lazy(image):
+        from .chunked import quantize_lazy
+
+        return quantize_lazy(
+            image,
+            n_colors,
+            random_state=random_state,
+            color_space=color_space,
+            n_init=n_init,
+            max_iter=max_iter,
+            tol=tol,
+            alpha=alpha,
+            channel_axis=channel_axis,
+            progress=progress,
+        )
     start = time.perf_counter()
     codebook = Codebook(
         n_colors,
@@ -162,7 +180,7 @@ def quantize(
     colors, kept_alpha = codebook._colors(arr)
     pixels = colors.reshape(-1, colors.shape[-1])
     hist = ColorHistogram.from_pixels(pixels, progress=progress)
-    per_color = codebook._fit_histogram(hist, arr.dtype, progress=progress)
+    per_color = codebook.fit_histogram(hist, arr.dtype, progress=progress)
     labels = codebook._lookup(hist, pixels, per_color, progress=progress)
     labels = labels.reshape(colors.shape[:-1])
     if kept_alpha is None:

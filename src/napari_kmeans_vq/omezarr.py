@@ -1,0 +1,380 @@
+"""Write quantization labels as OME-Zarr (NGFF 0.4) labels, block by block.
+
+The output is an OME-Zarr image group whose ``labels/<name>`` is a multiscale label image
+(zarr v2 arrays, ``/`` separated chunks, Blosc-compressed) with ``image-label`` metadata:
+one colour per codeword (the palette as RGBA 0-255) and one properties entry per codeword
+(pixel count, share of the image, hex colour, palette value). Label value ``i + 1`` is
+codeword ``i``; 0 is the NGFF background value and never occurs. napari's OME-Zarr reader
+(napari-ome-zarr, ome-zarr-py) shows it as a labels layer with the palette's colours.
+
+Writing streams: each level is stored by dask block by block (labels are computed from the
+image as they are written, for a lazy result), and each coarser level is read back from the
+level just written and subsampled, so memory holds a few blocks, never a whole level.
+
+Needs ``zarr>=3`` and ``dask`` (``pip install napari-kmeans-vq[large]``); neither is
+imported until a function here is called.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+NGFF_VERSION = "0.4"
+DEFAULT_CHUNK = 1024
+_AXIS_NAMES = {2: ("y", "x"), 3: ("z", "y", "x"), 4: ("t", "z", "y", "x")}
+
+
+def default_compressor():
+    """Blosc with zstd at level 1, no shuffle.
+
+    Labels come in runs along rows, which zstd finds in the plain bytes: on H&E labels at
+    K = 16 this compresses about 4x at some 250 MB/s a core, better than bit shuffling
+    (2.8x) and as well as higher levels that cost 5-10 times the time.
+    """
+    from numcodecs import Blosc
+
+    return Blosc(cname="zstd", clevel=1, shuffle=Blosc.NOSHUFFLE)
+
+
+def palette_rgba255(palette: np.ndarray) -> np.ndarray:
+    """Palette (K, C) in its dtype -> RGBA 0-255 ints (K, 4), the colours napari shows.
+
+    The same colours as :func:`napari_kmeans_vq.layers.palette_rgba` (grey for one
+    channel, alpha 255 for RGB, integer palettes scaled from their dtype's range), as
+    the integers NGFF's ``image-label`` asks for.
+    """
+    from .layers import palette_rgba
+
+    return np.rint(palette_rgba(np.asarray(palette)) * 255).astype(np.int64)
+
+
+def _label_dtype(n_colors: int) -> np.dtype:
+    # Values 1 .. K are stored (0 is background), so K = 256 already needs 16 bits.
+    return (
+        np.dtype(np.uint8)
+        if n_colors <= 255
+        else np.dtype(np.uint16 if n_colors < 65_536 else np.uint32)
+    )
+
+
+def _axes(ndim: int, channel: bool = False) -> list[dict]:
+    if ndim not in _AXIS_NAMES:
+        raise ValueError(
+            f"labels must have 2 to 4 axes ((t, z,) y, x) to be written as OME-Zarr, got {ndim}."
+        )
+    axes = [{"name": n, "type": "time" if n == "t" else "space"} for n in _AXIS_NAMES[ndim]]
+    if channel:
+        # NGFF 0.4 orders axes time, channel, space.
+        at = 1 if ndim == 4 else 0
+        axes.insert(at, {"name": "c", "type": "channel"})
+    return axes
+
+
+def _aligned(x, chunk: int, dims: int):
+    """``x`` rechunked, if need be, so that its blocks are whole zarr chunks of ``chunk``.
+
+    Blocks that already are multiples of the chunk are kept (so each block writes its own
+    chunks and no two writers share one); others become the nearest multiple.
+    """
+    target = []
+    changed = False
+    for axis, sizes in enumerate(x.chunks):
+        want = min(chunk, x.shape[axis]) if axis >= x.ndim - dims else 1
+        if all(s % want == 0 for s in sizes[:-1]):
+            target.append(sizes)
+        else:
+            target.append(max(1, round(sizes[0] / want)) * want)
+            changed = True
+    zchunks = tuple(min(chunk, x.shape[a]) if a >= x.ndim - dims else 1 for a in range(x.ndim))
+    return (x.rechunk(tuple(target)) if changed else x), zchunks
+
+
+def _create_level(group, path: str, x, chunk: int, compressor, dims: int):
+    """Create ``group[path]`` for dask array ``x``; return (x aligned to its chunks, array)."""
+    x, chunks = _aligned(x, chunk, dims)
+    arr = group.create_array(
+        path,
+        shape=x.shape,
+        chunks=chunks,
+        dtype=x.dtype,
+        compressors=compressor,
+        fill_value=0,
+        chunk_key_encoding={"name": "v2", "separator": "/"},
+        overwrite=True,
+    )
+    return x, arr
+
+
+def _subsample(x, step: int, spatial: int):
+    """Every ``step``-th row and column (nearest-neighbour downsampling, as NGFF labels use)."""
+    index = tuple(
+        slice(None, None, step) if a >= x.ndim - spatial else slice(None) for a in range(x.ndim)
+    )
+    return x[index]
+
+
+def _n_levels(shape, chunk: int, n_levels: int | None) -> int:
+    if n_levels is not None:
+        if not isinstance(n_levels, int) or isinstance(n_levels, bool) or n_levels < 1:
+            raise ValueError(f"n_levels must be a positive integer or None, got {n_levels!r}.")
+        return n_levels
+    # Halve until the plane fits one chunk.
+    side = max(shape[-2:])
+    return 1 + max(0, math.ceil(math.log2(side / chunk))) if side > chunk else 1
+
+
+def _write_multiscale(group, levels, *, chunk, compressor, n_levels, spatial, scale0, shape0):
+    """Store the given levels (dask) and subsampled ones down to n_levels; return datasets.
+
+    Every level is stored in one dask computation, the extra levels subsampled from the
+    last given level's blocks as they are computed: the labels are encoded once and no
+    level is read back.
+    """
+    import dask.array as da
+
+    datasets, sources, targets = [], [], []
+    last = len(levels) - 1
+    for i in range(n_levels):
+        if i <= last:
+            x = levels[i]
+            # A given level's scale is its size ratio to full resolution.
+            factor = [s0 / s for s0, s in zip(shape0, x.shape, strict=True)]
+            scale = [scale0[a] * factor[a] for a in range(x.ndim)]
+        else:
+            # Every 2**j-th pixel of the last given level: exactly 2**j times its pixel size.
+            step = 2 ** (i - last)
+            x = _subsample(levels[last], step, spatial)
+            base = datasets[last]["coordinateTransformations"][0]["scale"]
+            scale = [v * step if a >= x.ndim - spatial else v for a, v in enumerate(base)]
+        x, arr = _create_level(group, str(i), x, chunk, compressor, spatial)
+        sources.append(x)
+        targets.append(arr)
+        datasets.append(
+            {"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": scale}]}
+        )
+    da.store(sources, targets, lock=False)
+    return datasets, targets
+
+
+def _counts(arr, n_colors: int) -> np.ndarray:
+    """Pixels of each label value 1 .. K in a stored level, block by block."""
+    import dask
+    import dask.array as da
+
+    x = da.from_zarr(arr)
+    parts = [
+        dask.delayed(np.bincount)(b.ravel(), minlength=n_colors + 1)
+        for b in x.to_delayed().ravel()
+    ]
+    total = dask.delayed(sum)(parts)
+    return np.asarray(total.compute())[1 : n_colors + 1].astype(np.int64)
+
+
+def write_labels(
+    path,
+    result,
+    *,
+    name: str = "kmeans",
+    image=None,
+    chunk: int = DEFAULT_CHUNK,
+    n_levels: int | None = None,
+    pixel_size=None,
+    compressor=None,
+    overwrite: bool = False,
+    progress=None,
+) -> str:
+    """Write a quantization's labels as OME-Zarr (NGFF 0.4) labels with the palette.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The OME-Zarr directory to create (``.ome.zarr`` by convention).
+    result : Quantization or LazyQuantization
+        From :func:`napari_kmeans_vq.quantize` or :func:`~napari_kmeans_vq.chunked.
+        quantize_lazy`. Lazy labels are computed block by block as they are written; a
+        multiscale result writes its own levels.
+    name : str, default "kmeans"
+        The label image's name under ``labels/``.
+    image : array or "reconstruction", optional
+        Also write an image at the root (colour axis last in, stored channel-first as NGFF
+        0.4 asks), e.g. the original slide or ``"reconstruction"`` (the quantized image),
+        with the same pyramid. Without it the root holds only the labels group.
+    chunk : int, default 1024
+        Chunk side in pixels for the last two axes.
+    n_levels : int, optional
+        Pyramid levels to write; default halves until the plane fits one chunk (a
+        multiscale result writes at least its own levels).
+    pixel_size : sequence of float, optional
+        Physical size of a full-resolution pixel along each label axis (default 1).
+    compressor : numcodecs codec, optional
+        Default :func:`default_compressor`.
+    overwrite : bool, default False
+        Replace an existing ``path``.
+    progress : callable, optional
+        Called as ``progress("write", fraction_done)`` as blocks are stored (on dask's
+        local schedulers); an exception raised in it stops the writing.
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    import dask.array as da
+    import zarr
+
+    path = os.fspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"path {path!r} exists; pass overwrite=True to replace it.")
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ValueError(f"name must be a non-empty string without '/', got {name!r}.")
+    chunk = int(chunk)
+    if chunk < 1:
+        raise ValueError(f"chunk must be a positive integer, got {chunk}.")
+    compressor = default_compressor() if compressor is None else compressor
+    levels = list(result.labels) if getattr(result, "multiscale", False) else [result.labels]
+    levels = [lv if isinstance(lv, da.Array) else da.from_array(np.asarray(lv)) for lv in levels]
+    shape0 = levels[0].shape
+    spatial = min(2, len(shape0))
+    axes = _axes(len(shape0))
+    scale0 = [1.0] * len(shape0) if pixel_size is None else [float(s) for s in pixel_size]
+    if len(scale0) != len(shape0):
+        raise ValueError(
+            f"pixel_size must have one entry per label axis ({len(shape0)}), got {pixel_size!r}."
+        )
+    k = int(result.n_colors)
+    dtype = _label_dtype(k)
+    stored = [lv.astype(dtype) + dtype.type(1) for lv in levels]
+    n = max(_n_levels(shape0, chunk, n_levels), len(stored))
+
+    from .chunked import _stage
+
+    root = zarr.open_group(path, mode="w", zarr_format=2)
+    labels_group = root.create_group("labels")
+    group = labels_group.create_group(name)
+    with _stage(progress, "write"):
+        datasets, arrays = _write_multiscale(
+            group,
+            stored,
+            chunk=chunk,
+            compressor=compressor,
+            n_levels=n,
+            spatial=spatial,
+            scale0=scale0,
+            shape0=shape0,
+        )
+
+    info = getattr(result, "info", {}) or {}
+    exact = info.get("fit", "exact") == "exact" and info.get("fit_level", 0) == 0
+    sizes = np.asarray(result.cluster_sizes)
+    if not exact or int(sizes.sum()) != math.prod(shape0):
+        # The fit's counts describe other pixels (a sample, a coarser level): count these.
+        sizes = _counts(arrays[0], k)
+    total = max(int(sizes.sum()), 1)
+    rgba = palette_rgba255(result.palette)
+    colors = [{"label-value": i + 1, "rgba": [int(v) for v in rgba[i]]} for i in range(k)]
+    properties = [
+        {
+            "label-value": i + 1,
+            "codeword": i,
+            "pixel-count": int(sizes[i]),
+            "share": float(sizes[i]) / total,
+            "color": "#{:02x}{:02x}{:02x}".format(*(int(v) for v in rgba[i, :3])),
+            "palette-value": np.asarray(result.palette[i]).tolist(),
+        }
+        for i in range(k)
+    ]
+    group.attrs.update(
+        {
+            "multiscales": [
+                {"version": NGFF_VERSION, "name": name, "axes": axes, "datasets": datasets}
+            ],
+            "image-label": {
+                "version": NGFF_VERSION,
+                "colors": colors,
+                "properties": properties,
+                "source": {"image": "../../"},
+            },
+        }
+    )
+    labels_group.attrs.update({"labels": [name]})
+
+    if image is not None:
+        _write_image(root, result, image, levels, chunk, compressor, n, scale0, shape0, spatial)
+    return path
+
+
+def _write_image(root, result, image, label_levels, chunk, compressor, n, scale0, shape0, spatial):
+    import dask.array as da
+
+    from .chunked import as_dask
+
+    if isinstance(image, str):
+        if image != "reconstruction":
+            raise ValueError(f"image must be an array or 'reconstruction', got {image!r}.")
+        recon = result.reconstruction
+        images = list(recon) if getattr(result, "multiscale", False) else [recon]
+    else:
+        images = list(image) if isinstance(image, list | tuple) else [image]
+    images = [im if isinstance(im, da.Array) else as_dask(im) for im in images]
+    for i, im in enumerate(images):
+        if (
+            im.ndim != len(shape0) + 1
+            or im.shape[:-1] != label_levels[min(i, len(label_levels) - 1)].shape
+        ):
+            raise ValueError(
+                f"image level {i} has shape {im.shape}; expected the labels' shape plus a colour "
+                "axis last."
+            )
+    # Channel-first (NGFF 0.4 puts c before the spatial axes).
+    at = 1 if len(shape0) == 4 else 0
+    images = [da.moveaxis(im, -1, at) for im in images]
+    img_shape0 = images[0].shape
+    img_scale0 = list(scale0)
+    img_scale0.insert(at, 1.0)
+    datasets, _ = _write_multiscale(
+        root,
+        images,
+        chunk=chunk,
+        compressor=compressor,
+        n_levels=n,
+        spatial=spatial,
+        scale0=img_scale0,
+        shape0=img_shape0,
+    )
+    root.attrs.update(
+        {
+            "multiscales": [
+                {
+                    "version": NGFF_VERSION,
+                    "name": "image",
+                    "axes": _axes(len(shape0), channel=True),
+                    "datasets": datasets,
+                }
+            ]
+        }
+    )
+
+
+def read_labels(path, name: str = "kmeans"):
+    """Read back what :func:`write_labels` wrote, lazily.
+
+    Returns
+    -------
+    levels : list of dask arrays
+        Stored label values (codeword + 1), full resolution first.
+    metadata : dict
+        The label image's ``image-label`` attributes (colours and properties).
+    """
+    import dask.array as da
+    import zarr
+
+    group = zarr.open_group(os.fspath(path), mode="r")[f"labels/{name}"]
+    attrs = group.attrs.asdict()
+    levels = [da.from_zarr(group[d["path"]]) for d in attrs["multiscales"][0]["datasets"]]
+    return levels, attrs["image-label"]
+
+
+__all__ = ["default_compressor", "palette_rgba255", "read_labels", "write_labels"]

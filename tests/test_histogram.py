@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+
+from napari_kmeans_vq.histogram import ColorHistogram, KeyCodec
+
+
+def test_rgb_keys_pack_the_bytes_and_unpack_exactly():
+    rng = np.random.default_rng(5)
+    rgba = rng.integers(0, 256, size=(1000, 4), dtype=np.uint8)
+    rgba[0, :3] = 255  # the largest key, next to the buffer's end
+    codec = KeyCodec(np.uint8, 3)
+    for pixels in (rgba[:, :3], np.ascontiguousarray(rgba[:, :3]), rgba[-1:, :3]):
+        keys = codec.keys(pixels)
+        p = pixels.astype(np.uint32)
+        np.testing.assert_array_equal(keys, p[:, 0] | p[:, 1] << 8 | p[:, 2] << 16)
+        np.testing.assert_array_equal(codec.colors(keys), pixels)
+    wide = KeyCodec(np.uint8, 4)
+    np.testing.assert_array_equal(wide.colors(wide.keys(rgba)), rgba)
+    assert codec.dense and not wide.dense
+
+
+@pytest.mark.parametrize(
+    ("dtype", "channels"), [(np.uint8, 1), (np.uint8, 2), (np.uint16, 3), (np.float32, 3)]
+)
+def test_histogram_counts_and_lookup(dtype, channels):
+    rng = np.random.default_rng(1)
+    levels = np.array([0, 7, 200], dtype=dtype)
+    pixels = levels[rng.integers(0, 3, size=(5000, channels))]
+    hist = ColorHistogram.from_pixels(pixels, chunk=777)  # several chunks to merge
+    colors, counts = np.unique(pixels, axis=0, return_counts=True)
+    order = np.lexsort(hist.colors.T[::-1])
+    np.testing.assert_array_equal(hist.colors[order], colors)
+    np.testing.assert_array_equal(hist.counts[order], counts)
+    values = np.arange(len(hist.colors)) * 3
+    looked_up = hist.lookup(pixels, values)
+    np.testing.assert_array_equal(hist.colors[looked_up // 3], pixels)
+
+
+def test_merge_adds_counts():
+    a = np.array([[1, 2, 3], [1, 2, 3], [4, 5, 6]], np.uint8)
+    b = np.array([[4, 5, 6], [7, 8, 9]], np.uint8)
+    merged = ColorHistogram.merge([ColorHistogram.from_pixels(a), ColorHistogram.from_pixels(b)])
+    table = {tuple(c): n for c, n in zip(merged.colors.tolist(), merged.counts, strict=True)}
+    assert table == {(1, 2, 3): 2, (4, 5, 6): 2, (7, 8, 9): 1}
