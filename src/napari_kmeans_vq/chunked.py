@@ -30,11 +30,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ._validation import MAX_CHANNELS, check_choice, check_int
-from .bits import bit_report, label_entropy_bits
-from .codebook import Codebook, label_dtype, peak_value
+from .codebook import Codebook, label_dtype
 from .histogram import ColorHistogram, KeyCodec
 from .kmeans import assign
-from .quantize import Quantization
+from .quantize import Quantization, fit_info, fit_summary
 
 FIT_MODES = ("auto", "exact", "sample")
 # Pixels per dask block: big enough that per-block overhead is small, small enough that
@@ -762,31 +761,10 @@ def quantize_lazy(
         labels.append(lab)
         recons.append(_restore_axis(_decode(lab, codebook.palette_, kept), channel_axis))
     fitted = state["fit_pixels"] if state["fit"] == "exact" else state["n_samples"]
-    distortion = codebook.inertia_ / fitted
-    channels = codebook.channels_
-    psnr = (
-        10 * math.log10(peak_value(codebook.dtype_) ** 2 / (distortion / channels))
-        if distortion > 0
-        else math.inf
-    )
     n_pixels = math.prod(levels[0].shape[:-1])
-    sizes = codebook.cluster_sizes_
-    entropy = label_entropy_bits(sizes) * n_pixels / max(int(sizes.sum()), 1)
-    report = bit_report(
-        n_pixels,
-        codebook.n_colors_,
-        channels=channels,
-        bits_per_channel=np.dtype(codebook.dtype_).itemsize * 8,
-    ).with_entropy(entropy)
-    info = {
-        "n_colors_requested": int(n_colors),
-        "color_space": codebook.color_space.lower(),
-        "random_state": random_state if isinstance(random_state, int | None) else "generator",
-        "n_init": codebook.n_init_,
-        "n_iter": codebook.n_iter_,
-        "converged": codebook.converged_,
-        "n_distinct_colors": codebook.n_distinct_colors_,
-        "alpha": alpha if levels[0].shape[-1] == 4 else None,
+    distortion, psnr, report = fit_summary(codebook, n_pixels, fitted)
+    info = fit_info(codebook, n_colors, random_state, alpha if levels[0].shape[-1] == 4 else None)
+    info |= {
         "fit": state["fit"],
         "fit_level": state["fit_level"],
         "fit_pixels": state["fit_pixels"],

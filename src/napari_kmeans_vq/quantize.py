@@ -190,39 +190,20 @@ def quantize(
         reconstruction[..., :3] = codebook.decode(labels)
         reconstruction[..., 3] = kept_alpha
     n_pixels = pixels.shape[0]
-    distortion = codebook.inertia_ / n_pixels
-    channels = codebook.channels_
-    psnr = (
-        10 * math.log10(peak_value(arr.dtype) ** 2 / (distortion / channels))
-        if distortion > 0
-        else math.inf
-    )
-    report = bit_report(
-        n_pixels, codebook.n_colors_, channels=channels, bits_per_channel=_bits(arr.dtype)
-    ).with_entropy(label_entropy_bits(codebook.cluster_sizes_))
+    distortion, psnr, report = fit_summary(codebook, n_pixels, n_pixels)
     if channel_axis is None:
         reconstruction = reconstruction[..., 0]
     else:
         reconstruction = np.moveaxis(reconstruction, -1, channel_axis)
-    info = {
-        "n_colors_requested": int(n_colors),
-        "color_space": codebook.color_space.lower(),
-        "random_state": random_state if isinstance(random_state, int | None) else "generator",
-        "n_init": codebook.n_init_,
-        "n_iter": codebook.n_iter_,
-        "converged": codebook.converged_,
-        "n_distinct_colors": codebook.n_distinct_colors_,
-        "alpha": alpha if arr.shape[-1] == 4 else None,
-        "fit_seconds": codebook.fit_seconds_,
-        "seconds": time.perf_counter() - start,
-    }
+    info = fit_info(codebook, n_colors, random_state, alpha if arr.shape[-1] == 4 else None)
+    info["seconds"] = time.perf_counter() - start
     return Quantization(
         labels=labels,
         palette=codebook.palette_,
         centroids=codebook.centroids_,
         reconstruction=reconstruction,
-        distortion=float(distortion),
-        psnr=float(psnr),
+        distortion=distortion,
+        psnr=psnr,
         report=report,
         n_colors=codebook.n_colors_,
         codebook=codebook,
@@ -230,9 +211,43 @@ def quantize(
     )
 
 
-def _bits(dtype: np.dtype) -> int:
-    """Bits per stored channel value: the dtype's width (8 for uint8, 32 for float32)."""
-    return np.dtype(dtype).itemsize * 8
+def fit_summary(codebook: Codebook, n_pixels: int, fitted_pixels: int):
+    """J, PSNR and the bit report of a fitted codebook applied to ``n_pixels`` pixels.
+
+    ``fitted_pixels`` is how many pixels the fit saw (fewer than ``n_pixels`` for a fit on
+    a sample or a coarse level): J and the entropy are measured there.
+    """
+    distortion = codebook.inertia_ / fitted_pixels
+    channels = codebook.channels_
+    psnr = (
+        10 * math.log10(peak_value(codebook.dtype_) ** 2 / (distortion / channels))
+        if distortion > 0
+        else math.inf
+    )
+    sizes = codebook.cluster_sizes_
+    entropy = label_entropy_bits(sizes) * n_pixels / max(int(sizes.sum()), 1)
+    report = bit_report(
+        n_pixels,
+        codebook.n_colors_,
+        channels=channels,
+        bits_per_channel=codebook.dtype_.itemsize * 8,
+    ).with_entropy(entropy)
+    return float(distortion), float(psnr), report
+
+
+def fit_info(codebook: Codebook, n_colors: int, random_state, alpha) -> dict:
+    """What a fit did, for ``Quantization.info``."""
+    return {
+        "n_colors_requested": int(n_colors),
+        "color_space": codebook.color_space.lower(),
+        "random_state": random_state if isinstance(random_state, int | None) else "generator",
+        "n_init": codebook.n_init_,
+        "n_iter": codebook.n_iter_,
+        "converged": codebook.converged_,
+        "n_distinct_colors": codebook.n_distinct_colors_,
+        "alpha": alpha,
+        "fit_seconds": codebook.fit_seconds_,
+    }
 
 
 __all__ = ["Quantization", "quantize"]
