@@ -9,7 +9,7 @@ import numpy as np
 
 from ._validation import COLOR_SPACES, check_choice, check_image, check_int, check_n_colors
 from .colorspace import rgb_to_lab
-from .histogram import ColorHistogram
+from .histogram import CHUNK_PIXELS, ColorHistogram
 from .kmeans import assign, weighted_kmeans
 
 ALPHA_MODES = ("ignore", "quantize")
@@ -354,8 +354,14 @@ class Codebook:
                 f"labels must lie in 0 .. {self.n_colors_ - 1} (the codebook has "
                 f"{self.n_colors_} colours); got values from {labels.min()} to {labels.max()}."
             )
-        # take() gathers rows about three times faster than fancy indexing
-        return np.take(self.palette_, labels, axis=0)
+        # take() gathers rows about three times faster than fancy indexing, but it turns
+        # the whole index array into intp first: go a chunk at a time to bound memory.
+        flat = labels.reshape(-1)
+        out = np.empty((flat.size, self.palette_.shape[1]), dtype=self.palette_.dtype)
+        for start in range(0, flat.size, CHUNK_PIXELS):
+            stop = start + CHUNK_PIXELS
+            np.take(self.palette_, flat[start:stop], axis=0, out=out[start:stop])
+        return out.reshape(*labels.shape, self.palette_.shape[1])
 
 
 def _is_lazy(image) -> bool:
