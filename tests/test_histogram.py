@@ -42,3 +42,16 @@ def test_merge_adds_counts():
     merged = ColorHistogram.merge([ColorHistogram.from_pixels(a), ColorHistogram.from_pixels(b)])
     table = {tuple(c): n for c, n in zip(merged.colors.tolist(), merged.counts, strict=True)}
     assert table == {(1, 2, 3): 2, (4, 5, 6): 2, (7, 8, 9): 1}
+
+
+def test_large_images_count_in_a_dense_table_with_the_same_result():
+    rng = np.random.default_rng(2)
+    palette = rng.integers(0, 256, size=(5000, 3), dtype=np.uint8)
+    pixels = palette[rng.integers(0, 5000, size=4 * 2**20 + 123)]
+    dense = ColorHistogram.from_pixels(pixels)  # above the dense-count threshold
+    merged = ColorHistogram.merge(
+        [ColorHistogram.from_pixels(part) for part in np.array_split(pixels, 3)]
+    )
+    np.testing.assert_array_equal(dense.keys, merged.keys)
+    np.testing.assert_array_equal(dense.counts, merged.counts)
+    assert dense.counts.sum() == len(pixels)

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 CHUNK_PIXELS = 1 << 20
+# Above this many pixels, packable colours are counted in a dense table.
+_DENSE_COUNT_MIN_PIXELS = 4 * CHUNK_PIXELS
+# Per-chunk counts are merged every this many chunks, to bound memory.
+_MERGE_EVERY = 8
 # Key spaces up to this many bits get a dense lookup table (2**24 entries: 16 MiB as uint8).
 DENSE_KEY_BITS = 24
 _KEY_TYPES = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
@@ -101,13 +105,30 @@ class ColorHistogram:
                 pixels, axis=0, return_inverse=True, return_counts=True
             )
             return cls(colors, counts.astype(np.int64), None, inverse.reshape(-1), codec)
+        n = pixels.shape[0]
+        # Large images of packable colours count into one dense table (64 MiB for RGB):
+        # merging per-chunk tables would need several times that at the peak.
+        dense = (
+            np.zeros(1 << (8 * codec.nbytes), dtype=np.uint32 if n < 2**32 else np.uint64)
+            if codec.dense and n > _DENSE_COUNT_MIN_PIXELS
+            else None
+        )
         parts = []
-        for start in range(0, pixels.shape[0], chunk):
-            keys = codec.keys(pixels[start : start + chunk])
-            parts.append(np.unique(keys, return_counts=True))
+        for start in range(0, n, chunk):
+            keys, counts = np.unique(codec.keys(pixels[start : start + chunk]), return_counts=True)
+            if dense is not None:
+                dense[keys] += counts.astype(dense.dtype)  # keys are unique: no lost adds
+            else:
+                parts.append((keys, counts))
+                if len(parts) >= _MERGE_EVERY:
+                    parts = [_merge_counts(parts)]
             if progress is not None:
-                progress("histogram", min(1.0, (start + chunk) / pixels.shape[0]))
-        keys, counts = _merge_counts(parts)
+                progress("histogram", min(1.0, (start + chunk) / n))
+        if dense is not None:
+            keys = np.flatnonzero(dense).astype(codec.key_dtype)
+            counts = dense[keys].astype(np.int64)
+        else:
+            keys, counts = _merge_counts(parts)
         return cls(codec.colors(keys), counts, keys, None, codec)
 
     @classmethod

@@ -26,6 +26,7 @@ _SUMMARY_MAX_CELLS = 1 << 22
 # Coarse optima refined on every point for a few iterations before the best is finished.
 _REFINED_SEEDINGS = 2
 _PROBE_ITERATIONS = 20
+_PROBE_WITHIN = 1.01
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,9 @@ def weighted_kmeans(
             key=lambda state: state.inertia(),
         )
         sub = part / (_REFINED_SEEDINGS + 1)
+        # Runner-up coarse optima are worth probing only if they came close on the summary.
+        close = [c for c in coarse[1:] if c.inertia() <= _PROBE_WITHIN * coarse[0].inertia()]
+        coarse = coarse[:1] + close
         probes = [
             _lloyd(
                 _Bounds(x, w, c.centers),
