@@ -135,19 +135,22 @@ def weighted_kmeans(
         # Lloyd's full passes thus start close to a fixed point, and a coarse optimum that
         # refines poorly does not decide the result alone.
         part = 1 / (n_init + 1)
-        coarse = sorted(
-            (
-                _lloyd(_Bounds(*summary, c), max_iter, tol_abs, _stage(progress, i * part, part))[
-                    0
-                ]
-                for i, c in enumerate(starts)
-            ),
-            key=lambda state: state.inertia(),
-        )
+        runs = [
+            _lloyd(_Bounds(*summary, c), max_iter, tol_abs, _stage(progress, i * part, part))[0]
+            for i, c in enumerate(starts)
+        ]
+        scored = sorted(((run.inertia(), i, run) for i, run in enumerate(runs)))
+        best_coarse = scored[0][0]
+        # Runner-up coarse optima are worth probing only if they came close on the summary
+        # and are not the same optimum again.
+        coarse = [scored[0][2]]
+        for inertia, _, run in scored[1:]:
+            if inertia <= _PROBE_WITHIN * best_coarse and not any(
+                np.allclose(np.sort(run.centers, axis=0), np.sort(c.centers, axis=0))
+                for c in coarse
+            ):
+                coarse.append(run)
         sub = part / (_REFINED_SEEDINGS + 1)
-        # Runner-up coarse optima are worth probing only if they came close on the summary.
-        close = [c for c in coarse[1:] if c.inertia() <= _PROBE_WITHIN * coarse[0].inertia()]
-        coarse = coarse[:1] + close
         probes = [
             _lloyd(
                 _Bounds(x, w, c.centers),
