@@ -5,7 +5,9 @@ objective is exactly the all-pixel one. Lloyd's iterations skip the distance com
 that cannot change an assignment, using Hamerly's bounds (Hamerly 2010, "Making k-means
 even faster"): each point keeps an upper bound on the distance to its centre and a lower
 bound on the distance to any other; only points whose bounds overlap are re-examined.
-The result is the same as plain Lloyd's from the same initial centres.
+The result is the same as plain Lloyd's from the same initial centres. With many points,
+seedings first converge on a grid summary of them, and only the best go on to every point
+(coarse to fine; see :func:`weighted_kmeans`).
 """
 
 from __future__ import annotations
@@ -130,8 +132,9 @@ def weighted_kmeans(
         ]
         best = min(runs, key=lambda run: run[0].inertia())
     else:
-        # Coarse to fine: every seeding converges on the summary (cheap); the best two are
-        # refined on all points for a few iterations, and the better one to convergence.
+        # Coarse to fine: every seeding converges on the summary (cheap); the best (and a
+        # close runner-up) are refined on all points for a few iterations, and the better
+        # one to convergence.
         # Lloyd's full passes thus start close to a fixed point, and a coarse optimum that
         # refines poorly does not decide the result alone.
         part = 1 / (n_init + 1)
