@@ -64,14 +64,14 @@ def photo_array(photo) -> np.ndarray:
         return np.asarray(im)
 
 
-def test_help_imports_no_napari_qt_or_pillow():
+def test_help_imports_no_napari_qt_pillow_dask_or_zarr():
     code = (
         "import sys\n"
         "from napari_kmeans_vq.cli import main\n"
         "try:\n"
         "    main(['--help'])\n"
         "finally:\n"
-        "    heavy = ('napari', 'qtpy', 'PyQt5', 'PIL')\n"
+        "    heavy = ('napari', 'qtpy', 'PyQt5', 'PIL', 'dask', 'zarr', 'tifffile')\n"
         "    print('HEAVY', [m for m in heavy if m in sys.modules])\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -285,3 +285,165 @@ def test_demo_falls_back_to_a_generated_image_without_scikit_image(tmp_path, mon
     summary = json.loads(captured.out)
     assert summary["image"] == "generated" and summary["shape"] == [256, 256, 3]
     assert (tmp_path / "d" / "generated-k16.kvq").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# streamed inputs and OME-Zarr outputs
+
+
+@pytest.fixture(scope="module")
+def tile() -> np.ndarray:
+    """A real 160 x 224 crop of the IHC slide."""
+    skimage_data = pytest.importorskip("skimage.data")
+    return np.ascontiguousarray(skimage_data.immunohistochemistry()[100:260, 120:344])
+
+
+@pytest.fixture(scope="module")
+def zarr_input(tmp_path_factory, tile) -> Path:
+    zarr = pytest.importorskip("zarr")
+    path = tmp_path_factory.mktemp("zin") / "tile.zarr"
+    z = zarr.open_array(
+        str(path), mode="w", shape=tile.shape, chunks=(64, 64, 3), dtype=tile.dtype,
+        zarr_format=2,
+    )  # fmt: skip
+    z[:] = tile
+    return path
+
+
+def tree_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def read_store(path: Path):
+    """Stored label values and the palette colours, through omezarr.read_labels."""
+    omezarr = pytest.importorskip("napari_kmeans_vq.omezarr")
+    levels, meta = omezarr.read_labels(path)
+    labels = np.asarray(levels[0].compute())
+    colours = {c["label-value"]: c["rgba"] for c in meta["colors"]}
+    return labels, colours, meta
+
+
+def test_compress_zarr_streams_ome_zarr_labels(zarr_input, tile, tmp_path):
+    out = tmp_path / "tile.ome.zarr"
+    result = run("compress", zarr_input, "-k", 8, "-o", out, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    q = quantize(tile, 8)
+    labels, colours, _ = read_store(out)
+    # Label value i + 1 is codeword i (0 is NGFF's background).
+    assert np.array_equal(labels - 1, q.labels)
+    assert np.array_equal(np.array(report["palette"]), q.palette)
+    assert sorted(colours) == list(range(1, 9))
+    assert [colours[i + 1] for i in range(8)] == [[*map(int, c), 255] for c in q.palette]
+    assert report["input"]["streamed"] is True and report["fit"] == "exact"
+    assert report["output"]["format"] == "ome-zarr"
+    assert report["output"]["bytes"] == tree_bytes(out) == report["sizes"]["files"]["ome_zarr"]
+    assert report["sizes"]["formula"]["total_bits"] == q.report.total_bits
+    assert report["sizes"]["input_bytes"] == tree_bytes(zarr_input)
+    assert report["distortion"] == pytest.approx(q.distortion)
+    # Progress, stage by stage, on stderr; no temporary directories left behind.
+    assert "histogram:" in result.stderr and "write: 100%" in result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["tile.ome.zarr"]
+
+
+def test_ome_zarr_output_reads_with_ome_zarr_py(zarr_input, tile, tmp_path):
+    pytest.importorskip("ome_zarr")
+    from ome_zarr.format import FormatV04
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Multiscales, Reader
+
+    out = tmp_path / "with-image.ome.zarr"
+    result = run("compress", zarr_input, "-k", 6, "-o", out, "--with-image", "original", "-q")
+    assert result.returncode == 0, result.stderr
+    q = quantize(tile, 6)
+    nodes = list(Reader(parse_url(str(out), fmt=FormatV04()))())
+    image = next(n for n in nodes if n.load(Multiscales) and not n.load(Label))
+    label = next(n for n in nodes if n.load(Label))
+    assert np.array_equal(np.asarray(image.data[0]), np.moveaxis(tile, -1, 0))
+    assert np.array_equal(np.asarray(label.data[0]) - 1, q.labels)
+    colors = label.metadata["color"]
+    assert np.allclose(np.array([colors[i][:3] for i in range(1, 7)]) * 255, q.palette)
+
+
+def test_compress_tiled_tiff_lazily(tile, tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    source = tmp_path / "tile.tif"
+    tifffile.imwrite(source, tile, tile=(64, 64))
+    out = tmp_path / "tiff.ome.zarr"
+    result = run("compress", source, "-k", 5, "--lazy", "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert "streamed" in result.stdout and "OME-Zarr labels (store)" in result.stdout
+    assert f"wrote {out} ({tree_bytes(out):,} bytes)" in result.stdout
+    labels, colours, _ = read_store(out)
+    q = quantize(tile, 5)
+    assert np.array_equal(labels - 1, q.labels)
+    assert [colours[i + 1][:3] for i in range(5)] == q.palette.tolist()
+
+
+def test_small_input_to_ome_zarr_keeps_the_in_memory_report(photo, photo_array, tmp_path):
+    out = tmp_path / "crop.zarr"
+    result = run("compress", photo, "-k", 4, "-o", out, "--json", "-q")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    files = report["sizes"]["files"]
+    assert files["kvq_deflated"] and files["png"]  # encoded in memory as before
+    assert files["ome_zarr"] == tree_bytes(out) == report["output"]["bytes"]
+    labels, _, _ = read_store(out)
+    assert np.array_equal(labels - 1, quantize(photo_array, 4).labels)
+
+
+def test_ome_zarr_store_needs_force_and_failures_leave_nothing(zarr_input, tmp_path):
+    out = tmp_path / "s.ome.zarr"
+    out.mkdir()
+    (out / "precious").write_text("keep me")
+    result = run("compress", zarr_input, "-k", 3, "-o", out)
+    assert result.returncode == 1 and "use --force" in one_line_error(result)
+    assert (out / "precious").read_text() == "keep me"
+    # A failure after the labels were written (a grey image has no colour axis to store
+    # as an NGFF image): nothing new appears and the old store is kept.
+    zarr = pytest.importorskip("zarr")
+    grey = tmp_path / "grey.zarr"
+    zarr.open_array(str(grey), mode="w", shape=(40, 50), chunks=(16, 16), dtype="u1")[:] = 7
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = run("compress", grey, "-k", 2, "-o", out, "--force", "--with-image", "original")
+    assert result.returncode == 1, result.stderr
+    one_line_error(result)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert (out / "precious").read_text() == "keep me"
+    # --force replaces the store once the new one is complete.
+    result = run("compress", zarr_input, "-k", 3, "-o", out, "--force", "-q")
+    assert result.returncode == 0, result.stderr
+    assert not (out / "precious").exists() and read_store(out)[0].max() == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_streamed_input_bad_paths_and_combinations(zarr_input, photo, tmp_path):
+    for bad in (tmp_path / "missing.zarr", tmp_path / "missing.tif"):
+        result = run("compress", bad, "-k", 3, "--lazy", "-o", tmp_path / "o.ome.zarr")
+        assert result.returncode == 1
+        assert "no such file" in one_line_error(result)
+    empty = tmp_path / "empty.zarr"
+    empty.mkdir()
+    result = run("compress", empty, "-k", 3)
+    assert result.returncode == 1 and "cannot read" in one_line_error(result)
+    junk = tmp_path / "junk.tif"
+    junk.write_bytes(b"II*\0 this is not a TIFF")
+    result = run("compress", junk, "-k", 3, "--lazy")
+    assert result.returncode == 1 and "cannot read" in one_line_error(result)
+    # Usage errors: a streamed input written as .kvq, --lazy on a PNG, --with-image
+    # without an OME-Zarr output.
+    for args in (
+        [zarr_input, "-k", 3, "-o", tmp_path / "x.kvq"],
+        [photo, "-k", 3, "--lazy"],
+        [photo, "-k", 3, "--with-image", "original"],
+    ):
+        result = run("compress", *args)
+        assert result.returncode == 2, result.stderr
+        assert "usage: napari-kmeans-vq compress" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.zarr", "junk.tif"]
+
+
+def test_streamed_input_without_output_prints_the_formula(zarr_input, tile):
+    result = run("compress", zarr_input, "-k", 16, "-q")
+    assert result.returncode == 0 and result.stderr == ""
+    assert f"{bit_report(tile.shape[0] * tile.shape[1], 16).total_bits:,}" in result.stdout

@@ -26,7 +26,7 @@ from napari_kmeans_vq.storage import (
     save,
     unpack_indices,
 )
-from napari_kmeans_vq.storage.kvq import MAGIC
+from napari_kmeans_vq.storage.kvq import FLAG_BYTES, FLAG_DEFLATE, MAGIC, byte_width
 
 KS = [1, 2, 3, 16, 17, 256, 300]
 
@@ -87,16 +87,78 @@ def test_round_trip_exact(k, deflate):
     assert np.array_equal(data.labels, labels)
     assert data.labels.dtype == (np.uint8 if k <= 256 else np.uint16)
     assert np.array_equal(data.palette, palette) and data.palette.dtype == palette.dtype
-    assert data.bits_per_index == data.bit_depth == (0 if k == 1 else math.ceil(math.log2(k)))
+    assert data.bits_per_index == (0 if k == 1 else math.ceil(math.log2(k)))
+    stored = data.bits_per_index if data.index_layout == "packed" else 8 * (1 + (k > 256))
+    assert data.bit_depth == stored
     assert data.deflated is deflate
     assert np.array_equal(data.reconstruction, palette[labels])
 
 
 @pytest.mark.parametrize("k", KS)
-@pytest.mark.parametrize("shape", [(7,), (5, 9), (3, 4, 5), (2, 3, 2, 5)])
-def test_uncompressed_size_is_header_palette_and_packed_bits(k, shape):
-    labels, palette = random_codes(k, shape, seed=len(shape))
+@pytest.mark.parametrize("layout", ["auto", "packed", "bytes"])
+def test_round_trip_exact_in_each_index_layout(k, layout):
+    labels, palette = random_codes(k, (3, 19, 21), seed=k + 1)
+    blob = encode_kvq(labels, palette, index_layout=layout)
+    data = decode_kvq(blob)
+    assert np.array_equal(data.labels, labels) and np.array_equal(data.palette, palette)
+    assert data.labels.dtype == (np.uint8 if k <= 256 else np.uint16)
+    version, flags = struct.unpack_from("<HH", blob, 8)
+    b = (k - 1).bit_length()
+    if layout == "packed" or b in (0, 8, 16):
+        # Nothing to gain at whole-byte widths: always a version 1 file then.
+        assert (version, flags & FLAG_BYTES, data.index_layout) == (1, 0, "packed")
+    elif layout == "bytes":
+        assert (version, flags & FLAG_BYTES, data.index_layout) == (2, FLAG_BYTES, "bytes")
+        assert data.bit_depth == 8 * byte_width(k)
+        assert data.version == 2 and data.to_dict()["index_layout"] == "bytes"
+
+
+def test_byte_layout_payload_is_the_indices_as_bytes():
+    # K = 300: two bytes per index, big-endian like the 16-bit packed order.
+    labels, palette = random_codes(300, (5, 7), seed=3)
+    blob = encode_kvq(labels, palette, index_layout="bytes")
+    head = header_size(2) + palette.nbytes
+    assert zlib.decompress(blob[head:]) == labels.astype(">u2").tobytes()
+    labels, palette = random_codes(5, (5, 7), seed=3)
+    blob = encode_kvq(labels, palette, index_layout="bytes")
+    head = header_size(2) + palette.nbytes
+    assert zlib.decompress(blob[head:]) == labels.astype(np.uint8).tobytes()
+
+
+def test_auto_layout_is_never_larger_than_packed_deflate(ihc):
+    # Real labels at every b, and noisy ones where neither layout compresses well.
+    cases = [(quantize(ihc, k).labels, k) for k in (2, 4, 8, 16, 32, 64, 128, 256)]
+    cases += [(random_codes(k, (64, 64), seed=k)[0], k) for k in (3, 6, 17, 300, 5000)]
+    smaller = 0
+    for labels, k in cases:
+        palette = np.zeros((k, 3), dtype=np.uint8)
+        packed = encode_kvq(labels, palette, index_layout="packed")
+        bytes_ = encode_kvq(labels, palette, index_layout="bytes")
+        auto = encode_kvq(labels, palette)
+        assert len(auto) == min(len(packed), len(bytes_))
+        assert len(auto) <= len(packed)
+        smaller += len(auto) < len(packed)
+        assert np.array_equal(decode_kvq(auto).labels, labels)
+    assert smaller >= 3  # b = 3, 5, 6, 7 on the IHC slide: the reason the layout exists
+
+
+def test_index_layout_choices_are_checked():
+    labels, palette = random_codes(5, (4, 4))
+    with pytest.raises(ValueError, match="index_layout must be one of"):
+        encode_kvq(labels, palette, index_layout="nibbles")
+    with pytest.raises(ValueError, match="needs deflate=True"):
+        encode_kvq(labels, palette, deflate=False, index_layout="bytes")
+    # Undeflated files ignore "auto": always packed, always the formula's size.
     blob = encode_kvq(labels, palette, deflate=False)
+    assert len(blob) == kvq_size((4, 4), 5) and decode_kvq(blob).index_layout == "packed"
+
+
+@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("shape", [(7,), (5, 9), (3, 4, 5), (2, 3, 2, 5)])
+@pytest.mark.parametrize("layout", ["auto", "packed"])
+def test_uncompressed_size_is_header_palette_and_packed_bits(k, shape, layout):
+    labels, palette = random_codes(k, shape, seed=len(shape))
+    blob = encode_kvq(labels, palette, deflate=False, index_layout=layout)
     n = math.prod(shape)
     b = (k - 1).bit_length()
     expected = header_size(len(shape)) + palette.nbytes + math.ceil(n * b / 8)
@@ -217,12 +279,18 @@ def valid_file() -> bytes:
 @pytest.fixture(scope="module")
 def valid_deflated() -> bytes:
     labels, palette = random_codes(17, (9, 11), seed=6)
-    return encode_kvq(labels, palette, deflate=True)
+    return encode_kvq(labels, palette, deflate=True, index_layout="packed")
 
 
-def _edit(blob: bytes, offset: int, fmt: str, value) -> bytes:
+@pytest.fixture(scope="module")
+def valid_bytes() -> bytes:
+    labels, palette = random_codes(6, (9, 11), seed=7)
+    return encode_kvq(labels, palette, index_layout="bytes")
+
+
+def _edit(blob: bytes, offset: int, fmt: str, *values) -> bytes:
     patched = bytearray(blob)
-    struct.pack_into(fmt, patched, offset, value)
+    struct.pack_into(fmt, patched, offset, *values)
     return resign(bytes(patched))
 
 
@@ -238,7 +306,8 @@ def test_error_type_is_a_value_error():
         (lambda b: b[:20], "truncated"),
         (lambda b: b[:-1], "truncated"),
         (lambda b: b + b"\0", "trailing bytes"),
-        (lambda b: _edit(b, 8, "<H", 2), "version 2 is not supported"),
+        (lambda b: _edit(b, 8, "<H", 3), "version 3 is not supported"),
+        (lambda b: _edit(b, 8, "<H", 0), "version 0 is not supported"),
         (lambda b: _edit(b, 10, "<H", 8), "unknown flags"),
         (lambda b: _edit(b, 15, "<B", 1), "reserved"),
         (lambda b: _edit(b, 12, "<B", 0), "ndim 0"),
@@ -257,6 +326,31 @@ def test_error_type_is_a_value_error():
 def test_each_bad_file_is_named(valid_file, mutate, message):
     with pytest.raises(KVQError, match=message):
         decode_kvq(mutate(valid_file))
+
+
+def test_byte_layout_checks(valid_bytes):
+    assert struct.unpack_from("<HH", valid_bytes, 8) == (2, FLAG_DEFLATE | FLAG_BYTES)
+    # Flag bit 2 is unknown to version 1 (its readers refuse it).
+    with pytest.raises(KVQError, match="unknown flags for version 1"):
+        decode_kvq(_edit(valid_bytes, 8, "<H", 1))
+    # Byte-aligned indices only ever come deflated.
+    with pytest.raises(KVQError, match="need a deflated payload"):
+        decode_kvq(_edit(valid_bytes, 10, "<H", FLAG_BYTES))
+    # A version 2 reader still reads the packed layout, and packed payloads in version 2.
+    packed = encode_kvq(*random_codes(6, (9, 11), seed=7), index_layout="packed")
+    assert np.array_equal(decode_kvq(_edit(packed, 8, "<H", 2)).labels, decode_kvq(packed).labels)
+    # Reading a packed file as byte-aligned: the lengths disagree.
+    with pytest.raises(KVQError, match="not the declared"):
+        decode_kvq(_edit(packed, 8, "<HH", 2, FLAG_DEFLATE | FLAG_BYTES))
+    # Byte values up to 255 fit in a byte but K = 6: caught.
+    labels, palette = random_codes(6, (2, 3), seed=1)
+    blob = bytearray(encode_kvq(labels, palette, index_layout="bytes"))
+    head = header_size(2) + palette.nbytes
+    payload = zlib.compress(bytes([0, 1, 2, 3, 4, 200]))
+    blob = blob[:head] + payload
+    struct.pack_into("<Q", blob, 24, len(payload))
+    with pytest.raises(KVQError, match="an index is 200, not below K = 6"):
+        decode_kvq(resign(bytes(blob)))
 
 
 def test_index_beyond_k_is_caught():
@@ -321,16 +415,17 @@ def test_one_colour_image_costs_no_index_bytes():
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
-    which=st.sampled_from(["raw", "deflated"]),
+    which=st.sampled_from(["raw", "deflated", "bytes"]),
     edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), min_size=1, max_size=4),
     cut=st.one_of(st.none(), st.integers(0, 10**6)),
     extra=st.binary(max_size=8),
     fix_crc=st.booleans(),
 )
 def test_fuzz_reader_raises_only_kvq_error(
-    valid_file, valid_deflated, which, edits, cut, extra, fix_crc
+    valid_file, valid_deflated, valid_bytes, which, edits, cut, extra, fix_crc
 ):
-    blob = bytearray(valid_file if which == "raw" else valid_deflated)
+    files = {"raw": valid_file, "deflated": valid_deflated, "bytes": valid_bytes}
+    blob = bytearray(files[which])
     for position, xor in edits:
         blob[position % len(blob)] ^= xor
     if cut is not None:

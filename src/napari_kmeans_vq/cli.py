@@ -21,6 +21,13 @@ from pathlib import Path
 PROG = "napari-kmeans-vq"
 #: The seed tutorial's comparison.
 SEED_KS = (2, 3, 6, 16)
+#: TIFF inputs larger than this many bytes are streamed (opened lazily, quantized block by
+#: block) rather than read whole; ``--lazy`` streams any zarr or TIFF input.
+LAZY_TIFF_BYTES = 256 * 2**20
+#: Suffixes read through tifffile when streaming.
+_TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi")
+#: Suffixes of the OME-Zarr output (``.ome.zarr`` by convention).
+_ZARR_SUFFIX = ".zarr"
 
 
 class CLIError(Exception):
@@ -124,15 +131,35 @@ def build_parser() -> argparse.ArgumentParser:
             "Quantize IMAGE to K colours and print the report: the seed's formula bits, the "
             "real bytes of the .kvq file (packed and deflated) and of the indexed PNG, and "
             "ratios against the raw 24-bit image and against the input file. With -o, "
-            "also write the .kvq or indexed PNG."
+            "also write the .kvq, indexed PNG or OME-Zarr labels. A .zarr input, a TIFF "
+            f"over {LAZY_TIFF_BYTES // 2**20} MiB, or --lazy streams the image block by "
+            "block (bounded memory) and writes OME-Zarr labels (-o OUT.ome.zarr)."
         ),
     )
-    p.add_argument("image", metavar="IMAGE", help="PNG, JPEG, TIFF... (Pillow) or .npy")
+    p.add_argument(
+        "image",
+        metavar="IMAGE",
+        help="PNG, JPEG, TIFF... (Pillow), .npy, or a zarr / OME-Zarr directory",
+    )
     p.add_argument(
         "-k", "--colors", type=_k_value, required=True, metavar="K", help="colours, 1 .. 65536"
     )
     p.add_argument(
-        "-o", "--output", metavar="OUT", help="write OUT.kvq or OUT.png (indexed; 2D, K <= 256)"
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="write OUT.kvq, OUT.png (indexed; 2D, K <= 256) or OUT.ome.zarr (OME-Zarr labels)",
+    )
+    p.add_argument(
+        "--lazy",
+        action="store_true",
+        help="stream a zarr or TIFF input block by block, whatever its size",
+    )
+    p.add_argument(
+        "--with-image",
+        choices=("none", "original", "reconstruction"),
+        default="none",
+        help="OME-Zarr output: also store the original or quantized image (default none)",
     )
     p.add_argument(
         "--no-deflate", action="store_true", help=".kvq: store the packed indices as they are"
@@ -373,17 +400,290 @@ def _shape_text(image) -> str:
 # commands
 
 
+def _is_zarr_output(path: Path) -> bool:
+    return path.name.lower().endswith(_ZARR_SUFFIX)
+
+
+def _streams(path: Path, lazy: bool) -> bool:
+    """Whether the input is read lazily: a zarr directory, a large TIFF, or --lazy."""
+    suffix = path.suffix.lower()
+    if path.is_dir() or suffix == _ZARR_SUFFIX:
+        return True
+    if suffix in _TIFF_SUFFIXES:
+        return lazy or (path.is_file() and path.stat().st_size > LAZY_TIFF_BYTES)
+    if lazy:
+        raise _UsageError(f"--lazy reads a .zarr directory or a TIFF file, not {path}")
+    return False
+
+
+def _tree_bytes(path: Path) -> tuple[int, int]:
+    """Bytes of the files under ``path`` (or of the file), and the bytes allocated on disk."""
+    import os
+
+    if path.is_file():
+        stat = path.stat()
+        return stat.st_size, getattr(stat, "st_blocks", 0) * 512 or stat.st_size
+    size = allocated = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            stat = os.stat(os.path.join(root, name))
+            size += stat.st_size
+            allocated += getattr(stat, "st_blocks", 0) * 512 or stat.st_size
+    return size, allocated
+
+
+def _check_store_output(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise CLIError(f"{path} exists; use --force to overwrite it")
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"{path} exists and is not a directory (an OME-Zarr store)")
+    if not path.parent.exists():
+        raise CLIError(f"the directory {path.parent} does not exist")
+
+
+def _fraction_progress(progress):
+    """A ``progress(stage, fraction)`` callback printing a line per stage and per 10%."""
+    state = {"stage": None, "next": 0.0}
+
+    def report(stage: str, fraction: float) -> None:
+        if stage != state["stage"]:
+            state["stage"], state["next"] = stage, 0.0
+        if fraction >= state["next"] or fraction >= 1.0:
+            progress(f"{stage}: {100 * fraction:3.0f}%")
+            state["next"] = math.floor(fraction * 10 + 1) / 10
+            if fraction >= 1.0:
+                state["next"] = math.inf
+
+    return report
+
+
+def write_store(path: Path, write, *, overwrite: bool) -> None:
+    """Write a directory store atomically: ``write(tmp)`` fills a temporary directory
+    beside ``path``, which is then renamed to ``path``.
+
+    On any failure (or interruption) the temporary directory is removed and an existing
+    ``path`` is left as it was; with ``overwrite`` an existing ``path`` is replaced only
+    after the new store is complete.
+    """
+    import os
+    import secrets
+    import shutil
+
+    parent = path.parent if str(path.parent) else Path(".")
+    tmp = parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    old = None
+    try:
+        write(tmp)
+        if path.exists():
+            if not overwrite:
+                raise FileExistsError(f"{path} exists; refusing to overwrite it")
+            # A directory cannot be renamed over a non-empty one: move the old store aside
+            # first, then drop it once the new one is in place.
+            old = parent / f".{path.name}.{secrets.token_hex(6)}.old"
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException:
+        if old is not None and old.exists() and not path.exists():
+            os.replace(old, path)
+            old = None
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_ome_zarr(out: Path, q, args, progress, image=None) -> dict:
+    """Write ``q``'s labels as OME-Zarr at ``out`` (atomically); the ``output`` record."""
+    from . import omezarr
+
+    extra = None
+    if args.with_image == "reconstruction":
+        extra = "reconstruction"
+    elif args.with_image == "original":
+        extra = image
+    progress(f"writing OME-Zarr labels to {out}")
+    stage = _fraction_progress(progress)
+
+    def write(tmp: Path) -> None:
+        omezarr.write_labels(tmp, q, image=extra, progress=stage)
+
+    try:
+        write_store(out, write, overwrite=args.force)
+    except FileExistsError:
+        raise CLIError(f"{out} exists; use --force to overwrite it") from None
+    size, allocated = _tree_bytes(out)
+    progress(f"wrote {out} ({size:,} bytes)")
+    return {
+        "path": str(out),
+        "format": "ome-zarr",
+        "bytes": size,
+        "disk_bytes": allocated,
+        "with_image": args.with_image,
+    }
+
+
+def _open_lazy(path: Path):
+    """The input opened lazily (zarr array or list of levels), never reading its pixels."""
+    if not path.exists():
+        raise CLIError(f"cannot read {path}: no such file or directory")
+    import logging
+
+    from .chunked import open_image
+
+    # tifffile logs what it finds wrong with a damaged file; the one-line error says it.
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        image = open_image(path)
+    except Exception as exc:  # zarr, tifffile and OS errors alike: one line
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise CLIError(f"cannot read {path} as a zarr array or TIFF: {message}") from None
+    finally:
+        logger.setLevel(level)
+    return image
+
+
+def _add_store_size(sizes: dict, written: dict | None) -> None:
+    if written is None:
+        return
+    sizes["files"]["ome_zarr"] = written["bytes"]
+    sizes["ratios"]["vs_raw"]["ome_zarr"] = written["bytes"] / sizes["raw_bytes"]
+    if sizes["input_bytes"]:
+        sizes["ratios"]["vs_input"]["ome_zarr"] = written["bytes"] / sizes["input_bytes"]
+
+
+def _lazy_sizes(q, input_bytes: int) -> dict:
+    """:func:`size_report`'s layout for a streamed image: the formula and the computed
+    undeflated ``.kvq`` size (nothing is encoded in memory)."""
+    from .storage import kvq_size
+
+    report = q.report
+    palette = q.palette if q.palette.ndim == 2 else q.palette[:, None]
+    shape = q.levels[0].shape
+    formula = {**report.to_dict(), "formula_bytes": -(-report.total_bits // 8)}
+    raw_bytes = report.original_bits // 8
+    files = {
+        "kvq_raw": kvq_size(shape, palette.shape[0], palette.shape[1], palette.itemsize),
+        "kvq_deflated": None,
+        "kvq_index_layout": None,
+        "png": None,
+        "png_bit_depth": None,
+        "png_reason": "not encoded for a streamed image",
+    }
+    ratios: dict = {"vs_raw": {}, "vs_input": {}}
+    for name, value in (("formula", formula["formula_bytes"]), ("kvq_raw", files["kvq_raw"])):
+        ratios["vs_raw"][name] = value / raw_bytes
+        if input_bytes:
+            ratios["vs_input"][name] = value / input_bytes
+    return {
+        "formula": formula,
+        "raw_bytes": raw_bytes,
+        "input_bytes": input_bytes,
+        "files": files,
+        "ratios": ratios,
+    }
+
+
+def _compress_lazy(args, progress, out: Path | None) -> int:
+    """compress for a zarr or large TIFF input: fit block by block, stream labels out."""
+    from .chunked import quantize_lazy
+
+    source = Path(args.image)
+    progress(f"opening {source} lazily")
+    image = _open_lazy(source)
+    levels = list(image) if isinstance(image, list) else [image]
+    full = levels[0]
+    input_bytes = _tree_bytes(source)[0]
+    shape_text = " x ".join(map(str, full.shape)) + f" {full.dtype}"
+    more = f", {len(levels)} levels" if len(levels) > 1 else ""
+    progress(f"quantizing {shape_text}{more} to K = {args.colors}, block by block")
+    channel_axis = None if len(full.shape) == 2 else -1
+    try:
+        q = quantize_lazy(
+            image,
+            args.colors,
+            channel_axis=channel_axis,
+            progress=_fraction_progress(progress),
+            **_fit_options(args),
+        )
+    except (TypeError, ValueError) as exc:
+        raise CLIError(f"cannot quantize this image: {exc}") from None
+    progress(f"K = {q.n_colors} ({q.info.get('fit')} fit) in {q.info.get('seconds', 0):.2f} s")
+    sizes = _lazy_sizes(q, input_bytes)
+    written = None
+    if out is not None:
+        original = image if args.with_image == "original" else None
+        written = _write_ome_zarr(out, q, args, progress, image=original)
+        _add_store_size(sizes, written)
+    result = {
+        "input": {
+            "path": str(args.image),
+            "shape": list(full.shape),
+            "dtype": str(full.dtype),
+            "levels": len(levels),
+            "streamed": True,
+        },
+        "n_colors": q.n_colors,
+        "n_colors_requested": args.colors,
+        "seed": args.seed,
+        "color_space": args.space,
+        "fit": q.info.get("fit"),
+        "distortion": q.distortion,
+        "psnr": q.psnr,
+        "seconds": q.info.get("seconds"),
+        "sizes": sizes,
+        "output": written,
+        "palette": q.palette.tolist(),
+    }
+    if args.json:
+        _print_json(result)
+        return 0
+    report = q.report
+    lines = [
+        f"image      {args.image}: {shape_text}{more}, {report.n_pixels:,} pixels, "
+        f"{input_bytes:,} bytes on disk (streamed)",
+        f"codebook   K = {q.n_colors} ({report.bits_per_index} bits per index), seed "
+        f"{args.seed}, {args.space}, {q.info.get('fit')} fit",
+        f"quality    J = {q.distortion:.2f}, PSNR = {q.psnr:.2f} dB",
+        "",
+    ]
+    lines += _size_table(report, sizes)
+    if written:
+        lines += ["", f"wrote {written['path']} ({written['bytes']:,} bytes)"]
+    print("\n".join(lines))
+    return 0
+
+
 def cmd_compress(args, progress) -> int:
     from .storage import atomic_write, encode, format_for_path, size_report
 
     out = None
+    out_format = None
     if args.output:
         out = Path(args.output)
-        try:
-            out_format = format_for_path(out)
-        except ValueError:
-            raise _UsageError(f"-o must name a .kvq or .png file, got {out}") from None
-        _check_output(out, args.force)
+        if _is_zarr_output(out):
+            out_format = "ome-zarr"
+            _check_store_output(out, args.force)
+        else:
+            try:
+                out_format = format_for_path(out)
+            except ValueError:
+                raise _UsageError(
+                    f"-o must name a .kvq, .png or .ome.zarr output, got {out}"
+                ) from None
+            _check_output(out, args.force)
+    if args.with_image != "none" and out_format != "ome-zarr":
+        raise _UsageError("--with-image needs an OME-Zarr output (-o OUT.ome.zarr)")
+    if _streams(Path(args.image), args.lazy):
+        if out_format not in (None, "ome-zarr"):
+            raise _UsageError(
+                f"a streamed input (a .zarr directory, a TIFF over "
+                f"{LAZY_TIFF_BYTES // 2**20} MiB, or --lazy) is written as OME-Zarr labels: "
+                f"give -o OUT.ome.zarr, not {out}"
+            )
+        return _compress_lazy(args, progress, out)
     progress(f"reading {args.image}")
     image, input_bytes = read_image(args.image)
     progress(f"quantizing {_shape_text(image)} to K = {args.colors}")
@@ -392,7 +692,10 @@ def cmd_compress(args, progress) -> int:
     contents: dict = {}
     sizes = size_report(q, input_bytes=input_bytes, contents=contents)
     written = None
-    if out is not None:
+    if out_format == "ome-zarr":
+        written = _write_ome_zarr(out, q, args, progress, image=image)
+        _add_store_size(sizes, written)
+    elif out is not None:
         # Reuse the bytes encoded for the report when they are the ones asked for.
         content = contents.get(out_format) if not args.no_deflate else None
         if content is None:
@@ -445,13 +748,18 @@ def _size_table(report, sizes) -> list[str]:
     png_name = (
         f"indexed PNG ({files['png_bit_depth']}-bit)" if files["png"] else "indexed PNG (n/a)"
     )
+    kvq_name = ".kvq deflated" + (
+        " (byte-aligned)" if files.get("kvq_index_layout") == "bytes" else ""
+    )
     rows = [
         (f"raw image ({_bits_label(report)})", report.original_bits, raw),
         ("formula (seed: indices + codebook)", report.total_bits, -(-report.total_bits // 8)),
         (".kvq packed", None, files["kvq_raw"]),
-        (".kvq deflated", None, files["kvq_deflated"]),
+        (kvq_name, None, files["kvq_deflated"]),
         (png_name, None, files["png"]),
     ]
+    if files.get("ome_zarr") is not None:
+        rows.append(("OME-Zarr labels (store)", None, files["ome_zarr"]))
     header = f"{'':36}{'bits':>14}{'bytes':>12}{'vs raw':>10}{'vs input':>10}"
     out = [header]
     for name, bits, size in rows:
@@ -504,6 +812,7 @@ def cmd_info(args, progress) -> int:
     version = f" version {data.version}" if data.format == "kvq" else ""
     stored = (
         f"{data.bit_depth} bits per index"
+        + (" (byte-aligned)" if data.index_layout == "bytes" else "")
         + (", deflated" if data.deflated else ", not deflated")
         + f", {data.payload_bytes:,} payload bytes"
     )

@@ -52,7 +52,7 @@ class KVQData:
     format : {"kvq", "png"}
         The file's format.
     version : int
-        Format version (1 for ``.kvq``; 0 for PNG).
+        Format version (1 or 2 for ``.kvq``; 0 for PNG).
     deflated : bool
         Whether the index payload was deflated.
     file_size : int or None
@@ -61,7 +61,11 @@ class KVQData:
         Bytes of the index payload as stored (after deflate when deflated; the IDAT bytes
         of a PNG).
     bit_depth : int
-        Bits per stored index: ``ceil(log2 K)`` for ``.kvq``; 1, 2, 4 or 8 for PNG.
+        Bits per stored index: ``ceil(log2 K)`` for a packed ``.kvq``, 8 or 16 for one with
+        byte-aligned indices; 1, 2, 4 or 8 for PNG.
+    index_layout : {"packed", "bytes"}
+        ``.kvq``: indices packed at ``ceil(log2 K)`` bits, or whole bytes (a version 2 file
+        with flag bit 2). PNG scanlines count as ``"packed"``.
     """
 
     labels: np.ndarray
@@ -73,6 +77,7 @@ class KVQData:
     file_size: int | None = None
     payload_bytes: int = 0
     bit_depth: int = 0
+    index_layout: str = "packed"
     extra: dict = field(default_factory=dict)
 
     @property
@@ -139,6 +144,7 @@ class KVQData:
             "n_pixels": self.n_pixels,
             "bits_per_index": self.bits_per_index,
             "bit_depth": self.bit_depth,
+            "index_layout": self.index_layout,
             "deflated": self.deflated,
             "payload_bytes": self.payload_bytes,
             "file_size": self.file_size,

@@ -9,7 +9,7 @@ import numpy as np
 
 from ._common import KVQData, KVQError, atomic_write
 from .indexed_png import PNG_SIGNATURE, decode_indexed_png, encode_indexed_png
-from .kvq import MAGIC, MAX_PIXELS, decode_kvq, encode_kvq, kvq_size
+from .kvq import FLAG_BYTES, MAGIC, MAX_PIXELS, decode_kvq, encode_kvq, kvq_size
 
 __all__ = ["encode", "encoded_sizes", "format_for_path", "load", "save", "size_report"]
 
@@ -70,12 +70,15 @@ def encode(
     deflate: bool = True,
     bit_depth: int | str = "auto",
     scalar: bool = False,
+    index_layout: str = "auto",
 ) -> bytes:
     """The bytes :func:`save` would write (see there), without touching the disk."""
     labels, palette, scalar = _unpack(data, palette, scalar)
     format = format_for_path("", format)
     if format == "kvq":
-        return encode_kvq(labels, palette, deflate=deflate, scalar=scalar)
+        return encode_kvq(
+            labels, palette, deflate=deflate, scalar=scalar, index_layout=index_layout
+        )
     return encode_indexed_png(labels, palette, bit_depth=bit_depth, scalar=scalar)
 
 
@@ -89,6 +92,7 @@ def save(
     bit_depth: int | str = "auto",
     scalar: bool = False,
     overwrite: bool = True,
+    index_layout: str = "auto",
 ) -> Path:
     """Save a quantized image as a ``.kvq`` container or an indexed PNG.
 
@@ -116,6 +120,10 @@ def save(
         With index arrays: the image has no colour axis (one-channel palette).
     overwrite : bool, default True
         When False, an existing file raises ``FileExistsError``.
+    index_layout : {"auto", "packed", "bytes"}, default "auto"
+        ``.kvq`` with ``deflate`` only: deflate the indices packed at ``ceil(log2 K)`` bits
+        or as whole bytes; ``"auto"`` keeps whichever file is smaller (see
+        :func:`~napari_kmeans_vq.storage.encode_kvq`).
 
     Returns
     -------
@@ -143,7 +151,13 @@ def save(
     """
     format = format_for_path(path, format)
     content = encode(
-        data, palette, format=format, deflate=deflate, bit_depth=bit_depth, scalar=scalar
+        data,
+        palette,
+        format=format,
+        deflate=deflate,
+        bit_depth=bit_depth,
+        scalar=scalar,
+        index_layout=index_layout,
     )
     return atomic_write(path, content, overwrite=overwrite)
 
@@ -201,9 +215,10 @@ def encoded_sizes(
     -------
     dict
         ``kvq_raw`` (undeflated ``.kvq``, computed: header + palette + ``ceil(N*b/8)``),
-        ``kvq_deflated`` (encoded), ``png`` (bytes of the indexed PNG, or None when the
-        image is not 2D, K > 256 or the palette is not uint8 grey/RGB/RGBA), ``png_bit_depth``
-        and, when there is no PNG, ``png_reason``.
+        ``kvq_deflated`` (encoded, indices packed or byte-aligned, whichever is smaller),
+        ``kvq_index_layout`` (``"packed"`` or ``"bytes"``: the one kept), ``png`` (bytes of
+        the indexed PNG, or None when the image is not 2D, K > 256 or the palette is not
+        uint8 grey/RGB/RGBA), ``png_bit_depth`` and, when there is no PNG, ``png_reason``.
     """
     labels, palette, scalar = _unpack(data, palette, scalar)
     palette = np.asarray(palette)
@@ -213,6 +228,7 @@ def encoded_sizes(
     sizes: dict = {
         "kvq_raw": kvq_size(labels.shape, palette.shape[0], palette.shape[1], palette.itemsize),
         "kvq_deflated": len(kvq),
+        "kvq_index_layout": "bytes" if kvq[10] & FLAG_BYTES else "packed",
         "png": None,
         "png_bit_depth": None,
     }

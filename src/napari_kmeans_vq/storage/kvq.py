@@ -5,8 +5,9 @@ implementation. In short (all integers little-endian)::
 
     offset  size     field
     0       8        magic  b"\\x89KVQ\\r\\n\\x1a\\n"
-    8       2        version (u16) = 1
-    10      2        flags (u16): bit 0 deflated payload, bit 1 no colour axis
+    8       2        version (u16): 1, or 2 when flag bit 2 is set
+    10      2        flags (u16): bit 0 deflated payload, bit 1 no colour axis,
+                     bit 2 byte-aligned indices (version 2, deflated only)
     12      1        ndim (u8), 1 .. 32
     13      1        dtype code (u8) of the palette
     14      1        bits per index b (u8) = ceil(log2 K), 0 for K = 1
@@ -20,7 +21,9 @@ implementation. In short (all integers little-endian)::
     40      8*ndim   shape, one u64 per axis (the image without its colour axis)
     ...     K*C*s    palette, row-major, little-endian, s = the dtype's size
     ...     payload  indices: N values of b bits, most significant bit first, zero-padded
-                     to a whole byte; deflated with zlib when flag bit 0 is set
+                     to a whole byte; deflated with zlib when flag bit 0 is set.
+                     With flag bit 2 the deflated indices are whole bytes instead: one
+                     u8 each (K <= 256) or one big-endian u16 each (K > 256)
 
 Undeflated, a file is exactly ``40 + 8*ndim + K*C*s + ceil(N*b/8)`` bytes.
 """
@@ -38,12 +41,15 @@ from ._common import KVQData, KVQError, check_labels_palette, index_dtype
 
 __all__ = [
     "DTYPE_CODES",
+    "INDEX_LAYOUTS",
     "MAGIC",
     "MAX_CHANNELS",
     "MAX_COLORS",
     "MAX_NDIM",
     "MAX_PIXELS",
+    "READ_VERSIONS",
     "VERSION",
+    "byte_width",
     "decode_kvq",
     "encode_kvq",
     "header_size",
@@ -56,8 +62,12 @@ __all__ = [
 #: The first 8 bytes of every ``.kvq`` file. Like PNG's signature: a non-ASCII first byte,
 #: then a name, then CR LF, EOF (Ctrl-Z) and LF, so text-mode transfers show up as damage.
 MAGIC = b"\x89KVQ\r\n\x1a\n"
-#: The format version this module writes and the only one it reads.
-VERSION = 1
+#: The newest format version. Files are written at the lowest version that describes them
+#: (1 unless the indices are byte-aligned), so readers of version 1 read every file that
+#: does not need version 2's byte-aligned indices.
+VERSION = 2
+#: The versions this module reads.
+READ_VERSIONS = (1, 2)
 
 #: Documented limits, checked against the header before anything is allocated.
 MAX_NDIM = 32
@@ -67,7 +77,15 @@ MAX_PIXELS = 2**34
 
 FLAG_DEFLATE = 1
 FLAG_SCALAR = 2
-_KNOWN_FLAGS = FLAG_DEFLATE | FLAG_SCALAR
+#: Version 2: the deflated payload holds one whole byte (K <= 256) or two (K > 256) per
+#: index instead of ``b`` bits, because deflate finds far more repeats in byte-aligned
+#: values when ``b`` is not 8 or 16 (its matches and literals are whole bytes).
+FLAG_BYTES = 4
+_KNOWN_FLAGS = {1: FLAG_DEFLATE | FLAG_SCALAR, 2: FLAG_DEFLATE | FLAG_SCALAR | FLAG_BYTES}
+
+#: How the indices are laid out in a deflated payload: ``"auto"`` tries both and keeps the
+#: smaller file, ``"packed"`` is ``b`` bits each, ``"bytes"`` whole bytes each.
+INDEX_LAYOUTS = ("auto", "packed", "bytes")
 
 #: Palette dtypes and their codes in the header (byte 13). Stored little-endian.
 DTYPE_CODES = {
@@ -125,6 +143,11 @@ def kvq_size(shape, n_colors: int, channels: int = 3, itemsize: int = 1) -> int:
     n = math.prod(shape)
     b = (int(n_colors) - 1).bit_length()
     return header_size(len(shape)) + n_colors * channels * itemsize + (n * b + 7) // 8
+
+
+def byte_width(n_colors: int) -> int:
+    """Bytes per index in the byte-aligned layout: 1 for K <= 256, else 2."""
+    return 1 if n_colors <= 256 else 2
 
 
 def pack_indices(indices: np.ndarray, bits: int) -> np.ndarray:
@@ -224,7 +247,13 @@ def _dtype_code(dtype: np.dtype) -> int:
 
 
 def encode_kvq(
-    labels, palette, *, deflate: bool = True, scalar: bool = False, level: int = 9
+    labels,
+    palette,
+    *,
+    deflate: bool = True,
+    scalar: bool = False,
+    level: int = 9,
+    index_layout: str = "auto",
 ) -> bytes:
     """Encode codeword indices and a palette as the bytes of a ``.kvq`` file.
 
@@ -241,6 +270,13 @@ def encode_kvq(
         The image has no colour axis (its reconstruction has the labels' shape; C must be 1).
     level : int, default 9
         zlib compression level when deflating.
+    index_layout : {"auto", "packed", "bytes"}, default "auto"
+        How a deflated payload lays out the indices: ``"packed"`` at exactly ``b`` bits
+        each (version 1), ``"bytes"`` as one byte each (two for K > 256; version 2, flag
+        bit 2), ``"auto"`` deflates both and keeps the smaller (packed on a tie, and
+        always when ``b`` is 0, 8 or 16, where the two are the same bytes). Without
+        ``deflate`` the indices are always packed, so the file is exactly header +
+        palette + ``ceil(N*b/8)`` bytes; ``"bytes"`` is then an error.
 
     Returns
     -------
@@ -250,8 +286,19 @@ def encode_kvq(
     ------
     TypeError, ValueError
         Bad ``labels`` or ``palette`` (see :func:`check_labels_palette`), more than 32 axes or
-        2**34 pixels, or ``scalar`` with C != 1.
+        2**34 pixels, ``scalar`` with C != 1, an unknown ``index_layout``, or
+        ``index_layout="bytes"`` without ``deflate``.
     """
+    if index_layout not in INDEX_LAYOUTS:
+        raise ValueError(
+            f"index_layout must be one of {', '.join(map(repr, INDEX_LAYOUTS))}, got "
+            f"{index_layout!r}"
+        )
+    if index_layout == "bytes" and not deflate:
+        raise ValueError(
+            "index_layout='bytes' needs deflate=True: an undeflated .kvq always packs its "
+            "indices at ceil(log2 K) bits"
+        )
     labels, palette = check_labels_palette(labels, palette)
     k, channels = palette.shape
     code = _dtype_code(palette.dtype)
@@ -262,12 +309,22 @@ def encode_kvq(
     if scalar and channels != 1:
         raise ValueError(f"scalar=True needs a one-channel palette, got C = {channels}")
     bits = (k - 1).bit_length()
-    payload = pack_indices(labels, bits).tobytes()
-    if deflate:
-        payload = zlib.compress(payload, level)
     flags = (FLAG_DEFLATE if deflate else 0) | (FLAG_SCALAR if scalar else 0)
+    # At b = 0, 8 or 16 both layouts are the same bytes: always write version 1 then.
+    aligned = bits in (0, 8, 16)
+    payload = None
+    if index_layout != "bytes" or aligned:
+        payload = pack_indices(labels, bits).tobytes()
+        if deflate:
+            payload = zlib.compress(payload, level)
+    if deflate and not aligned and index_layout != "packed":
+        wide = labels.astype(">u2" if byte_width(k) == 2 else np.uint8, copy=False)
+        candidate = zlib.compress(np.ascontiguousarray(wide).tobytes(), level)
+        if payload is None or len(candidate) < len(payload):
+            payload, flags = candidate, flags | FLAG_BYTES
+    version = 2 if flags & FLAG_BYTES else 1
     header = _HEADER.pack(
-        MAGIC, VERSION, flags, labels.ndim, code, bits, 0, channels, 0, k, len(payload), 0, 0
+        MAGIC, version, flags, labels.ndim, code, bits, 0, channels, 0, k, len(payload), 0, 0
     )
     shape = struct.pack(f"<{labels.ndim}Q", *labels.shape)
     palette_bytes = np.ascontiguousarray(palette, dtype=DTYPE_CODES[code]).tobytes()
@@ -315,13 +372,16 @@ def decode_kvq(data, *, source=None, max_pixels: int = MAX_PIXELS) -> KVQData:
     (_, version, flags, ndim, code, bits, res1, channels, res2, k, payload_len, crc, res3) = (
         _HEADER.unpack_from(view)
     )
-    if version != VERSION:
+    if version not in READ_VERSIONS:
         raise _fail(
-            f"format version {version} is not supported (this reader reads version {VERSION})",
+            f"format version {version} is not supported (this reader reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))})",
             source,
         )
-    if flags & ~_KNOWN_FLAGS or res1 or res2 or res3:
-        raise _fail("unknown flags or non-zero reserved header fields", source)
+    if flags & ~_KNOWN_FLAGS[version] or res1 or res2 or res3:
+        raise _fail(
+            f"unknown flags for version {version} or non-zero reserved header fields", source
+        )
     if not 1 <= ndim <= MAX_NDIM:
         raise _fail(f"ndim {ndim} is outside 1 .. {MAX_NDIM}", source)
     if code not in DTYPE_CODES:
@@ -332,6 +392,13 @@ def decode_kvq(data, *, source=None, max_pixels: int = MAX_PIXELS) -> KVQData:
         raise _fail(f"K = {k} is outside 1 .. {MAX_COLORS}", source)
     if bits != (k - 1).bit_length():
         raise _fail(f"bits per index {bits} does not match K = {k}", source)
+    byte_aligned = bool(flags & FLAG_BYTES)
+    if byte_aligned and (not flags & FLAG_DEFLATE or bits in (0, 8, 16)):
+        raise _fail(
+            f"byte-aligned indices (flag bit 2) need a deflated payload and b not 0, 8 or 16 "
+            f"(flags {flags}, b = {bits})",
+            source,
+        )
     scalar = bool(flags & FLAG_SCALAR)
     if scalar and channels != 1:
         raise _fail(f"a scalar image must have one channel, header says {channels}", source)
@@ -351,7 +418,9 @@ def decode_kvq(data, *, source=None, max_pixels: int = MAX_PIXELS) -> KVQData:
     if size != expected:
         what = "truncated" if size < expected else "has trailing bytes"
         raise _fail(f"{what}: the header describes {expected} bytes, the file has {size}", source)
-    raw_len = (n * bits + 7) // 8
+    # Bits per stored index: b packed, or 8 / 16 when byte-aligned.
+    stored_bits = 8 * byte_width(k) if byte_aligned else bits
+    raw_len = (n * stored_bits + 7) // 8
     deflated = bool(flags & FLAG_DEFLATE)
     if not deflated and payload_len != raw_len:
         raise _fail(
@@ -391,12 +460,13 @@ def decode_kvq(data, *, source=None, max_pixels: int = MAX_PIXELS) -> KVQData:
     else:
         raw = payload
     raw = np.frombuffer(raw, dtype=np.uint8)
-    if bits % 8 and raw.size and (n * bits) % 8:
-        pad = 8 - (n * bits) % 8
+    if stored_bits % 8 and raw.size and (n * stored_bits) % 8:
+        pad = 8 - (n * stored_bits) % 8
         if int(raw[-1]) & ((1 << pad) - 1):
             raise _fail("non-zero padding bits after the last index", source)
-    labels = unpack_indices(raw, n, bits, dtype=index_dtype(k))
-    if bits and k < (1 << bits):
+    # Whole bytes unpack as 8- or 16-bit values (big-endian, as the packed order implies).
+    labels = unpack_indices(raw, n, stored_bits, dtype=index_dtype(k))
+    if stored_bits and k < (1 << stored_bits):
         top = int(labels.max())
         if top >= k:
             raise _fail(f"an index is {top}, not below K = {k}", source)
@@ -409,7 +479,8 @@ def decode_kvq(data, *, source=None, max_pixels: int = MAX_PIXELS) -> KVQData:
         deflated=deflated,
         file_size=size,
         payload_bytes=payload_len,
-        bit_depth=bits,
+        bit_depth=stored_bits,
+        index_layout="bytes" if byte_aligned else "packed",
     )
 
 
