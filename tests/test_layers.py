@@ -264,3 +264,70 @@ def test_layers_module_never_imports_napari_or_qt():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _counting_callback():
+    """A dask callback counting tasks run: zero means nothing was computed."""
+    from dask.callbacks import Callback
+
+    ran = []
+    return Callback(pretask=lambda key, dsk, state: ran.append(key)), ran
+
+
+def test_lazy_multiscale_quantization_layer_data(ihc):
+    da = pytest.importorskip("dask.array")
+    top = np.concatenate([ihc, ihc[:, ::-1]], axis=1)
+    full = np.ascontiguousarray(np.concatenate([top, top[::-1]], axis=0))  # 1024 x 1024
+    levels = [da.from_array(full[:: 2**i, :: 2**i], chunks=(256, 256, 3)) for i in range(3)]
+    q = quantize(levels, 8)
+    assert q.multiscale
+
+    callback, ran = _counting_callback()
+    with callback:
+        (recon, rmeta, rkind), (labels, lmeta, lkind) = quantization_layer_data(q)
+    assert ran == []  # nothing computed: the levels stay lazy
+    assert (rkind, lkind) == ("image", "labels")
+    assert rmeta["multiscale"] is True and lmeta["multiscale"] is True and rmeta["rgb"]
+    assert all(isinstance(lv, da.Array) for lv in [*recon, *labels])
+    assert [lv.shape for lv in labels] == [lv.shape[:2] for lv in levels]
+    assert all(lv.dtype == labels_dtype(8) for lv in labels)
+
+    eager = quantize(full, 8)
+    np.testing.assert_array_equal(labels[0].compute() - 1, eager.labels)
+    np.testing.assert_array_equal(recon[0].compute(), eager.reconstruction)
+    for i in (1, 2):
+        np.testing.assert_array_equal(
+            labels[i].compute() - 1, eager.codebook.encode(np.asarray(levels[i]))
+        )
+    summary = lmeta["metadata"][METADATA_KEY]
+    np.testing.assert_array_equal(np.array(summary["palette"], np.uint8), eager.palette)
+    np.testing.assert_array_equal(lmeta["features"]["pixels"], eager.cluster_sizes)
+    assert lmeta["colormap"] == label_colormap(eager.palette)
+    assert summary["info"]["n_levels"] == 3
+    assert summary["report"]["total_bits"] == eager.report.total_bits
+
+
+def test_lazy_single_array_and_k_300_labels():
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    (_, rmeta, _), (labels, lmeta, _) = layer_data(da.from_array(image, chunks=32), 300)
+    assert isinstance(labels, da.Array) and "multiscale" not in lmeta
+    assert "multiscale" not in rmeta
+    assert labels.dtype == np.uint16
+    eager = quantize(image, 300)
+    np.testing.assert_array_equal(labels.compute() - 1, eager.labels)
+    assert int(labels.max().compute()) == 300
+
+
+def test_lazy_scalar_multiscale_gets_contrast_limits(ihc):
+    da = pytest.importorskip("dask.array")
+    # Float pixels: no fixed full scale, so the limits come from the palette, not the data.
+    grey = ihc[..., 0] / 255.0
+    levels = [da.from_array(grey), da.from_array(grey[::2, ::2])]
+    q = quantize(levels, 4, channel_axis=None)
+    (recon, rmeta, _), (labels, _, _) = quantization_layer_data(q, channel_axis=None)
+    assert rmeta["rgb"] is False and recon[0].shape == grey.shape
+    palette = q.palette.reshape(-1)
+    assert rmeta["contrast_limits"] == (float(palette.min()), float(palette.max()))
+    np.testing.assert_array_equal(recon[0].compute(), palette[labels[0].compute() - 1])

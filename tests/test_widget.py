@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -11,8 +13,9 @@ pytest.importorskip("pytestqt")
 from napari.layers import Image, Labels
 from napari.utils.notifications import notification_manager
 
-from napari_kmeans_vq import bit_report
+from napari_kmeans_vq import bit_report, quantize
 from napari_kmeans_vq.layers import METADATA_KEY
+from napari_kmeans_vq.storage import save
 
 pytestmark = pytest.mark.napari
 
@@ -260,12 +263,8 @@ def test_bad_input_notifies_and_adds_nothing(viewer, widget, qtbot, errors):
     viewer.add_labels(np.zeros((8, 8), dtype=np.uint8), name="seg")
     assert widget.run() is None
     assert "is a Labels layer" in errors()[-1].message
-    # A multiscale image.
     rng = np.random.default_rng(0)
     base = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    pyramid = viewer.add_image([base, base[::2, ::2]], multiscale=True, rgb=True, name="pyr")
-    assert widget.run(layer=pyramid) is None
-    assert "multiscale" in errors()[-1].message
     # Lab needs a colour axis.
     grey = viewer.add_image(base[..., 0], name="grey")
     widget.color_space.value = "lab"
@@ -294,3 +293,145 @@ def test_bad_input_notifies_and_adds_nothing(viewer, widget, qtbot, errors):
 
     assert not any(METADATA_KEY in layer.metadata for layer in viewer.layers)
     assert (widget.n_colors.min, widget.n_colors.max) == (1, 65536)
+
+
+def test_report_has_real_bytes_on_disk(viewer, widget, qtbot, tmp_path, ihc):
+    # A source that comes from a file: its own size is reported too.
+    path = tmp_path / "ihc.png"
+    from PIL import Image as PILImage
+
+    PILImage.fromarray(ihc).save(path)
+    (source,) = viewer.open(str(path), plugin="napari")
+    assert str(source.source.path) == str(path)
+    widget.image.value = source
+    widget.n_colors.value = 8
+    run_and_wait(qtbot, widget)
+    (labels,) = outputs(viewer, "labels")
+    (recon,) = outputs(viewer, "reconstruction")
+    sizes = labels.metadata[METADATA_KEY]["storage"]
+    assert recon.metadata[METADATA_KEY]["storage"] == sizes
+    assert widget.last_result["storage"] == sizes
+
+    # The numbers are what storage.save writes to disk for the same quantization.
+    q = quantize(ihc, 8)
+    np.testing.assert_array_equal(labels.data - 1, q.labels)
+    kvq = save(tmp_path / "same.kvq", q)
+    png = save(tmp_path / "same.png", q)
+    packed = save(tmp_path / "packed.kvq", q, deflate=False)
+    assert sizes["files"]["kvq_deflated"] == os.path.getsize(kvq)
+    assert sizes["files"]["png"] == os.path.getsize(png)
+    assert sizes["files"]["kvq_raw"] == os.path.getsize(packed)
+    # ... and what the layers hold saves to the same bytes.
+    palette = np.array(labels.metadata[METADATA_KEY]["palette"], dtype=np.uint8)
+    from_layers = save(tmp_path / "layers.kvq", labels.data - 1, palette)
+    assert os.path.getsize(from_layers) == os.path.getsize(kvq)
+    assert sizes["input_bytes"] == os.path.getsize(path)
+    assert sizes["raw_bytes"] == 512 * 512 * 3
+    assert sizes["formula"]["total_bits"] == q.report.total_bits
+
+    panel = widget.report.value
+    assert ".kvq file" in panel and f"{os.path.getsize(kvq):,} B" in panel
+    assert "PNG file" in panel and f"{os.path.getsize(png):,} B" in panel
+    assert "source file" in panel and f"{os.path.getsize(path):,} B" in panel
+
+
+def _pyramid(ihc, chunks=256):
+    """A 1024 x 1024 IHC-derived RGB image (four mirrored copies) and its 3-level dask pyramid."""
+    da = pytest.importorskip("dask.array")
+    top = np.concatenate([ihc, ihc[:, ::-1]], axis=1)
+    full = np.ascontiguousarray(np.concatenate([top, top[::-1]], axis=0))
+    levels = [da.from_array(full[:: 2**i, :: 2**i], chunks=(chunks, chunks, 3)) for i in range(3)]
+    return full, levels
+
+
+def test_multiscale_dask_layer_gives_multiscale_outputs(viewer, widget, qtbot, ihc, tmp_path):
+    full, levels = _pyramid(ihc)
+    source = viewer.add_image(levels, multiscale=True, rgb=True, name="pyramid")
+    widget.image.value = source
+    assert widget.fit_level.enabled and widget.fit_level.max == 2
+    assert not widget.fit_level.native.isHidden()
+    widget.n_colors.value = 8
+    run_and_wait(qtbot, widget)
+
+    (recon,), (labels,) = outputs(viewer, "reconstruction"), (outputs(viewer, "labels"))
+    assert recon.multiscale and labels.multiscale
+    assert len(recon.data) == len(labels.data) == 3
+    assert [lv.shape for lv in labels.data] == [lv.shape[:2] for lv in levels]
+    assert all(lv.dtype == np.uint8 for lv in labels.data)
+    assert recon.rgb and recon.data[0].dtype == np.uint8
+
+    # Full resolution fitted exactly: the eager quantization's labels, palette and counts.
+    q = quantize(full, 8)
+    summary = labels.metadata[METADATA_KEY]
+    palette = np.array(summary["palette"], dtype=np.uint8)
+    np.testing.assert_array_equal(palette, q.palette)
+    level0 = np.asarray(labels.data[0])
+    np.testing.assert_array_equal(level0 - 1, q.labels)
+    np.testing.assert_array_equal(np.asarray(recon.data[0]), q.reconstruction)
+    # Every level encoded with the same codebook.
+    for i in (1, 2):
+        np.testing.assert_array_equal(
+            np.asarray(labels.data[i]) - 1, q.codebook.encode(np.asarray(levels[i]))
+        )
+    np.testing.assert_array_equal(labels.features["pixels"], q.cluster_sizes)
+    for i, colour in enumerate(palette):
+        expected = np.append(colour / 255, 1.0).astype(np.float32)
+        np.testing.assert_array_equal(np.asarray(labels.colormap.color_dict[i + 1]), expected)
+    assert summary["report"]["total_bits"] == q.report.total_bits
+    assert summary["info"]["n_levels"] == 3 and summary["info"]["fit_level"] == 0
+    sizes = summary["storage"]
+    assert sizes["files"]["kvq_deflated"] == os.path.getsize(save(tmp_path / "full.kvq", q))
+    assert sizes["files"]["png"] == os.path.getsize(save(tmp_path / "full.png", q))
+    assert "fit" in widget.report.value and ".kvq file" in widget.report.value
+
+    # A re-run fitted on the coarsest level replaces the outputs instead of piling up.
+    n_layers = len(viewer.layers)
+    widget.fit_level.value = 2
+    run_and_wait(qtbot, widget)
+    assert len(viewer.layers) == n_layers
+    (labels,) = outputs(viewer, "labels")
+    assert labels.multiscale
+    assert labels.metadata[METADATA_KEY]["info"]["fit_level"] == 2
+    coarse = quantize(np.asarray(levels[2]), 8)
+    np.testing.assert_array_equal(
+        np.array(labels.metadata[METADATA_KEY]["palette"], np.uint8), coarse.palette
+    )
+
+
+def test_dask_layer_not_multiscale(viewer, widget, qtbot, ihc_crop):
+    da = pytest.importorskip("dask.array")
+    lazy = da.from_array(ihc_crop, chunks=(48, 64, 3))
+    source = viewer.add_image(lazy, rgb=True, name="lazy")
+    widget.image.value = source
+    assert not widget.fit_level.enabled and widget.fit_level.native.isHidden()
+    widget.n_colors.value = 5
+    run_and_wait(qtbot, widget)
+    (recon,), (labels,) = outputs(viewer, "reconstruction"), outputs(viewer, "labels")
+    assert not labels.multiscale and not recon.multiscale
+    q = quantize(ihc_crop, 5)
+    np.testing.assert_array_equal(np.asarray(labels.data) - 1, q.labels)
+    np.testing.assert_array_equal(np.asarray(recon.data), q.reconstruction)
+    assert labels.data.dtype == np.uint8 and recon.rgb
+    assert labels.metadata[METADATA_KEY]["storage"]["files"]["kvq_deflated"] > 0
+    assert source.data is lazy  # the source layer still holds its own dask array
+
+
+def test_cancel_multiscale_run_adds_nothing(viewer, widget, qtbot):
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(1)
+    # About 4 million distinct colours: the exact fit takes seconds, time enough to cancel.
+    full = rng.integers(0, 256, (2048, 2048, 3), dtype=np.uint8)
+    levels = [da.from_array(full[:: 2**i, :: 2**i], chunks=(512, 512, 3)) for i in range(2)]
+    source = viewer.add_image(levels, multiscale=True, rgb=True, name="noise")
+    widget.image.value = source
+    n_layers = len(viewer.layers)
+    worker = widget.run()
+    qtbot.waitUntil(lambda: worker.is_running, timeout=10_000)
+    qtbot.wait(200)
+    widget.cancel()
+    assert not widget.running and widget.run_button.enabled
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=60_000)
+    qtbot.wait(50)
+    assert len(viewer.layers) == n_layers
+    assert "Cancelled" in widget.status.value
+    assert widget._control.abort.is_set()

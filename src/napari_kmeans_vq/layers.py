@@ -23,13 +23,16 @@ Two layers come out of one quantization:
    cluster) that napari shows in the status bar when the pointer is over a pixel.
 
 Both carry the same summary in ``metadata["napari_kmeans_vq"]``: the bit report, J, PSNR, seed,
-K, colour space and palette. No napari or Qt import happens here, not even lazily.
+K, colour space and palette. A lazy result (a dask, zarr or multiscale input) gives the same
+two layers holding dask arrays, multiscale when the input was, computed block by block only
+when napari draws them. No napari or Qt import happens here, not even lazily.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -39,9 +42,11 @@ __all__ = [
     "METADATA_KEY",
     "cluster_features",
     "coded_layer_data",
+    "is_lazy_quantization",
     "label_colormap",
     "labels_dtype",
     "layer_data",
+    "lazy_coded_layer_data",
     "palette_rgba",
     "parse_k_list",
     "quantization_layer_data",
@@ -244,7 +249,7 @@ def _source_info(source_layer, name: str | None) -> tuple[str, dict]:
     return str(base), tag
 
 
-def _display_kwargs(source_layer, recon: np.ndarray, rgb: bool) -> dict:
+def _display_kwargs(source_layer, recon, rgb: bool) -> dict:
     """Contrast and colormap for the reconstruction so it looks like its source."""
     kwargs: dict = {"rgb": rgb}
     if recon.dtype.kind in "ui":
@@ -302,11 +307,7 @@ def coded_layer_data(
         ``[(reconstruction, meta, "image"), (labels + 1, meta, "labels")]``.
     """
     labels = np.asarray(labels)
-    palette = np.asarray(palette)
-    if palette.ndim == 1:
-        palette = palette[:, None]
-    if palette.ndim != 2 or palette.shape[0] < 1:
-        raise ValueError(f"palette must have shape (K, C) with K >= 1, got {palette.shape}")
+    palette = _check_palette(palette)
     if labels.dtype.kind not in "ui":
         raise TypeError(f"labels must be an integer array, got dtype {labels.dtype}")
     k = palette.shape[0]
@@ -324,16 +325,50 @@ def coded_layer_data(
     coded = labels.astype(labels_dtype(k), copy=True)
     coded += 1
 
+    recon_meta, labels_meta = _layer_metas(
+        palette,
+        counts,
+        rgb=rgb,
+        recon_dtype=reconstruction.dtype,
+        name=name,
+        metadata=metadata,
+        source_layer=source_layer,
+        dtype=dtype,
+    )
+    return [(reconstruction, recon_meta, "image"), (coded, labels_meta, "labels")]
+
+
+def _check_palette(palette) -> np.ndarray:
+    palette = np.asarray(palette)
+    if palette.ndim == 1:
+        palette = palette[:, None]
+    if palette.ndim != 2 or palette.shape[0] < 1:
+        raise ValueError(f"palette must have shape (K, C) with K >= 1, got {palette.shape}")
+    return palette
+
+
+def _layer_metas(
+    palette, counts, *, rgb, recon_dtype, name, metadata, source_layer, dtype, multiscale=False
+) -> tuple[dict, dict]:
+    """The two layers' meta dicts: names, colours, features, summary and placement."""
+    k = palette.shape[0]
     summary = dict(metadata or {})
     summary.setdefault("n_colors", k)
     summary.setdefault("palette", palette.tolist())
     spatial = spatial_kwargs(source_layer)
     title = f"{name} K={k}"
-
+    display = _display_kwargs(source_layer, SimpleNamespace(dtype=np.dtype(recon_dtype)), rgb)
+    if multiscale:
+        # Without limits napari would read a level to guess them; the palette spans the
+        # reconstruction's values exactly.
+        if not rgb and "contrast_limits" not in display:
+            low, high = float(palette.min()), float(palette.max())
+            display["contrast_limits"] = (low, high if high > low else low + 1.0)
+        display["multiscale"] = True
     recon_meta = {
         "name": f"{title} reconstruction",
         "metadata": {METADATA_KEY: {**summary, "role": "reconstruction"}},
-        **_display_kwargs(source_layer, reconstruction, rgb),
+        **display,
         **spatial,
     }
     labels_meta = {
@@ -343,7 +378,94 @@ def coded_layer_data(
         "metadata": {METADATA_KEY: {**summary, "role": "labels"}},
         **spatial,
     }
-    return [(reconstruction, recon_meta, "image"), (coded, labels_meta, "labels")]
+    if multiscale:
+        labels_meta["multiscale"] = True
+    return recon_meta, labels_meta
+
+
+def _index_to_label(block: np.ndarray, dtype) -> np.ndarray:
+    """One block of codeword indices as labels ``index + 1`` (widened first)."""
+    out = block.astype(dtype, copy=True)
+    out += 1
+    return out
+
+
+def lazy_coded_layer_data(
+    labels,
+    reconstruction,
+    palette: np.ndarray,
+    counts: np.ndarray,
+    *,
+    multiscale: bool,
+    name: str = "image",
+    metadata: dict | None = None,
+    source_layer=None,
+    dtype=None,
+    channel_axis: int | None = -1,
+) -> list[tuple]:
+    """Layer tuples for lazy (dask) labels and reconstruction, nothing computed.
+
+    Parameters
+    ----------
+    labels, reconstruction : dask array, or list of dask arrays (full resolution first)
+        Codeword indices and the decoded image, as :class:`~napari_kmeans_vq.chunked.
+        LazyQuantization` holds them.
+    palette : ndarray, shape (K, C)
+    counts : ndarray, shape (K,)
+        Pixels per cluster (the fit's; counting them here would read every block).
+    multiscale : bool
+        Whether ``labels`` and ``reconstruction`` are lists of levels; the layers are then
+        napari multiscale layers.
+    name, metadata, source_layer, dtype
+        As for :func:`coded_layer_data`.
+    channel_axis : int or None, default -1
+        Where the reconstruction's colour axis is; moved last (lazily) for napari.
+
+    Returns
+    -------
+    list of (data, meta, layer_type)
+        As :func:`coded_layer_data`, with dask arrays (lists of them when multiscale):
+        labels ``index + 1`` in :func:`labels_dtype`, computed block by block on demand.
+    """
+    palette = _check_palette(palette)
+    k = palette.shape[0]
+    label_levels = list(labels) if multiscale else [labels]
+    recon_levels = list(reconstruction) if multiscale else [reconstruction]
+    if len(label_levels) != len(recon_levels) or not label_levels:
+        raise ValueError("labels and reconstruction must have the same number of levels")
+    out_dtype = labels_dtype(k)
+    coded, recons = [], []
+    for lab, rec in zip(label_levels, recon_levels, strict=True):
+        if np.dtype(lab.dtype).kind not in "ui":
+            raise TypeError(f"labels must be an integer array, got dtype {lab.dtype}")
+        coded.append(lab.map_blocks(_index_to_label, out_dtype, dtype=out_dtype))
+        if channel_axis is not None and rec.ndim == lab.ndim + 1:
+            rec = np.moveaxis(rec, channel_axis, -1)  # dask's moveaxis, through numpy
+        if rec.ndim == lab.ndim + 1 and rec.shape[-1] == 1:
+            rec = rec[..., 0]
+        recons.append(rec)
+    first, first_labels = recons[0], label_levels[0]
+    rgb = first.ndim == first_labels.ndim + 1 and first.shape[-1] in (3, 4)
+    recon_meta, labels_meta = _layer_metas(
+        palette,
+        np.asarray(counts),
+        rgb=rgb,
+        recon_dtype=first.dtype,
+        name=name,
+        metadata=metadata,
+        source_layer=source_layer,
+        dtype=dtype,
+        multiscale=multiscale,
+    )
+    if not multiscale:
+        recon_meta.pop("multiscale", None)
+        return [(recons[0], recon_meta, "image"), (coded[0], labels_meta, "labels")]
+    return [(recons, recon_meta, "image"), (coded, labels_meta, "labels")]
+
+
+def is_lazy_quantization(q) -> bool:
+    """Whether ``q`` holds dask arrays (or lists of levels) rather than numpy arrays."""
+    return bool(getattr(q, "multiscale", False)) or not isinstance(q.labels, np.ndarray)
 
 
 def _summary(q: Quantization) -> dict:
@@ -372,7 +494,11 @@ def quantization_layer_data(
 
     Parameters
     ----------
-    q : Quantization
+    q : Quantization or LazyQuantization
+        An eager result (numpy arrays), or a lazy one from a dask, zarr or multiscale input
+        (see :func:`napari_kmeans_vq.chunked.quantize_lazy`): its layers then hold dask
+        arrays, levels of a napari multiscale layer when ``q.multiscale``, and nothing is
+        computed here (the features table comes from ``q.cluster_sizes``).
     source_layer : object, optional
         The layer that was quantized: supplies the names (``"<name> K=16 reconstruction"``),
         the spatial metadata, and a ``source``/``source_id`` tag in the metadata.
@@ -388,6 +514,19 @@ def quantization_layer_data(
         See :func:`coded_layer_data`.
     """
     base, tag = _source_info(source_layer, name)
+    if is_lazy_quantization(q):
+        return lazy_coded_layer_data(
+            q.labels,
+            q.reconstruction,
+            q.palette,
+            q.cluster_sizes,
+            multiscale=bool(getattr(q, "multiscale", False)),
+            name=base,
+            metadata={**_summary(q), **tag},
+            source_layer=source_layer,
+            dtype=q.palette.dtype,
+            channel_axis=channel_axis,
+        )
     reconstruction = q.reconstruction
     if channel_axis is not None:
         reconstruction = np.moveaxis(reconstruction, channel_axis, -1)

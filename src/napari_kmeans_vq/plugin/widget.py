@@ -3,14 +3,24 @@
 A thin shell around :mod:`napari_kmeans_vq.layers`: the worker thread runs
 :func:`~napari_kmeans_vq.quantize` and builds the layer-data tuples; the main thread only
 adds or updates layers, so napari stays responsive while the engine works.
+
+Multiscale (pyramid) and dask- or zarr-backed layers go through
+:func:`~napari_kmeans_vq.chunked.quantize_lazy`: the codebook is fitted block by block (on
+full resolution, or on the level chosen under "fit level"), and the outputs are lazy dask
+layers, multiscale when the source is, that napari computes tile by tile as it draws them.
+
+The worker also encodes the result in memory to report the real bytes of a ``.kvq`` file and
+an indexed PNG (and the source file's own size), beside the formula's bits.
 """
 
 from __future__ import annotations
 
 import html
 import math
+import os
 import threading
 import time
+import warnings
 from types import SimpleNamespace
 
 import napari
@@ -30,19 +40,26 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer
 
+from ..chunked import dask_progress, is_lazy_input, quantize_lazy
 from ..layers import (
     _SPATIAL,
     METADATA_KEY,
+    is_lazy_quantization,
     parse_k_list,
     quantization_layer_data,
     sweep_item,
     sweep_row,
 )
 from ..quantize import quantize
+from ..storage import size_report
 
 __all__ = ["QuantizeWidget"]
 
 MAX_COLORS = 65536
+# Lazy results up to this many full-resolution pixels are encoded in the worker for the
+# real-bytes report (and, when not multiscale, handed to napari as numpy arrays); larger
+# ones stay lazy and their file sizes are not measured.
+IN_MEMORY_PIXELS = 1 << 25
 
 
 class InputError(ValueError):
@@ -56,6 +73,11 @@ def _snapshot(layer: Layer) -> SimpleNamespace:
     napari object.
     """
     snap = {"name": layer.name, "unique_id": layer.unique_id}
+    try:
+        path = layer.source.path
+    except Exception:  # layers made in scripts have no source file
+        path = None
+    snap["source_path"] = str(path) if path else None
     for attr in (*_SPATIAL, "contrast_limits"):
         try:
             value = getattr(layer, attr)
@@ -72,8 +94,11 @@ def _snapshot(layer: Layer) -> SimpleNamespace:
     return SimpleNamespace(**snap)
 
 
-def check_source(layer, color_space: str) -> tuple[np.ndarray, int | None]:
+def check_source(layer, color_space: str):
     """Check that a layer can be quantized; return its pixels and the channel axis.
+
+    The pixels are a numpy array, the layer's own dask or zarr array (left lazy), or for a
+    multiscale layer the list of its levels, full resolution first.
 
     Raises
     ------
@@ -91,11 +116,6 @@ def check_source(layer, color_space: str) -> tuple[np.ndarray, int | None]:
             f"'{layer.name}' is a {kind} layer, not an image. Choose an image layer (RGB, "
             "RGBA or single-channel) under 'image'."
         )
-    if layer.multiscale:
-        raise InputError(
-            f"'{layer.name}' is a multiscale (pyramid) image, which the quantizer does not "
-            "handle yet. Open one resolution level as an ordinary image and quantize that."
-        )
     if layer.rgb:
         channel_axis = -1
     else:
@@ -105,10 +125,15 @@ def check_source(layer, color_space: str) -> tuple[np.ndarray, int | None]:
                 "clustering needs RGB colours. Choose colour space 'rgb', or an RGB layer."
             )
         channel_axis = None
-    data = np.asarray(layer.data)
-    if data.dtype.kind not in "uif":
+    if layer.multiscale:
+        data = list(layer.data)  # napari's MultiScaleData: its levels, nothing read
+        dtype = np.dtype(data[0].dtype)
+    else:
+        data = layer.data if is_lazy_input(layer.data) else np.asarray(layer.data)
+        dtype = np.dtype(data.dtype)
+    if dtype.kind not in "uif":
         raise InputError(
-            f"'{layer.name}' holds {data.dtype} values; the quantizer needs integer or "
+            f"'{layer.name}' holds {dtype} values; the quantizer needs integer or "
             "floating-point pixels. Convert the image, or choose another layer."
         )
     return data, channel_axis
@@ -128,6 +153,10 @@ def _warm_up():
     thread that import alone freezes napari for about half a second.
     """
     import pandas  # noqa: F401
+
+
+# The file sizes of a single run have not arrived yet.
+_PENDING = object()
 
 
 class _Cancelled(Exception):
@@ -155,16 +184,103 @@ class _RunControl:
         self.fraction = start + (stop - start) * fraction
 
 
+def _quantize(image, k, options, control):
+    """The engine call: eager for numpy pixels, block by block for lazy ones."""
+    options = dict(options)
+    fit_level = options.pop("fit_level", 0)
+    if is_lazy_input(image):
+        return quantize_lazy(image, k, fit_level=fit_level, progress=control, **options)
+    return quantize(image, k, progress=control, **options)
+
+
+def source_file_bytes(path) -> int | None:
+    """Size of the source layer's file (or of all files in a directory store), or None."""
+    if not path:
+        return None
+    try:
+        if os.path.isfile(path):
+            return os.path.getsize(path)
+        if os.path.isdir(path):  # a zarr store
+            return sum(
+                os.path.getsize(os.path.join(root, name))
+                for root, _, names in os.walk(path)
+                for name in names
+            )
+    except OSError:
+        return None
+    return None
+
+
+def _compute(arrays, control):
+    """Compute dask arrays in the worker, reporting "encode" progress; cancel stops it."""
+    import dask
+
+    report = lambda done, total: control("encode", done / max(total, 1))  # noqa: E731
+    with dask_progress(report, control.abort.is_set):
+        return dask.compute(*arrays)
+
+
+def _storage_sizes(q, labels, scalar: bool, input_bytes: int | None) -> dict:
+    """Formula bits and real encoded bytes (``storage.size_report``) plus the source file."""
+    with warnings.catch_warnings():
+        # alpha kept outside the palette is not stored: the sizes are the palette's.
+        warnings.simplefilter("ignore", UserWarning)
+        report = size_report(labels, q.palette, scalar=scalar, input_bytes=input_bytes)
+    report["formula"] = {**report["formula"], **q.report.to_dict()}
+    return report
+
+
 def _single_job(image, k, options, source, control):
-    """Worker: quantize, then build the two layer tuples (all off the main thread)."""
+    """Worker: quantize and build the two layer tuples; then measure the files.
+
+    The layer tuples are yielded (the main thread adds them at once), and the file sizes,
+    which take longer than the fit on a large image, are returned after them.
+    """
     _warm_up()
     yield 0
-    q = quantize(image, k, progress=control, **options)
+    q = _quantize(image, k, options, control)
     yield 1  # a cancellation point: quit() takes effect here
-    layers = quantization_layer_data(
-        q, source_layer=source, channel_axis=options.get("channel_axis", -1)
+    channel_axis = options.get("channel_axis", -1)
+    big = is_lazy_quantization(q) and q.report.n_pixels > IN_MEMORY_PIXELS
+    if is_lazy_quantization(q) and not big and not getattr(q, "multiscale", False):
+        # Small enough: encoded here, so napari gets numpy layers and never computes.
+        q = _eager(q, *_compute([q.labels, q.reconstruction], control))
+    control("encode", 1.0)
+    layers = quantization_layer_data(q, source_layer=source, channel_axis=channel_axis)
+    yield {"layers": layers, "quantization": q}
+
+    input_bytes = source_file_bytes(getattr(source, "source_path", None))
+    if big:
+        return {
+            "storage": {
+                "skipped": f"{q.report.n_pixels:,} pixels: too large to encode in memory; "
+                "write OME-Zarr labels instead",
+                "input_bytes": input_bytes,
+            }
+        }
+    labels = q.labels
+    if getattr(q, "multiscale", False):
+        # napari draws the levels lazily; only full resolution is encoded, for its size.
+        (labels,) = _compute([q.levels[0]], control)
+    return {"storage": _storage_sizes(q, labels, channel_axis is None, input_bytes)}
+
+
+def _eager(q, labels, reconstruction):
+    """A lazy (non-multiscale) result with its arrays computed: an ordinary Quantization."""
+    from ..quantize import Quantization
+
+    return Quantization(
+        labels=labels,
+        palette=q.palette,
+        centroids=q.centroids,
+        reconstruction=reconstruction,
+        distortion=q.distortion,
+        psnr=q.psnr,
+        report=q.report,
+        n_colors=q.n_colors,
+        codebook=q.codebook,
+        info=dict(q.info),
     )
-    return {"layers": layers, "quantization": q}
 
 
 def _sweep_job(image, ks, options, source, control):
@@ -173,7 +289,7 @@ def _sweep_job(image, ks, options, source, control):
     layers, rows = [], []
     for done, k in enumerate(ks):
         yield done
-        q = quantize(image, k, progress=control, **options)
+        q = _quantize(image, k, options, control)
         layers.append(sweep_item(q, source_layer=source, options=options))
         rows.append(sweep_row(q))
     yield len(ks)
@@ -190,8 +306,37 @@ def _fmt_psnr(psnr: float | None) -> str:
     return f"{psnr:.2f} dB"
 
 
-def report_rows(q, seconds: float | None = None) -> list[tuple[str, str]]:
-    """The report panel's rows for one quantization."""
+def storage_rows(sizes: dict | None) -> list[tuple[str, str]]:
+    """The report panel's rows of real bytes: the files, and the source file.
+
+    Values stay short: the panel's width sets the dock's, and so how much canvas is left.
+    """
+    if not sizes:
+        return []
+    rows = []
+    if "skipped" in sizes:
+        rows.append(("files", "not measured (too large)"))
+    else:
+        files, raw = sizes["files"], sizes["raw_bytes"]
+        kvq = files["kvq_deflated"]
+        rows.append((".kvq file", f"{kvq:,} B, {100 * kvq / raw:.1f}% of raw"))
+        rows.append((".kvq packed", f"{files['kvq_raw']:,} B, before deflate"))
+        png = files.get("png")
+        if png is not None:
+            rows.append(("PNG file", f"{png:,} B, {100 * png / raw:.1f}% of raw"))
+        else:
+            rows.append(("PNG file", "none (2D, K <= 256 only)"))
+    source = sizes.get("input_bytes")
+    if source:
+        rows.append(("source file", f"{source:,} B"))
+        if "files" in sizes:
+            share = 100 * sizes["files"]["kvq_deflated"] / source
+            rows.append((".kvq / source", f"{share:.1f}%"))
+    return rows
+
+
+def report_rows(q, seconds: float | None = None, sizes: dict | None = None):
+    """The report panel's rows for one quantization (and its real file sizes)."""
     r = q.report
     k_asked = q.info.get("n_colors_requested", q.n_colors)
     k_text = f"{q.n_colors}" if k_asked == q.n_colors else f"{q.n_colors} (asked {k_asked})"
@@ -205,6 +350,7 @@ def report_rows(q, seconds: float | None = None) -> list[tuple[str, str]]:
         ("ratio", f"{r.ratio:.4f} ({100 * r.ratio:.1f}% of original)"),
         ("saving", f"{100 * r.saving:.1f}%"),
     ]
+    rows += storage_rows(sizes)
     if r.entropy_bits is not None:
         rows.append(("entropy bound", f"{r.entropy_bits:,.0f} bits"))
     rows += [
@@ -214,6 +360,11 @@ def report_rows(q, seconds: float | None = None) -> list[tuple[str, str]]:
     ]
     if seconds is not None:
         rows.append(("run to layers", f"{seconds:.3f} s"))
+    info = getattr(q, "info", {}) or {}
+    if info.get("n_levels", 1) > 1:
+        rows.append(
+            ("fit", f"{info.get('fit')}, level {info.get('fit_level')} of {info['n_levels']}")
+        )
     return rows
 
 
@@ -286,6 +437,15 @@ class QuantizeWidget(Container):
             label="restarts",
             tooltip="k-means seedings to try, keeping the best (n_init); 0 = automatic.",
         )
+        self.fit_level = SpinBox(
+            value=0,
+            min=0,
+            max=0,
+            label="fit level",
+            tooltip="Multiscale images: the resolution level the codebook is fitted on "
+            "(0 = full resolution, exact; higher levels are faster). Every level is then "
+            "encoded with that one codebook.",
+        )
         self.sweep = LineEdit(
             value="2, 3, 6, 16",
             label="sweep K",
@@ -323,6 +483,7 @@ class QuantizeWidget(Container):
                 self.seed,
                 self.color_space,
                 self.n_init,
+                self.fit_level,
                 self.sweep,
                 buttons,
                 self.progress,
@@ -333,6 +494,8 @@ class QuantizeWidget(Container):
         self.run_button.changed.connect(lambda: self.run())
         self.sweep_button.changed.connect(lambda: self.run_sweep())
         self.cancel_button.changed.connect(self.cancel)
+        self.image.changed.connect(self._on_image_changed)
+        self._on_image_changed()
 
         self.worker = None
         self._applying = False
@@ -345,6 +508,9 @@ class QuantizeWidget(Container):
         self._closed = False
         self.native.destroyed.connect(self._on_destroyed)
         self._control = _RunControl()
+        self._sizes = None
+        self._layers_done = False
+        self._last_q = None
         self._poll = QTimer()
         self._poll.setInterval(100)
         self._poll.timeout.connect(self._show_progress)
@@ -395,6 +561,14 @@ class QuantizeWidget(Container):
 
     # -- internals -----------------------------------------------------------------------
 
+    def _on_image_changed(self, *_):
+        """Offer the fit level only for multiscale sources, bounded by their levels."""
+        layer = self.image.value
+        n_levels = len(layer.data) if isinstance(layer, Image) and layer.multiscale else 1
+        self.fit_level.max = max(n_levels - 1, 0)
+        self.fit_level.enabled = n_levels > 1
+        self.fit_level.visible = n_levels > 1
+
     def _prepare(self, layer):
         if self.running:
             raise InputError("A quantization is already running; wait for it or press Cancel.")
@@ -409,6 +583,9 @@ class QuantizeWidget(Container):
             "n_init": "auto" if self.n_init.value == 0 else int(self.n_init.value),
             "channel_axis": channel_axis,
         }
+        if isinstance(data, list):
+            level = int(self.fit_level.value) if layer is self.image.value else 0
+            options["fit_level"] = min(level, len(data) - 1)
         return layer, data, options
 
     def _start(self, job, image, what, options, source, *, mode):
@@ -417,12 +594,13 @@ class QuantizeWidget(Container):
         snapshot = _snapshot(source)
         started = time.perf_counter()
         self._control = control = _RunControl()
+        self._layers_done = False
         worker = create_worker(job, image, what, options, snapshot, control, _ignore_errors=True)
         worker.returned.connect(
             lambda result: self._on_returned(run_id, mode, source, result, started)
         )
-        worker.yielded.connect(lambda step: self._on_yielded(run_id, mode, step))
-        worker.errored.connect(lambda err: self._on_errored(run_id, err))
+        worker.yielded.connect(lambda step: self._on_yielded(run_id, mode, source, step, started))
+        worker.errored.connect(lambda err: self._on_errored(run_id, source, err))
         worker.finished.connect(lambda: self._on_finished(run_id))
         self.worker = worker
         self.run_button.enabled = self.sweep_button.enabled = False
@@ -456,12 +634,21 @@ class QuantizeWidget(Container):
         if self.worker is not None and not self._applying:
             self.progress.value = int(100 * self._control.fraction)
 
-    def _on_yielded(self, run_id, mode, step):
-        if self._current(run_id) and mode == "sweep":
+    def _on_yielded(self, run_id, mode, source, step, started):
+        if not self._current(run_id):
+            return
+        if mode == "sweep":
             self.progress.value = step
+        elif isinstance(step, dict):  # the layers are ready; the file sizes follow
+            self._apply_single(run_id, source, step, started)
 
-    def _on_errored(self, run_id, err):
+    def _on_errored(self, run_id, source, err):
         if not self._current(run_id) or isinstance(err, _Cancelled):
+            return
+        if self._applying and self._sizes is _PENDING:
+            # The layers are in; only measuring the files failed.
+            show_warning(f"The file sizes could not be measured ({type(err).__name__}): {err}")
+            self._sizes_arrived(run_id, source, None)
             return
         # Errors from the engine are about the input (its ValueError/TypeError messages name
         # the parameter); anything else is a bug, reported the same way but labelled.
@@ -491,20 +678,61 @@ class QuantizeWidget(Container):
     def _on_returned(self, run_id, mode, source, result, started):
         if not self._current(run_id):
             return  # cancelled or superseded: discard
+        if mode == "single":
+            self._sizes_arrived(run_id, source, result.get("storage"))
+            return
         # From here the run is committed: adding layers is quick main-thread work, done one
         # layer per event-loop turn so napari keeps drawing and answering in between.
         self._applying = True
         self.cancel_button.enabled = False
         self.status.value = "Adding layers…"
-        if mode == "single":
-            steps = self._single_steps(source, result["layers"])
-            steps.append(lambda: self._report_single(source, result["quantization"], started))
-        else:
-            steps = self._sweep_steps(source, result["layers"])
-            steps.append(lambda: self._report_sweep(result["rows"]))
+        steps = self._sweep_steps(source, result["layers"])
+        steps.append(lambda: self._report_sweep(result["rows"]))
         steps.append(lambda: self._select(source))
         steps.append(self._idle)
         self._run_steps(run_id, steps)
+
+    def _apply_single(self, run_id, source, payload, started):
+        """Add the two layers (committing the run); the report's file sizes come later."""
+        self._applying = True
+        self.cancel_button.enabled = False
+        self.status.value = "Adding layers…"
+        self._sizes = _PENDING
+        self._layers_done = False
+        q = payload["quantization"]
+        steps = self._single_steps(source, payload["layers"])
+        steps.append(lambda: self._report_single(source, q, started))
+        steps.append(lambda: self._select(source))
+        steps.append(lambda: self._layers_added(run_id, source))
+        self._run_steps(run_id, steps)
+
+    def _layers_added(self, run_id, source):
+        self._layers_done = True
+        self.status.value = "Measuring the files…"
+        if self._sizes is not _PENDING:
+            self._finish_single(source)
+
+    def _sizes_arrived(self, run_id, source, sizes):
+        if not self._applying:
+            return
+        self._sizes = sizes
+        if self._layers_done:
+            self._finish_single(source)
+
+    def _finish_single(self, source):
+        """Store the real file sizes in both layers' metadata and the panel; end the run."""
+        sizes = self._sizes
+        if sizes is not None and source in self._viewer.layers:
+            for role in ("reconstruction", "labels"):
+                for layer in self._outputs(source).get(role, []):
+                    tag = {**layer.metadata[METADATA_KEY], "storage": sizes}
+                    layer.metadata = {**layer.metadata, METADATA_KEY: tag}
+        if self.last_result is not None:
+            self.last_result["storage"] = sizes
+            rows = report_rows(self._last_q, self.last_result["seconds"], sizes)
+            self.report.value = _html_table(None, [list(r) for r in rows])
+        self.status.value = f"Done: '{source.name}' at K = {self._last_q.n_colors}."
+        self._idle()
 
     def _run_steps(self, run_id, steps):
         if self._closed or run_id != self._run_id or not steps:
@@ -521,15 +749,17 @@ class QuantizeWidget(Container):
 
     def _report_single(self, source, q, started):
         seconds = time.perf_counter() - started
+        self._last_q = q
         self.last_result = {
             "report": q.report.to_dict(),
             "distortion": q.distortion,
             "psnr": q.psnr,
             "n_colors": q.n_colors,
             "seconds": seconds,
+            "storage": None,
         }
-        self.report.value = _html_table(None, [list(r) for r in report_rows(q, seconds)])
-        self.status.value = f"Done: '{source.name}' at K = {q.n_colors}."
+        rows = [*report_rows(q, seconds), ("files", "measuring…")]
+        self.report.value = _html_table(None, [list(r) for r in rows])
         if q.n_colors < q.info.get("n_colors_requested", q.n_colors):
             show_warning(
                 f"'{source.name}' has only {q.n_colors} distinct colours, so K = "
@@ -599,7 +829,9 @@ class QuantizeWidget(Container):
 def _update_in_place(layer: Layer, data, meta: dict, kind: str) -> bool:
     """Give an existing output layer new data and attributes; False when it cannot be."""
     expected = {"image": Image, "labels": Labels}[kind]
-    if not isinstance(layer, expected) or np.ndim(layer.data) != np.ndim(data):
+    if not isinstance(layer, expected) or layer.multiscale or meta.get("multiscale"):
+        return False  # multiscale outputs are replaced: napari cannot swap pyramids in place
+    if np.ndim(layer.data) != np.ndim(data):
         return False
     if kind == "image" and layer.rgb != meta.get("rgb", False):
         return False
