@@ -617,35 +617,45 @@ def _compress_lazy(args, progress, out: Path | None) -> int:
         original = image if args.with_image == "original" else None
         written = _write_ome_zarr(out, q, args, progress, image=original)
         _add_store_size(sizes, written)
-    result = {
-        "input": {
-            "path": str(args.image),
-            "shape": list(full.shape),
-            "dtype": str(full.dtype),
-            "levels": len(levels),
-            "streamed": True,
-        },
-        "n_colors": q.n_colors,
-        "n_colors_requested": args.colors,
-        "seed": args.seed,
-        "color_space": args.space,
-        "fit": q.info.get("fit"),
-        "distortion": q.distortion,
-        "psnr": q.psnr,
-        "seconds": q.info.get("seconds"),
-        "sizes": sizes,
-        "output": written,
-        "palette": q.palette.tolist(),
+    input_info = {
+        "path": str(args.image),
+        "shape": list(full.shape),
+        "dtype": str(full.dtype),
+        "levels": len(levels),
+        "streamed": True,
     }
+    image_line = f"{shape_text}{more}, {q.report.n_pixels:,} pixels, " + (
+        f"{input_bytes:,} bytes on disk (streamed)"
+    )
+    return _finish_compress(args, q, input_info, image_line, sizes, written)
+
+
+def _finish_compress(args, q, input_info: dict, image_line: str, sizes, written) -> int:
+    """Print what compress did: JSON with --json, else the report and the size table."""
+    fit = q.info.get("fit", "exact")
     if args.json:
-        _print_json(result)
+        _print_json(
+            {
+                "input": input_info,
+                "n_colors": q.n_colors,
+                "n_colors_requested": args.colors,
+                "seed": args.seed,
+                "color_space": args.space,
+                "fit": fit,
+                "distortion": q.distortion,
+                "psnr": q.psnr,
+                "seconds": q.info.get("seconds"),
+                "sizes": sizes,
+                "output": written,
+                "palette": q.palette.tolist(),
+            }
+        )
         return 0
     report = q.report
     lines = [
-        f"image      {args.image}: {shape_text}{more}, {report.n_pixels:,} pixels, "
-        f"{input_bytes:,} bytes on disk (streamed)",
+        f"image      {args.image}: {image_line}",
         f"codebook   K = {q.n_colors} ({report.bits_per_index} bits per index), seed "
-        f"{args.seed}, {args.space}, {q.info.get('fit')} fit",
+        f"{args.seed}, {args.space}" + ("" if fit == "exact" else f", {fit} fit"),
         f"quality    J = {q.distortion:.2f}, PSNR = {q.psnr:.2f} dB",
         "",
     ]
@@ -709,36 +719,9 @@ def cmd_compress(args, progress) -> int:
             raise CLIError(f"{out} exists; use --force to overwrite it") from None
         written = {"path": str(out), "format": out_format, "bytes": len(content)}
         progress(f"wrote {out} ({len(content):,} bytes)")
-    result = {
-        "input": {"path": str(args.image), "shape": list(image.shape), "dtype": str(image.dtype)},
-        "n_colors": q.n_colors,
-        "n_colors_requested": args.colors,
-        "seed": args.seed,
-        "color_space": args.space,
-        "distortion": q.distortion,
-        "psnr": q.psnr,
-        "seconds": q.info.get("seconds"),
-        "sizes": sizes,
-        "output": written,
-        "palette": q.palette.tolist(),
-    }
-    if args.json:
-        _print_json(result)
-        return 0
-    report = q.report
-    lines = [
-        f"image      {args.image}: {_shape_text(image)}, {report.n_pixels:,} pixels, "
-        f"file {input_bytes:,} bytes",
-        f"codebook   K = {q.n_colors} ({report.bits_per_index} bits per index), seed "
-        f"{args.seed}, {args.space}",
-        f"quality    J = {q.distortion:.2f}, PSNR = {q.psnr:.2f} dB",
-        "",
-    ]
-    lines += _size_table(report, sizes)
-    if written:
-        lines += ["", f"wrote {written['path']} ({written['bytes']:,} bytes)"]
-    print("\n".join(lines))
-    return 0
+    input_info = {"path": str(args.image), "shape": list(image.shape), "dtype": str(image.dtype)}
+    image_line = f"{_shape_text(image)}, {q.report.n_pixels:,} pixels, file {input_bytes:,} bytes"
+    return _finish_compress(args, q, input_info, image_line, sizes, written)
 
 
 def _size_table(report, sizes) -> list[str]:
