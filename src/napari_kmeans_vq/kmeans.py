@@ -29,6 +29,11 @@ _SUMMARY_MAX_CELLS = 1 << 22
 _REFINED_SEEDINGS = 2
 _PROBE_ITERATIONS = 20
 _PROBE_WITHIN = 1.01
+# For this range of K on this many points or more, the fine stage uses scikit-learn's
+# compiled Lloyd iterations: there a pass over every point costs less than the numpy
+# bookkeeping of Hamerly's bounds, and more than scikit-learn's fixed cost per call.
+_COMPILED_FINE_CLUSTERS = (8, 64)
+_COMPILED_FINE_MIN_POINTS = 100_000
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class KMeansResult:
     n_init: int
     converged: bool
     _state: _Bounds | None = field(default=None, repr=False, compare=False)
+    _points: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def relabel(self, centers: np.ndarray) -> np.ndarray:
         """Labels of the points for centres moved a little (e.g. rounded), reusing the bounds.
@@ -64,6 +70,8 @@ class KMeansResult:
         Only points whose bounds leave doubt (ties included) are searched again, so the
         labels equal :func:`assign` on all points at a fraction of its cost.
         """
+        if self._state is None:
+            return assign(self._points, centers)
         self._state.move(np.asarray(centers, dtype=np.float64))
         return self._state.labels.copy()
 
@@ -154,6 +162,12 @@ def weighted_kmeans(
             ):
                 coarse.append(run)
         sub = part / (_REFINED_SEEDINGS + 1)
+        coarse = coarse[:_REFINED_SEEDINGS]
+        if (
+            _COMPILED_FINE_CLUSTERS[0] <= n_clusters <= _COMPILED_FINE_CLUSTERS[1]
+            and x.shape[0] >= _COMPILED_FINE_MIN_POINTS
+        ):
+            return _refine_compiled(x, w, coarse, max_iter, tol_abs, n_init, progress)
         probes = [
             _lloyd(
                 _Bounds(x, w, c.centers),
@@ -161,7 +175,7 @@ def weighted_kmeans(
                 tol_abs,
                 _stage(progress, n_init * part + j * sub, sub),
             )
-            for j, c in enumerate(coarse[:_REFINED_SEEDINGS])
+            for j, c in enumerate(coarse)
         ]
         state, probe_iter, probe_converged = min(probes, key=lambda run: run[0].inertia())
         if probe_converged:
@@ -179,6 +193,46 @@ def weighted_kmeans(
         n_init,
         converged,
         state,
+    )
+
+
+def _refine_compiled(x, w, coarse, max_iter, tol_abs, n_init, progress) -> KMeansResult:
+    """The fine stage with scikit-learn's compiled Lloyd iterations (few clusters).
+
+    With up to a few dozen centres, a compiled pass over every point costs less than the
+    bookkeeping of Hamerly's bounds in numpy; with more, the bounds win. Same algorithm,
+    same fixed point: Lloyd's iterations from the given centres on the weighted points.
+    """
+    from sklearn.cluster import KMeans  # heavy: imported when first needed
+
+    # scikit-learn scales tol by the unweighted variance of the points; undo that.
+    spread = float(np.var(x, axis=0).mean())
+    tol = tol_abs / spread if spread > 0 else 0.0
+
+    def run(centers, iterations):
+        km = KMeans(len(centers), init=centers, n_init=1, max_iter=iterations, tol=tol)
+        km.fit(x, sample_weight=w)
+        return km
+
+    probes = [run(c.centers, _PROBE_ITERATIONS) for c in coarse]
+    if progress is not None:
+        progress("fit", (n_init + 0.5) / (n_init + 1))
+    km = min(probes, key=lambda k: k.inertia_)
+    n_iter = km.n_iter_
+    if n_iter >= _PROBE_ITERATIONS:
+        km = run(km.cluster_centers_, max_iter - n_iter)
+        n_iter += km.n_iter_
+    if progress is not None:
+        progress("fit", 1.0)
+    return KMeansResult(
+        km.cluster_centers_,
+        km.labels_.astype(np.intp),
+        float(km.inertia_),
+        n_iter,
+        n_init,
+        n_iter < max_iter,
+        None,
+        x,
     )
 
 
@@ -243,8 +297,8 @@ def _summary(x: np.ndarray, w: np.ndarray, target: int):
     scaled = (x - lo) / span
     dim = x.shape[1]
     # Colours crowd into a small part of their bounding box: start with a grid of about
-    # 8 * target cells and refine it until enough cells are occupied.
-    cells = max(2, int(np.ceil((8 * target) ** (1.0 / dim))))
+    # target cells and refine it until enough of them are occupied.
+    cells = max(2, int(np.ceil(target ** (1.0 / dim))))
     while True:
         index = np.minimum((scaled * cells).astype(np.int64), cells - 1)
         key = np.ravel_multi_index(index.T, (cells,) * dim)
@@ -252,7 +306,7 @@ def _summary(x: np.ndarray, w: np.ndarray, target: int):
         uniq = np.flatnonzero(occupied)
         if len(uniq) >= target // 2 or (cells + 1) ** dim > _SUMMARY_MAX_CELLS:
             break
-        cells = min(int(cells * 1.5) + 1, int(_SUMMARY_MAX_CELLS ** (1.0 / dim)))
+        cells = min(int(cells * 1.25) + 1, int(_SUMMARY_MAX_CELLS ** (1.0 / dim)))
     if len(uniq) >= x.shape[0] // 2:
         return x, w
     remap = np.zeros(cells**dim, dtype=np.intp)
