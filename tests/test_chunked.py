@@ -146,7 +146,8 @@ def test_multiscale_in_multiscale_out(ihc, eager16):
     assert coarse.info["fit_level"] == 1
     full = coarse.labels[0].compute()
     error = ((ihc.astype(float) - coarse.palette[full]) ** 2).sum(axis=-1).mean()
-    assert eager16.distortion <= error < 1.05 * eager16.distortion
+    # (either fit may land in the better local optimum: only closeness is promised)
+    assert abs(error - eager16.distortion) < 0.05 * eager16.distortion
     labels = chunked.encode_lazy(eager16.codebook, pyramid)
     assert isinstance(labels, list) and len(labels) == 3
 
