@@ -174,6 +174,14 @@ def test_page_napari_examples_run(page, tmp_path, monkeypatch, request):
         napari.Viewer.close_all()
 
 
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_examples_that_do_not_run_still_compile(page):
+    """Blocks shown only (they need a cluster or packages CI has not) are at least valid."""
+    for block in blocks(page):
+        if block.is_python and not block.runs:
+            compile(block.code, f"{block.page}:{block.line}", "exec")
+
+
 def test_fences_render_in_mkdocs():
     """MkDocs' superfences drops a fence whose info string has a bare second word (the block
     becomes inline text); tags must be classes: ```python {.napari}."""
