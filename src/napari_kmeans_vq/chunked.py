@@ -668,7 +668,10 @@ class LazyQuantization(Quantization):
         """The eager :class:`Quantization` (numpy arrays; full resolution only)."""
         import dask
 
-        labels, reconstruction = dask.compute(self.levels[0], self._reconstruction0())
+        return self.with_arrays(*dask.compute(self.levels[0], self._reconstruction0()))
+
+    def with_arrays(self, labels, reconstruction) -> Quantization:
+        """An ordinary :class:`Quantization` of this fit with computed full-resolution arrays."""
         return Quantization(
             labels=labels,
             palette=self.palette,

@@ -244,7 +244,7 @@ def _single_job(image, k, options, source, control):
     big = is_lazy_quantization(q) and q.report.n_pixels > IN_MEMORY_PIXELS
     if is_lazy_quantization(q) and not big and not getattr(q, "multiscale", False):
         # Small enough: encoded here, so napari gets numpy layers and never computes.
-        q = _eager(q, *_compute([q.labels, q.reconstruction], control))
+        q = q.with_arrays(*_compute([q.labels, q.reconstruction], control))
     control("encode", 1.0)
     layers = quantization_layer_data(q, source_layer=source, channel_axis=channel_axis)
     yield {"layers": layers, "quantization": q}
@@ -263,24 +263,6 @@ def _single_job(image, k, options, source, control):
         # napari draws the levels lazily; only full resolution is encoded, for its size.
         (labels,) = _compute([q.levels[0]], control)
     return {"storage": _storage_sizes(q, labels, channel_axis is None, input_bytes)}
-
-
-def _eager(q, labels, reconstruction):
-    """A lazy (non-multiscale) result with its arrays computed: an ordinary Quantization."""
-    from ..quantize import Quantization
-
-    return Quantization(
-        labels=labels,
-        palette=q.palette,
-        centroids=q.centroids,
-        reconstruction=reconstruction,
-        distortion=q.distortion,
-        psnr=q.psnr,
-        report=q.report,
-        n_colors=q.n_colors,
-        codebook=q.codebook,
-        info=dict(q.info),
-    )
 
 
 def _sweep_job(image, ks, options, source, control):

@@ -241,3 +241,9 @@ def atomic_write(path, data, *, overwrite: bool = True) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def fail(message: str, source) -> KVQError:
+    """A KVQError whose message names the file (``source``) when it is known."""
+    where = f"{source}: " if source else ""
+    return KVQError(f"{where}{message}")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import KVQData, KVQError, check_labels_palette, index_dtype
+from ._common import KVQData, KVQError, check_labels_palette, fail, index_dtype
 from .kvq import MAX_PIXELS, pack_indices
 
 __all__ = [
@@ -181,26 +181,21 @@ def _chunks(view: memoryview, source):
     pos, size = 8, len(view)
     while pos < size:
         if pos + 8 > size:
-            raise _fail("truncated chunk header", source)
+            raise fail("truncated chunk header", source)
         (length,) = struct.unpack_from(">I", view, pos)
         kind = bytes(view[pos + 4 : pos + 8])
         end = pos + 12 + length
         if length > 2**31 - 1 or end > size:
-            raise _fail(f"truncated {kind!r} chunk", source)
+            raise fail(f"truncated {kind!r} chunk", source)
         body = view[pos + 8 : pos + 8 + length]
         (crc,) = struct.unpack_from(">I", view, pos + 8 + length)
         if zlib.crc32(body, zlib.crc32(kind)) != crc:
-            raise _fail(f"CRC mismatch in the {kind.decode('latin-1')!r} chunk", source)
+            raise fail(f"CRC mismatch in the {kind.decode('latin-1')!r} chunk", source)
         yield kind, body
         if kind == b"IEND":
             return
         pos = end
-    raise _fail("truncated: no IEND chunk", source)
-
-
-def _fail(message: str, source) -> KVQError:
-    where = f"{source}: " if source else ""
-    return KVQError(f"{where}{message}")
+    raise fail("truncated: no IEND chunk", source)
 
 
 def decode_indexed_png(data, *, source=None, max_pixels: int = MAX_PIXELS) -> KVQData:
@@ -229,16 +224,16 @@ def decode_indexed_png(data, *, source=None, max_pixels: int = MAX_PIXELS) -> KV
     """
     view = memoryview(data).cast("B")
     if len(view) < 8 or bytes(view[:8]) != PNG_SIGNATURE:
-        raise _fail("not a PNG file (wrong signature)", source)
+        raise fail("not a PNG file (wrong signature)", source)
     header = plte = trns = None
     text: dict = {}
     idat_bytes = 0
     for index, (kind, body) in enumerate(_chunks(view, source)):
         if index == 0 and kind != b"IHDR":
-            raise _fail("the first chunk is not IHDR", source)
+            raise fail("the first chunk is not IHDR", source)
         if kind == b"IHDR":
             if len(body) != 13:
-                raise _fail("IHDR chunk is not 13 bytes", source)
+                raise fail("IHDR chunk is not 13 bytes", source)
             header = struct.unpack(">IIBBBBB", body)
         elif kind == b"PLTE":
             plte = bytes(body)
@@ -252,33 +247,33 @@ def decode_indexed_png(data, *, source=None, max_pixels: int = MAX_PIXELS) -> KV
                 try:
                     text = json.loads(value.decode("latin-1"))
                 except ValueError:
-                    raise _fail("unreadable napari-kmeans-vq text chunk", source) from None
+                    raise fail("unreadable napari-kmeans-vq text chunk", source) from None
                 if not isinstance(text, dict):
-                    raise _fail("unreadable napari-kmeans-vq text chunk", source)
+                    raise fail("unreadable napari-kmeans-vq text chunk", source)
     width, height, depth, color_type, _compression, _filter, interlace = header
     if color_type != 3:
-        raise _fail(f"not an indexed (palette) PNG: colour type {color_type}", source)
+        raise fail(f"not an indexed (palette) PNG: colour type {color_type}", source)
     if depth not in (1, 2, 4, 8):
-        raise _fail(f"invalid palette bit depth {depth}", source)
+        raise fail(f"invalid palette bit depth {depth}", source)
     if not (1 <= width <= _MAX_SIDE and 1 <= height <= _MAX_SIDE):
-        raise _fail(f"invalid size {width} x {height}", source)
+        raise fail(f"invalid size {width} x {height}", source)
     n = width * height
     if n > min(max_pixels, MAX_PIXELS):
-        raise _fail(f"{width} x {height} pixels, over the limit of {max_pixels}", source)
+        raise fail(f"{width} x {height} pixels, over the limit of {max_pixels}", source)
     # The scanlines' size without interlacing: interlaced images need a little more, so
     # this is a bound that holds for both.
     raw = height * (1 + (width * depth + 7) // 8)
     if raw > _MAX_INFLATE_RATIO * idat_bytes + _INFLATE_SLACK:
-        raise _fail(f"declares {raw} bytes of scanlines, more than its IDAT can hold", source)
+        raise fail(f"declares {raw} bytes of scanlines, more than its IDAT can hold", source)
     if plte is None or not plte or len(plte) % 3 or len(plte) > 768:
-        raise _fail("missing or invalid PLTE chunk", source)
+        raise fail("missing or invalid PLTE chunk", source)
     k = len(plte) // 3
     channels = text.get("channels", 4 if trns is not None else 3)
     scalar = text.get("scalar", False) is True
     if channels not in (1, 3, 4) or text.get("n_colors", k) != k or (scalar and channels != 1):
-        raise _fail(f"text chunk {text} disagrees with the PLTE chunk of {k} colours", source)
+        raise fail(f"text chunk {text} disagrees with the PLTE chunk of {k} colours", source)
     if trns is not None and len(trns) > k:
-        raise _fail("tRNS chunk is longer than the palette", source)
+        raise fail("tRNS chunk is longer than the palette", source)
 
     from PIL import Image
 
@@ -288,22 +283,22 @@ def decode_indexed_png(data, *, source=None, max_pixels: int = MAX_PIXELS) -> KV
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(view)) as im:
                 if im.mode != "P":
-                    raise _fail(f"not an indexed PNG (Pillow mode {im.mode})", source)
+                    raise fail(f"not an indexed PNG (Pillow mode {im.mode})", source)
                 im.load()
                 indices = np.asarray(im)
     except KVQError:
         raise
     except Exception as exc:  # Pillow signals damage with many types; one type out
-        raise _fail(f"cannot decode the image data: {exc}", source) from None
+        raise fail(f"cannot decode the image data: {exc}", source) from None
     if indices.shape != (height, width):
-        raise _fail(f"decoded shape {indices.shape} is not {height} x {width}", source)
+        raise fail(f"decoded shape {indices.shape} is not {height} x {width}", source)
     if int(indices.max()) >= k:
-        raise _fail(f"an index is {int(indices.max())}, not below K = {k}", source)
+        raise fail(f"an index is {int(indices.max())}, not below K = {k}", source)
 
     rgb = np.frombuffer(plte, dtype=np.uint8).reshape(k, 3)
     if channels == 1:
         if not (np.array_equal(rgb[:, 0], rgb[:, 1]) and np.array_equal(rgb[:, 0], rgb[:, 2])):
-            raise _fail("a one-channel palette must be grey (R = G = B)", source)
+            raise fail("a one-channel palette must be grey (R = G = B)", source)
         palette = rgb[:, :1].copy()
     elif channels == 3:
         palette = rgb.copy()

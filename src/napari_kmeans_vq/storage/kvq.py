@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import KVQData, KVQError, check_labels_palette, index_dtype
+from ._common import KVQData, check_labels_palette, fail, index_dtype
 
 __all__ = [
     "DTYPE_CODES",
@@ -335,11 +335,6 @@ def encode_kvq(
     return b"".join((header, shape, palette_bytes, payload))
 
 
-def _fail(message: str, source) -> KVQError:
-    where = f"{source}: " if source else ""
-    return KVQError(f"{where}{message}")
-
-
 def decode_kvq(data, *, source=None, max_pixels: int = MAX_PIXELS) -> KVQData:
     """Decode the bytes of a ``.kvq`` file, checking everything before allocating.
 
@@ -366,76 +361,76 @@ def decode_kvq(data, *, source=None, max_pixels: int = MAX_PIXELS) -> KVQData:
     view = memoryview(data).cast("B")
     size = len(view)
     if size < len(MAGIC) or bytes(view[: len(MAGIC)]) != MAGIC:
-        raise _fail("not a .kvq file (wrong magic bytes)", source)
+        raise fail("not a .kvq file (wrong magic bytes)", source)
     if size < _FIXED:
-        raise _fail(f"truncated: {size} bytes, shorter than the {_FIXED}-byte header", source)
+        raise fail(f"truncated: {size} bytes, shorter than the {_FIXED}-byte header", source)
     (_, version, flags, ndim, code, bits, res1, channels, res2, k, payload_len, crc, res3) = (
         _HEADER.unpack_from(view)
     )
     if version not in READ_VERSIONS:
-        raise _fail(
+        raise fail(
             f"format version {version} is not supported (this reader reads versions "
             f"{', '.join(map(str, READ_VERSIONS))})",
             source,
         )
     if flags & ~_KNOWN_FLAGS[version] or res1 or res2 or res3:
-        raise _fail(
+        raise fail(
             f"unknown flags for version {version} or non-zero reserved header fields", source
         )
     if not 1 <= ndim <= MAX_NDIM:
-        raise _fail(f"ndim {ndim} is outside 1 .. {MAX_NDIM}", source)
+        raise fail(f"ndim {ndim} is outside 1 .. {MAX_NDIM}", source)
     if code not in DTYPE_CODES:
-        raise _fail(f"unknown palette dtype code {code}", source)
+        raise fail(f"unknown palette dtype code {code}", source)
     if not 1 <= channels <= MAX_CHANNELS:
-        raise _fail(f"channels {channels} is outside 1 .. {MAX_CHANNELS}", source)
+        raise fail(f"channels {channels} is outside 1 .. {MAX_CHANNELS}", source)
     if not 1 <= k <= MAX_COLORS:
-        raise _fail(f"K = {k} is outside 1 .. {MAX_COLORS}", source)
+        raise fail(f"K = {k} is outside 1 .. {MAX_COLORS}", source)
     if bits != (k - 1).bit_length():
-        raise _fail(f"bits per index {bits} does not match K = {k}", source)
+        raise fail(f"bits per index {bits} does not match K = {k}", source)
     byte_aligned = bool(flags & FLAG_BYTES)
     if byte_aligned and (not flags & FLAG_DEFLATE or bits in (0, 8, 16)):
-        raise _fail(
+        raise fail(
             f"byte-aligned indices (flag bit 2) need a deflated payload and b not 0, 8 or 16 "
             f"(flags {flags}, b = {bits})",
             source,
         )
     scalar = bool(flags & FLAG_SCALAR)
     if scalar and channels != 1:
-        raise _fail(f"a scalar image must have one channel, header says {channels}", source)
+        raise fail(f"a scalar image must have one channel, header says {channels}", source)
     head = header_size(ndim)
     if size < head:
-        raise _fail(f"truncated: {size} bytes, shorter than its {head}-byte header", source)
+        raise fail(f"truncated: {size} bytes, shorter than its {head}-byte header", source)
     shape = struct.unpack_from(f"<{ndim}Q", view, _FIXED)
     if min(shape) < 1 or max(shape) > MAX_PIXELS:
-        raise _fail(f"shape {shape} has an axis outside 1 .. 2**34", source)
+        raise fail(f"shape {shape} has an axis outside 1 .. 2**34", source)
     n = math.prod(shape)  # exact Python integers: no overflow
     limit = min(MAX_PIXELS, max_pixels)
     if n > limit:
-        raise _fail(f"declares {n} pixels, over the limit of {limit}", source)
+        raise fail(f"declares {n} pixels, over the limit of {limit}", source)
     dtype = DTYPE_CODES[code]
     palette_len = k * channels * dtype.itemsize
     expected = head + palette_len + payload_len
     if size != expected:
         what = "truncated" if size < expected else "has trailing bytes"
-        raise _fail(f"{what}: the header describes {expected} bytes, the file has {size}", source)
+        raise fail(f"{what}: the header describes {expected} bytes, the file has {size}", source)
     # Bits per stored index: b packed, or 8 / 16 when byte-aligned.
     stored_bits = 8 * byte_width(k) if byte_aligned else bits
     raw_len = (n * stored_bits + 7) // 8
     deflated = bool(flags & FLAG_DEFLATE)
     if not deflated and payload_len != raw_len:
-        raise _fail(
+        raise fail(
             f"index payload is {payload_len} bytes, {n} indices of {bits} bits need {raw_len}",
             source,
         )
     if deflated and raw_len > _MAX_INFLATE_RATIO * payload_len + _INFLATE_SLACK:
-        raise _fail(
+        raise fail(
             f"declares {raw_len} index bytes, more than {payload_len} deflated bytes can hold",
             source,
         )
     actual = zlib.crc32(view[:_CRC_OFFSET])
     actual = zlib.crc32(view[_CRC_OFFSET + 4 :], actual)
     if actual != crc:
-        raise _fail(f"checksum mismatch (stored {crc:08x}, computed {actual:08x})", source)
+        raise fail(f"checksum mismatch (stored {crc:08x}, computed {actual:08x})", source)
 
     palette = np.frombuffer(view, dtype=dtype, count=k * channels, offset=head)
     palette = palette.reshape(k, channels).astype(dtype.newbyteorder("="))
@@ -447,29 +442,29 @@ def decode_kvq(data, *, source=None, max_pixels: int = MAX_PIXELS) -> KVQData:
             # without inflating all of it.
             raw = inflater.decompress(payload, raw_len + 1)
         except zlib.error as exc:
-            raise _fail(f"index payload does not inflate: {exc}", source) from None
+            raise fail(f"index payload does not inflate: {exc}", source) from None
         if len(raw) != raw_len or not inflater.eof or inflater.unconsumed_tail:
-            raise _fail(
+            raise fail(
                 f"index payload inflates to {len(raw)}"
                 f"{'+' if inflater.unconsumed_tail else ''} bytes, not the declared "
                 f"{raw_len}, or has data after its end",
                 source,
             )
         if inflater.unused_data:
-            raise _fail("index payload has data after its deflate stream", source)
+            raise fail("index payload has data after its deflate stream", source)
     else:
         raw = payload
     raw = np.frombuffer(raw, dtype=np.uint8)
     if stored_bits % 8 and raw.size and (n * stored_bits) % 8:
         pad = 8 - (n * stored_bits) % 8
         if int(raw[-1]) & ((1 << pad) - 1):
-            raise _fail("non-zero padding bits after the last index", source)
+            raise fail("non-zero padding bits after the last index", source)
     # Whole bytes unpack as 8- or 16-bit values (big-endian, as the packed order implies).
     labels = unpack_indices(raw, n, stored_bits, dtype=index_dtype(k))
     if stored_bits and k < (1 << stored_bits):
         top = int(labels.max())
         if top >= k:
-            raise _fail(f"an index is {top}, not below K = {k}", source)
+            raise fail(f"an index is {top}, not below K = {k}", source)
     return KVQData(
         labels=labels.reshape(shape),
         palette=palette,
