@@ -20,6 +20,7 @@ _ASSIGN_CHUNK = 1 << 16
 _KDTREE_MAX_DIM = 4
 _KDTREE_MIN_CENTERS = 8
 _WORKERS = -1
+_THREADED_QUERY_MIN = 20_000
 # Above this many points, seeding and the first Lloyd iterations run on a grid summary of
 # them (occupied cells' weighted means); the final iterations always run on every point.
 _SUMMARY_MIN = 8192
@@ -334,7 +335,9 @@ def _nearest_two(x: np.ndarray, x2: np.ndarray, centers: np.ndarray):
         # In a few dimensions a k-d tree of the centres beats computing all K distances.
         from scipy.spatial import cKDTree  # imported here: keeps `import` fast
 
-        dist, idx = cKDTree(centers).query(x, k=2, workers=_WORKERS)
+        # Threads pay off only on large queries: each call starts and joins its own.
+        workers = _WORKERS if n >= _THREADED_QUERY_MIN else 1
+        dist, idx = cKDTree(centers).query(x, k=2, workers=workers)
         return idx[:, 0].astype(np.intp), dist[:, 0], dist[:, 1]
     labels = np.empty(n, dtype=np.intp)
     first = np.empty(n)
