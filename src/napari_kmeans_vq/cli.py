@@ -60,30 +60,24 @@ def _k_list(text: str) -> list[int]:
     return values
 
 
-def _seed(text: str) -> int:
+def _whole_number(text: str, what: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"the seed must be a whole number, got {text!r}"
-        ) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"the seed must be >= 0, got {value}")
+        raise argparse.ArgumentTypeError(f"{what}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{what}, got {value}")
     return value
+
+
+def _seed(text: str) -> int:
+    return _whole_number(text, "the seed must be a whole number >= 0", 0)
 
 
 def _restarts(text: str) -> int | str:
     if text == "auto":
         return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"restarts must be 'auto' or >= 1, got {text!r}"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"restarts must be 'auto' or >= 1, got {value}")
-    return value
+    return _whole_number(text, "restarts must be 'auto' or >= 1", 1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -558,12 +552,10 @@ def _lazy_sizes(q, input_bytes: int) -> dict:
     """:func:`size_report`'s layout for a streamed image: the formula and the computed
     undeflated ``.kvq`` size (nothing is encoded in memory)."""
     from .storage import kvq_size
+    from .storage.api import sizes_with_ratios
 
-    report = q.report
     palette = q.palette if q.palette.ndim == 2 else q.palette[:, None]
     shape = q.levels[0].shape
-    formula = {**report.to_dict(), "formula_bytes": -(-report.total_bits // 8)}
-    raw_bytes = report.original_bits // 8
     files = {
         "kvq_raw": kvq_size(shape, palette.shape[0], palette.shape[1], palette.itemsize),
         "kvq_deflated": None,
@@ -572,18 +564,7 @@ def _lazy_sizes(q, input_bytes: int) -> dict:
         "png_bit_depth": None,
         "png_reason": "not encoded for a streamed image",
     }
-    ratios: dict = {"vs_raw": {}, "vs_input": {}}
-    for name, value in (("formula", formula["formula_bytes"]), ("kvq_raw", files["kvq_raw"])):
-        ratios["vs_raw"][name] = value / raw_bytes
-        if input_bytes:
-            ratios["vs_input"][name] = value / input_bytes
-    return {
-        "formula": formula,
-        "raw_bytes": raw_bytes,
-        "input_bytes": input_bytes,
-        "files": files,
-        "ratios": ratios,
-    }
+    return sizes_with_ratios(q.report, files, input_bytes)
 
 
 def _compress_lazy(args, progress, out: Path | None) -> int:

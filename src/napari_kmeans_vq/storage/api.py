@@ -289,13 +289,22 @@ def size_report(
             bits_per_channel=palette.itemsize * 8,
         )
     files = encoded_sizes(labels, palette, scalar=scalar, contents=contents)
+    return sizes_with_ratios(report, files, input_bytes)
+
+
+def sizes_with_ratios(report, files: dict, input_bytes: int | None) -> dict:
+    """The formula beside the real file sizes, each as a ratio of the raw and input bytes.
+
+    ``files`` maps ``kvq_raw``, ``kvq_deflated`` and ``png`` to byte counts (None when not
+    encoded); this is the layout :func:`size_report` returns and the CLI prints.
+    """
     formula = {**report.to_dict(), "formula_bytes": -(-report.total_bits // 8)}
     raw_bytes = report.original_bits // 8
     sizes = {
         "formula": formula["formula_bytes"],
-        "kvq_raw": files["kvq_raw"],
-        "kvq_deflated": files["kvq_deflated"],
-        "png": files["png"],
+        "kvq_raw": files.get("kvq_raw"),
+        "kvq_deflated": files.get("kvq_deflated"),
+        "png": files.get("png"),
     }
     ratios: dict = {"vs_raw": {}, "vs_input": {}}
     for name, value in sizes.items():
