@@ -167,12 +167,7 @@ def write_kvq(path: str, layer_data, meta: dict | None = None) -> list[str]:
     list of str
         The path written.
     """
-    from ..storage import save
-
-    indices, palette, scalar = codes_from_layers(_as_layer_list(layer_data, meta))
-    path = _with_suffix(path, ".kvq")
-    save(path, indices, palette, format="kvq", scalar=scalar)
-    return [str(path)]
+    return _write(path, layer_data, meta, "kvq")
 
 
 def write_indexed_png(path: str, layer_data, meta: dict | None = None) -> list[str]:
@@ -185,11 +180,15 @@ def write_indexed_png(path: str, layer_data, meta: dict | None = None) -> list[s
     list of str
         The path written.
     """
+    return _write(path, layer_data, meta, "png")
+
+
+def _write(path, layer_data, meta, fmt: str) -> list[str]:
     from ..storage import save
 
     indices, palette, scalar = codes_from_layers(_as_layer_list(layer_data, meta))
-    path = _with_suffix(path, ".png")
-    save(path, indices, palette, format="png", scalar=scalar)
+    path = _with_suffix(path, f".{fmt}")
+    save(path, indices, palette, format=fmt, scalar=scalar)
     return [str(path)]
 
 
