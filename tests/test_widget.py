@@ -155,21 +155,25 @@ def test_second_run_updates_in_place(viewer, widget, qtbot):
     assert len(labels.features) == 300
 
 
-def test_cancelled_run_adds_nothing(viewer, widget, qtbot):
-    rng = np.random.default_rng(0)
-    big = viewer.add_image(rng.integers(0, 256, (2048, 2048, 3), dtype=np.uint8), name="big")
-    widget.image.value = big
-    n_layers = len(viewer.layers)
+def cancel_mid_run(widget, qtbot):
+    """Start a run, cancel it while the engine is busy, and wait until the worker is gone."""
     worker = widget.run()
-    # Cancel while the engine is busy (the fit takes seconds on 4 million distinct colours).
     qtbot.waitUntil(lambda: worker.is_running, timeout=10_000)
     qtbot.wait(200)
     widget.cancel()
     assert not widget.running and widget.run_button.enabled
     qtbot.waitUntil(lambda: not worker.is_running, timeout=60_000)
     qtbot.wait(50)
-    assert len(viewer.layers) == n_layers
     assert "Cancelled" in widget.status.value
+
+
+def test_cancelled_run_adds_nothing(viewer, widget, qtbot):
+    rng = np.random.default_rng(0)
+    big = viewer.add_image(rng.integers(0, 256, (2048, 2048, 3), dtype=np.uint8), name="big")
+    widget.image.value = big
+    n_layers = len(viewer.layers)
+    cancel_mid_run(widget, qtbot)
+    assert len(viewer.layers) == n_layers
     # The engine itself stopped: it never reached the end of encoding.
     assert widget._control.abort.is_set()
     assert widget._control.fraction < 1.0
@@ -425,13 +429,6 @@ def test_cancel_multiscale_run_adds_nothing(viewer, widget, qtbot):
     source = viewer.add_image(levels, multiscale=True, rgb=True, name="noise")
     widget.image.value = source
     n_layers = len(viewer.layers)
-    worker = widget.run()
-    qtbot.waitUntil(lambda: worker.is_running, timeout=10_000)
-    qtbot.wait(200)
-    widget.cancel()
-    assert not widget.running and widget.run_button.enabled
-    qtbot.waitUntil(lambda: not worker.is_running, timeout=60_000)
-    qtbot.wait(50)
+    cancel_mid_run(widget, qtbot)
     assert len(viewer.layers) == n_layers
-    assert "Cancelled" in widget.status.value
     assert widget._control.abort.is_set()
