@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import numpy as np
@@ -74,6 +75,7 @@ def test_manifest_run_makes_two_exact_layers(viewer, widget, qtbot):
     (recon,) = outputs(viewer, "reconstruction")
     (labels,) = outputs(viewer, "labels")
     assert isinstance(recon, Image) and recon.rgb and recon.data.dtype == np.uint8
+    assert recon.visible and labels.visible  # added hidden, shown by a later step
     assert isinstance(labels, Labels) and labels.data.dtype == np.uint8
     assert recon.data.shape == source.data.shape
     assert labels.data.shape == source.data.shape[:2]
@@ -184,6 +186,32 @@ def test_cancelled_run_adds_nothing(viewer, widget, qtbot):
     widget.n_colors.value = 3
     run_and_wait(qtbot, widget)
     assert [layer.name for layer in outputs(viewer, "labels")] == ["small K=3 labels"]
+
+
+def test_objects_kept_out_of_gc_only_while_running(viewer, widget, qtbot):
+    (source,) = viewer.open_sample(PLUGIN, "stain_patches")
+    widget.n_colors.value = 4
+    assert gc.get_freeze_count() == 0
+    assert widget.run() is not None
+    assert gc.get_freeze_count() > 0
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert gc.get_freeze_count() == 0
+    assert len(outputs(viewer, "labels")) == 1
+
+    # Cancelled: released as well.
+    rng = np.random.default_rng(1)
+    widget.image.value = viewer.add_image(rng.integers(0, 256, (2048, 2048, 3), dtype=np.uint8))
+    cancel_mid_run(widget, qtbot)
+    assert gc.get_freeze_count() == 0
+    widget.image.value = source
+
+    # Someone else's freeze is neither added to nor undone.
+    gc.freeze()
+    try:
+        run_and_wait(qtbot, widget)
+        assert gc.get_freeze_count() > 0  # still frozen: not ours to undo
+    finally:
+        gc.unfreeze()
 
 
 def test_sweep_one_layer_per_k_grid_on(viewer, widget, qtbot):

@@ -15,6 +15,7 @@ an indexed PNG (and the source file's own size), beside the formula's bits.
 
 from __future__ import annotations
 
+import gc
 import html
 import math
 import os
@@ -147,13 +148,24 @@ def check_k(k) -> int:
 
 
 def _warm_up():
-    """Import in the worker what napari will need for a features table.
+    """Do in the worker the one-off work napari would otherwise do on its own thread.
 
-    napari imports pandas lazily, the first time a layer gets features; done on the main
-    thread that import alone freezes napari for about half a second.
+    napari imports pandas lazily, the first time a layer gets features: on the main thread
+    that import alone freezes napari for about half a second. The first labels layer of a
+    session builds vispy's dash patterns for its polygon outline, about 90 ms of pure
+    Python; vispy caches them (``lru_cache``), so building one atlas here fills the cache.
     """
     import pandas  # noqa: F401
 
+    try:
+        from vispy.visuals.line.dash_atlas import DashAtlas
+    except ImportError:  # another vispy layout: napari just pays the cost itself
+        return
+    DashAtlas()
+
+
+# Milliseconds between the main-thread steps that add a run's layers.
+_STEP_GAP_MS = 5
 
 # The file sizes of a single run have not arrived yet.
 _PENDING = object()
@@ -247,7 +259,7 @@ def _single_job(image, k, options, source, control):
         q = q.with_arrays(*_compute([q.labels, q.reconstruction], control))
     control("encode", 1.0)
     layers = quantization_layer_data(q, source_layer=source, channel_axis=channel_axis)
-    yield {"layers": layers, "quantization": q}
+    yield {"layers": layers, "quantization": q, "hidden": _hidden_layers(layers)}
 
     input_bytes = source_file_bytes(getattr(source, "source_path", None))
     if big:
@@ -275,7 +287,22 @@ def _sweep_job(image, ks, options, source, control):
         layers.append(sweep_item(q, source_layer=source, options=options))
         rows.append(sweep_row(q))
     yield len(ks)
-    return {"layers": layers, "rows": rows}
+    return {"layers": layers, "rows": rows, "hidden": _hidden_layers(layers)}
+
+
+def _hidden_layers(tuples) -> list[Layer | None]:
+    """The napari layers of ``tuples``, hidden; built here so napari's thread only adds them.
+
+    A layer model is plain Python (no Qt), so building it in the worker is safe; it saves
+    the main thread 5-15 ms per layer. A layer that fails to build here is built there.
+    """
+    made = []
+    for data, meta, kind in tuples:
+        try:
+            made.append(Layer.create(data, {**meta, "visible": False}, kind))
+        except Exception:  # noqa: BLE001: the main thread retries and reports
+            made.append(None)
+    return made
 
 
 def _fmt_bits(bits: int) -> str:
@@ -488,6 +515,8 @@ class QuantizeWidget(Container):
         # When napari closes the dock (or the viewer), a run still in flight must not touch
         # the deleted Qt widgets or the closed viewer when its result arrives.
         self._closed = False
+        self._gc_frozen = False
+        self._hidden: list[Layer] = []  # added by this run, shown by a later step
         self.native.destroyed.connect(self._on_destroyed)
         self._control = _RunControl()
         self._sizes = None
@@ -577,6 +606,7 @@ class QuantizeWidget(Container):
         started = time.perf_counter()
         self._control = control = _RunControl()
         self._layers_done = False
+        self._gc_hold()
         worker = create_worker(job, image, what, options, snapshot, control, _ignore_errors=True)
         worker.returned.connect(
             lambda result: self._on_returned(run_id, mode, source, result, started)
@@ -607,6 +637,7 @@ class QuantizeWidget(Container):
 
     def _on_destroyed(self, *_):
         self._closed = True
+        self._gc_release()
         self._poll.stop()
         self._control.abort.set()
         if self.worker is not None:
@@ -648,7 +679,25 @@ class QuantizeWidget(Container):
         if run_id == self._run_id and not self._applying:
             self._idle()
 
+    def _gc_hold(self):
+        """Keep the objects that exist at Run out of Python's full collections until idle.
+
+        A full collection walks all of napari's objects and holds the GIL for 100 ms or
+        more, freezing napari whichever thread triggers it; a run creates enough objects
+        to trigger one. Frozen objects are unfrozen when the run ends, so nothing leaks:
+        garbage among them is only collected later. Someone else's freeze is left alone.
+        """
+        if not self._gc_frozen and gc.get_freeze_count() == 0:
+            gc.freeze()
+            self._gc_frozen = True
+
+    def _gc_release(self):
+        if self._gc_frozen:
+            self._gc_frozen = False
+            gc.unfreeze()
+
     def _idle(self):
+        self._gc_release()
         self._poll.stop()
         self.worker = None
         self._applying = False
@@ -668,7 +717,7 @@ class QuantizeWidget(Container):
         self._applying = True
         self.cancel_button.enabled = False
         self.status.value = "Adding layers…"
-        steps = self._sweep_steps(source, result["layers"])
+        steps = self._sweep_steps(source, result["layers"], result["hidden"])
         steps.append(lambda: self._report_sweep(result["rows"]))
         steps.append(lambda: self._select(source))
         steps.append(self._idle)
@@ -682,7 +731,7 @@ class QuantizeWidget(Container):
         self._sizes = _PENDING
         self._layers_done = False
         q = payload["quantization"]
-        steps = self._single_steps(source, payload["layers"])
+        steps = self._single_steps(source, payload["layers"], payload["hidden"])
         steps.append(lambda: self._report_single(source, q, started))
         steps.append(lambda: self._select(source))
         steps.append(lambda: self._layers_added(run_id, source))
@@ -727,7 +776,9 @@ class QuantizeWidget(Container):
             self._idle()
             return
         if steps:
-            QTimer.singleShot(0, lambda: self._run_steps(run_id, steps))
+            # A short delay, not 0: a zero timer can run before napari's pending timers
+            # and paints, so consecutive steps would add up to one long freeze.
+            QTimer.singleShot(_STEP_GAP_MS, lambda: self._run_steps(run_id, steps))
 
     def _report_single(self, source, q, started):
         seconds = time.perf_counter() - started
@@ -763,24 +814,42 @@ class QuantizeWidget(Container):
                 found.setdefault(tag.get("role"), []).append(layer)
         return found
 
-    def _put(self, old: list[Layer], data, meta, kind) -> None:
-        """Update the first of ``old`` in place, or replace them all with a new layer."""
+    def _put(self, old: list[Layer], data, meta, kind, hidden: Layer | None = None) -> None:
+        """Update the first of ``old`` in place, or replace them all with a new layer.
+
+        A new layer goes in hidden and is shown by a later step (:meth:`_reveal`): napari
+        builds a layer's visuals and controls when it is added, but slices and uploads
+        its data when it becomes visible; one event-loop turn for each halves the freeze.
+        """
         if old and _update_in_place(old[0], data, meta, kind):
             return
         for layer in old:
             if layer in self._viewer.layers:
                 self._viewer.layers.remove(layer)
-        self._viewer.add_layer(Layer.create(data, meta, kind))
+        layer = hidden or Layer.create(data, {**meta, "visible": False}, kind)
+        self._viewer.add_layer(layer)
+        if meta.get("visible", True):
+            self._hidden.append(layer)
 
-    def _single_steps(self, source, tuples) -> list:
+    def _reveal(self):
+        """Show the next layer that :meth:`_put` added hidden (if it is still there)."""
+        if self._hidden:
+            layer = self._hidden.pop(0)
+            if layer in self._viewer.layers:
+                layer.visible = True
+
+    def _single_steps(self, source, tuples, hidden) -> list:
         existing = self._outputs(source)
+        self._hidden = []
         steps = []
-        for data, meta, kind in tuples:
+        for (data, meta, kind), made in zip(tuples, hidden, strict=True):
             old = existing.get(meta["metadata"][METADATA_KEY]["role"], [])
-            steps.append(lambda old=old, d=data, m=meta, k=kind: self._put(old, d, m, k))
+            steps.append(lambda o=old, d=data, m=meta, k=kind, h=made: self._put(o, d, m, k, h))
+        steps += [self._reveal] * len(tuples)
         return steps
 
-    def _sweep_steps(self, source, tuples) -> list:
+    def _sweep_steps(self, source, tuples, hidden) -> list:
+        self._hidden = []
         old = {
             layer.metadata[METADATA_KEY].get("n_colors_requested"): layer
             for layer in self._outputs(source).get("sweep", [])
@@ -793,10 +862,13 @@ class QuantizeWidget(Container):
             for k, layer in old.items()
             if k not in new_ks
         ]
-        for data, meta, kind in tuples:
+        for (data, meta, kind), made in zip(tuples, hidden, strict=True):
             k = meta["metadata"][METADATA_KEY].get("n_colors_requested")
             previous = [old[k]] if k in old else []
-            steps.append(lambda p=previous, d=data, m=meta, t=kind: self._put(p, d, m, t))
+            steps.append(
+                lambda p=previous, d=data, m=meta, t=kind, h=made: self._put(p, d, m, t, h)
+            )
+        steps += [self._reveal] * len(tuples)
         steps.append(lambda: setattr(self._viewer.grid, "enabled", True))
         return steps
 
