@@ -6,15 +6,13 @@ Run under a display (a virtual one is fine)::
 
 A QTimer ticks every 5 ms on napari's event loop; the longest gap between ticks while a run
 is in progress is the longest time napari could not respond (the target is under 100 ms).
-"Run to layers" ends when the output layers are in the viewer; "run to sizes" when the real
-file sizes (a .kvq and an indexed PNG encoded in memory, after the layers) are in the report;
-"run to drawn" when the
-canvas has then finished drawing them. "add/update" is the main-thread time spent adding or
-updating layers (the only part of a run on napari's thread; one layer per event-loop turn),
-"longest step" the longest of those. "full GC" is time spent in Python's full garbage
-collections during the run: with napari's object graph one takes a few hundred ms, and it
-lands in whichever thread allocates at the wrong moment, so a run that hits one shows it as
-its longest pause. The first run adds
+"Run to layers" ends when the output layers are in the viewer and shown; "run to sizes" when
+the real file sizes (a .kvq and an indexed PNG encoded in memory, after the layers) are in
+the report; "run to drawn" when the canvas has then finished drawing them. "add/update" is
+the main-thread time spent adding or updating layers (the only part of a run on napari's
+thread; one layer per event-loop turn), "longest step" the longest of those. "full GC" is
+time spent in Python's full garbage collections during the run (the widget keeps the
+objects that existed at Run out of them while it runs). The first run adds the
 layers; later runs update the same layers in place.
 """
 
