@@ -300,7 +300,7 @@ def _hidden_layers(tuples) -> list[Layer | None]:
     for data, meta, kind in tuples:
         try:
             made.append(Layer.create(data, {**meta, "visible": False}, kind))
-        except Exception:  # noqa: BLE001: the main thread retries and reports
+        except Exception:  # the main thread retries and reports
             made.append(None)
     return made
 
