@@ -280,7 +280,8 @@ class Codebook:
             palette = _to_dtype(sums / mass[:, np.newaxis], dtype)
             self._encode_centers = centers
         counts = np.bincount(labels, weights=hist.counts, minlength=k)
-        errors = ((hist.colors.astype(np.float64) - palette[labels]) ** 2).sum(axis=1)
+        diff = hist.colors.astype(np.float64) - palette[labels]
+        errors = (diff * diff) @ np.ones(diff.shape[1])  # much faster than sum(axis=1)
         self.palette_ = palette
         self.centroids_ = centers
         self.n_colors_ = k

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 _ASSIGN_CHUNK = 1 << 16
+# numpy is slow along a short last axis (an (M, 3) array's rows: min(axis=0),
+# sum(axis=1), broadcasting a (3,) vector): several times slower than the same work on
+# whole columns or through a matrix product, which is how the hot paths below do it.
 _KDTREE_MAX_DIM = 4
 _KDTREE_MIN_CENTERS = 8
 _WORKERS = -1
@@ -125,7 +128,7 @@ def weighted_kmeans(
         raise ValueError(f"need at least {n_clusters} distinct points, got {x.shape[0]}")
     rng = np.random.default_rng(random_state)
     mean = (w @ x) / w.sum()
-    variance = (w @ (x - mean) ** 2) / w.sum()
+    variance = np.maximum((w @ (x * x)) / w.sum() - mean * mean, 0.0)
     tol_abs = float(tol) * float(variance.mean())
     if not isinstance(init, str):
         starts, n_init = [np.array(init, dtype=np.float64)], 1
@@ -253,7 +256,7 @@ def kmeans_plusplus(
     if n_local_trials is None:
         n_local_trials = 2 + int(np.log(n_clusters))
     centers = np.empty((n_clusters, points.shape[1]))
-    norms = (points * points).sum(axis=1)
+    norms = _row_norms2(points)
     first = _draw(np.cumsum(weights), rng, 1)[0]
     centers[0] = points[first]
     closest = np.maximum(norms - 2 * points @ centers[0] + norms[first], 0)
@@ -293,16 +296,18 @@ def _summary(x: np.ndarray, w: np.ndarray, target: int):
     """
     if x.shape[0] <= target:
         return x, w
-    lo = x.min(axis=0)
-    span = np.maximum(x.max(axis=0) - lo, 1e-12)
-    scaled = (x - lo) / span
     dim = x.shape[1]
+    columns = [x[:, d] for d in range(dim)]
+    # Coordinates scaled to [0, 1], one column at a time (see the note at the top).
+    scaled = [(c - c.min()) / max(c.max() - c.min(), 1e-12) for c in columns]
     # Colours crowd into a small part of their bounding box: start with a grid of about
     # target cells and refine it until enough of them are occupied.
     cells = max(2, int(np.ceil(target ** (1.0 / dim))))
     while True:
-        index = np.minimum((scaled * cells).astype(np.int64), cells - 1)
-        key = np.ravel_multi_index(index.T, (cells,) * dim)
+        key = np.zeros(x.shape[0], dtype=np.int64)
+        for column in scaled:
+            key *= cells
+            key += np.minimum((column * cells).astype(np.int64), cells - 1)
         occupied = np.bincount(key, minlength=cells**dim)
         uniq = np.flatnonzero(occupied)
         if len(uniq) >= target // 2 or (cells + 1) ** dim > _SUMMARY_MAX_CELLS:
@@ -315,13 +320,15 @@ def _summary(x: np.ndarray, w: np.ndarray, target: int):
     inverse = remap[key]
     total = np.bincount(inverse, weights=w, minlength=len(uniq))
     means = np.stack(
-        [
-            np.bincount(inverse, weights=w * x[:, d], minlength=len(uniq))
-            for d in range(x.shape[1])
-        ],
+        [np.bincount(inverse, weights=w * c, minlength=len(uniq)) / total for c in columns],
         axis=1,
     )
-    return means / total[:, np.newaxis], total
+    return means, total
+
+
+def _row_norms2(x: np.ndarray) -> np.ndarray:
+    """Squared length of each row of an (M, D) array."""
+    return (x * x) @ np.ones(x.shape[1])
 
 
 def _nearest_two(x: np.ndarray, x2: np.ndarray, centers: np.ndarray):
@@ -329,7 +336,7 @@ def _nearest_two(x: np.ndarray, x2: np.ndarray, centers: np.ndarray):
     n, dim = x.shape
     k = centers.shape[0]
     if k == 1:
-        first = np.sqrt(np.maximum(((x - centers[0]) ** 2).sum(axis=1), 0))
+        first = np.sqrt(np.maximum(x2 - 2.0 * (x @ centers[0]) + centers[0] @ centers[0], 0))
         return np.zeros(n, dtype=np.intp), first, np.full(n, np.inf)
     if dim <= _KDTREE_MAX_DIM and k >= _KDTREE_MIN_CENTERS:
         # In a few dimensions a k-d tree of the centres beats computing all K distances.
@@ -339,22 +346,25 @@ def _nearest_two(x: np.ndarray, x2: np.ndarray, centers: np.ndarray):
         workers = _WORKERS if n >= _THREADED_QUERY_MIN else 1
         dist, idx = cKDTree(centers).query(x, k=2, workers=workers)
         return idx[:, 0].astype(np.intp), dist[:, 0], dist[:, 1]
-    labels = np.empty(n, dtype=np.intp)
+    labels = np.zeros(n, dtype=np.intp)
     first = np.empty(n)
     second = np.empty(n)
-    c2 = (centers * centers).sum(axis=1)
-    rows = np.arange(min(n, _ASSIGN_CHUNK))
+    c2 = _row_norms2(centers)[:, np.newaxis]
     for start in range(0, n, _ASSIGN_CHUNK):
         stop = min(start + _ASSIGN_CHUNK, n)
-        # Squared distance less the point's own norm: enough to rank the centres.
-        d2 = x[start:stop] @ (-2.0 * centers.T)
+        # Squared distance less the point's own norm, one row per centre: few centres,
+        # so the nearest two are kept up to date centre by centre on whole rows.
+        d2 = (-2.0 * centers) @ x[start:stop].T
         d2 += c2
-        lab = d2.argmin(axis=1)
-        r = rows[: stop - start]
-        labels[start:stop] = lab
-        first[start:stop] = d2[r, lab]
-        d2[r, lab] = np.inf
-        second[start:stop] = d2.min(axis=1)
+        best, runner, lab = d2[0].copy(), np.full(stop - start, np.inf), labels[start:stop]
+        for j in range(1, k):
+            row = d2[j]
+            closer = row < best  # strict: ties keep the lower index, as argmin does
+            np.minimum(runner, np.where(closer, best, row), out=runner)
+            np.minimum(best, row, out=best)
+            lab[closer] = j
+        first[start:stop] = best
+        second[start:stop] = runner
     first += x2
     second += x2
     return labels, np.sqrt(np.maximum(first, 0)), np.sqrt(np.maximum(second, 0))
@@ -365,8 +375,9 @@ class _Bounds:
 
     def __init__(self, x, w, centers):
         self.x, self.w = x, w
-        self.x2 = (x * x).sum(axis=1)
-        self.wx = x * w[:, np.newaxis]
+        self.x2 = _row_norms2(x)
+        # Weighted coordinates, one contiguous row per axis (for bincount).
+        self.wx = np.ascontiguousarray(x.T) * w
         self.centers = np.array(centers, dtype=np.float64)
         self.k = self.centers.shape[0]
         self._full()
@@ -374,11 +385,7 @@ class _Bounds:
     def _full(self):
         self.labels, self.upper, self.lower = _nearest_two(self.x, self.x2, self.centers)
         self.sums = np.stack(
-            [
-                np.bincount(self.labels, weights=self.wx[:, d], minlength=self.k)
-                for d in range(self.x.shape[1])
-            ],
-            axis=1,
+            [np.bincount(self.labels, weights=wx, minlength=self.k) for wx in self.wx], axis=1
         )
         self.mass = np.bincount(self.labels, weights=self.w, minlength=self.k)
 
@@ -413,7 +420,7 @@ class _Bounds:
         if cand.size == 0:
             return 0
         own = self.centers[self.labels[cand]]
-        self.upper[cand] = np.sqrt(((self.x[cand] - own) ** 2).sum(axis=1))
+        self.upper[cand] = np.sqrt(_row_norms2(self.x[cand] - own))
         cand = cand[self.upper[cand] >= bound[cand]]
         if cand.size == 0:
             return 0
@@ -423,9 +430,9 @@ class _Bounds:
         self.labels[cand], self.upper[cand], self.lower[cand] = new, up, low
         if moved.any():
             idx, src, dst = cand[moved], old[moved], new[moved]
-            for d in range(self.x.shape[1]):
-                self.sums[:, d] -= np.bincount(src, weights=self.wx[idx, d], minlength=self.k)
-                self.sums[:, d] += np.bincount(dst, weights=self.wx[idx, d], minlength=self.k)
+            for d, wx in enumerate(self.wx):
+                self.sums[:, d] -= np.bincount(src, weights=wx[idx], minlength=self.k)
+                self.sums[:, d] += np.bincount(dst, weights=wx[idx], minlength=self.k)
             self.mass -= np.bincount(src, weights=self.w[idx], minlength=self.k)
             self.mass += np.bincount(dst, weights=self.w[idx], minlength=self.k)
         return int(moved.sum())
