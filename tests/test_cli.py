@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from napari_kmeans_vq import bit_report, quantize
-from napari_kmeans_vq.cli import main
+from napari_kmeans_vq.cli import main, write_store
 from napari_kmeans_vq.storage import load, png_bit_depth
 
 
@@ -399,15 +399,17 @@ def test_ome_zarr_store_needs_force_and_failures_leave_nothing(zarr_input, tmp_p
     result = run("compress", zarr_input, "-k", 3, "-o", out)
     assert result.returncode == 1 and "use --force" in one_line_error(result)
     assert (out / "precious").read_text() == "keep me"
-    # A failure after the labels were written (a grey image has no colour axis to store
-    # as an NGFF image): nothing new appears and the old store is kept.
-    zarr = pytest.importorskip("zarr")
-    grey = tmp_path / "grey.zarr"
-    zarr.open_array(str(grey), mode="w", shape=(40, 50), chunks=(16, 16), dtype="u1")[:] = 7
+    # A failure part-way through writing (here raised after some files are in): nothing
+    # new appears and the old store is kept.
     before = sorted(p.name for p in tmp_path.iterdir())
-    result = run("compress", grey, "-k", 2, "-o", out, "--force", "--with-image", "original")
-    assert result.returncode == 1, result.stderr
-    one_line_error(result)
+
+    def fails_midway(tmp):
+        tmp.mkdir()
+        (tmp / "half").write_text("written before the failure")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_store(out, fails_midway, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert (out / "precious").read_text() == "keep me"
     # --force replaces the store once the new one is complete.
@@ -415,6 +417,28 @@ def test_ome_zarr_store_needs_force_and_failures_leave_nothing(zarr_input, tmp_p
     assert result.returncode == 0, result.stderr
     assert not (out / "precious").exists() and read_store(out)[0].max() == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_grey_image_stored_with_its_labels(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    grey = tmp_path / "grey.zarr"
+    values = np.add.outer(np.arange(40), np.arange(50)).astype(np.uint8)
+    zarr.open_array(str(grey), mode="w", shape=(40, 50), chunks=(16, 16), dtype="u1")[:] = values
+    for with_image in ("original", "reconstruction"):
+        out = tmp_path / f"{with_image}.ome.zarr"
+        result = run("compress", grey, "-k", 4, "-o", out, "--with-image", with_image, "-q")
+        assert result.returncode == 0, result.stderr
+        root = zarr.open_group(str(out), mode="r")
+        axes = [axis["name"] for axis in root.attrs["multiscales"][0]["axes"]]
+        assert axes == ["c", "y", "x"] and root["0"].shape == (1, 40, 50)
+        labels = read_store(out)[0] - 1
+        if with_image == "original":
+            np.testing.assert_array_equal(root["0"][0], values)
+        else:
+            # One grey level per cluster, the same wherever the label is the same.
+            stored = root["0"][0]
+            for k in range(4):
+                assert len(np.unique(stored[labels == k])) == 1
 
 
 def test_streamed_input_bad_paths_and_combinations(zarr_input, photo, tmp_path):

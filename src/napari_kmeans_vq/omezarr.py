@@ -318,7 +318,10 @@ def _write_image(root, result, image, label_levels, chunk, compressor, n, scale0
         images = list(recon) if getattr(result, "multiscale", False) else [recon]
     else:
         images = list(image) if isinstance(image, list | tuple) else [image]
-    images = [im if isinstance(im, da.Array) else as_dask(im) for im in images]
+    images = [
+        _with_colour_axis(im, label_levels[min(i, len(label_levels) - 1)].shape, as_dask)
+        for i, im in enumerate(images)
+    ]
     for i, im in enumerate(images):
         if (
             im.ndim != len(shape0) + 1
@@ -356,6 +359,16 @@ def _write_image(root, result, image, label_levels, chunk, compressor, n, scale0
             ]
         }
     )
+
+
+def _with_colour_axis(image, labels_shape, as_dask):
+    """``image`` as dask with a colour axis last; a scalar image (the labels' shape) gets one."""
+    import dask.array as da
+
+    scalar = tuple(image.shape) == tuple(labels_shape)
+    if isinstance(image, da.Array):
+        return image[..., np.newaxis] if scalar else image
+    return as_dask(image, channel_axis=None if scalar else -1)
 
 
 def read_labels(path, name: str = "kmeans"):
