@@ -309,8 +309,6 @@ def write_labels(
 def _write_image(root, result, image, label_levels, chunk, compressor, n, scale0, shape0, spatial):
     import dask.array as da
 
-    from .chunked import as_dask
-
     if isinstance(image, str):
         if image != "reconstruction":
             raise ValueError(f"image must be an array or 'reconstruction', got {image!r}.")
@@ -319,7 +317,7 @@ def _write_image(root, result, image, label_levels, chunk, compressor, n, scale0
     else:
         images = list(image) if isinstance(image, list | tuple) else [image]
     images = [
-        _with_colour_axis(im, label_levels[min(i, len(label_levels) - 1)].shape, as_dask)
+        _with_colour_axis(im, label_levels[min(i, len(label_levels) - 1)].shape)
         for i, im in enumerate(images)
     ]
     for i, im in enumerate(images):
@@ -361,9 +359,11 @@ def _write_image(root, result, image, label_levels, chunk, compressor, n, scale0
     )
 
 
-def _with_colour_axis(image, labels_shape, as_dask):
+def _with_colour_axis(image, labels_shape):
     """``image`` as dask with a colour axis last; a scalar image (the labels' shape) gets one."""
     import dask.array as da
+
+    from .chunked import as_dask
 
     scalar = tuple(image.shape) == tuple(labels_shape)
     if isinstance(image, da.Array):

@@ -259,7 +259,7 @@ def _single_job(image, k, options, source, control):
         q = q.with_arrays(*_compute([q.labels, q.reconstruction], control))
     control("encode", 1.0)
     layers = quantization_layer_data(q, source_layer=source, channel_axis=channel_axis)
-    yield {"layers": layers, "quantization": q, "hidden": _hidden_layers(layers)}
+    yield {"layers": layers, "quantization": q, "prebuilt": _prebuilt_layers(layers)}
 
     input_bytes = source_file_bytes(getattr(source, "source_path", None))
     if big:
@@ -287,10 +287,10 @@ def _sweep_job(image, ks, options, source, control):
         layers.append(sweep_item(q, source_layer=source, options=options))
         rows.append(sweep_row(q))
     yield len(ks)
-    return {"layers": layers, "rows": rows, "hidden": _hidden_layers(layers)}
+    return {"layers": layers, "rows": rows, "prebuilt": _prebuilt_layers(layers)}
 
 
-def _hidden_layers(tuples) -> list[Layer | None]:
+def _prebuilt_layers(tuples) -> list[Layer | None]:
     """The napari layers of ``tuples``, hidden; built here so napari's thread only adds them.
 
     A layer model is plain Python (no Qt), so building it in the worker is safe; it saves
@@ -717,7 +717,7 @@ class QuantizeWidget(Container):
         self._applying = True
         self.cancel_button.enabled = False
         self.status.value = "Adding layers…"
-        steps = self._sweep_steps(source, result["layers"], result["hidden"])
+        steps = self._sweep_steps(source, result["layers"], result["prebuilt"])
         steps.append(lambda: self._report_sweep(result["rows"]))
         steps.append(lambda: self._select(source))
         steps.append(self._idle)
@@ -731,7 +731,7 @@ class QuantizeWidget(Container):
         self._sizes = _PENDING
         self._layers_done = False
         q = payload["quantization"]
-        steps = self._single_steps(source, payload["layers"], payload["hidden"])
+        steps = self._single_steps(source, payload["layers"], payload["prebuilt"])
         steps.append(lambda: self._report_single(source, q, started))
         steps.append(lambda: self._select(source))
         steps.append(lambda: self._layers_added(run_id, source))
@@ -814,7 +814,7 @@ class QuantizeWidget(Container):
                 found.setdefault(tag.get("role"), []).append(layer)
         return found
 
-    def _put(self, old: list[Layer], data, meta, kind, hidden: Layer | None = None) -> None:
+    def _put(self, old: list[Layer], data, meta, kind, prebuilt: Layer | None = None) -> None:
         """Update the first of ``old`` in place, or replace them all with a new layer.
 
         A new layer goes in hidden and is shown by a later step (:meth:`_reveal`): napari
@@ -826,7 +826,7 @@ class QuantizeWidget(Container):
         for layer in old:
             if layer in self._viewer.layers:
                 self._viewer.layers.remove(layer)
-        layer = hidden or Layer.create(data, {**meta, "visible": False}, kind)
+        layer = prebuilt or Layer.create(data, {**meta, "visible": False}, kind)
         self._viewer.add_layer(layer)
         if meta.get("visible", True):
             self._hidden.append(layer)
@@ -838,17 +838,17 @@ class QuantizeWidget(Container):
             if layer in self._viewer.layers:
                 layer.visible = True
 
-    def _single_steps(self, source, tuples, hidden) -> list:
+    def _single_steps(self, source, tuples, prebuilt) -> list:
         existing = self._outputs(source)
         self._hidden = []
         steps = []
-        for (data, meta, kind), made in zip(tuples, hidden, strict=True):
+        for (data, meta, kind), made in zip(tuples, prebuilt, strict=True):
             old = existing.get(meta["metadata"][METADATA_KEY]["role"], [])
             steps.append(lambda o=old, d=data, m=meta, k=kind, h=made: self._put(o, d, m, k, h))
         steps += [self._reveal] * len(tuples)
         return steps
 
-    def _sweep_steps(self, source, tuples, hidden) -> list:
+    def _sweep_steps(self, source, tuples, prebuilt) -> list:
         self._hidden = []
         old = {
             layer.metadata[METADATA_KEY].get("n_colors_requested"): layer
@@ -862,7 +862,7 @@ class QuantizeWidget(Container):
             for k, layer in old.items()
             if k not in new_ks
         ]
-        for (data, meta, kind), made in zip(tuples, hidden, strict=True):
+        for (data, meta, kind), made in zip(tuples, prebuilt, strict=True):
             k = meta["metadata"][METADATA_KEY].get("n_colors_requested")
             previous = [old[k]] if k in old else []
             steps.append(
