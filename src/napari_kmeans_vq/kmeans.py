@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import _lloyd_kernel
+
 _ASSIGN_CHUNK = 1 << 16
 # numpy is slow along a short last axis (an (M, 3) array's rows: min(axis=0),
 # sum(axis=1), broadcasting a (3,) vector): several times slower than the same work on
@@ -33,11 +35,10 @@ _SUMMARY_MAX_CELLS = 1 << 22
 _REFINED_SEEDINGS = 2
 _PROBE_ITERATIONS = 20
 _PROBE_WITHIN = 1.01
-# For this range of K on this many points or more, the fine stage uses scikit-learn's
-# compiled Lloyd iterations: there a pass over every point costs less than the numpy
-# bookkeeping of Hamerly's bounds, and more than scikit-learn's fixed cost per call.
-_COMPILED_FINE_CLUSTERS = (8, 64)
-_COMPILED_FINE_MIN_POINTS = 100_000
+# Lloyd's passes run in compiled code (see _lloyd_kernel) on summaries always, and on
+# every point up to this many centres; above it, Hamerly's bounds skip enough of the
+# distance computations that the numpy path is as fast or faster.
+_KERNEL_MAX_CLUSTERS = 64
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def weighted_kmeans(
         summary = (sx, sw) if sx.shape[0] < x.shape[0] else None
     if summary is None:
         runs = [
-            _lloyd(_Bounds(x, w, c), max_iter, tol_abs, _stage(progress, i / n_init, 1 / n_init))
+            _run(x, w, c, max_iter, tol_abs, _stage(progress, i / n_init, 1 / n_init))
             for i, c in enumerate(starts)
         ]
         best = min(runs, key=lambda run: run[0].inertia())
@@ -151,7 +152,7 @@ def weighted_kmeans(
         # refines poorly does not decide the result alone.
         part = 1 / (n_init + 1)
         runs = [
-            _lloyd(_Bounds(*summary, c), max_iter, tol_abs, _stage(progress, i * part, part))[0]
+            _run(*summary, c, max_iter, tol_abs, _stage(progress, i * part, part), coarse=True)[0]
             for i, c in enumerate(starts)
         ]
         scored = sorted(((run.inertia(), i, run) for i, run in enumerate(runs)))
@@ -167,14 +168,11 @@ def weighted_kmeans(
                 coarse.append(run)
         sub = part / (_REFINED_SEEDINGS + 1)
         coarse = coarse[:_REFINED_SEEDINGS]
-        if (
-            _COMPILED_FINE_CLUSTERS[0] <= n_clusters <= _COMPILED_FINE_CLUSTERS[1]
-            and x.shape[0] >= _COMPILED_FINE_MIN_POINTS
-        ):
-            return _refine_compiled(x, w, coarse, max_iter, tol_abs, n_init, progress)
         probes = [
-            _lloyd(
-                _Bounds(x, w, c.centers),
+            _run(
+                x,
+                w,
+                c.centers,
                 _PROBE_ITERATIONS,
                 tol_abs,
                 _stage(progress, n_init * part + j * sub, sub),
@@ -186,58 +184,41 @@ def weighted_kmeans(
             best = state, probe_iter, True
         else:
             step = _stage(progress, 1 - sub, sub)
-            state, n_iter, converged = _lloyd(state, max_iter - probe_iter, tol_abs, step)
+            state, n_iter, converged = _resume(state, max_iter - probe_iter, tol_abs, step)
             best = state, probe_iter + n_iter, converged
     state, n_iter, converged = best
+    bounds = state if isinstance(state, _Bounds) else None
     return KMeansResult(
         state.centers.copy(),
-        state.labels.copy(),
+        state.labels.astype(np.intp),
         state.inertia(),
         n_iter,
         n_init,
         converged,
-        state,
-    )
-
-
-def _refine_compiled(x, w, coarse, max_iter, tol_abs, n_init, progress) -> KMeansResult:
-    """The fine stage with scikit-learn's compiled Lloyd iterations (few clusters).
-
-    With up to a few dozen centres, a compiled pass over every point costs less than the
-    bookkeeping of Hamerly's bounds in numpy; with more, the bounds win. Same algorithm,
-    same fixed point: Lloyd's iterations from the given centres on the weighted points.
-    """
-    from sklearn.cluster import KMeans  # heavy: imported when first needed
-
-    # scikit-learn scales tol by the unweighted variance of the points; undo that.
-    spread = float(np.var(x, axis=0).mean())
-    tol = tol_abs / spread if spread > 0 else 0.0
-
-    def run(centers, iterations):
-        km = KMeans(len(centers), init=centers, n_init=1, max_iter=iterations, tol=tol)
-        km.fit(x, sample_weight=w)
-        return km
-
-    probes = [run(c.centers, _PROBE_ITERATIONS) for c in coarse]
-    if progress is not None:
-        progress("fit", (n_init + 0.5) / (n_init + 1))
-    km = min(probes, key=lambda k: k.inertia_)
-    n_iter = km.n_iter_
-    if n_iter >= _PROBE_ITERATIONS:
-        km = run(km.cluster_centers_, max_iter - n_iter)
-        n_iter += km.n_iter_
-    if progress is not None:
-        progress("fit", 1.0)
-    return KMeansResult(
-        km.cluster_centers_,
-        km.labels_.astype(np.intp),
-        float(km.inertia_),
-        n_iter,
-        n_init,
-        n_iter < max_iter,
-        None,
+        bounds,
         x,
     )
+
+
+def _run(x, w, centers, max_iter, tol_abs, step=None, coarse=False):
+    """Lloyd's iterations from ``centers``: returns (state, iterations, converged).
+
+    The state has ``centers``, ``labels`` (nearest centres of ``centers``) and
+    ``inertia()``. The compiled kernel runs them when it can and pays off: on a summary
+    (``coarse``) always, on every point up to ``_KERNEL_MAX_CLUSTERS`` centres.
+    """
+    k = len(centers)
+    if k > 1 and (coarse or k <= _KERNEL_MAX_CLUSTERS) and _lloyd_kernel.available():
+        state = _lloyd_kernel.KernelRun(x, w, centers)
+        return (state, *state.iterate(max_iter, tol_abs, step))
+    return _lloyd(_Bounds(x, w, centers), max_iter, tol_abs, step)
+
+
+def _resume(state, max_iter, tol_abs, step=None):
+    """Go on iterating a state made by :func:`_run`."""
+    if isinstance(state, _Bounds):
+        return _lloyd(state, max_iter, tol_abs, step)
+    return (state, *state.iterate(max_iter, tol_abs, step))
 
 
 def kmeans_plusplus(
@@ -278,7 +259,10 @@ def kmeans_plusplus(
 def assign(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
     """Index of the nearest centre of each point (ties go to the lower index)."""
     x = np.ascontiguousarray(points, dtype=np.float64)
-    labels, _, _ = _nearest_two(x, (x * x).sum(axis=1), np.asarray(centers, dtype=np.float64))
+    k = len(centers)
+    if 1 < k <= _KERNEL_MAX_CLUSTERS and _lloyd_kernel.available():
+        return _lloyd_kernel.assign(x, centers).astype(np.intp)
+    labels, _, _ = _nearest_two(x, _row_norms2(x), np.asarray(centers, dtype=np.float64))
     return labels
 
 
