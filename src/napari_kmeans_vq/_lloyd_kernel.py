@@ -59,6 +59,13 @@ def assign(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
     return labels
 
 
+def weighted_error(x, w, centers, labels) -> float:
+    """Sum of weight times squared distance to the labelled centre."""
+    _, inertia = _kernel
+    labels = np.asarray(labels, dtype=np.int32)
+    return float(inertia(x, w, centers, labels, _threads(x, centers)))
+
+
 def _threads(x: np.ndarray, centers: np.ndarray) -> int:
     return 2 if x.shape[0] * centers.shape[0] >= TWO_THREADS_WORK else 1
 

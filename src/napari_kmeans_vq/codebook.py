@@ -10,7 +10,7 @@ import numpy as np
 from ._validation import COLOR_SPACES, check_choice, check_image, check_int, check_n_colors
 from .colorspace import rgb_to_lab
 from .histogram import CHUNK_PIXELS, ColorHistogram
-from .kmeans import assign, weighted_kmeans
+from .kmeans import assign, prepare, weighted_error, weighted_kmeans
 
 ALPHA_MODES = ("ignore", "quantize")
 AUTO_N_INIT = 5
@@ -229,6 +229,7 @@ class Codebook:
             The codeword index of each of the histogram's colours.
         """
         n_colors, space, n_init, max_iter = self._validated_params()
+        prepare()
         start = time.perf_counter()
         points = self._to_space(hist.colors)
         n_distinct = hist.colors.shape[0]
@@ -280,8 +281,6 @@ class Codebook:
             palette = _to_dtype(sums / mass[:, np.newaxis], dtype)
             self._encode_centers = centers
         counts = np.bincount(labels, weights=hist.counts, minlength=k)
-        diff = hist.colors.astype(np.float64) - palette[labels]
-        errors = (diff * diff) @ np.ones(diff.shape[1])  # much faster than sum(axis=1)
         self.palette_ = palette
         self.centroids_ = centers
         self.n_colors_ = k
@@ -290,7 +289,8 @@ class Codebook:
         self.n_iter_ = n_iter
         self.n_init_ = runs
         self.converged_ = converged
-        self.inertia_ = float(errors @ hist.counts)
+        colors = points if space == "rgb" else hist.colors.astype(np.float64)
+        self.inertia_ = weighted_error(colors, hist.counts, palette.astype(np.float64), labels)
         self.n_distinct_colors_ = n_distinct
         self.cluster_sizes_ = np.rint(counts).astype(np.int64)
         self.fit_seconds_ = time.perf_counter() - start

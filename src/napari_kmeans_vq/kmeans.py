@@ -39,6 +39,7 @@ _PROBE_WITHIN = 1.01
 # every point up to this many centres; above it, Hamerly's bounds skip enough of the
 # distance computations that the numpy path is as fast or faster.
 _KERNEL_MAX_CLUSTERS = 64
+_BOUND_SLACK = 1.0 - 1e-9
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,14 @@ class KMeansResult:
             return assign(self._points, centers)
         self._state.move(np.asarray(centers, dtype=np.float64))
         return self._state.labels.copy()
+
+
+def prepare() -> None:
+    """Load the compiled kernel now (imports scikit-learn: about a second, once a process).
+
+    Fits call it before they start their clock, so ``fit_seconds_`` times the fit alone.
+    """
+    _lloyd_kernel.available()
 
 
 def weighted_kmeans(
@@ -266,6 +275,19 @@ def assign(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
     return labels
 
 
+def weighted_error(
+    points: np.ndarray, weights: np.ndarray, centers: np.ndarray, labels: np.ndarray
+) -> float:
+    """Sum over points of weight times squared distance to the centre they are labelled with."""
+    x = np.ascontiguousarray(points, dtype=np.float64)
+    w = np.ascontiguousarray(weights, dtype=np.float64)
+    c = np.ascontiguousarray(centers, dtype=np.float64)
+    if _lloyd_kernel.available():
+        return _lloyd_kernel.weighted_error(x, w, c, labels)
+    diff = x - c[labels]
+    return float(_row_norms2(diff) @ w)
+
+
 def _draw(cumulative: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
     targets = rng.random(n) * cumulative[-1]
     return np.minimum(np.searchsorted(cumulative, targets, side="right"), len(cumulative) - 1)
@@ -281,17 +303,21 @@ def _summary(x: np.ndarray, w: np.ndarray, target: int):
     if x.shape[0] <= target:
         return x, w
     dim = x.shape[1]
-    columns = [x[:, d] for d in range(dim)]
-    # Coordinates scaled to [0, 1], one column at a time (see the note at the top).
-    scaled = [(c - c.min()) / max(c.max() - c.min(), 1e-12) for c in columns]
+    columns = np.ascontiguousarray(x.T)  # one row per axis (see the note at the top)
+    low = columns.min(axis=1)
+    span = np.maximum(columns.max(axis=1) - low, 1e-12)
+    scaled = (columns - low[:, np.newaxis]) / span[:, np.newaxis]  # in [0, 1]
     # Colours crowd into a small part of their bounding box: start with a grid of about
     # target cells and refine it until enough of them are occupied.
     cells = max(2, int(np.ceil(target ** (1.0 / dim))))
+    scratch = np.empty_like(scaled)
     while True:
-        key = np.zeros(x.shape[0], dtype=np.int64)
-        for column in scaled:
+        grid = np.multiply(scaled, cells, out=scratch).astype(np.int32)
+        np.minimum(grid, cells - 1, out=grid)
+        key = grid[0]  # cell index, row-major (int32: at most _SUMMARY_MAX_CELLS cells)
+        for row in grid[1:]:
             key *= cells
-            key += np.minimum((column * cells).astype(np.int64), cells - 1)
+            key += row
         occupied = np.bincount(key, minlength=cells**dim)
         uniq = np.flatnonzero(occupied)
         if len(uniq) >= target // 2 or (cells + 1) ** dim > _SUMMARY_MAX_CELLS:
@@ -303,11 +329,11 @@ def _summary(x: np.ndarray, w: np.ndarray, target: int):
     remap[uniq] = np.arange(len(uniq))
     inverse = remap[key]
     total = np.bincount(inverse, weights=w, minlength=len(uniq))
+    columns *= w
     means = np.stack(
-        [np.bincount(inverse, weights=w * c, minlength=len(uniq)) / total for c in columns],
-        axis=1,
+        [np.bincount(inverse, weights=row, minlength=len(uniq)) for row in columns], axis=1
     )
-    return means, total
+    return means / total[:, np.newaxis], total
 
 
 def _row_norms2(x: np.ndarray) -> np.ndarray:
@@ -329,7 +355,14 @@ def _nearest_two(x: np.ndarray, x2: np.ndarray, centers: np.ndarray):
         # Threads pay off only on large queries: each call starts and joins its own.
         workers = _WORKERS if n >= _THREADED_QUERY_MIN else 1
         dist, idx = cKDTree(centers).query(x, k=2, workers=workers)
-        return idx[:, 0].astype(np.intp), dist[:, 0], dist[:, 1]
+        labels = idx[:, 0].astype(np.intp)
+        # The tree orders equidistant centres as it likes; ties go to the lower index, as
+        # everywhere else (an encoder must give the labels the fit gave).
+        tied = np.flatnonzero(dist[:, 0] == dist[:, 1])
+        if tied.size:
+            d2 = x[tied] @ (-2.0 * centers.T) + _row_norms2(centers)
+            labels[tied] = np.argmin(d2, axis=1)
+        return labels, dist[:, 0], dist[:, 1]
     labels = np.zeros(n, dtype=np.intp)
     first = np.empty(n)
     second = np.empty(n)
@@ -397,9 +430,10 @@ class _Bounds:
         cc = ((self.centers[:, np.newaxis, :] - self.centers[np.newaxis]) ** 2).sum(axis=2)
         np.fill_diagonal(cc, np.inf)
         half_gap = 0.5 * np.sqrt(cc.min(axis=1))
-        bound = np.maximum(half_gap[self.labels], self.lower)
-        # >=: a point tied between two centres is re-examined, so ties break exactly as
-        # a full nearest-centre search breaks them.
+        # A point tied between two centres must be re-examined, so that ties break exactly
+        # as a full nearest-centre search breaks them: hence >=, and a bound loosened a
+        # little, as the bounds are updated in floating point.
+        bound = np.maximum(half_gap[self.labels], self.lower) * _BOUND_SLACK
         cand = np.flatnonzero(self.upper >= bound)
         if cand.size == 0:
             return 0
