@@ -1,13 +1,15 @@
 """Weighted k-means: k-means++ seeding and Lloyd's algorithm on weighted points.
 
 The points are an image's distinct colours and the weights their pixel counts, so the
-objective is exactly the all-pixel one. Lloyd's iterations skip the distance computations
-that cannot change an assignment, using Hamerly's bounds (Hamerly 2010, "Making k-means
-even faster"): each point keeps an upper bound on the distance to its centre and a lower
-bound on the distance to any other; only points whose bounds overlap are re-examined.
-The result is the same as plain Lloyd's from the same initial centres. With many points,
-seedings first converge on a grid summary of them, and only the best go on to every point
-(coarse to fine; see :func:`weighted_kmeans`).
+objective is exactly the all-pixel one. With many points, seedings first converge on a
+grid summary of them, and only the best go on to every point (coarse to fine; see
+:func:`weighted_kmeans`). Lloyd's passes run in scikit-learn's compiled kernel where it
+pays off (:mod:`._lloyd_kernel`); with many centres, or without the kernel, they run in
+numpy and skip the distance computations that cannot change an assignment, using
+Hamerly's bounds (Hamerly 2010, "Making k-means even faster"): each point keeps an upper
+bound on the distance to its centre and a lower bound on the distance to any other; only
+points whose bounds overlap are re-examined. Both paths give plain Lloyd's result from
+the same initial centres, with ties going to the lower centre index.
 """
 
 from __future__ import annotations
