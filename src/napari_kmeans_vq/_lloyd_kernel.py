@@ -40,12 +40,14 @@ def available() -> bool:
 
 
 def _self_check() -> bool:
-    """Two well-separated pairs of points: the kernel must find both pairs' means."""
+    """Two well-separated pairs of points: the kernel must find both pairs' means and error."""
     x = np.array([[0.0, 0.0], [0.0, 2.0], [10.0, 0.0], [10.0, 2.0]])
     run = KernelRun(x, np.array([1.0, 1.0, 1.0, 3.0]), x[[0, 2]])
     run.iterate(10, 0.0)
-    return np.array_equal(run.labels, [0, 0, 1, 1]) and np.allclose(
-        run.centers, [[0.0, 1.0], [10.0, 1.5]]
+    return (
+        np.array_equal(run.labels, [0, 0, 1, 1])
+        and np.allclose(run.centers, [[0.0, 1.0], [10.0, 1.5]])
+        and abs(run.inertia() - 5.0) < 1e-9  # 1 + 1 + 2.25 + 3 * 0.25
     )
 
 
@@ -62,7 +64,7 @@ def assign(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
 def weighted_error(x, w, centers, labels) -> float:
     """Sum of weight times squared distance to the labelled centre."""
     _, inertia = _kernel
-    labels = np.asarray(labels, dtype=np.int32)
+    labels = np.ascontiguousarray(labels, dtype=np.int32)
     return float(inertia(x, w, centers, labels, _threads(x, centers)))
 
 
