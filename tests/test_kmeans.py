@@ -97,3 +97,12 @@ def test_labels_are_nearest_codewords_ties_to_the_lower_index(ihc, monkeypatch, 
     d2 = ((pixels - q.palette.astype(np.int64)) ** 2).sum(axis=-1)
     np.testing.assert_array_equal(q.labels.reshape(-1), d2.argmin(axis=1))
     np.testing.assert_array_equal(q.codebook.encode(ihc), q.labels)
+
+
+def test_max_iter_bounds_the_iterations_on_every_colour(ihc):
+    # ihc at K = 16 takes more than 3 iterations on every colour to converge
+    full = quantize(ihc, 16)
+    assert full.info["converged"] and full.info["n_iter"] > 3
+    capped = quantize(ihc, 16, max_iter=3)
+    assert capped.info["n_iter"] == 3
+    assert not capped.info["converged"]

@@ -186,7 +186,7 @@ def weighted_kmeans(
                 x,
                 w,
                 c.centers,
-                _PROBE_ITERATIONS,
+                min(_PROBE_ITERATIONS, max_iter),
                 tol_abs,
                 _stage(progress, n_init * part + j * sub, sub),
             )
