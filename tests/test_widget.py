@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from napari.utils.notifications import notification_manager
 
 from napari_kmeans_vq import bit_report, quantize
 from napari_kmeans_vq.layers import METADATA_KEY
+from napari_kmeans_vq.plugin import widget as widget_module
 from napari_kmeans_vq.storage import save
 
 pytestmark = pytest.mark.napari
@@ -191,6 +193,7 @@ def test_cancelled_run_adds_nothing(viewer, widget, qtbot):
 def test_objects_kept_out_of_gc_only_while_running(viewer, widget, qtbot):
     (source,) = viewer.open_sample(PLUGIN, "stain_patches")
     widget.n_colors.value = 4
+    qtbot.waitUntil(widget_module._warmed.is_set, timeout=60_000)  # it holds GC too
     assert gc.get_freeze_count() == 0
     assert widget.run() is not None
     assert gc.get_freeze_count() > 0
@@ -212,6 +215,27 @@ def test_objects_kept_out_of_gc_only_while_running(viewer, widget, qtbot):
         assert gc.get_freeze_count() > 0  # still frozen: not ours to undo
     finally:
         gc.unfreeze()
+
+
+def test_dock_warms_up_in_the_background_with_gc_held(viewer, qtbot, monkeypatch):
+    seen = []
+
+    def prepare():  # stands for the engine's warm-up: slow, and watched
+        seen.append((threading.current_thread() is threading.main_thread(), gc.get_freeze_count()))
+
+    monkeypatch.setattr(widget_module, "_warmed", threading.Event())
+    monkeypatch.setattr(widget_module, "prepare", prepare)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    qtbot.waitUntil(widget_module._warmed.is_set, timeout=60_000)
+    ((on_main_thread, frozen),) = seen  # once, in another thread, with objects frozen
+    assert not on_main_thread and frozen > 0
+    qtbot.waitUntil(lambda: gc.get_freeze_count() == 0, timeout=10_000)
+    # a second dock does not warm up again, and runs still work
+    viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET, tabify=True)
+    viewer.open_sample(PLUGIN, "stain_patches")
+    widget.n_colors.value = 3
+    run_and_wait(qtbot, widget)
+    assert len(seen) == 1
 
 
 def test_sweep_one_layer_per_k_grid_on(viewer, widget, qtbot):

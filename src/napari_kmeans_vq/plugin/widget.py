@@ -15,6 +15,7 @@ an indexed PNG (and the source file's own size), beside the formula's bits.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import html
 import math
@@ -42,6 +43,7 @@ from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer
 
 from ..chunked import dask_progress, is_lazy_input, quantize_lazy
+from ..kmeans import prepare
 from ..layers import (
     _SPATIAL,
     METADATA_KEY,
@@ -147,21 +149,85 @@ def check_k(k) -> int:
     return int(k)
 
 
+_warmed = threading.Event()
+_warm_lock = threading.Lock()
+
+
 def _warm_up():
-    """Do in the worker the one-off work napari would otherwise do on its own thread.
+    """Do off napari's thread the one-off work of a session's first run.
 
     napari imports pandas lazily, the first time a layer gets features: on the main thread
     that import alone freezes napari for about half a second. The first labels layer of a
     session builds vispy's dash patterns for its polygon outline, about 90 ms of pure
     Python; vispy caches them (``lru_cache``), so building one atlas here fills the cache.
+    The engine's compiled kernel imports scikit-learn, about half a second more. Runs once;
+    a run that starts while the warm-up is under way waits for it.
     """
-    import pandas  # noqa: F401
+    with _warm_lock:
+        if _warmed.is_set():
+            return
+        import pandas  # noqa: F401
 
-    try:
-        from vispy.visuals.line.dash_atlas import DashAtlas
-    except ImportError:  # another vispy layout: napari just pays the cost itself
+        prepare()
+        try:
+            from vispy.visuals.line.dash_atlas import DashAtlas
+        except ImportError:  # another vispy layout: napari just pays the cost itself
+            pass
+        else:
+            DashAtlas()
+        _warmed.set()
+
+
+def _warm_up_in_background():
+    """Start the warm-up when the dock opens, so that it is usually done before Run.
+
+    Importing creates enough objects to trigger a full garbage collection, which froze
+    napari for 130-150 ms in the middle of the warm-up: the objects that exist are held
+    out of full collections while it lasts, as during a run.
+    """
+    if _warmed.is_set() or _warm_lock.locked():
         return
-    DashAtlas()
+
+    def warm():
+        held = _hold_gc()
+        try:
+            with contextlib.suppress(Exception):  # a run warms up again and reports errors
+                _warm_up()
+        finally:
+            if held:
+                _release_gc()
+
+    threading.Thread(target=warm, name="napari-kmeans-vq warm-up", daemon=True).start()
+
+
+_gc_lock = threading.Lock()
+_gc_holders = 0
+
+
+def _hold_gc() -> bool:
+    """Keep the objects that exist now out of Python's full collections until released.
+
+    A full collection walks all of napari's objects and holds the GIL for 100 ms or more,
+    freezing napari whichever thread triggers it. Holds nest (the warm-up, runs); the last
+    release unfreezes, so nothing leaks: garbage among the frozen objects is only collected
+    later. If someone else has frozen objects, nothing is held (returns False) and their
+    freeze is left alone.
+    """
+    global _gc_holders
+    with _gc_lock:
+        if _gc_holders == 0 and gc.get_freeze_count() > 0:
+            return False
+        gc.freeze()
+        _gc_holders += 1
+        return True
+
+
+def _release_gc() -> None:
+    global _gc_holders
+    with _gc_lock:
+        _gc_holders -= 1
+        if _gc_holders == 0:
+            gc.unfreeze()
 
 
 # Milliseconds between the main-thread steps that add a run's layers.
@@ -411,6 +477,7 @@ class QuantizeWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
         self._viewer = viewer
+        _warm_up_in_background()
         self.image = create_widget(
             annotation=Image,
             label="image",
@@ -680,21 +747,15 @@ class QuantizeWidget(Container):
             self._idle()
 
     def _gc_hold(self):
-        """Keep the objects that exist at Run out of Python's full collections until idle.
-
-        A full collection walks all of napari's objects and holds the GIL for 100 ms or
-        more, freezing napari whichever thread triggers it; a run creates enough objects
-        to trigger one. Frozen objects are unfrozen when the run ends, so nothing leaks:
-        garbage among them is only collected later. Someone else's freeze is left alone.
-        """
-        if not self._gc_frozen and gc.get_freeze_count() == 0:
-            gc.freeze()
-            self._gc_frozen = True
+        """Keep the objects that exist at Run out of full collections until idle (a run
+        creates enough objects to trigger one; see :func:`_hold_gc`)."""
+        if not self._gc_frozen:
+            self._gc_frozen = _hold_gc()
 
     def _gc_release(self):
         if self._gc_frozen:
             self._gc_frozen = False
-            gc.unfreeze()
+            _release_gc()
 
     def _idle(self):
         self._gc_release()
