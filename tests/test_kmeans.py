@@ -1,4 +1,4 @@
-"""The k-means engine's two paths: scikit-learn's compiled Lloyd kernel and plain numpy."""
+"""The k-means engine's two paths: the C extension (_hamerly) and plain numpy."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from napari_kmeans_vq.histogram import ColorHistogram
 @pytest.fixture
 def kernel():
     if not _lloyd_kernel.available():
-        pytest.skip("scikit-learn's Lloyd kernel is not usable here")
+        pytest.skip("the C extension was not built (no C compiler at install)")
 
 
 @pytest.fixture
 def without_kernel(monkeypatch):
-    monkeypatch.setattr(_lloyd_kernel, "_kernel", False)
+    monkeypatch.setattr(_lloyd_kernel, "_hamerly", None)
 
 
 def _weighted_colours(image):
@@ -52,7 +52,7 @@ def test_kernel_assign_breaks_ties_to_the_lower_index(kernel):
 @pytest.mark.parametrize("k", [4, 16, 80])
 def test_quantize_gives_the_same_codebook_without_the_kernel(kernel, ihc, monkeypatch, k):
     compiled = quantize(ihc, k)
-    monkeypatch.setattr(_lloyd_kernel, "_kernel", False)
+    monkeypatch.setattr(_lloyd_kernel, "_hamerly", None)
     plain = quantize(ihc, k)
     np.testing.assert_array_equal(compiled.palette, plain.palette)
     np.testing.assert_array_equal(compiled.labels, plain.labels)
@@ -67,23 +67,73 @@ def test_numpy_path_alone_is_deterministic_and_exact(without_kernel, ihc_crop):
     assert a.distortion == pytest.approx((err**2).sum(axis=-1).mean(), rel=1e-12)
 
 
-def test_a_kernel_that_misbehaves_is_not_used(monkeypatch):
-    lloyd = pytest.importorskip("sklearn.cluster._k_means_lloyd")
+@pytest.mark.parametrize("dim", [1, 2, 4])
+@pytest.mark.parametrize("k", [1, 5, 12])
+def test_kernel_and_numpy_agree_in_other_dimensions(kernel, dim, k):
+    # one channel (scalar quantization), two, and RGBA-like points; both search modes
+    rng = np.random.default_rng(dim * 100 + k)
+    x = np.round(rng.gamma(2.0, 30.0, size=(3000, dim)))
+    w = rng.integers(1, 50, size=3000).astype(np.float64)
+    start = x[rng.choice(3000, size=k, replace=False)]
+    compiled = _lloyd_kernel.KernelRun(x, w, start)
+    _, converged = compiled.iterate(500, 0.0)
+    state, _, numpy_converged = kmeans._lloyd(kmeans._Bounds(x, w, start), 500, 0.0)
+    assert converged and numpy_converged
+    np.testing.assert_array_equal(compiled.labels, state.labels)
+    np.testing.assert_allclose(compiled.centers, state.centers, rtol=0, atol=1e-9)
 
-    def wrong(x, w, centers, new, mass, labels, shift, threads, update=True):
-        labels[:] = 0  # every point to the first centre
-        if update:
-            new[:] = centers
-            mass[:] = 1.0
-            shift[:] = 0.0
 
-    monkeypatch.setattr(lloyd, "lloyd_iter_chunked_dense", wrong)
-    monkeypatch.setattr(_lloyd_kernel, "_kernel", None)
+@pytest.mark.parametrize("k", [3, 12])
+def test_empty_clusters_are_reseeded_alike(kernel, k):
+    # two seeds on one point: the second gets no points at first and must be moved
+    rng = np.random.default_rng(k)
+    x = np.round(rng.normal(100.0, 40.0, size=(2000, 3)))
+    w = rng.integers(1, 9, size=2000).astype(np.float64)
+    start = x[rng.choice(2000, size=k, replace=False)]
+    start[1] = start[0]
+    compiled = _lloyd_kernel.KernelRun(x, w, start)
+    assert not np.any(compiled.labels == 1)
+    n_iter, converged = compiled.iterate(500, 0.0)
+    state, numpy_iter, _ = kmeans._lloyd(kmeans._Bounds(x, w, start), 500, 0.0)
+    assert converged and n_iter == numpy_iter
+    assert np.bincount(compiled.labels, minlength=k).min() > 0
+    np.testing.assert_array_equal(compiled.labels, state.labels)
+    np.testing.assert_allclose(compiled.centers, state.centers, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("k", [4, 40])
+def test_moved_centres_relabel_like_a_full_search(kernel, ihc, k):
+    x, w = _weighted_colours(ihc)
+    run = _lloyd_kernel.KernelRun(x, w, kmeans.kmeans_plusplus(x, w, k, np.random.default_rng(0)))
+    run.iterate(30, 0.0)
+    rounded = np.round(run.centers)  # what the palette stores
+    labels = run.move(rounded)
+    np.testing.assert_array_equal(labels, kmeans.assign(x, rounded))
+    np.testing.assert_array_equal(labels, run.labels)
+    assert run.inertia() == pytest.approx(kmeans.weighted_error(x, w, rounded, labels), rel=1e-12)
+
+
+def test_kernel_rejects_arrays_of_the_wrong_size(kernel):
+    from napari_kmeans_vq import _hamerly
+
+    x = np.zeros((10, 3))
+    state = [np.ones(10), np.zeros((2, 3)), np.zeros(10, np.int32), np.zeros(10), np.zeros(10)]
+    sums = np.zeros(4 * 2 * 4)
+    with pytest.raises(ValueError, match="weights"):
+        _hamerly.assign(x, np.ones(9), *state[1:], sums, 10, 2, 3)
+    with pytest.raises(ValueError, match="labels"):
+        _hamerly.assign(x, *state[:2], np.zeros(10, np.int64), *state[3:], sums, 10, 2, 3)
+    labels = np.full(10, 5, np.int32)
+    with pytest.raises(ValueError, match="out of range"):
+        _hamerly.iterate(x, *state[:2], labels, *state[3:], sums, 10, 2, 3, 5, 0.0)
+
+
+def test_without_the_extension_the_engine_runs_on_numpy(without_kernel):
     assert not _lloyd_kernel.available()
-    # and the engine still works, on numpy
     x = np.array([[0.0, 0.0, 0.0], [0.0, 2.0, 0.0], [10.0, 0.0, 0.0], [10.0, 2.0, 0.0]])
     result = kmeans.weighted_kmeans(x, np.ones(4), 2, init=x[[0, 2]])
     np.testing.assert_array_equal(result.labels, [0, 0, 1, 1])
+    assert result.inertia == pytest.approx(4.0)
 
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["kernel", "numpy"])
@@ -91,7 +141,7 @@ def test_a_kernel_that_misbehaves_is_not_used(monkeypatch):
 def test_labels_are_nearest_codewords_ties_to_the_lower_index(ihc, monkeypatch, compiled, k):
     # ihc has thousands of pixels exactly equidistant from two codewords at K = 16
     if not compiled:
-        monkeypatch.setattr(_lloyd_kernel, "_kernel", False)
+        monkeypatch.setattr(_lloyd_kernel, "_hamerly", None)
     q = quantize(ihc, k)
     pixels = ihc.reshape(-1, 1, 3).astype(np.int64)
     d2 = ((pixels - q.palette.astype(np.int64)) ** 2).sum(axis=-1)

@@ -3,13 +3,13 @@
 The points are an image's distinct colours and the weights their pixel counts, so the
 objective is exactly the all-pixel one. With many points, seedings first converge on a
 grid summary of them, and only the best go on to every point (coarse to fine; see
-:func:`weighted_kmeans`). Lloyd's passes run in scikit-learn's compiled kernel where it
-pays off (:mod:`._lloyd_kernel`); with many centres, or without the kernel, they run in
-numpy and skip the distance computations that cannot change an assignment, using
-Hamerly's bounds (Hamerly 2010, "Making k-means even faster"): each point keeps an upper
-bound on the distance to its centre and a lower bound on the distance to any other; only
-points whose bounds overlap are re-examined. Both paths give plain Lloyd's result from
-the same initial centres, with ties going to the lower centre index.
+:func:`weighted_kmeans`). Lloyd's passes run in this package's C extension when it was
+built (:mod:`._lloyd_kernel`), and otherwise in numpy. Both skip the distance
+computations that cannot change an assignment, using Hamerly's bounds (Hamerly 2010,
+"Making k-means even faster"): each point keeps an upper bound on the distance to its
+centre and a lower bound on the distance to any other; only points whose bounds overlap
+are re-examined. Both paths give plain Lloyd's result from the same initial centres, with
+ties going to the lower centre index.
 """
 
 from __future__ import annotations
@@ -37,12 +37,12 @@ _SUMMARY_MAX_CELLS = 1 << 22
 _REFINED_SEEDINGS = 2
 _PROBE_ITERATIONS = 20
 _PROBE_WITHIN = 1.01
-# Lloyd's passes run in compiled code (see _lloyd_kernel) up to this many centres, on
-# every point and on summaries; above it, Hamerly's bounds skip enough of the distance
-# computations that the numpy path is as fast or faster (measured crossovers: 64-96 on
-# 100k-300k colours, 512-1024 on summaries, whose passes converge in fewer iterations).
-_KERNEL_MAX_CLUSTERS = 64
-_KERNEL_MAX_CLUSTERS_COARSE = 512
+# Lloyd's passes run in compiled code (see _lloyd_kernel) up to this many centres. Above
+# it the numpy path's k-d tree finds a point's nearest centres faster than the C code's
+# search of every centre (measured: about even at 256 on 300k colours).
+_KERNEL_MAX_CLUSTERS = 256
+# A one-off assignment searches every centre in C: up to this many centres.
+_KERNEL_MAX_CLUSTERS_ASSIGN = 64
 _BOUND_SLACK = 1.0 - 1e-9
 
 
@@ -71,7 +71,9 @@ class KMeansResult:
     n_iter: int
     n_init: int
     converged: bool
-    _state: _Bounds | None = field(default=None, repr=False, compare=False)
+    _state: _Bounds | _lloyd_kernel.KernelRun | None = field(
+        default=None, repr=False, compare=False
+    )
     _points: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def relabel(self, centers: np.ndarray) -> np.ndarray:
@@ -82,12 +84,14 @@ class KMeansResult:
         """
         if self._state is None:
             return assign(self._points, centers)
-        self._state.move(np.asarray(centers, dtype=np.float64))
-        return self._state.labels.copy()
+        if isinstance(self._state, _Bounds):
+            self._state.move(np.asarray(centers, dtype=np.float64))
+            return self._state.labels.copy()
+        return self._state.move(centers).astype(np.intp)
 
 
 def prepare() -> None:
-    """Load the compiled kernel now (imports scikit-learn: about a second, once a process).
+    """Load the compiled kernel now (a few milliseconds, once a process).
 
     Fits call it before they start their clock, so ``fit_seconds_`` times the fit alone.
     """
@@ -165,7 +169,7 @@ def weighted_kmeans(
         # refines poorly does not decide the result alone.
         part = 1 / (n_init + 1)
         runs = [
-            _run(*summary, c, max_iter, tol_abs, _stage(progress, i * part, part), coarse=True)[0]
+            _run(*summary, c, max_iter, tol_abs, _stage(progress, i * part, part))[0]
             for i, c in enumerate(starts)
         ]
         scored = sorted(((run.inertia(), i, run) for i, run in enumerate(runs)))
@@ -200,7 +204,6 @@ def weighted_kmeans(
             state, n_iter, converged = _resume(state, max_iter - probe_iter, tol_abs, step)
             best = state, probe_iter + n_iter, converged
     state, n_iter, converged = best
-    bounds = state if isinstance(state, _Bounds) else None
     return KMeansResult(
         state.centers.copy(),
         state.labels.astype(np.intp),
@@ -208,21 +211,19 @@ def weighted_kmeans(
         n_iter,
         n_init,
         converged,
-        bounds,
+        state,
         x,
     )
 
 
-def _run(x, w, centers, max_iter, tol_abs, step=None, coarse=False):
+def _run(x, w, centers, max_iter, tol_abs, step=None):
     """Lloyd's iterations from ``centers``: returns (state, iterations, converged).
 
     The state has ``centers``, ``labels`` (nearest centres of ``centers``) and
-    ``inertia()``. The compiled kernel runs them when it can and pays off (see the limits
-    at the top; a summary is ``coarse``).
+    ``inertia()``. The compiled kernel runs them when it was built and pays off (see the
+    limit at the top).
     """
-    k = len(centers)
-    limit = _KERNEL_MAX_CLUSTERS_COARSE if coarse else _KERNEL_MAX_CLUSTERS
-    if 1 < k <= limit and _lloyd_kernel.available():
+    if len(centers) <= _KERNEL_MAX_CLUSTERS and _lloyd_kernel.available():
         state = _lloyd_kernel.KernelRun(x, w, centers)
         return (state, *state.iterate(max_iter, tol_abs, step))
     return _lloyd(_Bounds(x, w, centers), max_iter, tol_abs, step)
@@ -273,8 +274,7 @@ def kmeans_plusplus(
 def assign(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
     """Index of the nearest centre of each point (ties go to the lower index)."""
     x = np.ascontiguousarray(points, dtype=np.float64)
-    k = len(centers)
-    if 1 < k <= _KERNEL_MAX_CLUSTERS and _lloyd_kernel.available():
+    if len(centers) <= _KERNEL_MAX_CLUSTERS_ASSIGN and _lloyd_kernel.available():
         return _lloyd_kernel.assign(x, centers).astype(np.intp)
     labels, _, _ = _nearest_two(x, _row_norms2(x), np.asarray(centers, dtype=np.float64))
     return labels
@@ -415,9 +415,10 @@ class _Bounds:
         """The weighted means of the clusters; empty clusters are reseeded (returns None then)."""
         empty = self.mass <= 0
         if empty.any():
-            # Move each empty centre onto the point that costs the most where it is.
-            cost = self.w * self.upper**2
-            far = np.argsort(cost)[::-1][: int(empty.sum())]
+            # Move each empty centre onto the point that costs the most where it is (the
+            # lowest index among equal costs, as the C code does).
+            cost = self.w * _row_norms2(self.x - self.centers[self.labels])
+            far = np.argsort(-cost, kind="stable")[: int(empty.sum())]
             self.centers[np.flatnonzero(empty)] = self.x[far]
             self._full()
             return None

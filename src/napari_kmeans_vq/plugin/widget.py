@@ -160,8 +160,8 @@ def _warm_up():
     that import alone freezes napari for about half a second. The first labels layer of a
     session builds vispy's dash patterns for its polygon outline, about 90 ms of pure
     Python; vispy caches them (``lru_cache``), so building one atlas here fills the cache.
-    The engine's compiled kernel imports scikit-learn, about half a second more. Runs once;
-    a run that starts while the warm-up is under way waits for it.
+    The engine's compiled kernel is loaded too. Runs once; a run that starts while the
+    warm-up is under way waits for it.
     """
     with _warm_lock:
         if _warmed.is_set():

@@ -1,0 +1,17 @@
+"""Builds the one C extension; everything else is in pyproject.toml.
+
+The extension is optional: where it cannot be compiled (no C compiler), the install goes
+on without it and the engine runs its numpy path instead (see _lloyd_kernel.py).
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "napari_kmeans_vq._hamerly",
+            ["src/napari_kmeans_vq/_hamerly.c"],
+            optional=True,
+        )
+    ]
+)

@@ -1,0 +1,525 @@
+/*
+ * Lloyd's iterations on weighted points with Hamerly's bounds, in C.
+ *
+ * The numpy path in kmeans.py does the same work; here a whole run is one call with no
+ * per-pass overhead, which is what small K on a few hundred thousand colours needs.
+ * Hamerly 2010, "Making k-means even faster": each point keeps an upper bound on the
+ * distance to its centre and a lower bound on the distance to any other centre; a point
+ * is searched again only when the bounds overlap.
+ *
+ * Exactness: distances are sums of squared differences (no |x|^2 - 2x.c + |c|^2
+ * cancellation); a point is skipped only when its bounds clear with a relative margin
+ * (SLACK), so ties are always searched and go to the lower centre index, as in
+ * numpy's argmin. Cluster sums are recomputed in point order on every pass, so results
+ * do not depend on anything but the input. One thread; the GIL is released.
+ *
+ * Arrays come from _hamerly.py, which checks shapes and dtypes: points (M, D) and
+ * centres (K, D) float64 C-contiguous, weights (M,) float64, labels (M,) int32, bounds
+ * (M,) float64.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SLACK (1.0 - 1e-9)
+
+/* Up to this many centres every point is searched on every pass: with so few, bounds
+ * save less than their upkeep (square roots, branches that mispredict) costs. */
+#define SEARCH_ALL_MAX 8
+/* Cluster sums are kept in this many banks (point i adds to bank i % BANKS) so that
+ * consecutive points of one cluster do not wait on each other's additions; the banks are
+ * added up in a fixed order. */
+#define BANKS 4
+
+typedef struct {
+    const double *x, *w;
+    double *c;
+    int *labels;
+    double *upper, *lower;
+    double *acc; /* BANKS x K x (D + 1): weighted sums, then mass */
+    Py_ssize_t m, k, d;
+    int bounded;
+} Problem;
+
+static inline double dist2(const double *a, const double *b, Py_ssize_t d)
+{
+    double s = 0.0;
+    for (Py_ssize_t t = 0; t < d; t++) {
+        double e = a[t] - b[t];
+        s += e * e;
+    }
+    return s;
+}
+
+/* Branch-free running minimum and runner-up; ties keep the lower index. */
+#define TAKE(s, j)                                                                       \
+    do {                                                                                 \
+        double high_ = (s) < best ? best : (s);                                          \
+        runner = high_ < runner ? high_ : runner;                                        \
+        label = (s) < best ? (int)(j) : label;                                           \
+        best = (s) < best ? (s) : best;                                                  \
+    } while (0)
+
+/* Nearest centre of point i (ties to the lower index) and the two smallest squared
+ * distances. */
+static inline int nearest_two(const Problem *p, Py_ssize_t i, double *first, double *second)
+{
+    const double *xi = p->x + i * p->d;
+    double best = INFINITY, runner = INFINITY;
+    int label = 0;
+    if (p->d == 3) {
+        const double x0 = xi[0], x1 = xi[1], x2 = xi[2];
+        for (Py_ssize_t j = 0; j < p->k; j++) {
+            const double *cj = p->c + 3 * j;
+            double e0 = x0 - cj[0], e1 = x1 - cj[1], e2 = x2 - cj[2];
+            double s = e0 * e0 + e1 * e1 + e2 * e2;
+            TAKE(s, j);
+        }
+    }
+    else {
+        for (Py_ssize_t j = 0; j < p->k; j++) {
+            double s = dist2(xi, p->c + j * p->d, p->d);
+            TAKE(s, j);
+        }
+    }
+    *first = best;
+    *second = runner;
+    return label;
+}
+
+static inline void accumulate(const Problem *p, Py_ssize_t i, int j)
+{
+    Py_ssize_t d = p->d;
+    double *a = p->acc + ((i % BANKS) * p->k + j) * (d + 1);
+    const double *xi = p->x + i * d;
+    double wi = p->w[i];
+    for (Py_ssize_t t = 0; t < d; t++)
+        a[t] += wi * xi[t];
+    a[d] += wi;
+}
+
+static void clear_sums(const Problem *p)
+{
+    memset(p->acc, 0, sizeof(double) * BANKS * p->k * (p->d + 1));
+}
+
+/* The clusters' weighted sums (K x D) and masses (K), banks added in a fixed order. */
+static void combine_sums(const Problem *p, double *sums, double *mass)
+{
+    Py_ssize_t k = p->k, d = p->d;
+    for (Py_ssize_t j = 0; j < k; j++) {
+        for (Py_ssize_t t = 0; t <= d; t++) {
+            double s = 0.0;
+            for (int b = 0; b < BANKS; b++)
+                s += p->acc[(b * k + j) * (d + 1) + t];
+            if (t < d)
+                sums[j * d + t] = s;
+            else
+                mass[j] = s;
+        }
+    }
+}
+
+/* Every point's nearest centre (and bounds, when kept), with the cluster sums. */
+static void assign_all(Problem *p)
+{
+    clear_sums(p);
+    for (Py_ssize_t i = 0; i < p->m; i++) {
+        double a, b;
+        int label = nearest_two(p, i, &a, &b);
+        p->labels[i] = label;
+        if (p->bounded) {
+            p->upper[i] = sqrt(a);
+            p->lower[i] = sqrt(b);
+        }
+        accumulate(p, i, label);
+    }
+}
+
+/* Empty clusters: each takes the point that costs the most where it is (weight times
+ * squared distance), the costliest first; returns how many were empty. */
+static Py_ssize_t reseed_empty(Problem *p, const double *mass, char *taken)
+{
+    Py_ssize_t empty = 0;
+    int any = 0;
+    for (Py_ssize_t j = 0; j < p->k; j++)
+        any |= !(mass[j] > 0);
+    if (!any)
+        return 0;
+    memset(taken, 0, p->m);
+    for (Py_ssize_t j = 0; j < p->k; j++) {
+        if (mass[j] > 0)
+            continue;
+        Py_ssize_t far = -1;
+        double worst = -1.0;
+        for (Py_ssize_t i = 0; i < p->m; i++) {
+            double cost = p->w[i] * dist2(p->x + i * p->d, p->c + p->labels[i] * p->d, p->d);
+            if (!taken[i] && cost > worst) {
+                worst = cost;
+                far = i;
+            }
+        }
+        if (far < 0)
+            break;
+        taken[far] = 1;
+        memcpy(p->c + j * p->d, p->x + far * p->d, sizeof(double) * p->d);
+        empty++;
+    }
+    return empty;
+}
+
+#define BLOCK 128
+
+/* Nearest centres of points [start, start + n) into labels (ties to the lower index),
+ * centre by centre over the block so the compiler can vectorize across points. */
+static void nearest_block(const Problem *p, Py_ssize_t start, Py_ssize_t n, int *labels)
+{
+    double best[BLOCK];
+    const double *x = p->x + start * p->d;
+    Py_ssize_t d = p->d;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        best[i] = INFINITY;
+        labels[i] = 0;
+    }
+    for (Py_ssize_t j = 0; j < p->k; j++) {
+        const double *cj = p->c + j * d;
+        if (d == 3) {
+            const double c0 = cj[0], c1 = cj[1], c2 = cj[2];
+            for (Py_ssize_t i = 0; i < n; i++) {
+                double e0 = x[3 * i] - c0, e1 = x[3 * i + 1] - c1, e2 = x[3 * i + 2] - c2;
+                double s = e0 * e0 + e1 * e1 + e2 * e2;
+                labels[i] = s < best[i] ? (int)j : labels[i];
+                best[i] = s < best[i] ? s : best[i];
+            }
+        }
+        else {
+            for (Py_ssize_t i = 0; i < n; i++) {
+                double s = dist2(x + i * d, cj, d);
+                labels[i] = s < best[i] ? (int)j : labels[i];
+                best[i] = s < best[i] ? s : best[i];
+            }
+        }
+    }
+}
+
+/* Search every point (few centres); returns how many labels changed. */
+static Py_ssize_t pass_all(Problem *p)
+{
+    Py_ssize_t changed = 0;
+    int fresh[BLOCK];
+    clear_sums(p);
+    for (Py_ssize_t start = 0; start < p->m; start += BLOCK) {
+        Py_ssize_t n = p->m - start < BLOCK ? p->m - start : BLOCK;
+        nearest_block(p, start, n, fresh);
+        int *labels = p->labels + start;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            changed += fresh[i] != labels[i];
+            labels[i] = fresh[i];
+            accumulate(p, start + i, fresh[i]);
+        }
+    }
+    return changed;
+}
+
+/* Hamerly's pass after the centres moved by shift: update the bounds, search the points
+ * whose bounds overlap; returns how many labels changed. */
+static Py_ssize_t pass_bounded(Problem *p, const double *shift, double *half_gap)
+{
+    Py_ssize_t k = p->k, d = p->d;
+    double top = 0.0, second_top = 0.0;
+    Py_ssize_t top_j = 0;
+    for (Py_ssize_t j = 0; j < k; j++) {
+        if (shift[j] > top) {
+            second_top = top;
+            top = shift[j];
+            top_j = j;
+        }
+        else if (shift[j] > second_top) {
+            second_top = shift[j];
+        }
+    }
+    for (Py_ssize_t j = 0; j < k; j++) {
+        double g = INFINITY;
+        for (Py_ssize_t l = 0; l < k; l++) {
+            if (l != j) {
+                double s = dist2(p->c + j * d, p->c + l * d, d);
+                g = s < g ? s : g;
+            }
+        }
+        half_gap[j] = 0.5 * sqrt(g);
+    }
+    Py_ssize_t changed = 0;
+    clear_sums(p);
+    for (Py_ssize_t i = 0; i < p->m; i++) {
+        int a = p->labels[i];
+        double up = p->upper[i] + shift[a];
+        double low = p->lower[i] - (a == top_j ? second_top : top);
+        double bound = (half_gap[a] > low ? half_gap[a] : low) * SLACK;
+        p->lower[i] = low;
+        if (up >= bound) {
+            up = sqrt(dist2(p->x + i * d, p->c + a * d, d));
+            if (up >= bound) {
+                double first, runner;
+                int label = nearest_two(p, i, &first, &runner);
+                up = sqrt(first);
+                p->lower[i] = sqrt(runner);
+                changed += label != a;
+                p->labels[i] = a = label;
+            }
+        }
+        p->upper[i] = up;
+        accumulate(p, i, a);
+    }
+    return changed;
+}
+
+/* Lloyd's iterations from an assigned state (labels, sums, bounds); see iterate(). */
+static Py_ssize_t lloyd(Problem *p, Py_ssize_t max_iter, double tol_abs, double *work,
+                        char *taken, int *converged)
+{
+    Py_ssize_t k = p->k, d = p->d;
+    double *sums = work, *mass = sums + k * d, *shift = mass + k, *half_gap = shift + k;
+    *converged = 0;
+    Py_ssize_t n_iter;
+    for (n_iter = 1; n_iter <= max_iter; n_iter++) {
+        combine_sums(p, sums, mass);
+        if (reseed_empty(p, mass, taken) > 0) {
+            assign_all(p);
+            continue;
+        }
+        double shift2 = 0.0;
+        for (Py_ssize_t j = 0; j < k; j++) {
+            double s = 0.0;
+            for (Py_ssize_t t = 0; t < d; t++) {
+                double mean = sums[j * d + t] / mass[j];
+                double e = mean - p->c[j * d + t];
+                p->c[j * d + t] = mean;
+                s += e * e;
+            }
+            shift[j] = sqrt(s);
+            shift2 += s;
+        }
+        Py_ssize_t changed = p->bounded ? pass_bounded(p, shift, half_gap) : pass_all(p);
+        if (changed == 0 || shift2 <= tol_abs) {
+            *converged = 1;
+            return n_iter;
+        }
+    }
+    return max_iter;
+}
+
+static int get(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, Py_ssize_t count, int writable,
+               const char *name)
+{
+    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0)
+        return -1;
+    if (view->itemsize != itemsize || view->len != itemsize * count) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %zd items of %zd bytes", name, count,
+                     itemsize);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+#define N_STATE 7
+
+/* Parses the state (x, w, centers, labels, upper, lower, sums) of m points and k centres
+ * in d dimensions; fills p and views. */
+static int problem(PyObject *const *objs, Py_ssize_t m, Py_ssize_t k, Py_ssize_t d,
+                   Py_buffer *views, Problem *p)
+{
+    static const char *names[] = {"points", "weights", "centers", "labels",
+                                  "upper",  "lower",   "sums"};
+    if (m < 1 || k < 1 || d < 1 || k > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "need m, k, d >= 1");
+        return -1;
+    }
+    Py_ssize_t counts[] = {m * d, m, k * d, m, m, m, BANKS * k * (d + 1)};
+    Py_ssize_t sizes[] = {8, 8, 8, 4, 8, 8, 8};
+    int writable[] = {0, 0, 1, 1, 1, 1, 1};
+    for (int v = 0; v < N_STATE; v++) {
+        if (get(objs[v], &views[v], sizes[v], counts[v], writable[v], names[v]) < 0) {
+            while (v-- > 0)
+                PyBuffer_Release(&views[v]);
+            return -1;
+        }
+    }
+    p->x = views[0].buf;
+    p->w = views[1].buf;
+    p->c = views[2].buf;
+    p->labels = views[3].buf;
+    p->upper = views[4].buf;
+    p->lower = views[5].buf;
+    p->acc = views[6].buf;
+    p->m = m;
+    p->k = k;
+    p->d = d;
+    p->bounded = k > SEARCH_ALL_MAX;
+    return 0;
+}
+
+static void release(Py_buffer *views)
+{
+    for (int v = 0; v < N_STATE; v++)
+        PyBuffer_Release(&views[v]);
+}
+
+static PyObject *py_assign(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *o[N_STATE];
+    Py_ssize_t m, k, d;
+    if (!PyArg_ParseTuple(args, "OOOOOOOnnn", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
+                          &m, &k, &d))
+        return NULL;
+    Py_buffer views[N_STATE];
+    Problem p;
+    if (problem(o, m, k, d, views, &p) < 0)
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    assign_all(&p);
+    Py_END_ALLOW_THREADS
+    release(views);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_iterate(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *o[N_STATE];
+    Py_ssize_t m, k, d, max_iter;
+    double tol_abs;
+    if (!PyArg_ParseTuple(args, "OOOOOOOnnnnd", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
+                          &o[6], &m, &k, &d, &max_iter, &tol_abs))
+        return NULL;
+    Py_buffer views[N_STATE];
+    Problem p;
+    if (problem(o, m, k, d, views, &p) < 0)
+        return NULL;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        if (p.labels[i] < 0 || p.labels[i] >= k) {
+            release(views);
+            PyErr_SetString(PyExc_ValueError, "labels: out of range of the centres");
+            return NULL;
+        }
+    }
+    double *work = malloc(sizeof(double) * (k * d + 3 * k));
+    char *taken = malloc(m);
+    if (!work || !taken) {
+        free(work);
+        free(taken);
+        release(views);
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t n_iter = 0;
+    int converged = 0;
+    Py_BEGIN_ALLOW_THREADS
+    n_iter = lloyd(&p, max_iter, tol_abs, work, taken, &converged);
+    Py_END_ALLOW_THREADS
+    free(work);
+    free(taken);
+    release(views);
+    return Py_BuildValue("(nO)", n_iter, converged ? Py_True : Py_False);
+}
+
+static PyObject *py_move(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *o[N_STATE], *target;
+    Py_ssize_t m, k, d;
+    if (!PyArg_ParseTuple(args, "OOOOOOOnnnO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
+                          &m, &k, &d, &target))
+        return NULL;
+    Py_buffer views[N_STATE], tv;
+    Problem p;
+    if (problem(o, m, k, d, views, &p) < 0)
+        return NULL;
+    if (get(target, &tv, 8, k * d, 0, "new centers") < 0) {
+        release(views);
+        return NULL;
+    }
+    double *work = malloc(sizeof(double) * 2 * k);
+    if (!work) {
+        PyBuffer_Release(&tv);
+        release(views);
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t changed;
+    Py_BEGIN_ALLOW_THREADS
+    const double *target_c = tv.buf;
+    for (Py_ssize_t j = 0; j < k; j++)
+        work[j] = sqrt(dist2(p.c + j * d, target_c + j * d, d));
+    memcpy(p.c, target_c, sizeof(double) * k * d);
+    changed = p.bounded ? pass_bounded(&p, work, work + k) : pass_all(&p);
+    Py_END_ALLOW_THREADS
+    free(work);
+    PyBuffer_Release(&tv);
+    release(views);
+    return PyLong_FromSsize_t(changed);
+}
+
+static PyObject *py_error(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *o[6];
+    Py_ssize_t m, k, d;
+    if (!PyArg_ParseTuple(args, "OOOOnnn", &o[0], &o[1], &o[2], &o[3], &m, &k, &d))
+        return NULL;
+    Py_buffer views[4];
+    static const char *names[] = {"points", "weights", "centers", "labels"};
+    Py_ssize_t counts[] = {m * d, m, k * d, m};
+    Py_ssize_t sizes[] = {8, 8, 8, 4};
+    for (int v = 0; v < 4; v++) {
+        if (get(o[v], &views[v], sizes[v], counts[v], 0, names[v]) < 0) {
+            while (v-- > 0)
+                PyBuffer_Release(&views[v]);
+            return NULL;
+        }
+    }
+    const double *x = views[0].buf, *w = views[1].buf, *c = views[2].buf;
+    const int *labels = views[3].buf;
+    double total = 0.0;
+    int bad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < m; i++) {
+        if (labels[i] < 0 || labels[i] >= k) {
+            bad = 1;
+            break;
+        }
+        total += w[i] * dist2(x + i * d, c + labels[i] * d, d);
+    }
+    Py_END_ALLOW_THREADS
+    for (int v = 0; v < 4; v++)
+        PyBuffer_Release(&views[v]);
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "labels: out of range of the centres");
+        return NULL;
+    }
+    return PyFloat_FromDouble(total);
+}
+
+static PyMethodDef methods[] = {
+    {"assign", py_assign, METH_VARARGS,
+     "assign(x, w, centers, labels, upper, lower, sums, m, k, d): every point's nearest "
+     "centre, its bounds and the cluster sums."},
+    {"iterate", py_iterate, METH_VARARGS,
+     "iterate(x, w, centers, labels, upper, lower, sums, m, k, d, max_iter, tol_abs) -> "
+     "(n_iter, converged): Lloyd's iterations from an assigned state."},
+    {"move", py_move, METH_VARARGS,
+     "move(x, w, centers, labels, upper, lower, sums, m, k, d, new_centers) -> changed: "
+     "move the centres and relabel the points whose bounds leave doubt."},
+    {"error", py_error, METH_VARARGS,
+     "error(x, w, centers, labels, m, k, d) -> sum of w |x - c[label]|^2."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_hamerly", "Lloyd's iterations with Hamerly's bounds.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__hamerly(void)
+{
+    return PyModule_Create(&module);
+}
