@@ -93,7 +93,5 @@ class KernelRun:
 
     def inertia(self) -> float:
         if self._inertia is None:
-            self._inertia = _hamerly.error(
-                self.x, self.w, self.centers, self.labels, *self._sizes
-            )
+            self._inertia = _hamerly.error(self.x, self.w, self.centers, self.labels, *self._sizes)
         return self._inertia
