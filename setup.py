@@ -9,8 +9,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "napari_kmeans_vq._hamerly",
-            ["src/napari_kmeans_vq/_hamerly.c"],
+            "napari_kmeans_vq._ckmeans",
+            ["src/napari_kmeans_vq/_ckmeans.c"],
             optional=True,
         )
     ]

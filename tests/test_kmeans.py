@@ -1,4 +1,4 @@
-"""The k-means engine's two paths: the C extension (_hamerly) and plain numpy."""
+"""The k-means engine's two paths: the C extension (_ckmeans) and plain numpy."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def kernel():
 
 @pytest.fixture
 def without_kernel(monkeypatch):
-    monkeypatch.setattr(_lloyd_kernel, "_hamerly", None)
+    monkeypatch.setattr(_lloyd_kernel, "_ckmeans", None)
 
 
 def _weighted_colours(image):
@@ -52,7 +52,7 @@ def test_kernel_assign_breaks_ties_to_the_lower_index(kernel):
 @pytest.mark.parametrize("k", [4, 16, 80])
 def test_quantize_gives_the_same_codebook_without_the_kernel(kernel, ihc, monkeypatch, k):
     compiled = quantize(ihc, k)
-    monkeypatch.setattr(_lloyd_kernel, "_hamerly", None)
+    monkeypatch.setattr(_lloyd_kernel, "_ckmeans", None)
     plain = quantize(ihc, k)
     np.testing.assert_array_equal(compiled.palette, plain.palette)
     np.testing.assert_array_equal(compiled.labels, plain.labels)
@@ -113,19 +113,42 @@ def test_moved_centres_relabel_like_a_full_search(kernel, ihc, k):
     assert run.inertia() == pytest.approx(kmeans.weighted_error(x, w, rounded, labels), rel=1e-12)
 
 
+@pytest.mark.parametrize("space", ["rgb", "lab", "grey"])
+def test_grid_summary_in_c_is_numpys_bit_for_bit(kernel, ihc, monkeypatch, space):
+    from napari_kmeans_vq.colorspace import rgb_to_lab
+
+    x, w = _weighted_colours(ihc)
+    if space == "lab":
+        x = np.ascontiguousarray(rgb_to_lab(x / 255.0))
+    elif space == "grey":
+        x, inverse = np.unique(x @ [0.25, 0.5, 0.25], return_inverse=True)
+        w = np.bincount(inverse, weights=w)
+        x = x[:, np.newaxis]
+    for target in (256, 8192, 32768):
+        compiled = kmeans._summary(x, w, target)
+        with monkeypatch.context() as patch:
+            patch.setattr(_lloyd_kernel, "_ckmeans", None)
+            plain = kmeans._summary(x, w, target)
+        assert len(compiled[0]) < len(x) or target >= len(x) // 2
+        np.testing.assert_array_equal(compiled[0], plain[0])
+        np.testing.assert_array_equal(compiled[1], plain[1])
+
+
 def test_kernel_rejects_arrays_of_the_wrong_size(kernel):
-    from napari_kmeans_vq import _hamerly
+    from napari_kmeans_vq import _ckmeans
 
     x = np.zeros((10, 3))
     state = [np.ones(10), np.zeros((2, 3)), np.zeros(10, np.int32), np.zeros(10), np.zeros(10)]
     sums = np.zeros(4 * 2 * 4)
     with pytest.raises(ValueError, match="weights"):
-        _hamerly.assign(x, np.ones(9), *state[1:], sums, 10, 2, 3)
+        _ckmeans.assign(x, np.ones(9), *state[1:], sums, 10, 2, 3)
     with pytest.raises(ValueError, match="labels"):
-        _hamerly.assign(x, *state[:2], np.zeros(10, np.int64), *state[3:], sums, 10, 2, 3)
+        _ckmeans.assign(x, *state[:2], np.zeros(10, np.int64), *state[3:], sums, 10, 2, 3)
+    with pytest.raises(ValueError, match="points: expected 30 items of float64"):
+        _ckmeans.assign(x.astype(np.float32), *state, sums, 10, 2, 3)
     labels = np.full(10, 5, np.int32)
     with pytest.raises(ValueError, match="out of range"):
-        _hamerly.iterate(x, *state[:2], labels, *state[3:], sums, 10, 2, 3, 5, 0.0)
+        _ckmeans.iterate(x, *state[:2], labels, *state[3:], sums, 10, 2, 3, 5, 0.0)
 
 
 def test_without_the_extension_the_engine_runs_on_numpy(without_kernel):
@@ -141,7 +164,7 @@ def test_without_the_extension_the_engine_runs_on_numpy(without_kernel):
 def test_labels_are_nearest_codewords_ties_to_the_lower_index(ihc, monkeypatch, compiled, k):
     # ihc has thousands of pixels exactly equidistant from two codewords at K = 16
     if not compiled:
-        monkeypatch.setattr(_lloyd_kernel, "_hamerly", None)
+        monkeypatch.setattr(_lloyd_kernel, "_ckmeans", None)
     q = quantize(ihc, k)
     pixels = ihc.reshape(-1, 1, 3).astype(np.int64)
     d2 = ((pixels - q.palette.astype(np.int64)) ** 2).sum(axis=-1)

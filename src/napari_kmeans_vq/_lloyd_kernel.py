@@ -1,4 +1,5 @@
-"""Lloyd's iterations in compiled code: the C extension ``_hamerly``.
+"""Lloyd's iterations (and the coarse stage's grid summary) in compiled code: the C
+extension ``_ckmeans``.
 
 A whole run of Lloyd's iterations is one call, with Hamerly's bounds above 8 centres and
 a plain search of every centre below; the GIL is released meanwhile, so napari stays
@@ -15,21 +16,23 @@ from __future__ import annotations
 import numpy as np
 
 try:
-    from . import _hamerly
+    from . import _ckmeans
 except ImportError:  # installed without a C compiler
-    _hamerly = None
+    _ckmeans = None
 
-# The C code's cluster sums are kept in this many banks (see _hamerly.c).
+# The C code's cluster sums are kept in this many banks (see _ckmeans.c).
 _BANKS = 4
 
 
 def available() -> bool:
     """Whether the compiled kernel was built."""
-    return _hamerly is not None
+    return _ckmeans is not None
 
 
 def assign(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
     """Nearest centre of each point (ties to the lower index), as int32."""
+    if x.shape[0] == 0:
+        return np.empty(0, dtype=np.int32)
     run = KernelRun(x, np.ones(x.shape[0]), centers)
     return run.labels
 
@@ -38,7 +41,16 @@ def weighted_error(x, w, centers, labels) -> float:
     """Sum of weight times squared distance to the labelled centre."""
     c = np.ascontiguousarray(centers, dtype=np.float64)
     labels = np.ascontiguousarray(labels, dtype=np.int32)
-    return _hamerly.error(x, w, c, labels, x.shape[0], *c.shape)
+    return _ckmeans.error(x, w, c, labels, x.shape[0], *c.shape)
+
+
+def grid_summary(x, w, cells, limit, target, max_cells):
+    """:func:`.kmeans._summary`'s grid in C: (means, totals), or None when the occupied
+    cells number at least half the points."""
+    m, d = x.shape
+    means, total = np.empty((m, d)), np.empty(m)
+    n = _ckmeans.grid_summary(x, w, means, total, m, d, cells, limit, target, max_cells)
+    return (means[:n].copy(), total[:n].copy()) if n else None
 
 
 class KernelRun:
@@ -61,7 +73,7 @@ class KernelRun:
         self._sums = np.empty(_BANKS * k * (d + 1))
         self._args = (x, w, self.centers, self.labels, self._upper, self._lower, self._sums)
         self._sizes = (m, k, d)
-        _hamerly.assign(*self._args, *self._sizes)
+        _ckmeans.assign(*self._args, *self._sizes)
         self._inertia = None
 
     def iterate(self, max_iter: int, tol_abs: float, step=None) -> tuple[int, bool]:
@@ -73,9 +85,9 @@ class KernelRun:
         """
         self._inertia = None
         if step is None:
-            return _hamerly.iterate(*self._args, *self._sizes, max_iter, tol_abs)
+            return _ckmeans.iterate(*self._args, *self._sizes, max_iter, tol_abs)
         for n_iter in range(1, max_iter + 1):
-            _, converged = _hamerly.iterate(*self._args, *self._sizes, 1, tol_abs)
+            _, converged = _ckmeans.iterate(*self._args, *self._sizes, 1, tol_abs)
             step(n_iter, max_iter)
             if converged:
                 return n_iter, True
@@ -87,11 +99,11 @@ class KernelRun:
         new = np.ascontiguousarray(centers, dtype=np.float64)
         if new.shape != self.centers.shape:
             raise ValueError(f"centers: expected shape {self.centers.shape}, got {new.shape}")
-        _hamerly.move(*self._args, *self._sizes, new)
+        _ckmeans.move(*self._args, *self._sizes, new)
         self._inertia = None
         return self.labels.copy()
 
     def inertia(self) -> float:
         if self._inertia is None:
-            self._inertia = _hamerly.error(self.x, self.w, self.centers, self.labels, *self._sizes)
+            self._inertia = _ckmeans.error(self.x, self.w, self.centers, self.labels, *self._sizes)
         return self._inertia

@@ -1,5 +1,6 @@
 /*
- * Lloyd's iterations on weighted points with Hamerly's bounds, in C.
+ * The k-means engine's hot loops in C: Lloyd's iterations on weighted points with
+ * Hamerly's bounds, and the grid summary of the points.
  *
  * The numpy path in kmeans.py does the same work; here a whole run is one call with no
  * per-pass overhead, which is what small K on a few hundred thousand colours needs.
@@ -13,7 +14,9 @@
  * numpy's argmin. Cluster sums are recomputed in point order on every pass, so results
  * do not depend on anything but the input. One thread; the GIL is released.
  *
- * Arrays come from _hamerly.py, which checks shapes and dtypes: points (M, D) and
+ * Also here: the grid summary of the coarse stage (see grid_summary below).
+ *
+ * Arrays come from _lloyd_kernel.py, which checks shapes and dtypes: points (M, D) and
  * centres (K, D) float64 C-contiguous, weights (M,) float64, labels (M,) int32, bounds
  * (M,) float64.
  */
@@ -311,15 +314,21 @@ static Py_ssize_t lloyd(Problem *p, Py_ssize_t max_iter, double tol_abs, double 
     return max_iter;
 }
 
+/* A C-contiguous buffer of count items: float64 (itemsize 8) or int32 (itemsize 4). */
 static int get(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, Py_ssize_t count, int writable,
                const char *name)
 {
-    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, view, flags) < 0)
         return -1;
-    if (view->itemsize != itemsize || view->len != itemsize * count) {
-        PyErr_Format(PyExc_ValueError, "%s: expected %zd items of %zd bytes", name, count,
-                     itemsize);
+    const char *f = view->format ? view->format : "B";
+    if (*f == '<' || *f == '=' || *f == '@')
+        f++;
+    int kind_ok = itemsize == 8 ? strcmp(f, "d") == 0
+                                : strcmp(f, "i") == 0 || strcmp(f, "l") == 0;
+    if (!kind_ok || view->itemsize != itemsize || view->len != itemsize * count) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %zd items of %s", name, count,
+                     itemsize == 8 ? "float64" : "int32");
         PyBuffer_Release(view);
         return -1;
     }
@@ -460,6 +469,122 @@ static PyObject *py_move(PyObject *Py_UNUSED(self), PyObject *args)
     return PyLong_FromSsize_t(changed);
 }
 
+/* The grid summary of kmeans._summary, step for step and bit for bit: the points'
+ * bounding box is cut into cells per axis (from `cells`, grown by 1.25x + 1 up to `limit`)
+ * until at least target / 2 cells are occupied or the next grid would have more than
+ * max_cells cells; then each occupied cell's weighted mean and total weight, in cell
+ * order. Returns the number of cells, or 0 when that is at least half the points (no
+ * summary worth making). keys: m int32 of scratch. */
+static Py_ssize_t grid_summary(const double *x, const double *w, Py_ssize_t m, Py_ssize_t d,
+                               Py_ssize_t cells, Py_ssize_t limit, Py_ssize_t target,
+                               Py_ssize_t max_cells, int *keys, double *means, double *total,
+                               int *failed)
+{
+    double low[8], span[8];
+    for (Py_ssize_t t = 0; t < d; t++) {
+        double lo = x[t], hi = x[t];
+        for (Py_ssize_t i = 1; i < m; i++) {
+            double v = x[i * d + t];
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+        }
+        low[t] = lo;
+        span[t] = hi - lo > 1e-12 ? hi - lo : 1e-12;
+    }
+    int *count = NULL;
+    Py_ssize_t n = 0, size = 0;
+    for (;;) {
+        size = 1;
+        for (Py_ssize_t t = 0; t < d; t++)
+            size *= cells;
+        free(count);
+        count = calloc(size, sizeof(int));
+        if (!count) {
+            *failed = 1;
+            return 0;
+        }
+        const double scale = (double)cells;
+        for (Py_ssize_t i = 0; i < m; i++) {
+            Py_ssize_t key = 0;
+            for (Py_ssize_t t = 0; t < d; t++) {
+                Py_ssize_t g = (Py_ssize_t)((x[i * d + t] - low[t]) / span[t] * scale);
+                key = key * cells + (g < cells - 1 ? g : cells - 1);
+            }
+            keys[i] = (int)key;
+            count[key]++;
+        }
+        n = 0;
+        for (Py_ssize_t c = 0; c < size; c++)
+            n += count[c] > 0;
+        Py_ssize_t next = 1;
+        for (Py_ssize_t t = 0; t < d; t++)
+            next *= cells + 1;
+        if (n >= target / 2 || next > max_cells)
+            break;
+        Py_ssize_t grown = (Py_ssize_t)((double)cells * 1.25) + 1;
+        cells = grown < limit ? grown : limit;
+    }
+    if (n >= m / 2) {
+        free(count);
+        return 0;
+    }
+    Py_ssize_t rank = 0;
+    for (Py_ssize_t c = 0; c < size; c++)
+        count[c] = count[c] > 0 ? (int)rank++ : -1;
+    memset(means, 0, sizeof(double) * n * d);
+    memset(total, 0, sizeof(double) * n);
+    for (Py_ssize_t i = 0; i < m; i++) {
+        Py_ssize_t r = count[keys[i]];
+        for (Py_ssize_t t = 0; t < d; t++)
+            means[r * d + t] += x[i * d + t] * w[i];
+        total[r] += w[i];
+    }
+    for (Py_ssize_t r = 0; r < n; r++)
+        for (Py_ssize_t t = 0; t < d; t++)
+            means[r * d + t] /= total[r];
+    free(count);
+    return n;
+}
+
+static PyObject *py_grid_summary(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *o[4];
+    Py_ssize_t m, d, cells, limit, target, max_cells;
+    if (!PyArg_ParseTuple(args, "OOOOnnnnnn", &o[0], &o[1], &o[2], &o[3], &m, &d, &cells, &limit,
+                          &target, &max_cells))
+        return NULL;
+    if (m < 1 || d < 1 || d > 8 || cells < 1 || max_cells > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "need m >= 1, 1 <= d <= 8, cells >= 1");
+        return NULL;
+    }
+    static const char *names[] = {"points", "weights", "means", "total"};
+    Py_ssize_t counts[] = {m * d, m, m * d, m};
+    int writable[] = {0, 0, 1, 1};
+    Py_buffer views[4];
+    for (int v = 0; v < 4; v++) {
+        if (get(o[v], &views[v], 8, counts[v], writable[v], names[v]) < 0) {
+            while (v-- > 0)
+                PyBuffer_Release(&views[v]);
+            return NULL;
+        }
+    }
+    int *keys = malloc(sizeof(int) * m);
+    Py_ssize_t n = 0;
+    int failed = keys == NULL;
+    if (!failed) {
+        Py_BEGIN_ALLOW_THREADS
+        n = grid_summary(views[0].buf, views[1].buf, m, d, cells, limit, target, max_cells, keys,
+                         views[2].buf, views[3].buf, &failed);
+        Py_END_ALLOW_THREADS
+    }
+    free(keys);
+    for (int v = 0; v < 4; v++)
+        PyBuffer_Release(&views[v]);
+    if (failed)
+        return PyErr_NoMemory();
+    return PyLong_FromSsize_t(n);
+}
+
 static PyObject *py_error(PyObject *Py_UNUSED(self), PyObject *args)
 {
     PyObject *o[6];
@@ -509,17 +634,20 @@ static PyMethodDef methods[] = {
     {"move", py_move, METH_VARARGS,
      "move(x, w, centers, labels, upper, lower, sums, m, k, d, new_centers) -> changed: "
      "move the centres and relabel the points whose bounds leave doubt."},
+    {"grid_summary", py_grid_summary, METH_VARARGS,
+     "grid_summary(x, w, means, total, m, d, cells, limit, target, max_cells) -> n: the "
+     "weighted means and totals of the occupied cells of a grid (see kmeans._summary)."},
     {"error", py_error, METH_VARARGS,
      "error(x, w, centers, labels, m, k, d) -> sum of w |x - c[label]|^2."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_hamerly", "Lloyd's iterations with Hamerly's bounds.", -1, methods,
+    PyModuleDef_HEAD_INIT, "_ckmeans", "The k-means engine's hot loops.", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__hamerly(void)
+PyMODINIT_FUNC PyInit__ckmeans(void)
 {
     return PyModule_Create(&module);
 }
