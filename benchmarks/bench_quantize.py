@@ -379,7 +379,7 @@ def _memory_worker(npy: str, k: int, mode: str) -> None:
 
     image = np.load(npy)
     # One full call first: what is measured is a call's own memory, not the one-time
-    # import of the libraries it loads lazily (scikit-learn alone is about 96 MiB of RSS).
+    # import of the libraries it loads lazily (such as scipy's k-d tree).
     quantize(image, k, random_state=0)
     gc.collect()
     out = {"mode": mode, "k": k, "image_bytes": image.nbytes}
@@ -541,7 +541,7 @@ def render_memory(rows: list[dict]) -> list[str]:
         "",
         "Target: <= 4x the image's bytes (4 x 48 MiB = 192 MiB). Each row is a fresh"
         " interpreter that loads the image and makes one full call first (so that the one-time"
-        " import of lazily loaded libraries, about 96 MiB of RSS for scikit-learn, is not"
+        " import of lazily loaded libraries, such as scipy's k-d tree, is not"
         " counted as the call's memory), then measures a second call: the tracemalloc peak over the traced memory before it (numpy reports its"
         " buffers), or the peak RSS (kernel high-water mark VmHWM, reset just before the call)"
         " over the RSS before it, which also counts allocator slack and library buffers. The"
