@@ -25,16 +25,22 @@ def _weighted_colours(image):
     return hist.colors.astype(np.float64), hist.counts.astype(np.float64)
 
 
+def _both_paths(x, w, start):
+    """Lloyd's from ``start`` to convergence in C and in numpy; asserts they agree."""
+    compiled = _lloyd_kernel.KernelRun(x, w, start)
+    n_iter, converged = compiled.iterate(500, 0.0)
+    state, numpy_iter, numpy_converged = kmeans._lloyd(kmeans._Bounds(x, w, start), 500, 0.0)
+    assert converged and numpy_converged and n_iter == numpy_iter
+    np.testing.assert_array_equal(compiled.labels, state.labels)
+    np.testing.assert_allclose(compiled.centers, state.centers, rtol=0, atol=1e-9)
+    return compiled, state
+
+
 @pytest.mark.parametrize("k", [3, 8, 24])
 def test_kernel_and_numpy_reach_the_same_fixed_point(kernel, ihc, k):
     x, w = _weighted_colours(ihc)
     start = kmeans.kmeans_plusplus(x, w, k, np.random.default_rng(k))
-    compiled = _lloyd_kernel.KernelRun(x, w, start)
-    _, converged = compiled.iterate(500, 0.0)
-    state, _, numpy_converged = kmeans._lloyd(kmeans._Bounds(x, w, start), 500, 0.0)
-    assert converged and numpy_converged
-    np.testing.assert_array_equal(compiled.labels, state.labels)
-    np.testing.assert_allclose(compiled.centers, state.centers, rtol=0, atol=1e-9)
+    compiled, state = _both_paths(x, w, start)
     assert compiled.inertia() == pytest.approx(state.inertia(), rel=1e-9)
     # the labels are the nearest centres of the final centres
     np.testing.assert_array_equal(compiled.labels, kmeans.assign(x, compiled.centers))
@@ -75,12 +81,7 @@ def test_kernel_and_numpy_agree_in_other_dimensions(kernel, dim, k):
     x = np.round(rng.gamma(2.0, 30.0, size=(3000, dim)))
     w = rng.integers(1, 50, size=3000).astype(np.float64)
     start = x[rng.choice(3000, size=k, replace=False)]
-    compiled = _lloyd_kernel.KernelRun(x, w, start)
-    _, converged = compiled.iterate(500, 0.0)
-    state, _, numpy_converged = kmeans._lloyd(kmeans._Bounds(x, w, start), 500, 0.0)
-    assert converged and numpy_converged
-    np.testing.assert_array_equal(compiled.labels, state.labels)
-    np.testing.assert_allclose(compiled.centers, state.centers, rtol=0, atol=1e-9)
+    _both_paths(x, w, start)
 
 
 @pytest.mark.parametrize("k", [3, 12])
@@ -91,14 +92,9 @@ def test_empty_clusters_are_reseeded_alike(kernel, k):
     w = rng.integers(1, 9, size=2000).astype(np.float64)
     start = x[rng.choice(2000, size=k, replace=False)]
     start[1] = start[0]
-    compiled = _lloyd_kernel.KernelRun(x, w, start)
-    assert not np.any(compiled.labels == 1)
-    n_iter, converged = compiled.iterate(500, 0.0)
-    state, numpy_iter, _ = kmeans._lloyd(kmeans._Bounds(x, w, start), 500, 0.0)
-    assert converged and n_iter == numpy_iter
+    assert not np.any(_lloyd_kernel.KernelRun(x, w, start).labels == 1)
+    compiled, _ = _both_paths(x, w, start)
     assert np.bincount(compiled.labels, minlength=k).min() > 0
-    np.testing.assert_array_equal(compiled.labels, state.labels)
-    np.testing.assert_allclose(compiled.centers, state.centers, rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize("k", [4, 40])
