@@ -4,13 +4,20 @@ The extension is optional: where it cannot be compiled (no C compiler), the inst
 on without it and the engine runs its numpy path instead (see _lloyd_kernel.py).
 """
 
+import os
+
 from setuptools import Extension, setup
+
+# Two threads share heavy passes (POSIX threads; one thread elsewhere).
+threads = ["-pthread"] if os.name == "posix" else []
 
 setup(
     ext_modules=[
         Extension(
             "napari_kmeans_vq._ckmeans",
             ["src/napari_kmeans_vq/_ckmeans.c"],
+            extra_compile_args=threads,
+            extra_link_args=threads,
             optional=True,
         )
     ]

@@ -74,7 +74,7 @@ def test_numpy_path_alone_is_deterministic_and_exact(without_kernel, ihc_crop):
 
 
 @pytest.mark.parametrize("dim", [1, 2, 4])
-@pytest.mark.parametrize("k", [1, 5, 12])
+@pytest.mark.parametrize("k", [1, 2, 5, 12])
 def test_kernel_and_numpy_agree_in_other_dimensions(kernel, dim, k):
     # one channel (scalar quantization), two, and RGBA-like points; both search modes
     rng = np.random.default_rng(dim * 100 + k)
@@ -130,12 +130,26 @@ def test_grid_summary_in_c_is_numpys_bit_for_bit(kernel, ihc, monkeypatch, space
         np.testing.assert_array_equal(compiled[1], plain[1])
 
 
+def test_threaded_passes_give_the_same_result_every_time(kernel, ihc):
+    # 45k colours x 64 centres: the C passes run on two threads, each over a fixed half
+    x, w = _weighted_colours(ihc)
+    start = kmeans.kmeans_plusplus(x, w, 64, np.random.default_rng(3))
+    runs = []
+    for _ in range(3):
+        run = _lloyd_kernel.KernelRun(x, w, start)
+        runs.append((run.iterate(300, 0.0), run.centers.copy(), run.labels.copy()))
+    for other in runs[1:]:
+        assert other[0] == runs[0][0]
+        np.testing.assert_array_equal(other[1], runs[0][1])
+        np.testing.assert_array_equal(other[2], runs[0][2])
+
+
 def test_kernel_rejects_arrays_of_the_wrong_size(kernel):
     from napari_kmeans_vq import _ckmeans
 
     x = np.zeros((10, 3))
     state = [np.ones(10), np.zeros((2, 3)), np.zeros(10, np.int32), np.zeros(10), np.zeros(10)]
-    sums = np.zeros(4 * 2 * 4)
+    sums = np.zeros(8 * 2 * 4)
     with pytest.raises(ValueError, match="weights"):
         _ckmeans.assign(x, np.ones(9), *state[1:], sums, 10, 2, 3)
     with pytest.raises(ValueError, match="labels"):

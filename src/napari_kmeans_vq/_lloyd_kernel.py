@@ -1,10 +1,11 @@
 """Lloyd's iterations (and the coarse stage's grid summary) in compiled code: the C
 extension ``_ckmeans``.
 
-A whole run of Lloyd's iterations is one call, with Hamerly's bounds above 8 centres and
-a plain search of every centre below; the GIL is released meanwhile, so napari stays
-responsive. The C code mirrors :class:`.kmeans._Bounds` (same stopping rule, ties to the
-lower index, empty clusters moved onto the costliest point) and gives the same result.
+A whole run of Lloyd's iterations is one call, with Hamerly's bounds from 3 centres up
+and a plain search of every centre below; the GIL is released meanwhile, so napari stays
+responsive. Heavy passes run on two threads, each over a fixed half of the points. The C
+code mirrors :class:`.kmeans._Bounds` (same stopping rule, ties to the lower index, empty
+clusters moved onto the costliest point) and gives the same result.
 
 The extension is built when the package is installed from source. Where it could not be
 built (no C compiler), :func:`available` is False and :mod:`.kmeans` keeps to its numpy
@@ -20,8 +21,8 @@ try:
 except ImportError:  # installed without a C compiler
     _ckmeans = None
 
-# The C code's cluster sums are kept in this many banks (see _ckmeans.c).
-_BANKS = 4
+# The C code keeps the cluster sums in this many slots (SLOTS in _ckmeans.c).
+_SUM_SLOTS = 8
 
 
 def available() -> bool:
@@ -70,7 +71,7 @@ class KernelRun:
             raise ValueError(f"centers have {d} coordinates, points {x.shape[1]}")
         self.labels = np.empty(m, dtype=np.int32)
         self._upper, self._lower = np.empty(m), np.empty(m)
-        self._sums = np.empty(_BANKS * k * (d + 1))
+        self._sums = np.empty(_SUM_SLOTS * k * (d + 1))
         self._args = (x, w, self.centers, self.labels, self._upper, self._lower, self._sums)
         self._sizes = (m, k, d)
         _ckmeans.assign(*self._args, *self._sizes)
