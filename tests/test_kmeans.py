@@ -130,6 +130,19 @@ def test_grid_summary_in_c_is_numpys_bit_for_bit(kernel, ihc, monkeypatch, space
         np.testing.assert_array_equal(compiled[1], plain[1])
 
 
+@pytest.mark.parametrize("k", [1, 4, 37])
+def test_seeding_in_c_is_numpys_bit_for_bit(kernel, ihc, monkeypatch, k):
+    x, w = _weighted_colours(ihc)
+    sx, sw = kmeans._summary(x, w, 8192)
+    compiled = kmeans.kmeans_plusplus(sx, sw, k, np.random.default_rng(k))
+    monkeypatch.setattr(_lloyd_kernel, "_ckmeans", None)
+    plain = kmeans.kmeans_plusplus(sx, sw, k, np.random.default_rng(k))
+    np.testing.assert_array_equal(compiled, plain)
+    # the centres are distinct points of the summary
+    assert len(np.unique(plain, axis=0)) == k
+    assert all((sx == c).all(axis=1).any() for c in plain)
+
+
 def test_threaded_passes_give_the_same_result_every_time(kernel, ihc):
     # 45k colours x 64 centres: the C passes run on two threads, each over a fixed half
     x, w = _weighted_colours(ihc)

@@ -1,6 +1,6 @@
 /*
  * The k-means engine's hot loops in C: Lloyd's iterations on weighted points with
- * Hamerly's bounds, and the grid summary of the points.
+ * Hamerly's bounds, k-means++ seeding, and the grid summary of the points.
  *
  * The numpy path in kmeans.py does the same work; here a whole run is one call with no
  * per-pass overhead, which is what small K on a few hundred thousand colours needs.
@@ -15,7 +15,8 @@
  * the same order whether one thread or two pass over the points, so results depend on
  * nothing but the input. The GIL is released.
  *
- * Also here: the grid summary of the coarse stage (see grid_summary below).
+ * Also here: the grid summary of the coarse stage and k-means++ seeding, each the numpy
+ * code's arithmetic in the same order, so the same result bit for bit.
  *
  * Arrays come from _lloyd_kernel.py, which checks shapes and dtypes: points (M, D) and
  * centres (K, D) float64 C-contiguous, weights (M,) float64, labels (M,) int32, bounds
@@ -676,6 +677,97 @@ static PyObject *py_grid_summary(PyObject *Py_UNUSED(self), PyObject *args)
     return PyLong_FromSsize_t(n);
 }
 
+/* Index of the first cumulative weight above target (numpy's searchsorted, side
+ * "right"), at most m - 1. */
+static Py_ssize_t pick(const double *cumulative, Py_ssize_t m, double target)
+{
+    Py_ssize_t lo = 0, hi = m;
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        if (cumulative[mid] <= target)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < m - 1 ? lo : m - 1;
+}
+
+/* kmeans.kmeans_plusplus step for step, with the same arithmetic in the same order (so
+ * the same centres, bit for bit): greedy weighted k-means++ with `trials` candidates per
+ * centre, drawn with the given uniforms (1 + (k - 1) * trials of them). work: (trials +
+ * 2) x m doubles. */
+static void seed(const double *x, const double *w, Py_ssize_t m, Py_ssize_t d, Py_ssize_t k,
+                 Py_ssize_t trials, const double *uniforms, double *centers, double *work)
+{
+    double *closest = work, *cumulative = work + m, *d2 = work + 2 * m;
+    double total = 0.0;
+    for (Py_ssize_t i = 0; i < m; i++)
+        cumulative[i] = total += w[i];
+    Py_ssize_t first = pick(cumulative, m, uniforms[0] * cumulative[m - 1]);
+    memcpy(centers, x + first * d, sizeof(double) * d);
+    for (Py_ssize_t i = 0; i < m; i++)
+        closest[i] = dist2(x + i * d, centers, d);
+    for (Py_ssize_t c = 1; c < k; c++) {
+        total = 0.0;
+        for (Py_ssize_t i = 0; i < m; i++)
+            cumulative[i] = total += w[i] * closest[i];
+        const double *u = uniforms + 1 + (c - 1) * trials;
+        Py_ssize_t best = -1;
+        double best_potential = INFINITY;
+        for (Py_ssize_t t = 0; t < trials; t++) {
+            Py_ssize_t candidate = pick(cumulative, m, u[t] * cumulative[m - 1]);
+            const double *cx = x + candidate * d;
+            double *row = d2 + t * m, potential = 0.0;
+            for (Py_ssize_t i = 0; i < m; i++) {
+                double s = dist2(x + i * d, cx, d);
+                row[i] = s < closest[i] ? s : closest[i];
+                potential += row[i] * w[i];
+            }
+            if (t == 0 || potential < best_potential) {
+                best_potential = potential;
+                best = t;
+                memcpy(centers + c * d, cx, sizeof(double) * d);
+            }
+        }
+        memcpy(closest, d2 + best * m, sizeof(double) * m);
+    }
+}
+
+static PyObject *py_seed(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *o[4];
+    Py_ssize_t m, d, k, trials;
+    if (!PyArg_ParseTuple(args, "OOOOnnnn", &o[0], &o[1], &o[2], &o[3], &m, &d, &k, &trials))
+        return NULL;
+    if (m < 1 || d < 1 || k < 1 || trials < 1) {
+        PyErr_SetString(PyExc_ValueError, "need m, d, k, trials >= 1");
+        return NULL;
+    }
+    static const char *names[] = {"points", "weights", "uniforms", "centers"};
+    Py_ssize_t counts[] = {m * d, m, 1 + (k - 1) * trials, k * d};
+    int writable[] = {0, 0, 0, 1};
+    Py_buffer views[4];
+    for (int v = 0; v < 4; v++) {
+        if (get(o[v], &views[v], 8, counts[v], writable[v], names[v]) < 0) {
+            while (v-- > 0)
+                PyBuffer_Release(&views[v]);
+            return NULL;
+        }
+    }
+    double *work = malloc(sizeof(double) * (trials + 2) * m);
+    if (work) {
+        Py_BEGIN_ALLOW_THREADS
+        seed(views[0].buf, views[1].buf, m, d, k, trials, views[2].buf, views[3].buf, work);
+        Py_END_ALLOW_THREADS
+    }
+    free(work);
+    for (int v = 0; v < 4; v++)
+        PyBuffer_Release(&views[v]);
+    if (!work)
+        return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_error(PyObject *Py_UNUSED(self), PyObject *args)
 {
     PyObject *o[6];
@@ -728,6 +820,9 @@ static PyMethodDef methods[] = {
     {"grid_summary", py_grid_summary, METH_VARARGS,
      "grid_summary(x, w, means, total, m, d, cells, limit, target, max_cells) -> n: the "
      "weighted means and totals of the occupied cells of a grid (see kmeans._summary)."},
+    {"seed", py_seed, METH_VARARGS,
+     "seed(x, w, uniforms, centers, m, d, k, trials): greedy weighted k-means++ (see "
+     "kmeans.kmeans_plusplus), into centers."},
     {"error", py_error, METH_VARARGS,
      "error(x, w, centers, labels, m, k, d) -> sum of w |x - c[label]|^2."},
     {NULL, NULL, 0, NULL},

@@ -45,6 +45,12 @@ def weighted_error(x, w, centers, labels) -> float:
     return _ckmeans.error(x, w, c, labels, x.shape[0], *c.shape)
 
 
+def seed(x, w, uniforms, centers, trials) -> None:
+    """:func:`.kmeans.kmeans_plusplus` in C, into ``centers`` (K, D)."""
+    k, d = centers.shape
+    _ckmeans.seed(x, w, uniforms, centers, x.shape[0], d, k, trials)
+
+
 def grid_summary(x, w, cells, limit, target, max_cells):
     """:func:`.kmeans._summary`'s grid in C: (means, totals), or None when the occupied
     cells number at least half the points."""

@@ -247,28 +247,44 @@ def kmeans_plusplus(
 
     Each new centre is the best of ``n_local_trials`` candidates (default ``2 + ln K``, as
     scikit-learn does) drawn with probability proportional to weight times squared distance
-    to the nearest centre so far.
+    to the nearest centre so far. Distances are sums of squared differences and every sum
+    runs in point order, as in the C extension, which gives the same centres bit for bit.
     """
     if n_local_trials is None:
         n_local_trials = 2 + int(np.log(n_clusters))
-    centers = np.empty((n_clusters, points.shape[1]))
-    norms = _row_norms2(points)
-    first = _draw(np.cumsum(weights), rng, 1)[0]
-    centers[0] = points[first]
-    closest = np.maximum(norms - 2 * points @ centers[0] + norms[first], 0)
+    x = np.ascontiguousarray(points, dtype=np.float64)
+    w = np.ascontiguousarray(weights, dtype=np.float64)
+    # All the draws at once: the same numbers as drawing them step by step.
+    uniforms = rng.random(1 + (n_clusters - 1) * n_local_trials)
+    centers = np.empty((n_clusters, x.shape[1]))
+    if _lloyd_kernel.available():
+        _lloyd_kernel.seed(x, w, uniforms, centers, n_local_trials)
+        return centers
+    columns = np.ascontiguousarray(x.T)  # one row per axis (see the note at the top)
+    first = _draw(np.cumsum(w), uniforms[:1])[0]
+    centers[0] = x[first]
+    closest = _squared_distances(columns, x[first : first + 1])[0]
     for i in range(1, n_clusters):
-        cumulative = np.cumsum(weights * closest)
-        candidates = _draw(cumulative, rng, n_local_trials)
-        # squared distances of every point to each candidate, as |p|^2 - 2 p.c + |c|^2
-        d2 = points[candidates] @ (-2.0 * points.T)
-        d2 += norms
-        d2 += norms[candidates, np.newaxis]
-        np.maximum(d2, 0, out=d2)
+        cumulative = np.cumsum(w * closest)
+        draws = uniforms[1 + (i - 1) * n_local_trials : 1 + i * n_local_trials]
+        candidates = _draw(cumulative, draws)
+        d2 = _squared_distances(columns, x[candidates])
         np.minimum(d2, closest, out=d2)
-        best = int(np.argmin(d2 @ weights))
-        centers[i] = points[candidates[best]]
+        # cumsum adds in point order (np.sum would add pairwise), as the C code does
+        potentials = np.cumsum(d2 * w, axis=1)[:, -1]
+        best = int(np.argmin(potentials))
+        centers[i] = x[candidates[best]]
         closest = d2[best]
     return centers
+
+
+def _squared_distances(columns: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """(len(centers), M) squared distances, summed axis by axis in order."""
+    d2 = np.zeros((centers.shape[0], columns.shape[1]))
+    for axis, column in enumerate(columns):
+        diff = column - centers[:, axis, np.newaxis]
+        d2 += diff * diff
+    return d2
 
 
 def assign(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -293,8 +309,9 @@ def weighted_error(
     return float(_row_norms2(diff) @ w)
 
 
-def _draw(cumulative: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
-    targets = rng.random(n) * cumulative[-1]
+def _draw(cumulative: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+    """Indices drawn with probability proportional to the steps of ``cumulative``."""
+    targets = uniforms * cumulative[-1]
     return np.minimum(np.searchsorted(cumulative, targets, side="right"), len(cumulative) - 1)
 
 
