@@ -157,6 +157,33 @@ def test_threaded_passes_give_the_same_result_every_time(kernel, ihc):
         np.testing.assert_array_equal(other[2], runs[0][2])
 
 
+def test_one_thread_or_two_give_the_same_result(kernel, ihc):
+    x, w = _weighted_colours(ihc)
+    start = kmeans.kmeans_plusplus(x, w, 64, np.random.default_rng(5))
+    two = _lloyd_kernel.KernelRun(x, w, start)
+    with _lloyd_kernel.one_thread():
+        one = _lloyd_kernel.KernelRun(x, w, start)
+        assert one._sizes[-1] == 1
+    assert two._sizes[-1] == 2
+    assert one.iterate(300, 0.0) == two.iterate(300, 0.0)
+    np.testing.assert_array_equal(one.centers, two.centers)
+    np.testing.assert_array_equal(one.labels, two.labels)
+    assert one.inertia() == two.inertia()
+
+
+def test_one_thread_holds_in_the_calling_thread_only(kernel):
+    import threading
+
+    seen = []
+    with _lloyd_kernel.one_thread():
+        other = threading.Thread(target=lambda: seen.append(_lloyd_kernel._thread_limit()))
+        other.start()
+        other.join()
+        seen.append(_lloyd_kernel._thread_limit())
+    seen.append(_lloyd_kernel._thread_limit())
+    assert seen == [2, 1, 2]
+
+
 def test_kernel_rejects_arrays_of_the_wrong_size(kernel):
     from napari_kmeans_vq import _ckmeans
 
@@ -164,14 +191,14 @@ def test_kernel_rejects_arrays_of_the_wrong_size(kernel):
     state = [np.ones(10), np.zeros((2, 3)), np.zeros(10, np.int32), np.zeros(10), np.zeros(10)]
     sums = np.zeros(8 * 2 * 4)
     with pytest.raises(ValueError, match="weights"):
-        _ckmeans.assign(x, np.ones(9), *state[1:], sums, 10, 2, 3)
+        _ckmeans.assign(x, np.ones(9), *state[1:], sums, 10, 2, 3, 1)
     with pytest.raises(ValueError, match="labels"):
-        _ckmeans.assign(x, *state[:2], np.zeros(10, np.int64), *state[3:], sums, 10, 2, 3)
+        _ckmeans.assign(x, *state[:2], np.zeros(10, np.int64), *state[3:], sums, 10, 2, 3, 1)
     with pytest.raises(ValueError, match="points: expected 30 items of float64"):
-        _ckmeans.assign(x.astype(np.float32), *state, sums, 10, 2, 3)
+        _ckmeans.assign(x.astype(np.float32), *state, sums, 10, 2, 3, 1)
     labels = np.full(10, 5, np.int32)
     with pytest.raises(ValueError, match="out of range"):
-        _ckmeans.iterate(x, *state[:2], labels, *state[3:], sums, 10, 2, 3, 5, 0.0)
+        _ckmeans.iterate(x, *state[:2], labels, *state[3:], sums, 10, 2, 3, 1, 5, 0.0)
 
 
 def test_without_the_extension_the_engine_runs_on_numpy(without_kernel):

@@ -58,7 +58,7 @@ typedef struct {
     double *acc; /* SLOTS x K x (D + 1): weighted sums, then mass */
     Py_ssize_t m, k, d, half;
     Py_ssize_t searched; /* points searched in full in the last pass */
-    int bounded;
+    int bounded, threads; /* threads: at most this many (1 or 2) */
 } Problem;
 
 static inline double dist2(const double *a, const double *b, Py_ssize_t d)
@@ -337,7 +337,7 @@ static Py_ssize_t pass(Problem *p, const Move *mv)
     int done = 0;
 #ifdef HAVE_THREADS
     pthread_t thread;
-    if (4 * p->m + p->searched * p->k >= THREADED_WORK &&
+    if (p->threads > 1 && 4 * p->m + p->searched * p->k >= THREADED_WORK &&
         pthread_create(&thread, NULL, run_half, &second) == 0) {
         run_half(&first);
         pthread_join(thread, NULL);
@@ -430,7 +430,7 @@ static int get(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, Py_ssize_t c
 /* Parses the state (x, w, centers, labels, upper, lower, sums) of m points and k centres
  * in d dimensions; fills p and views. */
 static int problem(PyObject *const *objs, Py_ssize_t m, Py_ssize_t k, Py_ssize_t d,
-                   Py_buffer *views, Problem *p)
+                   int threads, Py_buffer *views, Problem *p)
 {
     static const char *names[] = {"points", "weights", "centers", "labels",
                                   "upper",  "lower",   "sums"};
@@ -461,6 +461,7 @@ static int problem(PyObject *const *objs, Py_ssize_t m, Py_ssize_t k, Py_ssize_t
     p->half = (m + 1) / 2;
     p->bounded = k > SEARCH_ALL_MAX;
     p->searched = m;
+    p->threads = threads;
     return 0;
 }
 
@@ -474,12 +475,13 @@ static PyObject *py_assign(PyObject *Py_UNUSED(self), PyObject *args)
 {
     PyObject *o[N_STATE];
     Py_ssize_t m, k, d;
-    if (!PyArg_ParseTuple(args, "OOOOOOOnnn", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
-                          &m, &k, &d))
+    int threads;
+    if (!PyArg_ParseTuple(args, "OOOOOOOnnni", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
+                          &m, &k, &d, &threads))
         return NULL;
     Py_buffer views[N_STATE];
     Problem p;
-    if (problem(o, m, k, d, views, &p) < 0)
+    if (problem(o, m, k, d, threads, views, &p) < 0)
         return NULL;
     Py_BEGIN_ALLOW_THREADS
     assign_all(&p);
@@ -493,12 +495,13 @@ static PyObject *py_iterate(PyObject *Py_UNUSED(self), PyObject *args)
     PyObject *o[N_STATE];
     Py_ssize_t m, k, d, max_iter;
     double tol_abs;
-    if (!PyArg_ParseTuple(args, "OOOOOOOnnnnd", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
-                          &o[6], &m, &k, &d, &max_iter, &tol_abs))
+    int threads;
+    if (!PyArg_ParseTuple(args, "OOOOOOOnnnind", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
+                          &o[6], &m, &k, &d, &threads, &max_iter, &tol_abs))
         return NULL;
     Py_buffer views[N_STATE];
     Problem p;
-    if (problem(o, m, k, d, views, &p) < 0)
+    if (problem(o, m, k, d, threads, views, &p) < 0)
         return NULL;
     for (Py_ssize_t i = 0; i < m; i++) {
         if (p.labels[i] < 0 || p.labels[i] >= k) {
@@ -530,12 +533,13 @@ static PyObject *py_move(PyObject *Py_UNUSED(self), PyObject *args)
 {
     PyObject *o[N_STATE], *target;
     Py_ssize_t m, k, d;
-    if (!PyArg_ParseTuple(args, "OOOOOOOnnnO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
-                          &m, &k, &d, &target))
+    int threads;
+    if (!PyArg_ParseTuple(args, "OOOOOOOnnniO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
+                          &m, &k, &d, &threads, &target))
         return NULL;
     Py_buffer views[N_STATE], tv;
     Problem p;
-    if (problem(o, m, k, d, views, &p) < 0)
+    if (problem(o, m, k, d, threads, views, &p) < 0)
         return NULL;
     if (get(target, &tv, 8, k * d, 0, "new centers") < 0) {
         release(views);
@@ -809,13 +813,15 @@ static PyObject *py_error(PyObject *Py_UNUSED(self), PyObject *args)
 
 static PyMethodDef methods[] = {
     {"assign", py_assign, METH_VARARGS,
-     "assign(x, w, centers, labels, upper, lower, sums, m, k, d): every point's nearest "
-     "centre, its bounds and the cluster sums."},
+     "assign(x, w, centers, labels, upper, lower, sums, m, k, d, threads): every point's "
+     "nearest centre, its bounds and the cluster sums, on at most threads (1 or 2) threads."},
     {"iterate", py_iterate, METH_VARARGS,
-     "iterate(x, w, centers, labels, upper, lower, sums, m, k, d, max_iter, tol_abs) -> "
+     "iterate(x, w, centers, labels, upper, lower, sums, m, k, d, threads, max_iter, "
+     "tol_abs) -> "
      "(n_iter, converged): Lloyd's iterations from an assigned state."},
     {"move", py_move, METH_VARARGS,
-     "move(x, w, centers, labels, upper, lower, sums, m, k, d, new_centers) -> changed: "
+     "move(x, w, centers, labels, upper, lower, sums, m, k, d, threads, new_centers) -> "
+     "changed: "
      "move the centres and relabel the points whose bounds leave doubt."},
     {"grid_summary", py_grid_summary, METH_VARARGS,
      "grid_summary(x, w, means, total, m, d, cells, limit, target, max_cells) -> n: the "

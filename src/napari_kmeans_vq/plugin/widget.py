@@ -42,6 +42,7 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer
 
+from .._lloyd_kernel import one_thread
 from ..chunked import dask_progress, is_lazy_input, quantize_lazy
 from ..kmeans import prepare
 from ..layers import (
@@ -263,12 +264,19 @@ class _RunControl:
 
 
 def _quantize(image, k, options, control):
-    """The engine call: eager for numpy pixels, block by block for lazy ones."""
+    """The engine call: eager for numpy pixels, block by block for lazy ones.
+
+    The engine's C passes keep to one thread here, leaving a core to napari's drawing.
+    Measured on 2 cores (2048 x 2048, K = 16, four runs each): napari's longest pause on a
+    first run 74-83 ms with one thread, 77-96 ms with two; the engine took 0.12-0.13 s
+    against 0.13-0.16 s.
+    """
     options = dict(options)
     fit_level = options.pop("fit_level", 0)
-    if is_lazy_input(image):
-        return quantize_lazy(image, k, fit_level=fit_level, progress=control, **options)
-    return quantize(image, k, progress=control, **options)
+    with one_thread():
+        if is_lazy_input(image):
+            return quantize_lazy(image, k, fit_level=fit_level, progress=control, **options)
+        return quantize(image, k, progress=control, **options)
 
 
 def source_file_bytes(path) -> int | None:
