@@ -10,7 +10,7 @@
  *
  * Exactness: distances are sums of squared differences (no |x|^2 - 2x.c + |c|^2
  * cancellation); a point is skipped only when its bounds clear with a relative margin
- * (SLACK), so ties are always searched and go to the lower centre index, as in
+ * (LOOSEN, on every term of the bounds), so ties are always searched and go to the lower centre index, as in
  * numpy's argmin. Cluster sums are recomputed on every pass, over the same fixed slots in
  * the same order whether one thread or two pass over the points, so results depend on
  * nothing but the input. The GIL is released.
@@ -24,6 +24,13 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+/* No fused multiply-adds: the seeding and the summary must round as numpy does (gcc and
+ * clang get -ffp-contract=off from setup.py; these cover the other compilers). */
+#if defined(_MSC_VER) && !defined(__clang__)
+#pragma fp_contract(off)
+#elif defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
@@ -33,7 +40,7 @@
 #define HAVE_THREADS 1
 #endif
 
-#define SLACK (1.0 - 1e-9)
+#define LOOSEN 1e-9
 
 /* Up to this many centres every point is searched on every pass; from 3 up, Hamerly's
  * bounds pay for their upkeep (measured: fits 5-10% faster at K = 4). */
@@ -286,9 +293,14 @@ static Py_ssize_t pass_bounded_range(Problem *p, const Move *mv, Py_ssize_t lo, 
     Py_ssize_t changed = 0, n = 0;
     for (Py_ssize_t i = lo; i < hi; i++) {
         int a = p->labels[i];
-        double up = p->upper[i] + mv->shift[a];
-        double low = p->lower[i] - (a == mv->top_j ? mv->second_top : mv->top);
-        double bound = (mv->half_gap[a] > low ? mv->half_gap[a] : low) * SLACK;
+        /* Every term is loosened, not just the result: lower - shift can cancel, and its
+         * rounding error is relative to the terms (found by review: a far move of one
+         * centre left an exact tie unsearched). */
+        double up = (p->upper[i] + mv->shift[a]) * (1.0 + LOOSEN);
+        double low = p->lower[i] * (1.0 - LOOSEN) -
+                     (a == mv->top_j ? mv->second_top : mv->top) * (1.0 + LOOSEN);
+        double gap = mv->half_gap[a] * (1.0 - LOOSEN);
+        double bound = gap > low ? gap : low;
         p->lower[i] = low;
         if (up >= bound) {
             up = sqrt(dist2(p->x + i * d, p->c + a * d, d));
@@ -337,7 +349,7 @@ static Py_ssize_t pass(Problem *p, const Move *mv)
     int done = 0;
 #ifdef HAVE_THREADS
     pthread_t thread;
-    if (p->threads > 1 && 4 * p->m + p->searched * p->k >= THREADED_WORK &&
+    if (p->threads > 1 && 4.0 * p->m + (double)p->searched * p->k >= THREADED_WORK &&
         pthread_create(&thread, NULL, run_half, &second) == 0) {
         run_half(&first);
         pthread_join(thread, NULL);
@@ -412,7 +424,9 @@ static int get(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, Py_ssize_t c
     if (PyObject_GetBuffer(obj, view, flags) < 0)
         return -1;
     const char *f = view->format ? view->format : "B";
-    if (*f == '<' || *f == '=' || *f == '@')
+    const unsigned short one = 1;
+    const char native = *(const char *)&one ? '<' : '>';
+    if (*f == native || *f == '=' || *f == '@')
         f++;
     int kind_ok = itemsize == 8 ? strcmp(f, "d") == 0
                                 : strcmp(f, "i") == 0 || strcmp(f, "l") == 0;
@@ -425,6 +439,33 @@ static int get(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, Py_ssize_t c
     return 0;
 }
 
+/* One argument's buffer: its name (for errors), item size, item count, writability. */
+typedef struct {
+    const char *name;
+    Py_ssize_t itemsize, count;
+    int writable;
+} Spec;
+
+/* Gets n buffers as specified; on failure releases those it got and returns -1. */
+static int get_all(PyObject *const *objs, const Spec *specs, int n, Py_buffer *views)
+{
+    for (int v = 0; v < n; v++) {
+        if (get(objs[v], &views[v], specs[v].itemsize, specs[v].count, specs[v].writable,
+                specs[v].name) < 0) {
+            while (v-- > 0)
+                PyBuffer_Release(&views[v]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void release_all(Py_buffer *views, int n)
+{
+    for (int v = 0; v < n; v++)
+        PyBuffer_Release(&views[v]);
+}
+
 #define N_STATE 7
 
 /* Parses the state (x, w, centers, labels, upper, lower, sums) of m points and k centres
@@ -432,22 +473,17 @@ static int get(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, Py_ssize_t c
 static int problem(PyObject *const *objs, Py_ssize_t m, Py_ssize_t k, Py_ssize_t d,
                    int threads, Py_buffer *views, Problem *p)
 {
-    static const char *names[] = {"points", "weights", "centers", "labels",
-                                  "upper",  "lower",   "sums"};
     if (m < 1 || k < 1 || d < 1 || k > INT_MAX) {
         PyErr_SetString(PyExc_ValueError, "need m, k, d >= 1");
         return -1;
     }
-    Py_ssize_t counts[] = {m * d, m, k * d, m, m, m, SLOTS * k * (d + 1)};
-    Py_ssize_t sizes[] = {8, 8, 8, 4, 8, 8, 8};
-    int writable[] = {0, 0, 1, 1, 1, 1, 1};
-    for (int v = 0; v < N_STATE; v++) {
-        if (get(objs[v], &views[v], sizes[v], counts[v], writable[v], names[v]) < 0) {
-            while (v-- > 0)
-                PyBuffer_Release(&views[v]);
-            return -1;
-        }
-    }
+    const Spec specs[N_STATE] = {
+        {"points", 8, m * d, 0}, {"weights", 8, m, 0}, {"centers", 8, k * d, 1},
+        {"labels", 4, m, 1},     {"upper", 8, m, 1},   {"lower", 8, m, 1},
+        {"sums", 8, SLOTS * k * (d + 1), 1},
+    };
+    if (get_all(objs, specs, N_STATE, views) < 0)
+        return -1;
     p->x = views[0].buf;
     p->w = views[1].buf;
     p->c = views[2].buf;
@@ -465,10 +501,20 @@ static int problem(PyObject *const *objs, Py_ssize_t m, Py_ssize_t k, Py_ssize_t
     return 0;
 }
 
+static int check_labels(const Problem *p)
+{
+    for (Py_ssize_t i = 0; i < p->m; i++) {
+        if (p->labels[i] < 0 || p->labels[i] >= p->k) {
+            PyErr_SetString(PyExc_ValueError, "labels: out of range of the centres");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static void release(Py_buffer *views)
 {
-    for (int v = 0; v < N_STATE; v++)
-        PyBuffer_Release(&views[v]);
+    release_all(views, N_STATE);
 }
 
 static PyObject *py_assign(PyObject *Py_UNUSED(self), PyObject *args)
@@ -503,12 +549,9 @@ static PyObject *py_iterate(PyObject *Py_UNUSED(self), PyObject *args)
     Problem p;
     if (problem(o, m, k, d, threads, views, &p) < 0)
         return NULL;
-    for (Py_ssize_t i = 0; i < m; i++) {
-        if (p.labels[i] < 0 || p.labels[i] >= k) {
-            release(views);
-            PyErr_SetString(PyExc_ValueError, "labels: out of range of the centres");
-            return NULL;
-        }
+    if (check_labels(&p) < 0) {
+        release(views);
+        return NULL;
     }
     double *work = malloc(sizeof(double) * (k * d + 3 * k));
     char *taken = malloc(m);
@@ -542,6 +585,11 @@ static PyObject *py_move(PyObject *Py_UNUSED(self), PyObject *args)
     if (problem(o, m, k, d, threads, views, &p) < 0)
         return NULL;
     if (get(target, &tv, 8, k * d, 0, "new centers") < 0) {
+        release(views);
+        return NULL;
+    }
+    if (check_labels(&p) < 0) {
+        PyBuffer_Release(&tv);
         release(views);
         return NULL;
     }
@@ -649,21 +697,15 @@ static PyObject *py_grid_summary(PyObject *Py_UNUSED(self), PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOOnnnnnn", &o[0], &o[1], &o[2], &o[3], &m, &d, &cells, &limit,
                           &target, &max_cells))
         return NULL;
-    if (m < 1 || d < 1 || d > 8 || cells < 1 || max_cells > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "need m >= 1, 1 <= d <= 8, cells >= 1");
+    if (m < 1 || d < 1 || d > 8 || cells < 1 || limit < 1 || max_cells > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "need m >= 1, 1 <= d <= 8, cells and limit >= 1");
         return NULL;
     }
-    static const char *names[] = {"points", "weights", "means", "total"};
-    Py_ssize_t counts[] = {m * d, m, m * d, m};
-    int writable[] = {0, 0, 1, 1};
+    const Spec specs[4] = {
+        {"points", 8, m * d, 0}, {"weights", 8, m, 0}, {"means", 8, m * d, 1}, {"total", 8, m, 1}};
     Py_buffer views[4];
-    for (int v = 0; v < 4; v++) {
-        if (get(o[v], &views[v], 8, counts[v], writable[v], names[v]) < 0) {
-            while (v-- > 0)
-                PyBuffer_Release(&views[v]);
-            return NULL;
-        }
-    }
+    if (get_all(o, specs, 4, views) < 0)
+        return NULL;
     int *keys = malloc(sizeof(int) * m);
     Py_ssize_t n = 0;
     int failed = keys == NULL;
@@ -747,17 +789,13 @@ static PyObject *py_seed(PyObject *Py_UNUSED(self), PyObject *args)
         PyErr_SetString(PyExc_ValueError, "need m, d, k, trials >= 1");
         return NULL;
     }
-    static const char *names[] = {"points", "weights", "uniforms", "centers"};
-    Py_ssize_t counts[] = {m * d, m, 1 + (k - 1) * trials, k * d};
-    int writable[] = {0, 0, 0, 1};
+    const Spec specs[4] = {{"points", 8, m * d, 0},
+                           {"weights", 8, m, 0},
+                           {"uniforms", 8, 1 + (k - 1) * trials, 0},
+                           {"centers", 8, k * d, 1}};
     Py_buffer views[4];
-    for (int v = 0; v < 4; v++) {
-        if (get(o[v], &views[v], 8, counts[v], writable[v], names[v]) < 0) {
-            while (v-- > 0)
-                PyBuffer_Release(&views[v]);
-            return NULL;
-        }
-    }
+    if (get_all(o, specs, 4, views) < 0)
+        return NULL;
     double *work = malloc(sizeof(double) * (trials + 2) * m);
     if (work) {
         Py_BEGIN_ALLOW_THREADS
@@ -778,17 +816,11 @@ static PyObject *py_error(PyObject *Py_UNUSED(self), PyObject *args)
     Py_ssize_t m, k, d;
     if (!PyArg_ParseTuple(args, "OOOOnnn", &o[0], &o[1], &o[2], &o[3], &m, &k, &d))
         return NULL;
+    const Spec specs[4] = {
+        {"points", 8, m * d, 0}, {"weights", 8, m, 0}, {"centers", 8, k * d, 0}, {"labels", 4, m, 0}};
     Py_buffer views[4];
-    static const char *names[] = {"points", "weights", "centers", "labels"};
-    Py_ssize_t counts[] = {m * d, m, k * d, m};
-    Py_ssize_t sizes[] = {8, 8, 8, 4};
-    for (int v = 0; v < 4; v++) {
-        if (get(o[v], &views[v], sizes[v], counts[v], 0, names[v]) < 0) {
-            while (v-- > 0)
-                PyBuffer_Release(&views[v]);
-            return NULL;
-        }
-    }
+    if (get_all(o, specs, 4, views) < 0)
+        return NULL;
     const double *x = views[0].buf, *w = views[1].buf, *c = views[2].buf;
     const int *labels = views[3].buf;
     double total = 0.0;

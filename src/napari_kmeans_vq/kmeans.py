@@ -33,6 +33,7 @@ _THREADED_QUERY_MIN = 20_000
 _SUMMARY_MIN = 8192
 _SUMMARY_PER_CLUSTER = 32
 _SUMMARY_MAX_CELLS = 1 << 22
+_SUMMARY_MIN_PER_CLUSTER = 4
 # Coarse optima refined on every point for a few iterations before the best is finished.
 _REFINED_SEEDINGS = 2
 _PROBE_ITERATIONS = 20
@@ -43,7 +44,7 @@ _PROBE_WITHIN = 1.01
 _KERNEL_MAX_CLUSTERS = 256
 # A one-off assignment searches every centre in C: up to this many centres.
 _KERNEL_MAX_CLUSTERS_ASSIGN = 64
-_BOUND_SLACK = 1.0 - 1e-9
+_LOOSEN = 1e-9  # relative margin on Hamerly's bounds (see _Bounds.move)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,8 @@ def weighted_kmeans(
     w = np.ascontiguousarray(weights, dtype=np.float64)
     if x.shape[0] < n_clusters:
         raise ValueError(f"need at least {n_clusters} distinct points, got {x.shape[0]}")
+    if not (np.isfinite(x).all() and np.isfinite(w).all()):
+        raise ValueError("points and weights must be finite (no NaN or inf)")
     rng = np.random.default_rng(random_state)
     mean = (w @ x) / w.sum()
     variance = np.maximum((w @ (x * x)) / w.sum() - mean * mean, 0.0)
@@ -153,6 +156,10 @@ def weighted_kmeans(
         summary = None
     else:
         sx, sw = _summary(x, w, max(_SUMMARY_MIN, _SUMMARY_PER_CLUSTER * n_clusters))
+        # A summary of a few cells (colours crowded into one corner of a box stretched by
+        # an outlier) cannot seed K clusters: then the seedings use every point.
+        if sx.shape[0] < _SUMMARY_MIN_PER_CLUSTER * n_clusters:
+            sx, sw = x, w
         starts = (kmeans_plusplus(sx, sw, n_clusters, rng) for _ in range(n_init))
         summary = (sx, sw) if sx.shape[0] < x.shape[0] else None
     if summary is None:
@@ -292,7 +299,7 @@ def assign(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(points, dtype=np.float64)
     if len(centers) <= _KERNEL_MAX_CLUSTERS_ASSIGN and _lloyd_kernel.available():
         return _lloyd_kernel.assign(x, centers).astype(np.intp)
-    labels, _, _ = _nearest_two(x, _row_norms2(x), np.asarray(centers, dtype=np.float64))
+    labels, _, _ = _nearest_two(x, np.asarray(centers, dtype=np.float64))
     return labels
 
 
@@ -331,7 +338,9 @@ def _summary(x: np.ndarray, w: np.ndarray, target: int):
     if _lloyd_kernel.available() and dim <= 8:
         summary = _lloyd_kernel.grid_summary(x, w, cells, limit, target, _SUMMARY_MAX_CELLS)
         return (x, w) if summary is None else summary
-    columns = np.ascontiguousarray(x.T)  # one row per axis (see the note at the top)
+    # One row per axis (see the note at the top); a copy, as it is scaled in place below
+    # (for one axis, x.T would be a view of the caller's points).
+    columns = np.array(x.T, order="C")
     low = columns.min(axis=1)
     span = np.maximum(columns.max(axis=1) - low, 1e-12)
     scaled = (columns - low[:, np.newaxis]) / span[:, np.newaxis]  # in [0, 1]
@@ -368,12 +377,12 @@ def _row_norms2(x: np.ndarray) -> np.ndarray:
     return (x * x) @ np.ones(x.shape[1])
 
 
-def _nearest_two(x: np.ndarray, x2: np.ndarray, centers: np.ndarray):
+def _nearest_two(x: np.ndarray, centers: np.ndarray):
     """Nearest centre of each point, its distance, and the distance to the second nearest."""
     n, dim = x.shape
     k = centers.shape[0]
     if k == 1:
-        first = np.sqrt(np.maximum(x2 - 2.0 * (x @ centers[0]) + centers[0] @ centers[0], 0))
+        first = np.sqrt(_squared_distances(np.ascontiguousarray(x.T), centers)[0])
         return np.zeros(n, dtype=np.intp), first, np.full(n, np.inf)
     if dim <= _KDTREE_MAX_DIM and k >= _KDTREE_MIN_CENTERS:
         # In a few dimensions a k-d tree of the centres beats computing all K distances.
@@ -387,19 +396,18 @@ def _nearest_two(x: np.ndarray, x2: np.ndarray, centers: np.ndarray):
         # everywhere else (an encoder must give the labels the fit gave).
         tied = np.flatnonzero(dist[:, 0] == dist[:, 1])
         if tied.size:
-            d2 = x[tied] @ (-2.0 * centers.T) + _row_norms2(centers)
-            labels[tied] = np.argmin(d2, axis=1)
+            d2 = _squared_distances(np.ascontiguousarray(x[tied].T), centers)
+            labels[tied] = np.argmin(d2, axis=0)
         return labels, dist[:, 0], dist[:, 1]
     labels = np.zeros(n, dtype=np.intp)
     first = np.empty(n)
     second = np.empty(n)
-    c2 = _row_norms2(centers)[:, np.newaxis]
     for start in range(0, n, _ASSIGN_CHUNK):
         stop = min(start + _ASSIGN_CHUNK, n)
-        # Squared distance less the point's own norm, one row per centre: few centres,
-        # so the nearest two are kept up to date centre by centre on whole rows.
-        d2 = (-2.0 * centers) @ x[start:stop].T
-        d2 += c2
+        # Squared differences summed axis by axis, as the C code does (no |x|^2 - 2 x.c +
+        # |c|^2, which loses digits to cancellation and may break near-ties otherwise);
+        # few centres, so the nearest two are kept up to date centre by centre on whole rows.
+        d2 = _squared_distances(np.ascontiguousarray(x[start:stop].T), centers)
         best, runner, lab = d2[0].copy(), np.full(stop - start, np.inf), labels[start:stop]
         for j in range(1, k):
             row = d2[j]
@@ -409,9 +417,7 @@ def _nearest_two(x: np.ndarray, x2: np.ndarray, centers: np.ndarray):
             lab[closer] = j
         first[start:stop] = best
         second[start:stop] = runner
-    first += x2
-    second += x2
-    return labels, np.sqrt(np.maximum(first, 0)), np.sqrt(np.maximum(second, 0))
+    return labels, np.sqrt(first), np.sqrt(second)
 
 
 class _Bounds:
@@ -427,7 +433,7 @@ class _Bounds:
         self._full()
 
     def _full(self):
-        self.labels, self.upper, self.lower = _nearest_two(self.x, self.x2, self.centers)
+        self.labels, self.upper, self.lower = _nearest_two(self.x, self.centers)
         self.sums = np.stack(
             [np.bincount(self.labels, weights=wx, minlength=self.k) for wx in self.wx], axis=1
         )
@@ -435,11 +441,14 @@ class _Bounds:
 
     def means(self):
         """The weighted means of the clusters; empty clusters are reseeded (returns None then)."""
-        empty = self.mass <= 0
+        # Counted, not read off the running mass, which keeps rounding residue when
+        # weights are not whole numbers.
+        empty = np.bincount(self.labels, minlength=self.k) == 0
         if empty.any():
             # Move each empty centre onto the point that costs the most where it is (the
             # lowest index among equal costs, as the C code does).
-            cost = self.w * _row_norms2(self.x - self.centers[self.labels])
+            diff = np.ascontiguousarray((self.x - self.centers[self.labels]).T)
+            cost = self.w * _squared_distances(diff, np.zeros((1, self.x.shape[1])))[0]
             far = np.argsort(-cost, kind="stable")[: int(empty.sum())]
             self.centers[np.flatnonzero(empty)] = self.x[far]
             self._full()
@@ -452,16 +461,21 @@ class _Bounds:
         self.centers = np.array(new_centers, dtype=np.float64)
         if self.k == 1:
             return 0
+        # A point tied between two centres must be re-examined, so that ties break exactly
+        # as a full nearest-centre search breaks them: hence >=, and every term of the
+        # bounds loosened a little, as they are updated in floating point (lower - shift
+        # can cancel, with a rounding error relative to the terms, not the result).
         self.upper += shift[self.labels]
+        self.upper *= 1.0 + _LOOSEN
         top = np.argsort(shift)[-2:]
-        self.lower -= np.where(self.labels == top[-1], shift[top[0]], shift[top[-1]])
+        self.lower *= 1.0 - _LOOSEN
+        self.lower -= np.where(self.labels == top[-1], shift[top[0]], shift[top[-1]]) * (
+            1.0 + _LOOSEN
+        )
         cc = ((self.centers[:, np.newaxis, :] - self.centers[np.newaxis]) ** 2).sum(axis=2)
         np.fill_diagonal(cc, np.inf)
-        half_gap = 0.5 * np.sqrt(cc.min(axis=1))
-        # A point tied between two centres must be re-examined, so that ties break exactly
-        # as a full nearest-centre search breaks them: hence >=, and a bound loosened a
-        # little, as the bounds are updated in floating point.
-        bound = np.maximum(half_gap[self.labels], self.lower) * _BOUND_SLACK
+        half_gap = 0.5 * np.sqrt(cc.min(axis=1)) * (1.0 - _LOOSEN)
+        bound = np.maximum(half_gap[self.labels], self.lower)
         cand = np.flatnonzero(self.upper >= bound)
         if cand.size == 0:
             return 0
@@ -470,7 +484,7 @@ class _Bounds:
         cand = cand[self.upper[cand] >= bound[cand]]
         if cand.size == 0:
             return 0
-        new, up, low = _nearest_two(self.x[cand], self.x2[cand], self.centers)
+        new, up, low = _nearest_two(self.x[cand], self.centers)
         old = self.labels[cand]
         moved = new != old
         self.labels[cand], self.upper[cand], self.lower[cand] = new, up, low
