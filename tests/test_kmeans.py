@@ -255,6 +255,21 @@ def test_weighted_kmeans_rejects_non_finite_points():
         kmeans.weighted_kmeans(x, np.ones(3), 2)
 
 
+@pytest.mark.parametrize("k", [4, 16])
+def test_runs_side_by_side_give_the_result_of_runs_in_turn(kernel, ihc, monkeypatch, k):
+    side_by_side = quantize(ihc, k)
+    assert kmeans._in_parallel(np.empty((45_100, 3)), k, None)
+    monkeypatch.setattr(kmeans, "_PARALLEL_RUNS_MAX_WORK", 0)
+    in_turn = quantize(ihc, k)
+    np.testing.assert_array_equal(side_by_side.centroids, in_turn.centroids)
+    np.testing.assert_array_equal(side_by_side.labels, in_turn.labels)
+    assert side_by_side.distortion == in_turn.distortion
+    # with a progress callback, or a one-thread limit, runs go in turn
+    assert not kmeans._in_parallel(np.empty((45_100, 3)), k, lambda *a: None)
+    with _lloyd_kernel.one_thread():
+        assert not kmeans._in_parallel(np.empty((45_100, 3)), k, None)
+
+
 def test_kernel_rejects_arrays_of_the_wrong_size(kernel):
     from napari_kmeans_vq import _ckmeans
 
