@@ -1,5 +1,5 @@
-"""Lloyd's iterations (and the coarse stage's grid summary) in compiled code: the C
-extension ``_ckmeans``.
+"""Lloyd's iterations, k-means++ seeding and the coarse stage's grid summary in compiled
+code: the C extension ``_ckmeans``.
 
 A whole run of Lloyd's iterations is one call, with Hamerly's bounds from 3 centres up
 and a plain search of every centre below; the GIL is released meanwhile, so napari stays
