@@ -85,7 +85,7 @@ def test_numpy_path_alone_is_deterministic_and_exact(without_kernel, ihc_crop):
 @pytest.mark.parametrize("dim", [1, 2, 4])
 @pytest.mark.parametrize("k", [1, 2, 5, 12])
 def test_kernel_and_numpy_agree_in_other_dimensions(kernel, dim, k):
-    # one channel (scalar quantization), two, and RGBA-like points; both search modes
+    # one channel (scalar quantization), two, and RGBA-like points; K = 1 and 2 too
     rng = np.random.default_rng(dim * 100 + k)
     x = np.round(rng.gamma(2.0, 30.0, size=(3000, dim)))
     w = rng.integers(1, 50, size=3000).astype(np.float64)

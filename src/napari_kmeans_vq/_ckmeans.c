@@ -10,8 +10,8 @@
  *
  * Exactness: distances are sums of squared differences (no |x|^2 - 2x.c + |c|^2
  * cancellation); a point is skipped only when its bounds clear with a relative margin
- * (LOOSEN, on every term of the bounds), so ties are always searched and go to the lower centre index, as in
- * numpy's argmin. Cluster sums are recomputed on every pass, over the same fixed slots in
+ * (LOOSEN, on every term of the bounds), so ties are always searched and go to the lower
+ * centre index, as in numpy's argmin. Cluster sums are recomputed on every pass, over the same fixed slots in
  * the same order whether one thread or two pass over the points, so results depend on
  * nothing but the input. The GIL is released.
  *
@@ -42,9 +42,6 @@
 
 #define LOOSEN 1e-9
 
-/* Up to this many centres every point is searched on every pass; from 3 up, Hamerly's
- * bounds pay for their upkeep (measured: fits 5-10% faster at K = 4). */
-#define SEARCH_ALL_MAX 2
 /* Cluster sums are kept in this many banks (point i adds to bank i % BANKS) so that
  * consecutive points of one cluster do not wait on each other's additions; and apart for
  * the two halves of the points, which two threads may pass over at once. The banks are
@@ -65,7 +62,7 @@ typedef struct {
     double *acc; /* SLOTS x K x (D + 1): weighted sums, then mass */
     Py_ssize_t m, k, d, half;
     Py_ssize_t searched; /* points searched in full in the last pass */
-    int bounded, threads; /* threads: at most this many (1 or 2) */
+    int threads; /* at most this many (1 or 2) */
 } Problem;
 
 static inline double dist2(const double *a, const double *b, Py_ssize_t d)
@@ -148,17 +145,15 @@ static void combine_sums(const Problem *p, double *sums, double *mass)
     }
 }
 
-/* Nearest centres (and bounds, when kept) of points [lo, hi), with their cluster sums. */
+/* Nearest centres and bounds of points [lo, hi), with their cluster sums. */
 static void assign_range(Problem *p, Py_ssize_t lo, Py_ssize_t hi)
 {
     for (Py_ssize_t i = lo; i < hi; i++) {
         double a, b;
         int label = nearest_two(p, i, &a, &b);
         p->labels[i] = label;
-        if (p->bounded) {
-            p->upper[i] = sqrt(a);
-            p->lower[i] = sqrt(b);
-        }
+        p->upper[i] = sqrt(a);
+        p->lower[i] = sqrt(b);
         accumulate(p, i, label);
     }
 }
@@ -193,59 +188,6 @@ static Py_ssize_t reseed_empty(Problem *p, const double *mass, char *taken)
         empty++;
     }
     return empty;
-}
-
-#define BLOCK 128
-
-/* Nearest centres of points [start, start + n) into labels (ties to the lower index),
- * centre by centre over the block so the compiler can vectorize across points. */
-static void nearest_block(const Problem *p, Py_ssize_t start, Py_ssize_t n, int *labels)
-{
-    double best[BLOCK];
-    const double *x = p->x + start * p->d;
-    Py_ssize_t d = p->d;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        best[i] = INFINITY;
-        labels[i] = 0;
-    }
-    for (Py_ssize_t j = 0; j < p->k; j++) {
-        const double *cj = p->c + j * d;
-        if (d == 3) {
-            const double c0 = cj[0], c1 = cj[1], c2 = cj[2];
-            for (Py_ssize_t i = 0; i < n; i++) {
-                double e0 = x[3 * i] - c0, e1 = x[3 * i + 1] - c1, e2 = x[3 * i + 2] - c2;
-                double s = e0 * e0 + e1 * e1 + e2 * e2;
-                labels[i] = s < best[i] ? (int)j : labels[i];
-                best[i] = s < best[i] ? s : best[i];
-            }
-        }
-        else {
-            for (Py_ssize_t i = 0; i < n; i++) {
-                double s = dist2(x + i * d, cj, d);
-                labels[i] = s < best[i] ? (int)j : labels[i];
-                best[i] = s < best[i] ? s : best[i];
-            }
-        }
-    }
-}
-
-/* Search every centre for points [lo, hi) (few centres); returns how many labels
- * changed. */
-static Py_ssize_t pass_all_range(Problem *p, Py_ssize_t lo, Py_ssize_t hi)
-{
-    Py_ssize_t changed = 0;
-    int fresh[BLOCK];
-    for (Py_ssize_t start = lo; start < hi; start += BLOCK) {
-        Py_ssize_t n = hi - start < BLOCK ? hi - start : BLOCK;
-        nearest_block(p, start, n, fresh);
-        int *labels = p->labels + start;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            changed += fresh[i] != labels[i];
-            labels[i] = fresh[i];
-            accumulate(p, start + i, fresh[i]);
-        }
-    }
-    return changed;
 }
 
 /* What a pass needs to know of the centres' last move (Hamerly's bounds). */
@@ -335,10 +277,8 @@ static void *run_half(void *arg)
     h->searched = h->hi - h->lo;
     if (h->mv == NULL)
         assign_range(h->p, h->lo, h->hi);
-    else if (h->p->bounded)
-        h->changed = pass_bounded_range(h->p, h->mv, h->lo, h->hi, &h->searched);
     else
-        h->changed = pass_all_range(h->p, h->lo, h->hi);
+        h->changed = pass_bounded_range(h->p, h->mv, h->lo, h->hi, &h->searched);
     return NULL;
 }
 
@@ -364,7 +304,7 @@ static Py_ssize_t pass(Problem *p, const Move *mv)
     return first.changed + second.changed;
 }
 
-/* Every point's nearest centre (and bounds, when kept), with the cluster sums. */
+/* Every point's nearest centre and bounds, with the cluster sums. */
 static void assign_all(Problem *p)
 {
     pass(p, NULL);
@@ -374,10 +314,7 @@ static void assign_all(Problem *p)
 static Py_ssize_t move_pass(Problem *p, const double *shift, double *half_gap)
 {
     Move mv;
-    if (p->bounded)
-        describe_move(p, shift, half_gap, &mv);
-    else
-        mv.shift = shift; /* unused: every point is searched */
+    describe_move(p, shift, half_gap, &mv);
     return pass(p, &mv);
 }
 
@@ -495,7 +432,6 @@ static int problem(PyObject *const *objs, Py_ssize_t m, Py_ssize_t k, Py_ssize_t
     p->k = k;
     p->d = d;
     p->half = (m + 1) / 2;
-    p->bounded = k > SEARCH_ALL_MAX;
     p->searched = m;
     p->threads = threads;
     return 0;
@@ -716,8 +652,7 @@ static PyObject *py_grid_summary(PyObject *Py_UNUSED(self), PyObject *args)
         Py_END_ALLOW_THREADS
     }
     free(keys);
-    for (int v = 0; v < 4; v++)
-        PyBuffer_Release(&views[v]);
+    release_all(views, 4);
     if (failed)
         return PyErr_NoMemory();
     return PyLong_FromSsize_t(n);
@@ -803,8 +738,7 @@ static PyObject *py_seed(PyObject *Py_UNUSED(self), PyObject *args)
         Py_END_ALLOW_THREADS
     }
     free(work);
-    for (int v = 0; v < 4; v++)
-        PyBuffer_Release(&views[v]);
+    release_all(views, 4);
     if (!work)
         return PyErr_NoMemory();
     Py_RETURN_NONE;
@@ -834,8 +768,7 @@ static PyObject *py_error(PyObject *Py_UNUSED(self), PyObject *args)
         total += w[i] * dist2(x + i * d, c + labels[i] * d, d);
     }
     Py_END_ALLOW_THREADS
-    for (int v = 0; v < 4; v++)
-        PyBuffer_Release(&views[v]);
+    release_all(views, 4);
     if (bad) {
         PyErr_SetString(PyExc_ValueError, "labels: out of range of the centres");
         return NULL;

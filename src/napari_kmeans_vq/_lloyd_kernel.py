@@ -1,11 +1,11 @@
 """Lloyd's iterations, k-means++ seeding and the coarse stage's grid summary in compiled
 code: the C extension ``_ckmeans``.
 
-A whole run of Lloyd's iterations is one call, with Hamerly's bounds from 3 centres up
-and a plain search of every centre below; the GIL is released meanwhile, so napari stays
-responsive. Heavy passes run on two threads, each over a fixed half of the points. The C
-code mirrors :class:`.kmeans._Bounds` (same stopping rule, ties to the lower index, empty
-clusters moved onto the costliest point) and gives the same result.
+A whole run of Lloyd's iterations is one call, with Hamerly's bounds; the GIL is released
+meanwhile, so napari stays responsive. Heavy passes run on two threads, each over a fixed
+half of the points. The C code mirrors :class:`.kmeans._Bounds` (same stopping rule, ties
+to the lower index, empty clusters moved onto the costliest point) and gives the same
+result.
 
 The extension is built when the package is installed from source. Where it could not be
 built (no C compiler), :func:`available` is False and :mod:`.kmeans` keeps to its numpy
