@@ -1,7 +1,8 @@
-"""Builds the one C extension; everything else is in pyproject.toml.
+"""Builds the two C extensions; everything else is in pyproject.toml.
 
-The extension is optional: where it cannot be compiled (no C compiler), the install goes
-on without it and the engine runs its numpy path instead (see _lloyd_kernel.py).
+The extensions are optional: where they cannot be compiled (no C compiler), the install
+goes on without them and the package runs its numpy paths instead (see _lloyd_kernel.py
+and histogram.py).
 """
 
 import os
@@ -12,14 +13,16 @@ from setuptools import Extension, setup
 # multiply-adds: the C code must round as numpy does (see _ckmeans.c).
 flags = ["-pthread", "-ffp-contract=off"] if os.name == "posix" else []
 
-setup(
-    ext_modules=[
-        Extension(
-            "napari_kmeans_vq._ckmeans",
-            ["src/napari_kmeans_vq/_ckmeans.c"],
-            extra_compile_args=flags,
-            extra_link_args=flags,
-            optional=True,
-        )
-    ]
-)
+
+def extension(name: str) -> Extension:
+    return Extension(
+        f"napari_kmeans_vq.{name}",
+        [f"src/napari_kmeans_vq/{name}.c"],
+        depends=["src/napari_kmeans_vq/_cbuffer.h"],
+        extra_compile_args=flags,
+        extra_link_args=flags,
+        optional=True,
+    )
+
+
+setup(ext_modules=[extension("_ckmeans"), extension("_ccolors")])

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from napari_kmeans_vq import histogram
 from napari_kmeans_vq.histogram import ColorHistogram, KeyCodec
 
 
@@ -55,3 +56,39 @@ def test_large_images_count_in_a_dense_table_with_the_same_result():
     np.testing.assert_array_equal(dense.keys, merged.keys)
     np.testing.assert_array_equal(dense.counts, merged.counts)
     assert dense.counts.sum() == len(pixels)
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["C", "numpy"])
+def test_dense_counting_equals_sorting_on_a_real_image(ihc, monkeypatch, compiled):
+    if compiled and histogram._ccolors is None:
+        pytest.skip("the C extension was not built")
+    if not compiled:
+        monkeypatch.setattr(histogram, "_ccolors", None)
+    monkeypatch.setattr(histogram, "_DENSE_COUNT_MIN_PIXELS", 0)
+    rgba = np.dstack([ihc, np.full(ihc.shape[:2], 255, np.uint8)])
+    pixels = rgba[..., :3].reshape(-1, 3)  # rows 4 bytes apart: not contiguous
+    seen = []
+    dense = ColorHistogram.from_pixels(pixels, chunk=10_000, progress=lambda s, f: seen.append(f))
+    keys, counts = np.unique(KeyCodec(np.uint8, 3).keys(pixels), return_counts=True)
+    np.testing.assert_array_equal(dense.keys, keys)
+    np.testing.assert_array_equal(dense.counts, counts)
+    np.testing.assert_array_equal(dense.colors, KeyCodec(np.uint8, 3).colors(keys))
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    assert np.array_equal(rgba[..., :3], ihc)  # the caller's pixels are left alone
+
+
+def test_the_c_histogram_checks_its_input():
+    ccolors = histogram._ccolors
+    if ccolors is None:
+        pytest.skip("the C extension was not built")
+    bits = np.zeros(1 << 18, np.uint64)
+    pixels = np.array([[1, 2, 3], [4, 5, 6]], np.uint8)
+    ccolors.mark(pixels[:1], bits, 1)
+    before = np.empty(1 << 18, np.uint32)
+    assert ccolors.index(bits, before) == 1
+    with pytest.raises(ValueError, match="not in the table"):
+        ccolors.tally(pixels, bits, before, np.zeros(1, np.int64), 2, 1)
+    with pytest.raises(ValueError, match="expected 262144 items of uint64"):
+        ccolors.mark(pixels, bits[:10], 2)
+    with pytest.raises(ValueError, match="expected 6 items of uint8"):
+        ccolors.mark(pixels.astype(np.int16), bits, 2)

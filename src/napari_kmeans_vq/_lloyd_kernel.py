@@ -80,9 +80,13 @@ def grid_summary(x, w, cells, limit, target, max_cells):
     """:func:`.kmeans._summary`'s grid in C: (means, totals), or None when the occupied
     cells number at least half the points."""
     m, d = x.shape
-    means, total = np.empty((m, d)), np.empty(m)
-    n = _ckmeans.grid_summary(x, w, means, total, m, d, cells, limit, target, max_cells)
-    return (means[:n].copy(), total[:n].copy()) if n else None
+    keys = np.empty(m, dtype=np.int32)
+    n = _ckmeans.grid_cells(x, keys, m, d, cells, limit, target, max_cells)
+    if n == 0:
+        return None
+    means, total = np.empty((n, d)), np.empty(n)
+    _ckmeans.grid_means(x, w, keys, means, total, m, d, n)
+    return means, total
 
 
 class KernelRun:

@@ -5,6 +5,8 @@ count) have the same objective, so this table is all the fit needs (Celebi 2009)
 integer images a colour packs into one unsigned integer key; keys are counted chunk by
 chunk, so memory stays proportional to the number of distinct colours, and pixels are
 mapped back to their colour's entry by a lookup table instead of a distance computation.
+Large 8-bit RGB images are counted by the C extension ``_ccolors`` when it was built: a
+bit per possible colour instead of a sort (see _ccolors.c).
 """
 
 from __future__ import annotations
@@ -14,14 +16,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+try:
+    from . import _ccolors
+except ImportError:  # installed without a C compiler
+    _ccolors = None
+
 CHUNK_PIXELS = 1 << 20
-# Above this many pixels, packable colours are counted in a dense table.
+# Above this many pixels, packable colours are counted in a dense table (8-bit RGB: a
+# bit per colour in C, 2-2.5x faster than sorting; below it, numpy's sort is as fast).
 _DENSE_COUNT_MIN_PIXELS = 4 * CHUNK_PIXELS
 # Per-chunk counts are merged every this many chunks, to bound memory.
 _MERGE_EVERY = 8
 # Key spaces up to this many bits get a dense lookup table (2**24 entries: 16 MiB as uint8).
 DENSE_KEY_BITS = 24
 _KEY_TYPES = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+_RGB_WORDS = 1 << 18  # 2**24 bits in uint64 words (WORDS in _ccolors.c)
 
 
 class KeyCodec:
@@ -38,6 +47,10 @@ class KeyCodec:
         self.key_dtype = np.dtype(_KEY_TYPES[width]) if self.usable else None
         # Padding bytes are zero, so on a little-endian machine keys stay below 2**(8*nbytes).
         self.dense = self.usable and 8 * nbytes <= DENSE_KEY_BITS and sys.byteorder == "little"
+        # 8-bit RGB in the C extension, keyed as above (r | g << 8 | b << 16).
+        self.rgb8 = (
+            _ccolors is not None and self.dense and self.dtype == np.uint8 and channels == 3
+        )
 
     def keys(self, pixels: np.ndarray) -> np.ndarray:
         """Keys of ``pixels`` (n, C) as a 1D array (a new array, never a view of the input)."""
@@ -106,6 +119,8 @@ class ColorHistogram:
             )
             return cls(colors, counts.astype(np.int64), None, inverse.reshape(-1), codec)
         n = pixels.shape[0]
+        if codec.rgb8 and n > _DENSE_COUNT_MIN_PIXELS:
+            return cls._from_rgb8(pixels, chunk, progress, codec)
         # Large images of packable colours count into one dense table (64 MiB for RGB):
         # merging per-chunk tables would need several times that at the peak.
         dense = (
@@ -129,6 +144,26 @@ class ColorHistogram:
             counts = dense[keys].astype(np.int64)
         else:
             keys, counts = _merge_counts(parts)
+        return cls(codec.colors(keys), counts, keys, None, codec)
+
+    @classmethod
+    def _from_rgb8(cls, pixels, chunk, progress, codec) -> ColorHistogram:
+        """from_pixels for 8-bit RGB in C: mark every pixel's colour, then count."""
+        n = pixels.shape[0]
+        bits = np.zeros(_RGB_WORDS, dtype=np.uint64)
+        for start, part in _chunks(pixels, chunk):
+            _ccolors.mark(part, bits, len(part))
+            if progress is not None:
+                progress("histogram", 0.5 * min(1.0, (start + chunk) / n))
+        before = np.empty(_RGB_WORDS, dtype=np.uint32)
+        m = _ccolors.index(bits, before)
+        keys = np.empty(m, dtype=np.uint32)
+        _ccolors.keys(bits, keys, m)
+        counts = np.zeros(m, dtype=np.int64)
+        for start, part in _chunks(pixels, chunk):
+            _ccolors.tally(part, bits, before, counts, len(part), m)
+            if progress is not None:
+                progress("histogram", 0.5 + 0.5 * min(1.0, (start + chunk) / n))
         return cls(codec.colors(keys), counts, keys, None, codec)
 
     @classmethod
@@ -174,6 +209,13 @@ class ColorHistogram:
             if progress is not None:
                 progress("encode", min(1.0, (start + chunk) / pixels.shape[0]))
         return out
+
+
+def _chunks(pixels: np.ndarray, chunk: int):
+    """(start, C-contiguous rows) of ``pixels`` a chunk at a time (a copy only of rows
+    that are not contiguous already)."""
+    for start in range(0, pixels.shape[0], chunk):
+        yield start, np.ascontiguousarray(pixels[start : start + chunk])
 
 
 def _merge_counts(parts):

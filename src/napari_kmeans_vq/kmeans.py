@@ -390,12 +390,13 @@ def _summary(x: np.ndarray, w: np.ndarray, target: int):
     columns = np.array(x.T, order="C")
     low = columns.min(axis=1)
     span = np.maximum(columns.max(axis=1) - low, 1e-12)
-    scaled = (columns - low[:, np.newaxis]) / span[:, np.newaxis]  # in [0, 1]
+    offset = columns - low[:, np.newaxis]
     # Colours crowd into a small part of their bounding box: start with a grid of about
     # target cells and refine it until enough of them are occupied.
-    scratch = np.empty_like(scaled)
+    scratch = np.empty_like(offset)
     while True:
-        grid = np.multiply(scaled, cells, out=scratch).astype(np.int32)
+        factor = cells / span  # one multiplication per coordinate (as in C)
+        grid = np.multiply(offset, factor[:, np.newaxis], out=scratch).astype(np.int32)
         np.minimum(grid, cells - 1, out=grid)
         key = grid[0]  # cell index, row-major (int32: at most _SUMMARY_MAX_CELLS cells)
         for row in grid[1:]:
