@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -172,12 +174,42 @@ def test_one_thread_or_two_give_the_same_result(kernel, ihc):
     two = _lloyd_kernel.KernelRun(x, w, start)
     with _lloyd_kernel.one_thread():
         one = _lloyd_kernel.KernelRun(x, w, start)
-        assert one._sizes[-1] == 1
-    assert two._sizes[-1] == 2
+        assert one._sizes[3] == 1
+    assert two._sizes[3] == 2
     assert one.iterate(300, 0.0) == two.iterate(300, 0.0)
     np.testing.assert_array_equal(one.centers, two.centers)
     np.testing.assert_array_equal(one.labels, two.labels)
     assert one.inertia() == two.inertia()
+
+
+@pytest.mark.parametrize("k", [4, 64])
+def test_sums_kept_up_to_date_equal_sums_recomputed(kernel, ihc, k):
+    # Integer colours and counts: the kernel only updates the sums of points that change
+    # cluster; that must be exactly what recomputing every sum on every pass gives.
+    x, w = _weighted_colours(ihc)
+    assert _lloyd_kernel.integral(x, w)
+    start = kmeans.kmeans_plusplus(x, w, k, np.random.default_rng(3))
+    runs = []
+    for exact in (False, True):
+        for threads in (1, 2):
+            with _lloyd_kernel.one_thread() if threads == 1 else contextlib.nullcontext():
+                run = _lloyd_kernel.KernelRun(x, w, start, exact)
+                runs.append((run.iterate(300, 0.0), run.centers, run.labels, run.inertia()))
+    for steps, centers, labels, inertia in runs[1:]:
+        assert steps == runs[0][0] and steps[0] > 3
+        np.testing.assert_array_equal(centers, runs[0][1])
+        np.testing.assert_array_equal(labels, runs[0][2])
+        assert inertia == runs[0][3]
+
+
+def test_integral_needs_integers_and_sums_below_2_to_the_52(kernel):
+    x = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    w = np.array([3.0, 1.0])
+    assert _lloyd_kernel.integral(x, w)
+    assert not _lloyd_kernel.integral(x + 0.5, w)
+    assert not _lloyd_kernel.integral(x, w - 0.25)
+    assert not _lloyd_kernel.integral(x, -w)
+    assert not _lloyd_kernel.integral(x * 2.0**40, w * 2.0**12)
 
 
 def test_one_thread_holds_in_the_calling_thread_only(kernel):
@@ -277,16 +309,16 @@ def test_kernel_rejects_arrays_of_the_wrong_size(kernel):
     state = [np.ones(10), np.zeros((2, 3)), np.zeros(10, np.int32), np.zeros(10), np.zeros(10)]
     sums = np.zeros(8 * 2 * 4)
     with pytest.raises(ValueError, match="weights"):
-        _ckmeans.assign(x, np.ones(9), *state[1:], sums, 10, 2, 3, 1)
+        _ckmeans.assign(x, np.ones(9), *state[1:], sums, 10, 2, 3, 1, 0)
     with pytest.raises(ValueError, match="labels"):
-        _ckmeans.assign(x, *state[:2], np.zeros(10, np.int64), *state[3:], sums, 10, 2, 3, 1)
+        _ckmeans.assign(x, *state[:2], np.zeros(10, np.int64), *state[3:], sums, 10, 2, 3, 1, 0)
     with pytest.raises(ValueError, match="points: expected 30 items of float64"):
-        _ckmeans.assign(x.astype(np.float32), *state, sums, 10, 2, 3, 1)
+        _ckmeans.assign(x.astype(np.float32), *state, sums, 10, 2, 3, 1, 0)
     labels = np.full(10, 5, np.int32)
     with pytest.raises(ValueError, match="out of range"):
-        _ckmeans.iterate(x, *state[:2], labels, *state[3:], sums, 10, 2, 3, 1, 5, 0.0)
+        _ckmeans.iterate(x, *state[:2], labels, *state[3:], sums, 10, 2, 3, 1, 0, 5, 0.0)
     with pytest.raises(ValueError, match="out of range"):
-        _ckmeans.move(x, *state[:2], labels, *state[3:], sums, 10, 2, 3, 1, np.zeros((2, 3)))
+        _ckmeans.move(x, *state[:2], labels, *state[3:], sums, 10, 2, 3, 1, 0, np.zeros((2, 3)))
 
 
 def test_without_the_extension_the_engine_runs_on_numpy(without_kernel):

@@ -33,6 +33,7 @@
 #pragma STDC FP_CONTRACT OFF
 #endif
 #include <limits.h>
+#include <stdint.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,7 @@ typedef struct {
     Py_ssize_t m, k, d, half;
     Py_ssize_t searched; /* points searched in full in the last pass */
     int threads; /* at most this many (1 or 2) */
+    int exact;   /* integer points and weights: sums kept up to date, not recomputed */
 } Problem;
 
 static inline double dist2(const double *a, const double *b, Py_ssize_t d)
@@ -122,6 +124,25 @@ static inline void accumulate(const Problem *p, Py_ssize_t i, int j)
     for (Py_ssize_t t = 0; t < d; t++)
         a[t] += wi * xi[t];
     a[d] += wi;
+}
+
+/* Point i leaves cluster `from` for cluster `to`. Only for exact problems: integer
+ * products and sums below 2^53 (see integral()) come out the same in any order, so
+ * sums kept up to date this way equal sums recomputed over all points, bit for bit. */
+static inline void transfer(const Problem *p, Py_ssize_t i, int from, int to)
+{
+    Py_ssize_t d = p->d;
+    Py_ssize_t slot = (i < p->half ? 0 : BANKS) + i % BANKS;
+    double *a = p->acc + (slot * p->k + from) * (d + 1);
+    double *b = p->acc + (slot * p->k + to) * (d + 1);
+    const double *xi = p->x + i * d;
+    double wi = p->w[i];
+    for (Py_ssize_t t = 0; t < d; t++) {
+        a[t] -= wi * xi[t];
+        b[t] += wi * xi[t];
+    }
+    a[d] -= wi;
+    b[d] += wi;
 }
 
 static void clear_sums(const Problem *p)
@@ -252,13 +273,18 @@ static Py_ssize_t pass_bounded_range(Problem *p, const Move *mv, Py_ssize_t lo, 
                 int label = nearest_two(p, i, &first, &runner);
                 up = sqrt(first);
                 p->lower[i] = sqrt(runner);
-                changed += label != a;
+                if (label != a) {
+                    changed++;
+                    if (p->exact)
+                        transfer(p, i, a, label);
+                }
                 p->labels[i] = a = label;
                 n++;
             }
         }
         p->upper[i] = up;
-        accumulate(p, i, a);
+        if (!p->exact)
+            accumulate(p, i, a);
     }
     *searched = n;
     return changed;
@@ -286,7 +312,8 @@ static void *run_half(void *arg)
 static Py_ssize_t pass(Problem *p, const Move *mv)
 {
     Half first = {p, mv, 0, p->half, 0, 0}, second = {p, mv, p->half, p->m, 0, 0};
-    clear_sums(p);
+    if (mv == NULL || !p->exact)
+        clear_sums(p);
     int done = 0;
 #ifdef HAVE_THREADS
     pthread_t thread;
@@ -359,7 +386,7 @@ static Py_ssize_t lloyd(Problem *p, Py_ssize_t max_iter, double tol_abs, double 
 /* Parses the state (x, w, centers, labels, upper, lower, sums) of m points and k centres
  * in d dimensions; fills p and views. */
 static int problem(PyObject *const *objs, Py_ssize_t m, Py_ssize_t k, Py_ssize_t d,
-                   int threads, Py_buffer *views, Problem *p)
+                   int threads, int exact, Py_buffer *views, Problem *p)
 {
     if (m < 1 || k < 1 || d < 1 || k > INT_MAX) {
         PyErr_SetString(PyExc_ValueError, "need m, k, d >= 1");
@@ -385,6 +412,7 @@ static int problem(PyObject *const *objs, Py_ssize_t m, Py_ssize_t k, Py_ssize_t
     p->half = (m + 1) / 2;
     p->searched = m;
     p->threads = threads;
+    p->exact = exact;
     return 0;
 }
 
@@ -408,13 +436,13 @@ static PyObject *py_assign(PyObject *Py_UNUSED(self), PyObject *args)
 {
     PyObject *o[N_STATE];
     Py_ssize_t m, k, d;
-    int threads;
-    if (!PyArg_ParseTuple(args, "OOOOOOOnnni", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
-                          &m, &k, &d, &threads))
+    int threads, exact;
+    if (!PyArg_ParseTuple(args, "OOOOOOOnnnii", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
+                          &m, &k, &d, &threads, &exact))
         return NULL;
     Py_buffer views[N_STATE];
     Problem p;
-    if (problem(o, m, k, d, threads, views, &p) < 0)
+    if (problem(o, m, k, d, threads, exact, views, &p) < 0)
         return NULL;
     Py_BEGIN_ALLOW_THREADS
     assign_all(&p);
@@ -428,13 +456,13 @@ static PyObject *py_iterate(PyObject *Py_UNUSED(self), PyObject *args)
     PyObject *o[N_STATE];
     Py_ssize_t m, k, d, max_iter;
     double tol_abs;
-    int threads;
-    if (!PyArg_ParseTuple(args, "OOOOOOOnnnind", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
-                          &o[6], &m, &k, &d, &threads, &max_iter, &tol_abs))
+    int threads, exact;
+    if (!PyArg_ParseTuple(args, "OOOOOOOnnniind", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
+                          &o[6], &m, &k, &d, &threads, &exact, &max_iter, &tol_abs))
         return NULL;
     Py_buffer views[N_STATE];
     Problem p;
-    if (problem(o, m, k, d, threads, views, &p) < 0)
+    if (problem(o, m, k, d, threads, exact, views, &p) < 0)
         return NULL;
     if (check_labels(&p) < 0) {
         release(views);
@@ -463,13 +491,13 @@ static PyObject *py_move(PyObject *Py_UNUSED(self), PyObject *args)
 {
     PyObject *o[N_STATE], *target;
     Py_ssize_t m, k, d;
-    int threads;
-    if (!PyArg_ParseTuple(args, "OOOOOOOnnniO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
-                          &m, &k, &d, &threads, &target))
+    int threads, exact;
+    if (!PyArg_ParseTuple(args, "OOOOOOOnnniiO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
+                          &m, &k, &d, &threads, &exact, &target))
         return NULL;
     Py_buffer views[N_STATE], tv;
     Problem p;
-    if (problem(o, m, k, d, threads, views, &p) < 0)
+    if (problem(o, m, k, d, threads, exact, views, &p) < 0)
         return NULL;
     const Spec spec = {"new centers", 'f', 8, k * d, 0};
     if (get(target, &tv, &spec) < 0) {
@@ -770,18 +798,53 @@ static PyObject *py_error(PyObject *Py_UNUSED(self), PyObject *args)
     return PyFloat_FromDouble(total);
 }
 
+/* Whether the points and weights are integers whose weighted sums stay below 2^53, so
+ * that every sum of products of them is exact (see transfer()). */
+static PyObject *py_integral(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *o[2];
+    Py_ssize_t m, d;
+    if (!PyArg_ParseTuple(args, "OOnn", &o[0], &o[1], &m, &d))
+        return NULL;
+    const Spec specs[2] = {{"points", 'f', 8, m * d, 0}, {"weights", 'f', 8, m, 0}};
+    Py_buffer views[2];
+    if (get_all(o, specs, 2, views) < 0)
+        return NULL;
+    const double *x = views[0].buf, *w = views[1].buf;
+    const double limit = 4503599627370496.0; /* 2^52, a margin below 2^53 */
+    double mass = 0.0, moment = 0.0;
+    int ok = 1;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < m && ok; i++) {
+        double top = 0.0;
+        for (Py_ssize_t t = 0; t < d; t++) {
+            double v = fabs(x[i * d + t]);
+            /* The cast is defined below 2^52; floor() is a call on baseline x86-64. */
+            ok &= v < limit && (double)(int64_t)v == v;
+            top = v > top ? v : top;
+        }
+        ok &= w[i] >= 0 && w[i] < limit && (double)(int64_t)w[i] == w[i];
+        mass += w[i];
+        moment += w[i] * top;
+    }
+    ok &= mass < limit && moment < limit;
+    Py_END_ALLOW_THREADS
+    release_all(views, 2);
+    return PyBool_FromLong(ok);
+}
+
 static PyMethodDef methods[] = {
     {"assign", py_assign, METH_VARARGS,
-     "assign(x, w, centers, labels, upper, lower, sums, m, k, d, threads): every point's "
-     "nearest centre, its bounds and the cluster sums, on at most threads (1 or 2) threads."},
+     "assign(x, w, centers, labels, upper, lower, sums, m, k, d, threads, exact): every "
+     "point's nearest centre, its bounds and the cluster sums, on at most threads (1 or 2) "
+     "threads; exact: see integral()."},
     {"iterate", py_iterate, METH_VARARGS,
-     "iterate(x, w, centers, labels, upper, lower, sums, m, k, d, threads, max_iter, "
+     "iterate(x, w, centers, labels, upper, lower, sums, m, k, d, threads, exact, max_iter, "
      "tol_abs) -> "
      "(n_iter, converged): Lloyd's iterations from an assigned state."},
     {"move", py_move, METH_VARARGS,
-     "move(x, w, centers, labels, upper, lower, sums, m, k, d, threads, new_centers) -> "
-     "changed: "
-     "move the centres and relabel the points whose bounds leave doubt."},
+     "move(x, w, centers, labels, upper, lower, sums, m, k, d, threads, exact, new_centers) "
+     "-> changed: move the centres and relabel the points whose bounds leave doubt."},
     {"grid_cells", py_grid_cells, METH_VARARGS,
      "grid_cells(x, keys, m, d, cells, limit, target, max_cells) -> n: the occupied cells "
      "of a grid over the points (see kmeans._summary) and each point's cell, or 0."},
@@ -791,6 +854,8 @@ static PyMethodDef methods[] = {
     {"seed", py_seed, METH_VARARGS,
      "seed(x, w, uniforms, centers, m, d, k, trials): greedy weighted k-means++ (see "
      "kmeans.kmeans_plusplus), into centers."},
+    {"integral", py_integral, METH_VARARGS,
+     "integral(x, w, m, d) -> bool: integer points and weights, weighted sums below 2^52."},
     {"error", py_error, METH_VARARGS,
      "error(x, w, centers, labels, m, k, d) -> sum of w |x - c[label]|^2."},
     {NULL, NULL, 0, NULL},

@@ -70,6 +70,13 @@ def weighted_error(x, w, centers, labels) -> float:
     return _ckmeans.error(x, w, c, labels, x.shape[0], *c.shape)
 
 
+def integral(x: np.ndarray, w: np.ndarray) -> bool:
+    """Whether points and weights are integers with weighted sums below 2**52: then
+    :class:`KernelRun` keeps its cluster sums up to date instead of recomputing them,
+    with the same result bit for bit (integer sums are exact in any order)."""
+    return bool(_ckmeans.integral(x, w, *x.shape))
+
+
 def seed(x, w, uniforms, centers, trials) -> None:
     """:func:`.kmeans.kmeans_plusplus` in C, into ``centers`` (K, D)."""
     k, d = centers.shape
@@ -94,10 +101,11 @@ class KernelRun:
 
     ``x`` (M, D) and ``w`` (M,) must be C-contiguous float64. ``labels`` are always the
     nearest centres of ``centers`` (the state a caller can trust), and :meth:`inertia`
-    is their weighted squared error.
+    is their weighted squared error. ``exact``: :func:`integral` holds for ``x`` and
+    ``w`` (then a pass touches the sums only for points that change cluster).
     """
 
-    def __init__(self, x: np.ndarray, w: np.ndarray, centers: np.ndarray):
+    def __init__(self, x: np.ndarray, w: np.ndarray, centers: np.ndarray, exact=False):
         self.x, self.w = x, w
         self.centers = np.array(centers, dtype=np.float64, order="C")
         m = x.shape[0]
@@ -108,7 +116,7 @@ class KernelRun:
         self._upper, self._lower = np.empty(m), np.empty(m)
         self._sums = np.empty(_SUM_SLOTS * k * (d + 1))
         self._args = (x, w, self.centers, self.labels, self._upper, self._lower, self._sums)
-        self._sizes = (m, k, d, _thread_limit())
+        self._sizes = (m, k, d, _thread_limit(), int(exact))
         _ckmeans.assign(*self._args, *self._sizes)
         self._inertia = None
 

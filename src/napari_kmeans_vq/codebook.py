@@ -256,6 +256,11 @@ class Codebook:
                 tol=self.tol,
                 random_state=self.random_state,
                 progress=progress,
+                # Colours of 8- and 16-bit images and their counts: integers, and sums
+                # of counts times values stay below 2**52 up to 2**36 pixels.
+                integral=True
+                if space == "rgb" and _integer_colors(dtype, hist.n_pixels)
+                else None,
             )
             centers, labels = result.centers, result.labels
             relabel = result.relabel
@@ -370,6 +375,16 @@ def _is_lazy(image) -> bool:
     from .chunked import is_lazy_input  # not at the top: chunked imports this module
 
     return is_lazy_input(image)
+
+
+def _integer_colors(dtype: np.dtype, n_pixels: int) -> bool:
+    """Whether colours of this dtype, counted over n_pixels, sum exactly in float64."""
+    dtype = np.dtype(dtype)
+    return (
+        np.issubdtype(dtype, np.integer)
+        and dtype.itemsize <= 2
+        and n_pixels * float(np.iinfo(dtype).max) < 2.0**52
+    )
 
 
 def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -114,6 +114,7 @@ def weighted_kmeans(
     tol: float = 1e-4,
     random_state: int | np.random.Generator | None = 0,
     progress=None,
+    integral: bool | None = None,
 ) -> KMeansResult:
     """Cluster weighted points with k-means++ seeding and Lloyd's algorithm.
 
@@ -140,6 +141,11 @@ def weighted_kmeans(
     progress : callable, optional
         Called as ``progress("fit", fraction_done)`` after every Lloyd iteration; an
         exception it raises (to cancel) propagates.
+    integral : bool or None
+        True when the caller knows that points and weights are integers whose weighted
+        sums stay below 2**52 (an integer image's colours and pixel counts), None to check
+        (a pass over the points). Then the compiled passes keep the cluster sums up to
+        date instead of recomputing them, with the same result.
 
     Returns
     -------
@@ -155,6 +161,9 @@ def weighted_kmeans(
     mean = (w @ x) / w.sum()
     variance = np.maximum((w @ (x * x)) / w.sum() - mean * mean, 0.0)
     tol_abs = float(tol) * float(variance.mean())
+    exact = _lloyd_kernel.available() and (
+        integral if integral is not None else _lloyd_kernel.integral(x, w)
+    )
     if not isinstance(init, str):
         starts, n_init = [np.array(init, dtype=np.float64)], 1
         summary = None
@@ -169,7 +178,9 @@ def weighted_kmeans(
     if summary is None:
         share = 1 / n_init
         runs = _each(
-            lambda i, c: _run(x, w, c, max_iter, tol_abs, _stage(progress, i * share, share)),
+            lambda i, c: _run(
+                x, w, c, max_iter, tol_abs, _stage(progress, i * share, share), exact
+            ),
             list(enumerate(starts)),
             _in_parallel(x, n_clusters, progress),
         )
@@ -207,6 +218,7 @@ def weighted_kmeans(
                 min(_PROBE_ITERATIONS, max_iter),
                 tol_abs,
                 _stage(progress, n_init * part + j * sub, sub),
+                exact,
             ),
             list(enumerate(coarse)),
             _in_parallel(x, n_clusters, progress),
@@ -270,15 +282,15 @@ def _pool():
     return _executor
 
 
-def _run(x, w, centers, max_iter, tol_abs, step=None):
+def _run(x, w, centers, max_iter, tol_abs, step=None, exact=False):
     """Lloyd's iterations from ``centers``: returns (state, iterations, converged).
 
     The state has ``centers``, ``labels`` (nearest centres of ``centers``) and
     ``inertia()``. The compiled kernel runs them when it was built and pays off (see the
-    limit at the top).
+    limit at the top); ``exact`` as in :class:`._lloyd_kernel.KernelRun`.
     """
     if len(centers) <= _KERNEL_MAX_CLUSTERS and _lloyd_kernel.available():
-        state = _lloyd_kernel.KernelRun(x, w, centers)
+        state = _lloyd_kernel.KernelRun(x, w, centers, exact)
         return (state, *state.iterate(max_iter, tol_abs, step))
     return _lloyd(_Bounds(x, w, centers), max_iter, tol_abs, step)
 
