@@ -92,3 +92,37 @@ def test_the_c_histogram_checks_its_input():
         ccolors.mark(pixels, bits[:10], 2)
     with pytest.raises(ValueError, match="expected 6 items of uint8"):
         ccolors.mark(pixels.astype(np.int16), bits, 2)
+
+
+@pytest.mark.parametrize("label_type", [np.uint8, np.uint16])
+def test_encode_decode_in_c_equals_lookup_and_take(ihc, monkeypatch, label_type):
+    from napari_kmeans_vq import _threads
+    from napari_kmeans_vq.histogram import encode_decode
+
+    pixels = ihc.reshape(-1, 3)
+    hist = ColorHistogram.from_pixels(pixels)
+    n_labels = 300 if label_type == np.uint16 else 7
+    values = (hist.keys % n_labels).astype(label_type)
+    palette = np.random.default_rng(0).integers(0, 256, (n_labels, 3), dtype=np.uint8)
+    expected = hist.lookup(pixels, values)
+    results = [encode_decode(hist, pixels, values, palette, chunk=100_000)]
+    with _threads.one_thread():
+        results.append(encode_decode(hist, pixels, values, palette))
+    monkeypatch.setattr(hist._codec, "rgb8", False)  # the numpy path
+    results.append(encode_decode(hist, pixels, values, palette))
+    for labels, codewords in results:
+        assert labels.dtype == label_type
+        np.testing.assert_array_equal(labels, expected)
+        np.testing.assert_array_equal(codewords, palette[expected])
+
+
+def test_encode_decode_rejects_a_label_outside_the_palette(ihc):
+    from napari_kmeans_vq.histogram import encode_decode
+
+    if histogram._ccolors is None:
+        pytest.skip("the C extension was not built")
+    pixels = ihc[:64].reshape(-1, 3)
+    hist = ColorHistogram.from_pixels(pixels)
+    values = np.full(len(hist.keys), 4, np.uint8)
+    with pytest.raises(ValueError, match="a label is 4 or more"):
+        encode_decode(hist, pixels, values, np.zeros((4, 3), np.uint8))

@@ -7,7 +7,7 @@ import contextlib
 import numpy as np
 import pytest
 
-from napari_kmeans_vq import _lloyd_kernel, kmeans, quantize
+from napari_kmeans_vq import _lloyd_kernel, _threads, kmeans, quantize
 from napari_kmeans_vq.histogram import ColorHistogram
 
 
@@ -172,7 +172,7 @@ def test_one_thread_or_two_give_the_same_result(kernel, ihc):
     x, w = _weighted_colours(ihc)
     start = kmeans.kmeans_plusplus(x, w, 64, np.random.default_rng(5))
     two = _lloyd_kernel.KernelRun(x, w, start)
-    with _lloyd_kernel.one_thread():
+    with _threads.one_thread():
         one = _lloyd_kernel.KernelRun(x, w, start)
         assert one._sizes[3] == 1
     assert two._sizes[3] == 2
@@ -192,7 +192,7 @@ def test_sums_kept_up_to_date_equal_sums_recomputed(kernel, ihc, k):
     runs = []
     for exact in (False, True):
         for threads in (1, 2):
-            with _lloyd_kernel.one_thread() if threads == 1 else contextlib.nullcontext():
+            with _threads.one_thread() if threads == 1 else contextlib.nullcontext():
                 run = _lloyd_kernel.KernelRun(x, w, start, exact)
                 runs.append((run.iterate(300, 0.0), run.centers, run.labels, run.inertia()))
     for steps, centers, labels, inertia in runs[1:]:
@@ -216,12 +216,12 @@ def test_one_thread_holds_in_the_calling_thread_only(kernel):
     import threading
 
     seen = []
-    with _lloyd_kernel.one_thread():
-        other = threading.Thread(target=lambda: seen.append(_lloyd_kernel._thread_limit()))
+    with _threads.one_thread():
+        other = threading.Thread(target=lambda: seen.append(_threads.thread_limit()))
         other.start()
         other.join()
-        seen.append(_lloyd_kernel._thread_limit())
-    seen.append(_lloyd_kernel._thread_limit())
+        seen.append(_threads.thread_limit())
+    seen.append(_threads.thread_limit())
     assert seen == [2, 1, 2]
 
 
@@ -298,7 +298,7 @@ def test_runs_side_by_side_give_the_result_of_runs_in_turn(kernel, ihc, monkeypa
     assert side_by_side.distortion == in_turn.distortion
     # with a progress callback, or a one-thread limit, runs go in turn
     assert not kmeans._in_parallel(np.empty((45_100, 3)), k, lambda *a: None)
-    with _lloyd_kernel.one_thread():
+    with _threads.one_thread():
         assert not kmeans._in_parallel(np.empty((45_100, 3)), k, None)
 
 

@@ -1,6 +1,7 @@
 /*
- * The colour histogram of 8-bit RGB pixels in C, without sorting them: which of the 2^24
- * colours occur (one bit each, 2 MiB) and how many pixels have each.
+ * 8-bit RGB pixels in C: the colour histogram of large images, without sorting them
+ * (which of the 2^24 colours occur, one bit each in 2 MiB, and how many pixels have
+ * each), and each pixel's label and codeword in one pass (encode_decode).
  *
  * A colour's key is r | g << 8 | b << 16 (histogram.KeyCodec's). Entries are numbered in
  * key order, as np.unique numbers them: a colour's entry is its rank, the number of
@@ -16,6 +17,10 @@
 #include <Python.h>
 #include "_cbuffer.h"
 #include <stdint.h>
+#ifndef _WIN32
+#include <pthread.h>
+#define HAVE_THREADS 1
+#endif
 
 #define WORDS ((Py_ssize_t)1 << 18) /* 2^24 bits */
 
@@ -171,6 +176,89 @@ static PyObject *py_tally(PyObject *Py_UNUSED(self), PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* Pixels [lo, hi): label = table[key], codeword = palette[label]. */
+typedef struct {
+    const unsigned char *px, *palette;
+    const void *table;
+    void *labels;
+    unsigned char *out;
+    Py_ssize_t lo, hi, k;
+    int wide; /* uint16 labels, else uint8 */
+    int bad;
+} Encoding;
+
+static void *encode_range(void *arg)
+{
+    Encoding *e = arg;
+    for (Py_ssize_t i = e->lo; i < e->hi; i++) {
+        uint32_t key = key_of(e->px + 3 * i);
+        Py_ssize_t label = e->wide ? ((const uint16_t *)e->table)[key]
+                                   : ((const uint8_t *)e->table)[key];
+        if (label >= e->k) {
+            e->bad = 1;
+            break;
+        }
+        if (e->wide)
+            ((uint16_t *)e->labels)[i] = (uint16_t)label;
+        else
+            ((uint8_t *)e->labels)[i] = (uint8_t)label;
+        memcpy(e->out + 3 * i, e->palette + 3 * label, 3);
+    }
+    return NULL;
+}
+
+/* Half the pixels each on two threads from this many (measured: 1.6-1.9x faster on
+ * 400k pixels; a thread costs about what it saves below 100k). */
+#define THREADED_PIXELS 200000
+
+static PyObject *py_encode_decode(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *o[5];
+    Py_ssize_t n, k, size;
+    int threads;
+    if (!PyArg_ParseTuple(args, "OOOOOnnni", &o[0], &o[1], &o[2], &o[3], &o[4], &n, &k, &size,
+                          &threads))
+        return NULL;
+    if (n < 0 || k < 1 || !(size == 1 || size == 2))
+        return PyErr_Format(PyExc_ValueError, "need n >= 0, k >= 1, an item size of 1 or 2");
+    const Spec specs[5] = {
+        {"pixels", 'u', 1, 3 * n, 0},
+        {"table", 'u', size, (Py_ssize_t)1 << 24, 0},
+        {"palette", 'u', 1, 3 * k, 0},
+        {"labels", 'u', size, n, 1},
+        {"out", 'u', 1, 3 * n, 1},
+    };
+    Py_buffer views[5];
+    if (get_all(o, specs, 5, views) < 0)
+        return NULL;
+    Encoding first = {views[0].buf, views[2].buf, views[1].buf, views[3].buf, views[4].buf,
+                      0, n, k, size == 2, 0};
+    Encoding second = first;
+    Py_BEGIN_ALLOW_THREADS
+    int done = 0;
+#ifdef HAVE_THREADS
+    pthread_t thread;
+    if (threads > 1 && n >= THREADED_PIXELS) {
+        first.hi = second.lo = n / 2;
+        if (pthread_create(&thread, NULL, encode_range, &second) == 0) {
+            encode_range(&first);
+            pthread_join(thread, NULL);
+            done = 1;
+        }
+    }
+#endif
+    if (!done) {
+        first.hi = n;
+        encode_range(&first);
+        second.bad = 0;
+    }
+    Py_END_ALLOW_THREADS
+    release_all(views, 5);
+    if (first.bad || second.bad)
+        return PyErr_Format(PyExc_ValueError, "table: a label is %zd or more", k);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"mark", py_mark, METH_VARARGS,
      "mark(pixels, bits, n): set the bit of each of n RGB pixels' colour (uint8, n x 3)."},
@@ -179,6 +267,9 @@ static PyMethodDef methods[] = {
     {"keys", py_keys, METH_VARARGS, "keys(bits, keys, m): the m marked keys, in order."},
     {"tally", py_tally, METH_VARARGS,
      "tally(pixels, bits, before, counts, n, m): add each pixel to its colour's count."},
+    {"encode_decode", py_encode_decode, METH_VARARGS,
+     "encode_decode(pixels, table, palette, labels, out, n, k, itemsize, threads): each "
+     "pixel's label (table[key], uint8 or uint16) and codeword (palette[label])."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -14,10 +14,9 @@ path.
 
 from __future__ import annotations
 
-import contextlib
-import threading
-
 import numpy as np
+
+from ._threads import thread_limit
 
 try:
     from . import _ckmeans
@@ -26,28 +25,6 @@ except ImportError:  # installed without a C compiler
 
 # The C code keeps the cluster sums in this many slots (SLOTS in _ckmeans.c).
 _SUM_SLOTS = 8
-
-
-_local = threading.local()
-
-
-@contextlib.contextmanager
-def one_thread():
-    """In this block, and in the calling thread only, the C passes keep to one thread.
-
-    For callers that share the machine's cores with a thread that must stay responsive:
-    napari's widget runs the engine in a worker while napari draws on the main thread.
-    """
-    previous = _thread_limit()
-    _local.threads = 1
-    try:
-        yield
-    finally:
-        _local.threads = previous
-
-
-def _thread_limit() -> int:
-    return getattr(_local, "threads", 2)
 
 
 def available() -> bool:
@@ -116,7 +93,7 @@ class KernelRun:
         self._upper, self._lower = np.empty(m), np.empty(m)
         self._sums = np.empty(_SUM_SLOTS * k * (d + 1))
         self._args = (x, w, self.centers, self.labels, self._upper, self._lower, self._sums)
-        self._sizes = (m, k, d, _thread_limit(), int(exact))
+        self._sizes = (m, k, d, thread_limit(), int(exact))
         _ckmeans.assign(*self._args, *self._sizes)
         self._inertia = None
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from ._validation import MAX_CHANNELS, check_choice, check_int
 from .codebook import Codebook, label_dtype
-from .histogram import ColorHistogram, KeyCodec
+from .histogram import ColorHistogram, KeyCodec, distinct_keys
 from .kmeans import assign
 from .quantize import Quantization, fit_info, fit_summary
 
@@ -238,7 +238,7 @@ def _block_histogram(block: np.ndarray) -> ColorHistogram:
         return replace(ColorHistogram.from_pixels(pixels), inverse=None)
     # One sort per block (blocks are bounded in size): the same sorted keys and counts as
     # ColorHistogram.from_pixels.
-    keys, counts = np.unique(codec.keys(pixels), return_counts=True)
+    keys, counts = distinct_keys(codec.keys(pixels))
     return ColorHistogram(codec.colors(keys), counts.astype(np.int64), keys, None, codec)
 
 

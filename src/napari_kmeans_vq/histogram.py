@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._threads import thread_limit
+
 try:
     from . import _ccolors
 except ImportError:  # installed without a C compiler
@@ -130,7 +132,7 @@ class ColorHistogram:
         )
         parts = []
         for start in range(0, n, chunk):
-            keys, counts = np.unique(codec.keys(pixels[start : start + chunk]), return_counts=True)
+            keys, counts = distinct_keys(codec.keys(pixels[start : start + chunk]))
             if dense is not None:
                 dense[keys] += counts.astype(dense.dtype)  # keys are unique: no lost adds
             else:
@@ -198,7 +200,8 @@ class ColorHistogram:
             return values[self.inverse]
         out = np.empty(pixels.shape[0], dtype=values.dtype)
         if self._codec.dense:
-            table = np.zeros(1 << (8 * self._codec.nbytes), dtype=values.dtype)
+            # Only the entries of the table's colours are ever read: no need to zero it.
+            table = np.empty(1 << (8 * self._codec.nbytes), dtype=values.dtype)
             table[self.keys] = values
         for start in range(0, pixels.shape[0], chunk):
             keys = self._codec.keys(pixels[start : start + chunk])
@@ -209,6 +212,69 @@ class ColorHistogram:
             if progress is not None:
                 progress("encode", min(1.0, (start + chunk) / pixels.shape[0]))
         return out
+
+
+def encode_decode(hist, pixels, values, palette, chunk=CHUNK_PIXELS, progress=None):
+    """Each pixel's value (its colour's entry of ``values``) and codeword (``palette`` at
+    that value): ``hist.lookup`` and ``palette[labels]`` in one pass.
+
+    8-bit RGB with labels of uint8 or uint16 goes through C (on two threads, see
+    _threads); anything else through numpy. Returns (labels (N,), codewords (N, C)).
+    """
+    values = np.asarray(values)
+    fast = (
+        hist._codec.rgb8
+        and values.dtype in (np.uint8, np.uint16)
+        and palette.dtype == np.uint8
+        and palette.shape[1] == 3
+    )
+    if not fast:
+        labels = hist.lookup(pixels, values, chunk=chunk, progress=progress)
+        return labels, take_rows(palette, labels)
+    n = pixels.shape[0]
+    # Only the entries of the histogram's colours are read: no need to zero the table.
+    table = np.empty(1 << 24, dtype=values.dtype)
+    table[hist.keys] = values
+    palette = np.ascontiguousarray(palette)
+    labels = np.empty(n, dtype=values.dtype)
+    out = np.empty((n, 3), dtype=np.uint8)
+    for start, part in _chunks(pixels, chunk):
+        end = start + len(part)
+        _ccolors.encode_decode(
+            part,
+            table,
+            palette,
+            labels[start:end],
+            out[start:end],
+            len(part),
+            len(palette),
+            values.itemsize,
+            thread_limit(),
+        )
+        if progress is not None:
+            progress("encode", end / n)
+    return labels, out
+
+
+def take_rows(table: np.ndarray, index: np.ndarray, chunk: int = CHUNK_PIXELS) -> np.ndarray:
+    """``table[index]`` for a 1D integer ``index``, a chunk at a time: take() gathers rows
+    about three times faster than fancy indexing, but turns the whole index into intp
+    first."""
+    out = np.empty((index.size, table.shape[1]), dtype=table.dtype)
+    for start in range(0, index.size, chunk):
+        np.take(table, index[start : start + chunk], axis=0, out=out[start : start + chunk])
+    return out
+
+
+def distinct_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_counts=True)``, sorting ``keys`` in place: the same
+    result, measured 1.8x faster (numpy 2.4's unique does more than this needs)."""
+    keys.sort()
+    starts = np.empty(len(keys), dtype=bool)
+    starts[:1] = True
+    np.not_equal(keys[1:], keys[:-1], out=starts[1:])
+    first = np.flatnonzero(starts)
+    return keys[first], np.diff(first, append=len(keys)).astype(np.int64, copy=False)
 
 
 def _chunks(pixels: np.ndarray, chunk: int):
@@ -222,7 +288,7 @@ def _merge_counts(parts):
     """Merge (sorted unique keys, counts) pairs into one pair."""
     if len(parts) == 1:
         keys, counts = parts[0]
-        return keys, counts.astype(np.int64)
+        return keys, counts.astype(np.int64, copy=False)
     keys, inverse = np.unique(np.concatenate([k for k, _ in parts]), return_inverse=True)
     counts = np.bincount(
         inverse.reshape(-1), weights=np.concatenate([c for _, c in parts]), minlength=len(keys)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _lloyd_kernel
+from ._threads import thread_limit
 
 _ASSIGN_CHUNK = 1 << 16
 # numpy is slow along a short last axis (an (M, 3) array's rows: min(axis=0),
@@ -248,12 +249,12 @@ def _in_parallel(x: np.ndarray, n_clusters: int, progress) -> bool:
 
     Only light runs, whose C passes keep to one thread each (see THREADED_WORK in
     _ckmeans.c), and only without a progress callback (which is then always called from
-    the caller's thread) nor a one-thread limit (see _lloyd_kernel.one_thread).
+    the caller's thread) nor a one-thread limit (see _threads.one_thread).
     """
     return (
         progress is None
         and _lloyd_kernel.available()
-        and _lloyd_kernel._thread_limit() > 1
+        and thread_limit() > 1
         and x.shape[0] * n_clusters <= _PARALLEL_RUNS_MAX_WORK
     )
 

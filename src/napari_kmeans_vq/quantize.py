@@ -10,7 +10,7 @@ import numpy as np
 
 from .bits import BitReport, bit_report, label_entropy_bits
 from .codebook import Codebook, _is_lazy, peak_value
-from .histogram import ColorHistogram
+from .histogram import ColorHistogram, encode_decode
 
 
 @dataclass(frozen=True, eq=False)
@@ -181,13 +181,16 @@ def quantize(
     pixels = colors.reshape(-1, colors.shape[-1])
     hist = ColorHistogram.from_pixels(pixels, progress=progress)
     per_color = codebook.fit_histogram(hist, arr.dtype, progress=progress)
-    labels = codebook._lookup(hist, pixels, per_color, progress=progress)
+    labels, codewords = encode_decode(
+        hist, pixels, codebook._label_values(per_color), codebook.palette_, progress=progress
+    )
     labels = labels.reshape(colors.shape[:-1])
+    codewords = codewords.reshape(colors.shape)
     if kept_alpha is None:
-        reconstruction = codebook.decode(labels)
+        reconstruction = codewords
     else:
         reconstruction = np.empty_like(arr)
-        reconstruction[..., :3] = codebook.decode(labels)
+        reconstruction[..., :3] = codewords
         reconstruction[..., 3] = kept_alpha
     n_pixels = pixels.shape[0]
     distortion, psnr, report = fit_summary(codebook, n_pixels, n_pixels)

@@ -42,7 +42,7 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer
 
-from .._lloyd_kernel import one_thread
+from .._threads import one_thread
 from ..chunked import dask_progress, is_lazy_input, quantize_lazy
 from ..kmeans import prepare
 from ..layers import (
