@@ -126,3 +126,24 @@ def test_encode_decode_rejects_a_label_outside_the_palette(ihc):
     values = np.full(len(hist.keys), 4, np.uint8)
     with pytest.raises(ValueError, match="a label is 4 or more"):
         encode_decode(hist, pixels, values, np.zeros((4, 3), np.uint8))
+
+
+def test_nearest_codewords_per_pixel_equal_the_lookup():
+    # Many distinct colours and K <= 4: encode_decode computes each pixel's nearest
+    # codeword instead of looking it up; ties (a repeated codeword) go to the lower index.
+    from napari_kmeans_vq.histogram import encode_decode
+    from napari_kmeans_vq.kmeans import assign
+
+    rng = np.random.default_rng(4)
+    pixels = rng.integers(0, 256, (200_000, 3), dtype=np.uint8)
+    hist = ColorHistogram.from_pixels(pixels)
+    palette = np.array([[10, 200, 30], [128, 128, 128], [10, 200, 30], [250, 5, 90]], np.uint8)
+    values = assign(hist.colors.astype(np.float64), palette.astype(np.float64)).astype(np.uint8)
+    assert 2 not in values  # the repeated codeword loses every tie
+    looked_up = encode_decode(hist, pixels, values, palette)
+    computed = encode_decode(hist, pixels, values, palette, nearest=True)
+    # (the per-pixel path is taken: many distinct colours, K = 4)
+    assert len(hist.keys) >= histogram._NEAREST_MIN_DISTINCT * len(pixels)
+    for labels, codewords in (computed, looked_up):
+        np.testing.assert_array_equal(labels, hist.lookup(pixels, values))
+        np.testing.assert_array_equal(codewords, palette[labels])

@@ -16,6 +16,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include "_cbuffer.h"
+#include <limits.h>
 #include <stdint.h>
 #ifndef _WIN32
 #include <pthread.h>
@@ -176,7 +177,8 @@ static PyObject *py_tally(PyObject *Py_UNUSED(self), PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* Pixels [lo, hi): label = table[key], codeword = palette[label]. */
+/* Pixels [lo, hi): label = table[key] (or, without a table, the nearest palette entry,
+ * ties to the lower index), codeword = palette[label]. */
 typedef struct {
     const unsigned char *px, *palette;
     const void *table;
@@ -187,13 +189,33 @@ typedef struct {
     int bad;
 } Encoding;
 
+static inline Py_ssize_t nearest(const unsigned char *p, const unsigned char *palette,
+                                 Py_ssize_t k)
+{
+    /* Integer squared distances, exact (below 2^18), as the double ones are. */
+    int best = INT_MAX;
+    Py_ssize_t label = 0;
+    for (Py_ssize_t j = 0; j < k; j++) {
+        const unsigned char *c = palette + 3 * j;
+        int e0 = p[0] - c[0], e1 = p[1] - c[1], e2 = p[2] - c[2];
+        int s = e0 * e0 + e1 * e1 + e2 * e2;
+        label = s < best ? j : label;
+        best = s < best ? s : best;
+    }
+    return label;
+}
+
 static void *encode_range(void *arg)
 {
     Encoding *e = arg;
     for (Py_ssize_t i = e->lo; i < e->hi; i++) {
-        uint32_t key = key_of(e->px + 3 * i);
-        Py_ssize_t label = e->wide ? ((const uint16_t *)e->table)[key]
-                                   : ((const uint8_t *)e->table)[key];
+        Py_ssize_t label;
+        if (e->table == NULL)
+            label = nearest(e->px + 3 * i, e->palette, e->k);
+        else if (e->wide)
+            label = ((const uint16_t *)e->table)[key_of(e->px + 3 * i)];
+        else
+            label = ((const uint8_t *)e->table)[key_of(e->px + 3 * i)];
         if (label >= e->k) {
             e->bad = 1;
             break;
@@ -221,9 +243,13 @@ static PyObject *py_encode_decode(PyObject *Py_UNUSED(self), PyObject *args)
         return NULL;
     if (n < 0 || k < 1 || !(size == 1 || size == 2))
         return PyErr_Format(PyExc_ValueError, "need n >= 0, k >= 1, an item size of 1 or 2");
+    /* No table (None): each pixel's nearest palette entry. */
+    int nearest_entry = o[1] == Py_None;
+    if (nearest_entry)
+        o[1] = o[0]; /* any buffer: not read */
     const Spec specs[5] = {
         {"pixels", 'u', 1, 3 * n, 0},
-        {"table", 'u', size, (Py_ssize_t)1 << 24, 0},
+        {"table", 'u', nearest_entry ? 1 : size, nearest_entry ? 3 * n : (Py_ssize_t)1 << 24, 0},
         {"palette", 'u', 1, 3 * k, 0},
         {"labels", 'u', size, n, 1},
         {"out", 'u', 1, 3 * n, 1},
@@ -231,8 +257,8 @@ static PyObject *py_encode_decode(PyObject *Py_UNUSED(self), PyObject *args)
     Py_buffer views[5];
     if (get_all(o, specs, 5, views) < 0)
         return NULL;
-    Encoding first = {views[0].buf, views[2].buf, views[1].buf, views[3].buf, views[4].buf,
-                      0, n, k, size == 2, 0};
+    Encoding first = {views[0].buf, views[2].buf, nearest_entry ? NULL : views[1].buf,
+                      views[3].buf, views[4].buf, 0, n, k, size == 2, 0};
     Encoding second = first;
     Py_BEGIN_ALLOW_THREADS
     int done = 0;
@@ -269,7 +295,8 @@ static PyMethodDef methods[] = {
      "tally(pixels, bits, before, counts, n, m): add each pixel to its colour's count."},
     {"encode_decode", py_encode_decode, METH_VARARGS,
      "encode_decode(pixels, table, palette, labels, out, n, k, itemsize, threads): each "
-     "pixel's label (table[key], uint8 or uint16) and codeword (palette[label])."},
+     "pixel's label (table[key], or with table None the nearest palette entry; uint8 or "
+     "uint16) and codeword (palette[label])."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -182,7 +182,13 @@ def quantize(
     hist = ColorHistogram.from_pixels(pixels, progress=progress)
     per_color = codebook.fit_histogram(hist, arr.dtype, progress=progress)
     labels, codewords = encode_decode(
-        hist, pixels, codebook._label_values(per_color), codebook.palette_, progress=progress
+        hist,
+        pixels,
+        codebook._label_values(per_color),
+        codebook.palette_,
+        progress=progress,
+        # RGB fits label each colour with its nearest codeword (see fit_histogram).
+        nearest=codebook.color_space.lower() == "rgb",
     )
     labels = labels.reshape(colors.shape[:-1])
     codewords = codewords.reshape(colors.shape)
