@@ -117,7 +117,21 @@ def test_moved_centres_relabel_like_a_full_search(kernel, ihc, k):
     labels = run.move(rounded)
     np.testing.assert_array_equal(labels, kmeans.assign(x, rounded))
     np.testing.assert_array_equal(labels, run.labels)
-    assert run.inertia() == pytest.approx(kmeans.weighted_error(x, w, rounded, labels), rel=1e-12)
+    error, mass = kmeans.weighted_error(x, w, rounded, labels)
+    assert run.inertia() == pytest.approx(error, rel=1e-12)
+    np.testing.assert_array_equal(mass, np.bincount(labels, weights=w, minlength=k))
+
+
+def test_weighted_error_and_masses_in_c_and_numpy(ihc, monkeypatch):
+    x, w = _weighted_colours(ihc)
+    centers = x[[0, 500, 5000, 20000]]
+    labels = kmeans.assign(x, centers)
+    compiled = kmeans.weighted_error(x, w, centers, labels)
+    monkeypatch.setattr(_lloyd_kernel, "_ckmeans", None)
+    plain = kmeans.weighted_error(x, w, centers, labels)
+    assert compiled[0] == pytest.approx(plain[0], rel=1e-12)
+    np.testing.assert_array_equal(compiled[1], plain[1])
+    assert compiled[1].sum() == w.sum() == ihc.shape[0] * ihc.shape[1]
 
 
 @pytest.mark.parametrize("space", ["rgb", "lab", "grey"])

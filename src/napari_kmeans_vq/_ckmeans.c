@@ -762,23 +762,26 @@ static PyObject *py_seed(PyObject *Py_UNUSED(self), PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* error(x, w, centers, labels, mass, m, k, d): the weighted squared error, with each
+ * cluster's total weight added into mass (K, zeroed by the caller) or, with mass None,
+ * not. */
 static PyObject *py_error(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    PyObject *o[6];
+    PyObject *o[5];
     Py_ssize_t m, k, d;
-    if (!PyArg_ParseTuple(args, "OOOOnnn", &o[0], &o[1], &o[2], &o[3], &m, &k, &d))
+    if (!PyArg_ParseTuple(args, "OOOOOnnn", &o[0], &o[1], &o[2], &o[3], &o[4], &m, &k, &d))
         return NULL;
-    const Spec specs[4] = {
-        {"points", 'f', 8, m * d, 0},
-        {"weights", 'f', 8, m, 0},
-        {"centers", 'f', 8, k * d, 0},
-        {"labels", 'i', 4, m, 0},
+    int with_mass = o[4] != Py_None;
+    const Spec specs[5] = {
+        {"points", 'f', 8, m * d, 0}, {"weights", 'f', 8, m, 0}, {"centers", 'f', 8, k * d, 0},
+        {"labels", 'i', 4, m, 0},     {"mass", 'f', 8, k, 1},
     };
-    Py_buffer views[4];
-    if (get_all(o, specs, 4, views) < 0)
+    Py_buffer views[5];
+    if (get_all(o, specs, 4 + with_mass, views) < 0)
         return NULL;
     const double *x = views[0].buf, *w = views[1].buf, *c = views[2].buf;
     const int *labels = views[3].buf;
+    double *mass = with_mass ? views[4].buf : NULL;
     double total = 0.0;
     int bad = 0;
     Py_BEGIN_ALLOW_THREADS
@@ -788,9 +791,11 @@ static PyObject *py_error(PyObject *Py_UNUSED(self), PyObject *args)
             break;
         }
         total += w[i] * dist2(x + i * d, c + labels[i] * d, d);
+        if (mass)
+            mass[labels[i]] += w[i];
     }
     Py_END_ALLOW_THREADS
-    release_all(views, 4);
+    release_all(views, 4 + with_mass);
     if (bad) {
         PyErr_SetString(PyExc_ValueError, "labels: out of range of the centres");
         return NULL;
@@ -857,7 +862,8 @@ static PyMethodDef methods[] = {
     {"integral", py_integral, METH_VARARGS,
      "integral(x, w, m, d) -> bool: integer points and weights, weighted sums below 2^52."},
     {"error", py_error, METH_VARARGS,
-     "error(x, w, centers, labels, m, k, d) -> sum of w |x - c[label]|^2."},
+     "error(x, w, centers, labels, mass, m, k, d) -> sum of w |x - c[label]|^2; adds "
+     "each cluster's weight into mass (K) unless it is None."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -40,11 +40,13 @@ def assign(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
     return run.labels
 
 
-def weighted_error(x, w, centers, labels) -> float:
-    """Sum of weight times squared distance to the labelled centre."""
+def weighted_error(x, w, centers, labels) -> tuple[float, np.ndarray]:
+    """Sum of weight times squared distance to the labelled centre, and each centre's
+    total weight."""
     c = np.ascontiguousarray(centers, dtype=np.float64)
     labels = np.ascontiguousarray(labels, dtype=np.int32)
-    return _ckmeans.error(x, w, c, labels, x.shape[0], *c.shape)
+    mass = np.zeros(c.shape[0])
+    return _ckmeans.error(x, w, c, labels, mass, x.shape[0], *c.shape), mass
 
 
 def integral(x: np.ndarray, w: np.ndarray) -> bool:
@@ -127,6 +129,6 @@ class KernelRun:
     def inertia(self) -> float:
         if self._inertia is None:
             self._inertia = _ckmeans.error(
-                self.x, self.w, self.centers, self.labels, *self._sizes[:3]
+                self.x, self.w, self.centers, self.labels, None, *self._sizes[:3]
             )
         return self._inertia

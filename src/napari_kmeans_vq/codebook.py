@@ -285,7 +285,6 @@ class Codebook:
             )
             palette = _to_dtype(sums / mass[:, np.newaxis], dtype)
             self._encode_centers = centers
-        counts = np.bincount(labels, weights=hist.counts, minlength=k)
         self.palette_ = palette
         self.centroids_ = centers
         self.n_colors_ = k
@@ -295,7 +294,9 @@ class Codebook:
         self.n_init_ = runs
         self.converged_ = converged
         colors = points if space == "rgb" else hist.colors.astype(np.float64)
-        self.inertia_ = weighted_error(colors, hist.counts, palette.astype(np.float64), labels)
+        self.inertia_, counts = weighted_error(
+            colors, hist.counts, palette.astype(np.float64), labels
+        )
         self.n_distinct_colors_ = n_distinct
         self.cluster_sizes_ = np.rint(counts).astype(np.int64)
         self.fit_seconds_ = time.perf_counter() - start

@@ -14,6 +14,7 @@ ties going to the lower centre index.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,7 +61,8 @@ class KMeansResult:
     ----------
     centers : ndarray, shape (K, D)
     labels : ndarray, shape (M,)
-        Index of the nearest centre of each point.
+        Index of the nearest centre of each point (int32 from the C path, intp from
+        numpy's).
     inertia : float
         Sum of weight times squared distance to the assigned centre.
     n_iter : int
@@ -93,7 +95,7 @@ class KMeansResult:
         if isinstance(self._state, _Bounds):
             self._state.move(np.asarray(centers, dtype=np.float64))
             return self._state.labels.copy()
-        return self._state.move(centers).astype(np.intp)
+        return self._state.move(centers)
 
 
 def prepare() -> None:
@@ -166,7 +168,8 @@ def weighted_kmeans(
         integral if integral is not None else _lloyd_kernel.integral(x, w)
     )
     if not isinstance(init, str):
-        starts, n_init = [np.array(init, dtype=np.float64)], 1
+        centers = np.array(init, dtype=np.float64)
+        starts, n_init = [lambda: centers], 1
         summary = None
     else:
         sx, sw = _summary(x, w, max(_SUMMARY_MIN, _SUMMARY_PER_CLUSTER * n_clusters))
@@ -174,13 +177,20 @@ def weighted_kmeans(
         # an outlier) cannot seed K clusters: then the seedings use every point.
         if sx.shape[0] < _SUMMARY_MIN_PER_CLUSTER * n_clusters:
             sx, sw = x, w
-        starts = [kmeans_plusplus(sx, sw, n_clusters, rng) for _ in range(n_init)]
+        # The draws are made here, in order; the seedings themselves run with their runs.
+        trials = _local_trials(n_clusters)
+        starts = [
+            functools.partial(
+                _plusplus, sx, sw, n_clusters, _uniforms(rng, n_clusters, trials), trials
+            )
+            for _ in range(n_init)
+        ]
         summary = (sx, sw) if sx.shape[0] < x.shape[0] else None
     if summary is None:
         share = 1 / n_init
         runs = _each(
-            lambda i, c: _run(
-                x, w, c, max_iter, tol_abs, _stage(progress, i * share, share), exact
+            lambda i, start: _scored(
+                _run(x, w, start(), max_iter, tol_abs, _stage(progress, i * share, share), exact)
             ),
             list(enumerate(starts)),
             _in_parallel(x, n_clusters, progress),
@@ -194,7 +204,9 @@ def weighted_kmeans(
         # refines poorly does not decide the result alone.
         part = 1 / (n_init + 1)
         runs = _each(
-            lambda i, c: _run(*summary, c, max_iter, tol_abs, _stage(progress, i * part, part))[0],
+            lambda i, start: _scored(
+                _run(*summary, start(), max_iter, tol_abs, _stage(progress, i * part, part))
+            )[0],
             list(enumerate(starts)),
             _in_parallel(summary[0], n_clusters, progress),
         )
@@ -205,21 +217,22 @@ def weighted_kmeans(
         coarse = [scored[0][2]]
         for inertia, _, run in scored[1:]:
             if inertia <= _PROBE_WITHIN * best_coarse and not any(
-                np.allclose(np.sort(run.centers, axis=0), np.sort(c.centers, axis=0))
-                for c in coarse
+                _same_centers(run.centers, c.centers) for c in coarse
             ):
                 coarse.append(run)
         sub = part / (_REFINED_SEEDINGS + 1)
         coarse = coarse[:_REFINED_SEEDINGS]
         probes = _each(
-            lambda j, c: _run(
-                x,
-                w,
-                c.centers,
-                min(_PROBE_ITERATIONS, max_iter),
-                tol_abs,
-                _stage(progress, n_init * part + j * sub, sub),
-                exact,
+            lambda j, c: _scored(
+                _run(
+                    x,
+                    w,
+                    c.centers,
+                    min(_PROBE_ITERATIONS, max_iter),
+                    tol_abs,
+                    _stage(progress, n_init * part + j * sub, sub),
+                    exact,
+                )
             ),
             list(enumerate(coarse)),
             _in_parallel(x, n_clusters, progress),
@@ -234,7 +247,7 @@ def weighted_kmeans(
     state, n_iter, converged = best
     return KMeansResult(
         state.centers.copy(),
-        state.labels.astype(np.intp),
+        state.labels.copy(),
         state.inertia(),
         n_iter,
         n_init,
@@ -242,6 +255,18 @@ def weighted_kmeans(
         state,
         x,
     )
+
+
+def _scored(run):
+    """A run from :func:`_run`, its inertia computed (in the thread that ran it)."""
+    run[0].inertia()
+    return run
+
+
+def _same_centers(a: np.ndarray, b: np.ndarray) -> bool:
+    """``np.allclose`` of the coordinate-wise sorted centres, without its overhead."""
+    sa, sb = np.sort(a, axis=0), np.sort(b, axis=0)
+    return bool(np.all(np.abs(sa - sb) <= 1e-8 + 1e-5 * np.abs(sb)))
 
 
 def _in_parallel(x: np.ndarray, n_clusters: int, progress) -> bool:
@@ -318,11 +343,24 @@ def kmeans_plusplus(
     runs in point order, as in the C extension, which gives the same centres bit for bit.
     """
     if n_local_trials is None:
-        n_local_trials = 2 + int(np.log(n_clusters))
+        n_local_trials = _local_trials(n_clusters)
+    uniforms = _uniforms(rng, n_clusters, n_local_trials)
+    return _plusplus(points, weights, n_clusters, uniforms, n_local_trials)
+
+
+def _local_trials(n_clusters: int) -> int:
+    return 2 + int(np.log(n_clusters))
+
+
+def _uniforms(rng: np.random.Generator, n_clusters: int, trials: int) -> np.ndarray:
+    """All the draws of one seeding at once: the same numbers as drawing step by step."""
+    return rng.random(1 + (n_clusters - 1) * trials)
+
+
+def _plusplus(points, weights, n_clusters, uniforms, n_local_trials) -> np.ndarray:
+    """:func:`kmeans_plusplus` with its draws made."""
     x = np.ascontiguousarray(points, dtype=np.float64)
     w = np.ascontiguousarray(weights, dtype=np.float64)
-    # All the draws at once: the same numbers as drawing them step by step.
-    uniforms = rng.random(1 + (n_clusters - 1) * n_local_trials)
     centers = np.empty((n_clusters, x.shape[1]))
     if _lloyd_kernel.available():
         _lloyd_kernel.seed(x, w, uniforms, centers, n_local_trials)
@@ -365,15 +403,16 @@ def assign(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
 
 def weighted_error(
     points: np.ndarray, weights: np.ndarray, centers: np.ndarray, labels: np.ndarray
-) -> float:
-    """Sum over points of weight times squared distance to the centre they are labelled with."""
+) -> tuple[float, np.ndarray]:
+    """Sum over points of weight times squared distance to the centre they are labelled
+    with, and the total weight of each centre's points (one pass in C)."""
     x = np.ascontiguousarray(points, dtype=np.float64)
     w = np.ascontiguousarray(weights, dtype=np.float64)
     c = np.ascontiguousarray(centers, dtype=np.float64)
     if _lloyd_kernel.available():
         return _lloyd_kernel.weighted_error(x, w, c, labels)
     diff = x - c[labels]
-    return float(_row_norms2(diff) @ w)
+    return float(_row_norms2(diff) @ w), np.bincount(labels, weights=w, minlength=len(c))
 
 
 def _draw(cumulative: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
