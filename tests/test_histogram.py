@@ -147,3 +147,26 @@ def test_nearest_codewords_per_pixel_equal_the_lookup():
     for labels, codewords in (computed, looked_up):
         np.testing.assert_array_equal(labels, hist.lookup(pixels, values))
         np.testing.assert_array_equal(codewords, palette[labels])
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["C", "numpy"])
+def test_small_rgb_histograms_equal_numpys_unique(ihc, monkeypatch, compiled):
+    if compiled and histogram._ccolors is None:
+        pytest.skip("the C extension was not built")
+    if not compiled:
+        monkeypatch.setattr(histogram, "_ccolors", None)
+    pixels = ihc.reshape(-1, 3)
+    hist = ColorHistogram.from_pixels(pixels)
+    colors, counts = np.unique(pixels, axis=0, return_counts=True)
+    order = np.lexsort(colors.T)  # keys sort by blue, then green, then red
+    np.testing.assert_array_equal(hist.colors, colors[order])
+    np.testing.assert_array_equal(hist.counts, counts[order])
+    assert hist.counts.dtype == np.int64 and hist.keys.dtype == np.uint32
+
+
+def test_c_runs_need_sorted_keys():
+    if histogram._ccolors is None:
+        pytest.skip("the C extension was not built")
+    keys = np.array([5, 3, 3], np.uint32)
+    with pytest.raises(ValueError, match="not sorted"):
+        histogram._ccolors.runs(keys, 3, None, None, None, 0)

@@ -1,7 +1,8 @@
 /*
  * 8-bit RGB pixels in C: the colour histogram of large images, without sorting them
  * (which of the 2^24 colours occur, one bit each in 2 MiB, and how many pixels have
- * each), and each pixel's label and codeword in one pass (encode_decode).
+ * each); the histogram of sorted keys (runs); and each pixel's label and codeword in one
+ * pass (encode_decode).
  *
  * A colour's key is r | g << 8 | b << 16 (histogram.KeyCodec's). Entries are numbered in
  * key order, as np.unique numbers them: a colour's entry is its rank, the number of
@@ -177,6 +178,67 @@ static PyObject *py_tally(PyObject *Py_UNUSED(self), PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* runs(sorted, n, keys, counts, colors, m) -> m: the distinct keys of n sorted keys,
+ * how many times each occurs and its colour (3 bytes); with m = 0 only counts them
+ * (then keys, counts and colors may be None). */
+static PyObject *py_runs(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *o[4];
+    Py_ssize_t n, m;
+    if (!PyArg_ParseTuple(args, "OnOOOn", &o[0], &n, &o[1], &o[2], &o[3], &m))
+        return NULL;
+    if (n < 0 || m < 0)
+        return PyErr_Format(PyExc_ValueError, "n and m must be >= 0");
+    const Spec specs[4] = {
+        {"sorted", 'u', 4, n, 0},
+        {"keys", 'u', 4, m, 1},
+        {"counts", 'i', 8, m, 1},
+        {"colors", 'u', 1, 3 * m, 1},
+    };
+    Py_buffer views[4];
+    int parts = m > 0 ? 4 : 1;
+    if (get_all(o, specs, parts, views) < 0)
+        return NULL;
+    const uint32_t *sorted = views[0].buf;
+    Py_ssize_t found = 0;
+    int bad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    if (m == 0) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            found += i == 0 || sorted[i] != sorted[i - 1];
+            bad |= (i > 0 && sorted[i] < sorted[i - 1]) || sorted[i] >> 24;
+        }
+    }
+    else {
+        uint32_t *keys = views[1].buf;
+        int64_t *counts = views[2].buf;
+        unsigned char *colors = views[3].buf;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (i == 0 || sorted[i] != sorted[i - 1]) {
+                if (found == m) {
+                    bad = 1;
+                    break;
+                }
+                uint32_t key = sorted[i];
+                keys[found] = key;
+                counts[found] = 0;
+                colors[3 * found] = (unsigned char)key;
+                colors[3 * found + 1] = (unsigned char)(key >> 8);
+                colors[3 * found + 2] = (unsigned char)(key >> 16);
+                found++;
+            }
+            counts[found - 1]++;
+        }
+        bad |= found != m;
+    }
+    Py_END_ALLOW_THREADS
+    release_all(views, parts);
+    if (bad)
+        return PyErr_Format(PyExc_ValueError,
+                            "sorted: not sorted 24-bit keys, or not %zd distinct ones", m);
+    return PyLong_FromSsize_t(found);
+}
+
 /* Pixels [lo, hi): label = table[key] (or, without a table, the nearest palette entry,
  * ties to the lower index), codeword = palette[label]. */
 typedef struct {
@@ -293,6 +355,9 @@ static PyMethodDef methods[] = {
     {"keys", py_keys, METH_VARARGS, "keys(bits, keys, m): the m marked keys, in order."},
     {"tally", py_tally, METH_VARARGS,
      "tally(pixels, bits, before, counts, n, m): add each pixel to its colour's count."},
+    {"runs", py_runs, METH_VARARGS,
+     "runs(sorted, n, keys, counts, colors, m) -> m: distinct keys of n sorted 24-bit keys, "
+     "their counts and colours; m = 0 counts them only."},
     {"encode_decode", py_encode_decode, METH_VARARGS,
      "encode_decode(pixels, table, palette, labels, out, n, k, itemsize, threads): each "
      "pixel's label (table[key], or with table None the nearest palette entry; uint8 or "

@@ -138,6 +138,18 @@ class ColorHistogram:
             if codec.dense and n > _DENSE_COUNT_MIN_PIXELS
             else None
         )
+        if codec.rgb8 and n <= chunk:
+            # One chunk of 8-bit RGB: sort the keys, then one C pass gives the table.
+            keys = codec.keys(pixels)
+            keys.sort()
+            m = _ccolors.runs(keys, n, None, None, None, 0)
+            distinct = np.empty(m, dtype=np.uint32)
+            counts = np.empty(m, dtype=np.int64)
+            colors = np.empty((m, 3), dtype=np.uint8)
+            _ccolors.runs(keys, n, distinct, counts, colors, m)
+            if progress is not None:
+                progress("histogram", 1.0)
+            return cls(colors, counts, distinct, None, codec)
         parts = []
         for start in range(0, n, chunk):
             keys, counts = distinct_keys(codec.keys(pixels[start : start + chunk]))
