@@ -530,8 +530,9 @@ static PyObject *py_move(PyObject *Py_UNUSED(self), PyObject *args)
 }
 
 /* The grid summary of kmeans._summary, step for step and bit for bit: the points'
- * bounding box is cut into cells per axis (from `cells`, grown by 1.25x + 1 up to `limit`)
- * until at least target / 2 cells are occupied or the next grid would have more than
+ * bounding box is cut into cells per axis (from `cells`, grown by 1.25x + 1 up to `limit`,
+ * several steps at once where the occupied cells predict it) until at least target / 2
+ * cells are occupied or the next grid would have more than
  * max_cells cells. A point's cell along an axis is (x - low) * (cells / span): one
  * multiplication, where a division per point made this 2-3 times slower. Fills keys with
  * each point's rank among the occupied cells (in cell order) and returns their number, or
@@ -584,8 +585,12 @@ static Py_ssize_t grid_cells(const double *x, Py_ssize_t m, Py_ssize_t d, Py_ssi
             next *= cells + 1;
         if (n >= target / 2 || next > max_cells)
             break;
-        Py_ssize_t grown = (Py_ssize_t)((double)cells * 1.25) + 1;
-        cells = grown < limit ? grown : limit;
+        /* kmeans._finer_grid: skip the grids that would still be too coarse. */
+        double want = (double)cells * sqrt((double)(target / 2) / (double)(n > 0 ? n : 1));
+        do {
+            Py_ssize_t grown = (Py_ssize_t)((double)cells * 1.25) + 1;
+            cells = grown < limit ? grown : limit;
+        } while ((double)cells < want && cells < limit);
     }
     if (n >= m / 2) {
         free(count);

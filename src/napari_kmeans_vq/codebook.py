@@ -232,6 +232,7 @@ class Codebook:
         prepare()
         start = time.perf_counter()
         points = self._to_space(hist.colors)
+        weights = hist.counts.astype(np.float64)  # converted once, for the fit and the error
         n_distinct = hist.colors.shape[0]
         if n_distinct <= n_colors:
             if n_distinct < n_colors:
@@ -249,7 +250,7 @@ class Codebook:
         else:
             result = weighted_kmeans(
                 points,
-                hist.counts,
+                weights,
                 n_colors,
                 n_init=n_init,
                 max_iter=max_iter,
@@ -294,9 +295,7 @@ class Codebook:
         self.n_init_ = runs
         self.converged_ = converged
         colors = points if space == "rgb" else hist.colors.astype(np.float64)
-        self.inertia_, counts = weighted_error(
-            colors, hist.counts, palette.astype(np.float64), labels
-        )
+        self.inertia_, counts = weighted_error(colors, weights, palette.astype(np.float64), labels)
         self.n_distinct_colors_ = n_distinct
         self.cluster_sizes_ = np.rint(counts).astype(np.int64)
         self.fit_seconds_ = time.perf_counter() - start

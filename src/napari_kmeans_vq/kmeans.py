@@ -15,6 +15,7 @@ ties going to the lower centre index.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -471,7 +472,7 @@ def _summary(x: np.ndarray, w: np.ndarray, target: int):
         uniq = np.flatnonzero(occupied)
         if len(uniq) >= target // 2 or (cells + 1) ** dim > _SUMMARY_MAX_CELLS:
             break
-        cells = min(int(cells * 1.25) + 1, limit)
+        cells = _finer_grid(cells, len(uniq), target, limit)
     if len(uniq) >= x.shape[0] // 2:
         return x, w
     remap = np.zeros(cells**dim, dtype=np.intp)
@@ -483,6 +484,17 @@ def _summary(x: np.ndarray, w: np.ndarray, target: int):
         [np.bincount(inverse, weights=row, minlength=len(uniq)) for row in columns], axis=1
     )
     return means / total[:, np.newaxis], total
+
+
+def _finer_grid(cells: int, occupied: int, target: int, limit: int) -> int:
+    """The next grid to try: the grids grow by 1.25x + 1 cells per axis, and occupied
+    cells about as the square of that (colours lie near a surface), so skip the grids
+    that would still hold fewer than target / 2 (grid_cells in C does the same)."""
+    want = cells * math.sqrt((target // 2) / max(occupied, 1))
+    while True:
+        cells = min(int(cells * 1.25) + 1, limit)
+        if cells >= want or cells == limit:
+            return cells
 
 
 def _row_norms2(x: np.ndarray) -> np.ndarray:
