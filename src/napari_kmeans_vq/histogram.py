@@ -65,6 +65,10 @@ class KeyCodec:
     def keys(self, pixels: np.ndarray) -> np.ndarray:
         """Keys of ``pixels`` (n, C) as a 1D array (a new array, never a view of the input)."""
         n = pixels.shape[0]
+        if self.rgb8:
+            keys = np.empty(n, dtype=np.uint32)
+            _ccolors.pack(np.ascontiguousarray(pixels), keys, n)
+            return keys
         if self.dense and self.nbytes == 3 and self.width == 4:
             # 8-bit RGB, about 8x faster than padding: read each pixel's 3 bytes plus the
             # next as one little-endian uint32 (a strided view over the bytes, one zero byte
