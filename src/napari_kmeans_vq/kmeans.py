@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _lloyd_kernel
-from ._threads import thread_limit
+from ._threads import one_thread, thread_limit
 
 _ASSIGN_CHUNK = 1 << 16
 # numpy is slow along a short last axis (an (M, 3) array's rows: min(axis=0),
@@ -316,10 +316,12 @@ def _each(run, items, parallel: bool) -> list:
     taken = itertools.count()  # next() on it is atomic under the GIL
 
     def drain():
-        for i in iter(taken.__next__, len(items)):
-            if i >= len(items):
-                return
-            results[i] = run(*items[i])
+        # Two runs at once already use both cores: their passes keep to one thread each.
+        with one_thread():
+            for i in taken:
+                if i >= len(items):
+                    return
+                results[i] = run(*items[i])
 
     helper = _pool().submit(drain)
     try:
