@@ -360,3 +360,27 @@ def test_max_iter_bounds_the_iterations_on_every_colour(ihc):
     capped = quantize(ihc, 16, max_iter=3)
     assert capped.info["n_iter"] == 3
     assert not capped.info["converged"]
+
+
+def test_labels_of_a_collected_run_are_not_what_callers_hold(kernel, ihc):
+    # A run's per-point arrays are reused by later runs once it is gone: what assign()
+    # and a fit return must be copies, untouched by the runs that follow.
+    import gc
+
+    x, w = _weighted_colours(ihc)
+    first = kmeans.assign(x, x[[0, 1, 2, 3]])
+    result = kmeans.weighted_kmeans(x, w, 4, random_state=1)
+    kept_first, kept_labels = first.copy(), result.labels.copy()
+    relabelled = result.relabel(np.round(result.centers))
+    kept_relabelled = relabelled.copy()
+    del result
+    gc.collect()
+    for seed in range(3):  # later runs of every size take the spare arrays
+        kmeans.weighted_kmeans(x, w, 4, random_state=10 + seed)
+        kmeans.assign(x, x[[5, 6, 7, 8]])
+    np.testing.assert_array_equal(first, kept_first)
+    np.testing.assert_array_equal(relabelled, kept_relabelled)
+    assert len(_lloyd_kernel._spares) >= 1  # (arrays were given back and reused)
+    np.testing.assert_array_equal(
+        kept_labels, kmeans.assign(x, kmeans.weighted_kmeans(x, w, 4, random_state=1).centers)
+    )
