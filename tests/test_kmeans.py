@@ -384,3 +384,18 @@ def test_labels_of_a_collected_run_are_not_what_callers_hold(kernel, ihc):
     np.testing.assert_array_equal(
         kept_labels, kmeans.assign(x, kmeans.weighted_kmeans(x, w, 4, random_state=1).centers)
     )
+
+
+@pytest.mark.parametrize("k", [4, 16])
+def test_racing_seedings_still_ends_at_a_fixed_point_as_good(path, ihc, monkeypatch, k):
+    # The seedings race four iterations on the summary and only the best two converge:
+    # the fit must still be a fixed point of Lloyd's on every colour, about as good as
+    # when every seeding converges.
+    x, w = _weighted_colours(ihc)
+    raced = kmeans.weighted_kmeans(x, w, k, n_init=5)
+    monkeypatch.setattr(kmeans, "_COARSE_RACE", 10_000)
+    full = kmeans.weighted_kmeans(x, w, k, n_init=5)
+    for result in (raced, full):
+        assert result.converged
+        np.testing.assert_array_equal(result.labels, kmeans.assign(x, result.centers))
+    assert raced.inertia <= 1.01 * full.inertia

@@ -44,6 +44,11 @@ _SUMMARY_MIN_PER_CLUSTER = 4
 _REFINED_SEEDINGS = 2
 _PROBE_ITERATIONS = 4
 _PROBE_WITHIN = 1.01
+# The seedings race as many Lloyd iterations on the summary; the best two go on to
+# convergence there (measured against all converging: 5-40% faster at K = 4-16 and 256,
+# even at 64; J the same but in four of 24 cells, -0.1% to +0.5%).
+_COARSE_RACE = 4
+_COARSE_KEEP = 2
 # Lloyd's passes run in compiled code (see _lloyd_kernel) up to this many centres. Above
 # it the numpy path's k-d tree finds a point's nearest centres faster than the C code's
 # search of every centre (measured: about even at 256 on 300k colours).
@@ -205,13 +210,25 @@ def weighted_kmeans(
         # Lloyd's full passes thus start close to a fixed point, and a coarse optimum that
         # refines poorly does not decide the result alone.
         part = 1 / (n_init + 1)
-        runs = _each(
+        race = min(_COARSE_RACE, max_iter) if n_init > _COARSE_KEEP else max_iter
+        heats = _each(
             lambda i, start: _scored(
-                _run(*summary, start(), max_iter, tol_abs, _stage(progress, i * part, part))
-            )[0],
+                _run(*summary, start(), race, tol_abs, _stage(progress, i * part, part))
+            ),
             list(enumerate(starts)),
             _in_parallel(summary[0], n_clusters, progress),
         )
+        if race < max_iter:
+            # (reports hold at the coarse stage's end: a callback means one thread, so
+            # the heats above have reported it already)
+            step = _stage(progress, n_init * part, 0)
+            heats = sorted(heats, key=lambda h: h[0].inertia())[:_COARSE_KEEP]
+            heats = _each(
+                lambda _, h: _scored(h if h[2] else _resume(h[0], max_iter - h[1], tol_abs, step)),
+                list(enumerate(heats)),
+                _in_parallel(summary[0], n_clusters, progress),
+            )
+        runs = [h[0] for h in heats]
         scored = sorted(((run.inertia(), i, run) for i, run in enumerate(runs)))
         best_coarse = scored[0][0]
         # Runner-up coarse optima are worth probing only if they came close on the summary
