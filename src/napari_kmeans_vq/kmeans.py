@@ -46,7 +46,7 @@ _PROBE_ITERATIONS = 4
 _PROBE_WITHIN = 1.01
 # The seedings race as many Lloyd iterations on the summary; the best two go on to
 # convergence there (measured against all converging: 5-40% faster at K = 4-16 and 256,
-# even at 64; J the same but in four of 24 cells, -0.1% to +0.5%).
+# even at 64; J the same in 19 of 24 cells, -0.2% to +0.5% in the others).
 _COARSE_RACE = 4
 _COARSE_KEEP = 2
 # Lloyd's passes run in compiled code (see _lloyd_kernel) up to this many centres. Above
