@@ -134,11 +134,15 @@ def test_weighted_error_and_masses_in_c_and_numpy(ihc, monkeypatch):
     assert compiled[1].sum() == w.sum() == ihc.shape[0] * ihc.shape[1]
 
 
-@pytest.mark.parametrize("space", ["rgb", "lab", "grey"])
+@pytest.mark.parametrize("space", ["rgb", "lab", "grey", "many"])
 def test_grid_summary_in_c_is_numpys_bit_for_bit(kernel, ihc, monkeypatch, space):
     from napari_kmeans_vq.colorspace import rgb_to_lab
 
     x, w = _weighted_colours(ihc)
+    if space == "many":  # over 50,000 points: the C grid passes run on two threads
+        noisy = ihc.astype(np.int16) + np.random.default_rng(0).integers(-6, 7, ihc.shape)
+        x, w = _weighted_colours(np.clip(noisy, 0, 255).astype(np.uint8))
+        assert len(x) > 50_000
     if space == "lab":
         x = np.ascontiguousarray(rgb_to_lab(x / 255.0))
     elif space == "grey":

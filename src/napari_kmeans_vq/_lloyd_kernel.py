@@ -95,7 +95,7 @@ def grid_summary(x, w, cells, limit, target, max_cells):
     cells number at least half the points."""
     m, d = x.shape
     keys = np.empty(m, dtype=np.int32)
-    n = _ckmeans.grid_cells(x, keys, m, d, cells, limit, target, max_cells)
+    n = _ckmeans.grid_cells(x, keys, m, d, cells, limit, target, max_cells, thread_limit())
     if n == 0:
         return None
     means, total = np.empty((n, d)), np.empty(n)
