@@ -90,16 +90,21 @@ def seed(x, w, uniforms, centers, trials) -> None:
     _ckmeans.seed(x, w, uniforms, centers, x.shape[0], d, k, trials)
 
 
-def grid_summary(x, w, cells, limit, target, max_cells):
+def grid_summary(x, w, cells, limit, target, max_cells, values=None):
     """:func:`.kmeans._summary`'s grid in C: (means, totals), or None when the occupied
-    cells number at least half the points."""
+    cells number at least half the points. ``values``: the same points as uint8 (8-bit
+    colours), read instead of ``x``: a byte per coordinate, not eight, same result."""
     m, d = x.shape
+    points = x if values is None else np.ascontiguousarray(values)
+    as_bytes = int(values is not None)
     keys = np.empty(m, dtype=np.int32)
-    n = _ckmeans.grid_cells(x, keys, m, d, cells, limit, target, max_cells, thread_limit())
+    n = _ckmeans.grid_cells(
+        points, keys, m, d, cells, limit, target, max_cells, thread_limit(), as_bytes
+    )
     if n == 0:
         return None
     means, total = np.empty((n, d)), np.empty(n)
-    _ckmeans.grid_means(x, w, keys, means, total, m, d, n)
+    _ckmeans.grid_means(points, w, keys, means, total, m, d, n, as_bytes)
     return means, total
 
 

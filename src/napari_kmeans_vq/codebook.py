@@ -262,6 +262,7 @@ class Codebook:
                 integral=True
                 if space == "rgb" and _integer_colors(dtype, hist.n_pixels)
                 else None,
+                values=hist.colors if space == "rgb" and hist.colors.dtype == np.uint8 else None,
             )
             centers, labels = result.centers, result.labels
             relabel = result.relabel
