@@ -407,3 +407,19 @@ def test_racing_seedings_still_ends_at_a_fixed_point_as_good(path, ihc, monkeypa
         assert result.converged
         np.testing.assert_array_equal(result.labels, kmeans.assign(x, result.centers))
     assert raced.inertia <= 1.01 * full.inertia
+
+
+def test_the_tolerance_is_the_same_on_both_paths(kernel, ihc, monkeypatch):
+    # The convergence threshold comes from the points' weighted variance: summed in point
+    # order in C and in numpy, so both paths stop at the same iteration.
+    x, w = _weighted_colours(ihc)
+    for points, weights in ((x, w), (x / 7.0, w * 0.3)):
+        compiled = kmeans._weighted_variance(points, weights)
+        monkeypatch.setattr(_lloyd_kernel, "_ckmeans", None)
+        plain = kmeans._weighted_variance(points, weights)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(compiled, plain)
+        mean = (weights @ points) / weights.sum()
+        np.testing.assert_allclose(
+            compiled, (weights @ (points - mean) ** 2) / weights.sum(), rtol=1e-9
+        )

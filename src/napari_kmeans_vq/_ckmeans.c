@@ -926,6 +926,49 @@ static PyObject *py_error(PyObject *Py_UNUSED(self), PyObject *args)
     return PyFloat_FromDouble(total);
 }
 
+/* moments(x, w, out, m, d): out = [sum w, sum w x (d), sum w x^2 (d)], each summed in
+ * point order (kmeans._weighted_variance's numpy path adds in the same order). */
+static PyObject *py_moments(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *o[3];
+    Py_ssize_t m, d;
+    if (!PyArg_ParseTuple(args, "OOOnn", &o[0], &o[1], &o[2], &m, &d))
+        return NULL;
+    if (m < 0 || d < 1 || d > 8)
+        return PyErr_Format(PyExc_ValueError, "need m >= 0 and 1 <= d <= 8");
+    const Spec specs[3] = {
+        {"points", 'f', 8, m * d, 0}, {"weights", 'f', 8, m, 0}, {"out", 'f', 8, 1 + 2 * d, 1}};
+    Py_buffer views[3];
+    if (get_all(o, specs, 3, views) < 0)
+        return NULL;
+    const double *x = views[0].buf, *w = views[1].buf;
+    double *out = views[2].buf;
+    Py_BEGIN_ALLOW_THREADS
+    double mass = 0.0, first[8] = {0}, second[8] = {0};
+    for (Py_ssize_t t = 0; t < d; t++) {
+        /* an axis at a time: the sums stay in registers */
+        double s1 = 0.0, s2 = 0.0;
+        for (Py_ssize_t i = 0; i < m; i++) {
+            double v = x[i * d + t];
+            double wv = w[i] * v;
+            s1 += wv;
+            s2 += wv * v;
+        }
+        first[t] = s1;
+        second[t] = s2;
+    }
+    for (Py_ssize_t i = 0; i < m; i++)
+        mass += w[i];
+    out[0] = mass;
+    for (Py_ssize_t t = 0; t < d; t++) {
+        out[1 + t] = first[t];
+        out[1 + d + t] = second[t];
+    }
+    Py_END_ALLOW_THREADS
+    release_all(views, 3);
+    Py_RETURN_NONE;
+}
+
 /* Whether the points and weights are integers whose weighted sums stay below 2^53, so
  * that every sum of products of them is exact (see transfer()). */
 static PyObject *py_integral(PyObject *Py_UNUSED(self), PyObject *args)
@@ -983,6 +1026,8 @@ static PyMethodDef methods[] = {
     {"seed", py_seed, METH_VARARGS,
      "seed(x, w, uniforms, centers, m, d, k, trials): greedy weighted k-means++ (see "
      "kmeans.kmeans_plusplus), into centers."},
+    {"moments", py_moments, METH_VARARGS,
+     "moments(x, w, out, m, d): out = [sum w, sum w x, sum w x^2], in point order."},
     {"integral", py_integral, METH_VARARGS,
      "integral(x, w, m, d) -> bool: integer points and weights, weighted sums below 2^52."},
     {"error", py_error, METH_VARARGS,

@@ -84,6 +84,13 @@ def integral(x: np.ndarray, w: np.ndarray) -> bool:
     return bool(_ckmeans.integral(x, w, *x.shape))
 
 
+def moments(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """[sum w, sum w x (D), sum w x**2 (D)], each summed in point order."""
+    out = np.empty(1 + 2 * x.shape[1])
+    _ckmeans.moments(x, w, out, *x.shape)
+    return out
+
+
 def seed(x, w, uniforms, centers, trials) -> None:
     """:func:`.kmeans.kmeans_plusplus` in C, into ``centers`` (K, D)."""
     k, d = centers.shape
