@@ -37,10 +37,10 @@ _KEY_TYPES = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 _RGB_WORDS = 1 << 18  # 2**24 bits in uint64 words (WORDS in _ccolors.c)
 # encode_decode computes the nearest of up to this many palette entries per pixel rather
 # than looking labels up in a 16 MiB table when the colours are at least this share of
-# the pixels (spread over the table, so lookups miss the caches). Measured at K = 4: 15%
-# faster on fruits (76% distinct), even at 30-45%, 5-10% slower at 3-17%; slower at K = 8.
+# the pixels (spread over the table, so lookups miss the caches). Measured at K = 4: fits
+# 10-15% faster on fruits (76% distinct), 1-3% slower at 30-45%; slower at K = 8.
 _NEAREST_MAX_ENTRIES = 4
-_NEAREST_MIN_DISTINCT = 0.25
+_NEAREST_MIN_DISTINCT = 0.5
 
 
 class KeyCodec:
