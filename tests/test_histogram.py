@@ -5,6 +5,16 @@ from napari_kmeans_vq import histogram
 from napari_kmeans_vq.histogram import ColorHistogram, KeyCodec
 
 
+@pytest.fixture(params=["C", "numpy"])
+def colors_path(request, monkeypatch):
+    """Each test using it runs with the C extension _ccolors, then with numpy alone."""
+    if request.param == "C" and histogram._ccolors is None:
+        pytest.skip("the C extension was not built")
+    if request.param == "numpy":
+        monkeypatch.setattr(histogram, "_ccolors", None)
+    return request.param
+
+
 def test_rgb_keys_pack_the_bytes_and_unpack_exactly():
     rng = np.random.default_rng(5)
     rgba = rng.integers(0, 256, size=(1000, 4), dtype=np.uint8)
@@ -58,12 +68,7 @@ def test_large_images_count_in_a_dense_table_with_the_same_result():
     assert dense.counts.sum() == len(pixels)
 
 
-@pytest.mark.parametrize("compiled", [True, False], ids=["C", "numpy"])
-def test_dense_counting_equals_sorting_on_a_real_image(ihc, monkeypatch, compiled):
-    if compiled and histogram._ccolors is None:
-        pytest.skip("the C extension was not built")
-    if not compiled:
-        monkeypatch.setattr(histogram, "_ccolors", None)
+def test_dense_counting_equals_sorting_on_a_real_image(ihc, monkeypatch, colors_path):
     monkeypatch.setattr(histogram, "_DENSE_COUNT_MIN_PIXELS", 0)
     rgba = np.dstack([ihc, np.full(ihc.shape[:2], 255, np.uint8)])
     pixels = rgba[..., :3].reshape(-1, 3)  # rows 4 bytes apart: not contiguous
@@ -149,12 +154,7 @@ def test_nearest_codewords_per_pixel_equal_the_lookup():
         np.testing.assert_array_equal(codewords, palette[labels])
 
 
-@pytest.mark.parametrize("compiled", [True, False], ids=["C", "numpy"])
-def test_small_rgb_histograms_equal_numpys_unique(ihc, monkeypatch, compiled):
-    if compiled and histogram._ccolors is None:
-        pytest.skip("the C extension was not built")
-    if not compiled:
-        monkeypatch.setattr(histogram, "_ccolors", None)
+def test_small_rgb_histograms_equal_numpys_unique(ihc, colors_path):
     pixels = ihc.reshape(-1, 3)
     hist = ColorHistogram.from_pixels(pixels)
     colors, counts = np.unique(pixels, axis=0, return_counts=True)
