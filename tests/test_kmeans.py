@@ -423,3 +423,19 @@ def test_the_tolerance_is_the_same_on_both_paths(kernel, ihc, monkeypatch):
         np.testing.assert_allclose(
             compiled, (weights @ (points - mean) ** 2) / weights.sum(), rtol=1e-9
         )
+
+
+@pytest.mark.parametrize("channels", [9, 16])
+def test_images_of_up_to_16_channels_quantize_on_both_paths(ihc, monkeypatch, channels):
+    rng = np.random.default_rng(channels)
+    image = np.concatenate(
+        [ihc[:96, :96]] * (channels // 3) + [ihc[:96, :96, : channels % 3]], axis=-1
+    )
+    image = (image.astype(np.int16) + rng.integers(-2, 3, image.shape)).clip(0, 255)
+    image = image.astype(np.uint8)
+    compiled = quantize(image, 5)
+    monkeypatch.setattr(_lloyd_kernel, "_ckmeans", None)
+    plain = quantize(image, 5)
+    assert compiled.palette.shape == (5, channels)
+    np.testing.assert_array_equal(compiled.palette, plain.palette)
+    np.testing.assert_array_equal(compiled.labels, plain.labels)

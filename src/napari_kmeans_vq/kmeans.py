@@ -319,8 +319,9 @@ def _same_centers(a: np.ndarray, b: np.ndarray) -> bool:
 def _in_parallel(x: np.ndarray, n_clusters: int, progress) -> bool:
     """Whether independent runs on ``x`` go to two threads at once.
 
-    Only light runs, whose C passes keep to one thread each (see THREADED_WORK in
-    _ckmeans.c), and only without a progress callback (which is then always called from
+    Only light runs (few points x centres, or at most _PARALLEL_RUNS_ANY_SIZE centres),
+    whose C passes then keep to one thread each, and only without a progress callback
+    (which is then always called from
     the caller's thread) nor a one-thread limit (see _threads.one_thread).
     """
     return (
