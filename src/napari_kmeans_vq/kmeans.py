@@ -320,9 +320,9 @@ def _in_parallel(x: np.ndarray, n_clusters: int, progress) -> bool:
     """Whether independent runs on ``x`` go to two threads at once.
 
     Only light runs (few points x centres, or at most _PARALLEL_RUNS_ANY_SIZE centres),
-    whose C passes then keep to one thread each, and only without a progress callback
-    (which is then always called from
-    the caller's thread) nor a one-thread limit (see _threads.one_thread).
+    whose C passes then keep to one thread each; and only without a progress callback
+    (which is then always called from the caller's thread) nor a one-thread limit (see
+    _threads.one_thread).
     """
     return (
         progress is None
