@@ -5,8 +5,9 @@ count) have the same objective, so this table is all the fit needs (Celebi 2009)
 integer images a colour packs into one unsigned integer key; keys are counted chunk by
 chunk, so memory stays proportional to the number of distinct colours, and pixels are
 mapped back to their colour's entry by a lookup table instead of a distance computation.
-Large 8-bit RGB images are counted by the C extension ``_ccolors`` when it was built: a
-bit per possible colour instead of a sort (see _ccolors.c).
+8-bit RGB goes through the C extension ``_ccolors`` when it was built: keys packed and
+counted there (large images with a bit per possible colour instead of a sort), and labels
+and reconstruction written in one pass (see _ccolors.c).
 """
 
 from __future__ import annotations
@@ -135,13 +136,6 @@ class ColorHistogram:
         n = pixels.shape[0]
         if codec.rgb8 and n > _DENSE_COUNT_MIN_PIXELS:
             return cls._from_rgb8(pixels, chunk, progress, codec)
-        # Large images of packable colours count into one dense table (64 MiB for RGB):
-        # merging per-chunk tables would need several times that at the peak.
-        dense = (
-            np.zeros(1 << (8 * codec.nbytes), dtype=np.uint32 if n < 2**32 else np.uint64)
-            if codec.dense and n > _DENSE_COUNT_MIN_PIXELS
-            else None
-        )
         if codec.rgb8 and n <= chunk:
             # One chunk of 8-bit RGB: sort the keys, then one C pass gives the table.
             keys = codec.keys(pixels)
@@ -154,6 +148,13 @@ class ColorHistogram:
             if progress is not None:
                 progress("histogram", 1.0)
             return cls(colors, counts, distinct, None, codec)
+        # Large images of packable colours count into one dense table (64 MiB for RGB):
+        # merging per-chunk tables would need several times that at the peak.
+        dense = (
+            np.zeros(1 << (8 * codec.nbytes), dtype=np.uint32 if n < 2**32 else np.uint64)
+            if codec.dense and n > _DENSE_COUNT_MIN_PIXELS
+            else None
+        )
         parts = []
         for start in range(0, n, chunk):
             keys, counts = distinct_keys(codec.keys(pixels[start : start + chunk]))
@@ -246,8 +247,9 @@ def encode_decode(hist, pixels, values, palette, chunk=CHUNK_PIXELS, progress=No
     _threads); anything else through numpy. ``nearest``: the caller vouches that each
     value is the index of the palette entry nearest its colour (squared RGB distance,
     ties to the lower index); with few entries C then computes it per pixel instead of
-    looking it up in a 16 MiB table, whose cache misses cost more. Returns (labels (N,),
-    codewords (N, C)).
+    looking it up in a 16 MiB table, whose cache misses cost more. ``pixels`` must be
+    those the histogram was built from, or some of them. Returns (labels (N,), codewords
+    (N, C)).
     """
     values = np.asarray(values)
     fast = (
