@@ -170,3 +170,14 @@ def test_c_runs_need_sorted_keys():
     keys = np.array([5, 3, 3], np.uint32)
     with pytest.raises(ValueError, match="not sorted"):
         histogram._ccolors.runs(keys, 3, None, None, None, 0)
+
+
+def test_c_runs_reject_keys_that_are_not_sorted_24_bit_ones():
+    if histogram._ccolors is None:
+        pytest.skip("the C extension was not built")
+    for bad in ([0xFFFFFFFF], [5, 3, 5], [1, 1 << 24]):
+        keys = np.array(bad, np.uint32)
+        m = len(set(bad))
+        out = np.zeros(m, np.uint32), np.zeros(m, np.int64), np.zeros((m, 3), np.uint8)
+        with pytest.raises(ValueError, match="not sorted"):
+            histogram._ccolors.runs(keys, len(keys), *out, m)

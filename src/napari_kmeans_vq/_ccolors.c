@@ -243,12 +243,12 @@ static PyObject *py_runs(PyObject *Py_UNUSED(self), PyObject *args)
         uint32_t previous = UINT32_MAX; /* no 24-bit key */
         for (Py_ssize_t i = 0; i < n; i++) {
             uint32_t key = sorted[i];
-            f += key != previous;
-            previous = key;
-            if (f >= m) {
+            /* (a predictable branch: never taken on keys from pack() and a sort) */
+            if ((key >> 24) || (i > 0 && key < previous) || (f += key != previous) >= m) {
                 bad = 1;
                 break;
             }
+            previous = key;
             keys[f] = key;
             counts[f] = i;
             colors[3 * f] = (unsigned char)key;

@@ -14,6 +14,7 @@ path.
 
 from __future__ import annotations
 
+import collections
 import threading
 import weakref
 
@@ -36,11 +37,18 @@ _SPARE_SETS = 2
 _SPARE_MAX_POINTS = 1 << 19
 _spares: list = []
 _spares_lock = threading.Lock()
+# Sets given back by collected runs. The finaliser only appends here, without the lock:
+# it can run at any allocation, even in a thread that holds the lock (cyclic garbage).
+_returned: collections.deque = collections.deque()
 
 
 def _point_arrays(m: int):
     """labels (int32), upper and lower (float64) for m points: spare ones if any fit."""
     with _spares_lock:
+        while _returned:
+            _spares.append(_returned.popleft())
+        while len(_spares) > _SPARE_SETS:
+            _spares.pop(min(range(len(_spares)), key=lambda i: len(_spares[i][0])))
         fits = [i for i, s in enumerate(_spares) if len(s[0]) >= m]
         if fits:
             return _spares.pop(min(fits, key=lambda i: len(_spares[i][0])))
@@ -49,10 +57,7 @@ def _point_arrays(m: int):
 
 def _give_back(arrays) -> None:
     if len(arrays[0]) <= _SPARE_MAX_POINTS:
-        with _spares_lock:
-            _spares.append(arrays)
-            if len(_spares) > _SPARE_SETS:
-                _spares.pop(min(range(len(_spares)), key=lambda i: len(_spares[i][0])))
+        _returned.append(arrays)
 
 
 def available() -> bool:

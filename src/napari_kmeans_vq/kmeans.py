@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -177,10 +178,12 @@ def weighted_kmeans(
     w = np.ascontiguousarray(weights, dtype=np.float64)
     if x.shape[0] < n_clusters:
         raise ValueError(f"need at least {n_clusters} distinct points, got {x.shape[0]}")
-    if not integral and not (np.isfinite(x).all() and np.isfinite(w).all()):
+    variance = _weighted_variance(x, w)
+    # NaN or inf anywhere makes the sums so too: only then are the points looked at.
+    if not np.isfinite(variance).all() and not (np.isfinite(x).all() and np.isfinite(w).all()):
         raise ValueError("points and weights must be finite (no NaN or inf)")
     rng = np.random.default_rng(random_state)
-    tol_abs = float(tol) * float(_weighted_variance(x, w).mean())
+    tol_abs = float(tol) * float(variance.mean())
     exact = _lloyd_kernel.available() and (
         integral if integral is not None else _lloyd_kernel.integral(x, w)
     )
@@ -361,20 +364,24 @@ def _each(run, items, parallel: bool) -> list:
     try:
         drain()
     finally:
-        helper.result()
+        # Still queued (behind another fit's helper): this thread did every run itself.
+        if not helper.cancel():
+            helper.result()
     return results
 
 
 _executor = None
+_executor_lock = threading.Lock()
 
 
 def _pool():
     global _executor
-    if _executor is None:
-        from concurrent.futures import ThreadPoolExecutor
+    with _executor_lock:
+        if _executor is None:
+            from concurrent.futures import ThreadPoolExecutor
 
-        _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-kmeans-vq")
-    return _executor
+            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-kmeans-vq")
+        return _executor
 
 
 def _run(x, w, centers, max_iter, tol_abs, step=None, exact=False):
