@@ -145,8 +145,8 @@ class KernelRun:
         self.labels, self._upper, self._lower = (a[:m] for a in arrays)
         self._sums = np.empty(_SUM_SLOTS * k * (d + 1))
         self._args = (x, w, self.centers, self.labels, self._upper, self._lower, self._sums)
-        self._sizes = (m, k, d, thread_limit(), int(exact))
-        _ckmeans.assign(*self._args, *self._sizes)
+        self._shape, self._exact = (m, k, d), int(exact)
+        _ckmeans.assign(*self._args, *self._sizes())
         self._inertia = None
 
     def iterate(self, max_iter: int, tol_abs: float, step=None) -> tuple[int, bool]:
@@ -158,9 +158,9 @@ class KernelRun:
         """
         self._inertia = None
         if step is None:
-            return _ckmeans.iterate(*self._args, *self._sizes, max_iter, tol_abs)
+            return _ckmeans.iterate(*self._args, *self._sizes(), max_iter, tol_abs)
         for n_iter in range(1, max_iter + 1):
-            _, converged = _ckmeans.iterate(*self._args, *self._sizes, 1, tol_abs)
+            _, converged = _ckmeans.iterate(*self._args, *self._sizes(), 1, tol_abs)
             step(n_iter, max_iter)
             if converged:
                 return n_iter, True
@@ -172,13 +172,18 @@ class KernelRun:
         new = np.ascontiguousarray(centers, dtype=np.float64)
         if new.shape != self.centers.shape:
             raise ValueError(f"centers: expected shape {self.centers.shape}, got {new.shape}")
-        _ckmeans.move(*self._args, *self._sizes, new)
+        _ckmeans.move(*self._args, *self._sizes(), new)
         self._inertia = None
         return self.labels.copy()
+
+    def _sizes(self) -> tuple:
+        """(m, k, d, threads, exact) for the C calls; threads as the calling thread may
+        use now (a run made in a pool thread may be finished by the caller)."""
+        return (*self._shape, thread_limit(), self._exact)
 
     def inertia(self) -> float:
         if self._inertia is None:
             self._inertia = _ckmeans.error(
-                self.x, self.w, self.centers, self.labels, None, *self._sizes[:3]
+                self.x, self.w, self.centers, self.labels, None, *self._shape
             )
         return self._inertia
