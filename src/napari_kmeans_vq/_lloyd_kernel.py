@@ -14,12 +14,11 @@ path.
 
 from __future__ import annotations
 
-import collections
-import threading
 import weakref
 
 import numpy as np
 
+from . import _scratch
 from ._threads import thread_limit
 
 try:
@@ -29,35 +28,6 @@ except ImportError:  # installed without a C compiler
 
 # The C code keeps the cluster sums in this many slots (SLOTS in _ckmeans.c).
 _SUM_SLOTS = 8
-# Runs' per-point arrays (labels and bounds, 20 bytes a point) are reused once their run
-# is gone: fresh memory costs a page fault per 4 KiB on first touch, measured 0.5 ms of a
-# 1.3 ms first pass on 112k colours. At most this many sets (two probes run at once), of
-# at most this many points (10 MiB a set).
-_SPARE_SETS = 2
-_SPARE_MAX_POINTS = 1 << 19
-_spares: list = []
-_spares_lock = threading.Lock()
-# Sets given back by collected runs. The finaliser only appends here, without the lock:
-# it can run at any allocation, even in a thread that holds the lock (cyclic garbage).
-_returned: collections.deque = collections.deque()
-
-
-def _point_arrays(m: int):
-    """labels (int32), upper and lower (float64) for m points: spare ones if any fit."""
-    with _spares_lock:
-        while _returned:
-            _spares.append(_returned.popleft())
-        while len(_spares) > _SPARE_SETS:
-            _spares.pop(min(range(len(_spares)), key=lambda i: len(_spares[i][0])))
-        fits = [i for i, s in enumerate(_spares) if len(s[0]) >= m]
-        if fits:
-            return _spares.pop(min(fits, key=lambda i: len(_spares[i][0])))
-    return np.empty(m, dtype=np.int32), np.empty(m), np.empty(m)
-
-
-def _give_back(arrays) -> None:
-    if len(arrays[0]) <= _SPARE_MAX_POINTS:
-        _returned.append(arrays)
 
 
 def available() -> bool:
@@ -139,10 +109,10 @@ class KernelRun:
         k, d = self.centers.shape
         if x.shape[1] != d:
             raise ValueError(f"centers have {d} coordinates, points {x.shape[1]}")
-        arrays = _point_arrays(m)
-        # The run's own views; the arrays go back to the spares when the run is collected.
-        weakref.finalize(self, _give_back, arrays)
-        self.labels, self._upper, self._lower = (a[:m] for a in arrays)
+        # Scratch memory, given back when the run is collected (see _scratch).
+        self.labels = _scratch.take(m, np.int32)
+        self._upper, self._lower = _scratch.take(m, np.float64), _scratch.take(m, np.float64)
+        weakref.finalize(self, _scratch.give, self.labels, self._upper, self._lower)
         self._sums = np.empty(_SUM_SLOTS * k * (d + 1))
         self._args = (x, w, self.centers, self.labels, self._upper, self._lower, self._sums)
         self._shape, self._exact = (m, k, d), int(exact)
