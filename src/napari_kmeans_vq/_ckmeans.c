@@ -579,14 +579,15 @@ static void *grid_range(void *arg)
         }
         return NULL;
     }
-    for (Py_ssize_t i = g->lo; i < g->hi; i++) {
+    const double *x = g->x, *low = g->low, *factor = g->factor;
+    for (Py_ssize_t i = g->lo; i < hi; i++) {
         Py_ssize_t key = 0;
-        for (Py_ssize_t t = 0; t < g->d; t++) {
-            Py_ssize_t c = (Py_ssize_t)((g->x[i * g->d + t] - g->low[t]) * g->factor[t]);
-            key = key * g->cells + (c < g->cells - 1 ? c : g->cells - 1);
+        for (Py_ssize_t t = 0; t < d; t++) {
+            Py_ssize_t c = (Py_ssize_t)((x[i * d + t] - low[t]) * factor[t]);
+            key = key * cells + (c < cells - 1 ? c : cells - 1);
         }
-        g->keys[i] = (int)key;
-        g->flags[key] = 1;
+        keys[i] = (int)key;
+        flags[key] = 1;
     }
     return NULL;
 }

@@ -297,12 +297,12 @@ def _weighted_variance(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     if _lloyd_kernel.available():
         sums = _lloyd_kernel.moments(x, w)
     else:
-        sums = np.empty(1 + 2 * d)
-        sums[0] = np.cumsum(w)[-1] if len(w) else 0.0
+        sums = np.empty(1 + 2 * d)  # (x holds at least one point: see weighted_kmeans)
+        sums[0] = np.cumsum(w)[-1]
         for t in range(d):
             weighted = w * x[:, t]
-            sums[1 + t] = np.cumsum(weighted)[-1] if len(w) else 0.0
-            sums[1 + d + t] = np.cumsum(weighted * x[:, t])[-1] if len(w) else 0.0
+            sums[1 + t] = np.cumsum(weighted)[-1]
+            sums[1 + d + t] = np.cumsum(weighted * x[:, t])[-1]
     mean = sums[1 : 1 + d] / sums[0]
     return np.maximum(sums[1 + d :] / sums[0] - mean * mean, 0.0)
 
