@@ -224,7 +224,31 @@ def test_sums_kept_up_to_date_equal_sums_recomputed(kernel, ihc, k):
         assert steps == runs[0][0] and steps[0] > 3
         np.testing.assert_array_equal(centers, runs[0][1])
         np.testing.assert_array_equal(labels, runs[0][2])
-        assert inertia == runs[0][3]
+        # (exact runs take the inertia from their sums, the others make a pass)
+        assert inertia == pytest.approx(runs[0][3], rel=1e-12)
+    assert runs[0][3] == runs[1][3] and runs[2][3] == runs[3][3]
+
+
+@pytest.mark.parametrize("k", [4, 64])
+def test_exact_error_from_the_sums_equals_a_pass_over_the_points(kernel, ihc, k):
+    # After a move to a rounded palette, an exact run's sums give J and the clusters'
+    # weights exactly: what weighted_error's pass gives, to the last bit.
+    x, w = _weighted_colours(ihc)
+    run = _lloyd_kernel.KernelRun(
+        x, w, kmeans.kmeans_plusplus(x, w, k, np.random.default_rng(2)), True
+    )
+    run.iterate(300, 0.0)
+    assert run.error() is None  # the means are not integers
+    labels = run.move(np.round(run.centers))
+    error, mass = run.error()
+    assert (error, mass.tolist()) == (
+        kmeans.weighted_error(x, w, np.round(run.centers), labels)[0],
+        np.bincount(labels, weights=w, minlength=k).tolist(),
+    )
+    assert _lloyd_kernel.KernelRun(x, w, run.centers).error() is None  # not exact
+    # Past the limit where every sum stays exact, no answer rather than a wrong one.
+    huge = _lloyd_kernel.KernelRun(x * 2.0**20, w, np.round(run.centers) * 2.0**20, True)
+    assert huge.error() is None
 
 
 def test_integral_needs_integers_and_sums_below_2_to_the_52(kernel):
@@ -417,15 +441,22 @@ def test_the_tolerance_is_the_same_on_both_paths(kernel, ihc, monkeypatch):
     # order in C and in numpy, so both paths stop at the same iteration.
     x, w = _weighted_colours(ihc)
     for points, weights in ((x, w), (x / 7.0, w * 0.3)):
-        compiled = kmeans._weighted_variance(points, weights)
+        compiled, compiled_squares = kmeans._weighted_variance(points, weights)
+        if weights is w:  # integer colours and counts: exact sums in any order
+            assert [a.tolist() for a in kmeans._weighted_variance(points, weights, True)] == [
+                compiled.tolist(),
+                compiled_squares.tolist(),
+            ]
         monkeypatch.setattr(_lloyd_kernel, "_ckmeans", None)
-        plain = kmeans._weighted_variance(points, weights)
+        plain, plain_squares = kmeans._weighted_variance(points, weights)
         monkeypatch.undo()
         np.testing.assert_array_equal(compiled, plain)
+        np.testing.assert_array_equal(compiled_squares, plain_squares)
         mean = (weights @ points) / weights.sum()
         np.testing.assert_allclose(
             compiled, (weights @ (points - mean) ** 2) / weights.sum(), rtol=1e-9
         )
+        np.testing.assert_allclose(compiled_squares, weights @ points**2, rtol=1e-12)
 
 
 @pytest.mark.parametrize("channels", [9, 16])

@@ -59,11 +59,25 @@ def integral(x: np.ndarray, w: np.ndarray) -> bool:
     return bool(_ckmeans.integral(x, w, *x.shape))
 
 
-def moments(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """[sum w, sum w x (D), sum w x**2 (D)], each summed in point order."""
+def moments(x: np.ndarray, w: np.ndarray, exact: bool = False) -> np.ndarray:
+    """[sum w, sum w x (D), sum w x**2 (D)], each summed in point order; for ``exact``
+    points (see :func:`integral`) in any order, faster, with the same result."""
     out = np.empty(1 + 2 * x.shape[1])
-    _ckmeans.moments(x, w, out, *x.shape)
+    _ckmeans.moments(x, w, out, *x.shape, int(exact))
     return out
+
+
+def inertia_from_sums(wx2: float, centers, sums, mass) -> float:
+    """Weighted squared error from cluster sums: sum w|x|^2 - 2 c.S + m|c|^2 (clipped at
+    0). Exact when every term is an integer below 2**53; otherwise close enough to rank
+    runs (its rounding is relative to sum w|x|^2). Both paths use it, so they agree."""
+    c = centers
+    value = wx2 - 2 * float((c * sums).sum()) + float(mass @ (c * c).sum(1))
+    return max(value, 0.0)
+
+
+# Below this, sums of integer terms are exact with room to spare (see KernelRun.error).
+_EXACT_LIMIT = 2.0**50
 
 
 def seed(x, w, uniforms, centers, trials) -> None:
@@ -99,10 +113,11 @@ class KernelRun:
     ``w`` (then a pass touches the sums only for points that change cluster).
 
     ``labels`` (and the bounds) live in memory that later runs reuse once this one is
-    collected: copy them to keep them.
+    collected: copy them to keep them. ``wx2``: sum w|x|^2 of exact points, if the
+    caller has it; :meth:`inertia` then comes from the sums, with no pass over the points.
     """
 
-    def __init__(self, x: np.ndarray, w: np.ndarray, centers: np.ndarray, exact=False):
+    def __init__(self, x: np.ndarray, w: np.ndarray, centers: np.ndarray, exact=False, wx2=None):
         self.x, self.w = x, w
         self.centers = np.array(centers, dtype=np.float64, order="C")
         m = x.shape[0]
@@ -116,6 +131,7 @@ class KernelRun:
         self._sums = np.empty(_SUM_SLOTS * k * (d + 1))
         self._args = (x, w, self.centers, self.labels, self._upper, self._lower, self._sums)
         self._shape, self._exact = (m, k, d), int(exact)
+        self._wx2 = wx2
         _ckmeans.assign(*self._args, *self._sizes())
         self._inertia = None
 
@@ -151,9 +167,41 @@ class KernelRun:
         use now (a run made in a pool thread may be finished by the caller)."""
         return (*self._shape, thread_limit(), self._exact)
 
+    def _cluster_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each cluster's weighted sum (K, D) and weight (K,), from the C code's slots."""
+        _, k, d = self._shape
+        # Exact problems only: integer sums come out the same in any order.
+        total = self._sums.reshape(_SUM_SLOTS, k, d + 1).sum(axis=0)
+        return total[:, :d], total[:, d]
+
+    def _sum_of_squares(self) -> float:
+        if self._wx2 is None:
+            self._wx2 = float(moments(self.x, self.w, True)[1 + self._shape[2] :].sum())
+        return self._wx2
+
     def inertia(self) -> float:
+        """Weighted squared error of the labels. For exact problems, from the running
+        sums (no pass over the points; the numpy path computes it the same way)."""
         if self._inertia is None:
-            self._inertia = _ckmeans.error(
-                self.x, self.w, self.centers, self.labels, None, *self._shape
-            )
+            if self._exact:
+                sums, mass = self._cluster_sums()
+                self._inertia = inertia_from_sums(self._sum_of_squares(), self.centers, sums, mass)
+            else:
+                self._inertia = _ckmeans.error(
+                    self.x, self.w, self.centers, self.labels, None, *self._shape
+                )
         return self._inertia
+
+    def error(self) -> tuple[float, np.ndarray] | None:
+        """(weighted squared error, each cluster's weight) of the labels, exactly, from the
+        running sums: for exact problems whose centres are integers too (a rounded
+        palette after :meth:`move`) and whose terms stay below 2**50. None otherwise (then
+        :func:`weighted_error` makes a pass)."""
+        c = self.centers
+        if not self._exact or not np.array_equal(c, np.round(c)):
+            return None
+        sums, mass = self._cluster_sums()
+        wx2 = self._sum_of_squares()
+        if max(wx2, float(mass.sum()) * float((c * c).sum(1).max())) >= _EXACT_LIMIT:
+            return None
+        return inertia_from_sums(wx2, c, sums, mass), mass

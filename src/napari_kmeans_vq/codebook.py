@@ -245,7 +245,7 @@ class Codebook:
                 )
             centers = points
             labels = np.arange(n_distinct)
-            relabel = None
+            result = None
             n_iter, runs, converged = 0, 0, True
         else:
             result = weighted_kmeans(
@@ -265,15 +265,16 @@ class Codebook:
                 values=hist.colors if space == "rgb" and hist.colors.dtype == np.uint8 else None,
             )
             centers, labels = result.centers, result.labels
-            relabel = result.relabel
             n_iter, runs, converged = result.n_iter, result.n_init, result.converged
         k = centers.shape[0]
+        error = None
         if space == "rgb":
             palette = _to_dtype(centers, dtype)
             # Encode against the codewords a decoder really has (rounded), not the means;
             # ties between codewords break as in encode().
-            if np.issubdtype(dtype, np.integer) and relabel is not None:
-                labels = relabel(palette.astype(np.float64))
+            if np.issubdtype(dtype, np.integer) and result is not None:
+                labels = result.relabel(palette.astype(np.float64))
+                error = result.relabelled_error()
             self._encode_centers = palette.astype(np.float64)
         else:
             # The decoder's colour for a Lab cluster is the mean of its members in RGB.
@@ -295,8 +296,10 @@ class Codebook:
         self.n_iter_ = n_iter
         self.n_init_ = runs
         self.converged_ = converged
-        colors = points if space == "rgb" else hist.colors.astype(np.float64)
-        self.inertia_, counts = weighted_error(colors, weights, palette.astype(np.float64), labels)
+        if error is None:
+            colors = points if space == "rgb" else hist.colors.astype(np.float64)
+            error = weighted_error(colors, weights, palette.astype(np.float64), labels)
+        self.inertia_, counts = error
         self.n_distinct_colors_ = n_distinct
         self.cluster_sizes_ = np.rint(counts).astype(np.int64)
         self.fit_seconds_ = time.perf_counter() - start

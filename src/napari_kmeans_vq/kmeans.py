@@ -113,6 +113,15 @@ class KMeansResult:
             return self._state.labels.copy()
         return self._state.move(centers)
 
+    def relabelled_error(self) -> tuple[float, np.ndarray] | None:
+        """After :meth:`relabel` to integer centres: the weighted squared error and each
+        centre's weight, read exactly off the compiled run's sums when it kept exact ones
+        (see :meth:`._lloyd_kernel.KernelRun.error`); None when :func:`weighted_error`
+        must make a pass instead."""
+        if isinstance(self._state, _lloyd_kernel.KernelRun):
+            return self._state.error()
+        return None
+
 
 def prepare() -> None:
     """Load the compiled kernel now (a few milliseconds, once a process).
@@ -178,15 +187,17 @@ def weighted_kmeans(
     w = np.ascontiguousarray(weights, dtype=np.float64)
     if x.shape[0] < n_clusters:
         raise ValueError(f"need at least {n_clusters} distinct points, got {x.shape[0]}")
-    variance = _weighted_variance(x, w)
+    exact = _lloyd_kernel.available() and (
+        integral if integral is not None else _lloyd_kernel.integral(x, w)
+    )
+    variance, squares = _weighted_variance(x, w, exact)
     # NaN or inf anywhere makes the sums so too: only then are the points looked at.
     if not np.isfinite(variance).all() and not (np.isfinite(x).all() and np.isfinite(w).all()):
         raise ValueError("points and weights must be finite (no NaN or inf)")
     rng = np.random.default_rng(random_state)
     tol_abs = float(tol) * float(variance.mean())
-    exact = _lloyd_kernel.available() and (
-        integral if integral is not None else _lloyd_kernel.integral(x, w)
-    )
+    # Exact runs take their inertia from their sums, which needs sum w|x|^2 (exact too).
+    exact = float(squares.sum()) if exact else None
     if not isinstance(init, str):
         centers = np.array(init, dtype=np.float64)
         starts, n_init = [lambda: centers], 1
@@ -289,13 +300,16 @@ def weighted_kmeans(
     )
 
 
-def _weighted_variance(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Weighted variance of each axis. Every sum runs in point order, in C (one pass, no
-    BLAS threads left spinning) or in numpy (cumulative sums), so both paths get the same
-    tolerance bit for bit."""
+def _weighted_variance(
+    x: np.ndarray, w: np.ndarray, exact: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted variance of each axis, and each axis's sum of w x**2. Every sum runs in
+    point order, in C (one pass, no BLAS threads left spinning) or in numpy (cumulative
+    sums), so both paths get the same tolerance bit for bit; ``exact`` points (see
+    weighted_kmeans's ``integral``) have exact sums in any order, which C then uses."""
     d = x.shape[1]
     if _lloyd_kernel.available():
-        sums = _lloyd_kernel.moments(x, w)
+        sums = _lloyd_kernel.moments(x, w, exact)
     else:
         sums = np.empty(1 + 2 * d)  # (x holds at least one point: see weighted_kmeans)
         sums[0] = np.cumsum(w)[-1]
@@ -304,7 +318,7 @@ def _weighted_variance(x: np.ndarray, w: np.ndarray) -> np.ndarray:
             sums[1 + t] = np.cumsum(weighted)[-1]
             sums[1 + d + t] = np.cumsum(weighted * x[:, t])[-1]
     mean = sums[1 : 1 + d] / sums[0]
-    return np.maximum(sums[1 + d :] / sums[0] - mean * mean, 0.0)
+    return np.maximum(sums[1 + d :] / sums[0] - mean * mean, 0.0), sums[1 + d :]
 
 
 def _scored(run):
@@ -384,15 +398,16 @@ def _pool():
         return _executor
 
 
-def _run(x, w, centers, max_iter, tol_abs, step=None, exact=False):
+def _run(x, w, centers, max_iter, tol_abs, step=None, exact=None):
     """Lloyd's iterations from ``centers``: returns (state, iterations, converged).
 
     The state has ``centers``, ``labels`` (nearest centres of ``centers``) and
     ``inertia()``. The compiled kernel runs them when it was built and pays off (see the
-    limit at the top); ``exact`` as in :class:`._lloyd_kernel.KernelRun`.
+    limit at the top). ``exact``: for points exact in the sense of
+    :class:`._lloyd_kernel.KernelRun`, their sum of w|x|^2; None for others.
     """
     if len(centers) <= _KERNEL_MAX_CLUSTERS and _lloyd_kernel.available():
-        state = _lloyd_kernel.KernelRun(x, w, centers, exact)
+        state = _lloyd_kernel.KernelRun(x, w, centers, exact is not None, exact)
         return (state, *state.iterate(max_iter, tol_abs, step))
     return _lloyd(_Bounds(x, w, centers), max_iter, tol_abs, step)
 
@@ -691,9 +706,7 @@ class _Bounds:
         """Weighted squared error, from the running sums: sum w|x|^2 - 2 c.S + m|c|^2."""
         if not hasattr(self, "_wx2"):
             self._wx2 = float(self.w @ self.x2)
-        c = self.centers
-        value = self._wx2 - 2 * float((c * self.sums).sum()) + float(self.mass @ (c * c).sum(1))
-        return max(value, 0.0)
+        return _lloyd_kernel.inertia_from_sums(self._wx2, self.centers, self.sums, self.mass)
 
 
 def _stage(progress, start: float, width: float):
