@@ -158,9 +158,10 @@ def test_grid_summary_in_c_is_numpys_bit_for_bit(kernel, ihc, monkeypatch, space
         np.testing.assert_array_equal(compiled[0], plain[0])
         np.testing.assert_array_equal(compiled[1], plain[1])
         if space in ("rgb", "many"):  # 8-bit colours: the C code may read them as bytes
-            from_bytes = kmeans._summary(x, w, target, x.astype(np.uint8))
-            np.testing.assert_array_equal(from_bytes[0], plain[0])
-            np.testing.assert_array_equal(from_bytes[1], plain[1])
+            for exact in (False, True):  # exact: sums added up on two threads ("many")
+                from_bytes = kmeans._summary(x, w, target, x.astype(np.uint8), exact)
+                np.testing.assert_array_equal(from_bytes[0], plain[0])
+                np.testing.assert_array_equal(from_bytes[1], plain[1])
 
 
 @pytest.mark.parametrize("k", [1, 4, 37])

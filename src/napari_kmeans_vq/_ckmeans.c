@@ -672,32 +672,46 @@ static Py_ssize_t grid_cells(const double *x, const unsigned char *u8, Py_ssize_
 {
     double low[8], high[8], span[8], factor[8];
     int lut[8 * 256];
-    /* An axis at a time, so that the running extremes stay in registers (kept in arrays
-     * indexed by axis, they went through memory on every point: 4x slower). */
-    for (Py_ssize_t t = 0; t < d; t++) {
-        double lo = u8 ? (double)u8[t] : x[t], hi = lo;
-        if (u8) {
-            /* Which values occur along this axis: a flag per value, no running extremes. */
-            unsigned char seen[256] = {0};
-            for (Py_ssize_t i = 0; i < m; i++)
-                seen[u8[i * d + t]] = 1;
-            int a = 0, b = 255;
-            while (!seen[a])
-                a++;
-            while (!seen[b])
-                b--;
-            lo = a;
-            hi = b;
+    if (u8) {
+        /* Which values occur along each axis: a flag per value (one pass over the bytes,
+         * no running extremes). */
+        unsigned char seen[8][256];
+        memset(seen, 0, sizeof(seen));
+        if (d == 3) {
+            for (Py_ssize_t i = 0; i < m; i++) {
+                seen[0][u8[3 * i]] = 1;
+                seen[1][u8[3 * i + 1]] = 1;
+                seen[2][u8[3 * i + 2]] = 1;
+            }
         }
         else {
+            for (Py_ssize_t i = 0; i < m; i++)
+                for (Py_ssize_t t = 0; t < d; t++)
+                    seen[t][u8[i * d + t]] = 1;
+        }
+        for (Py_ssize_t t = 0; t < d; t++) {
+            int a = 0, b = 255;
+            while (!seen[t][a])
+                a++;
+            while (!seen[t][b])
+                b--;
+            low[t] = a;
+            high[t] = b;
+        }
+    }
+    else {
+        /* An axis at a time, so that the running extremes stay in registers (kept in
+         * arrays indexed by axis, they went through memory on every point: 4x slower). */
+        for (Py_ssize_t t = 0; t < d; t++) {
+            double lo = x[t], hi = lo;
             for (Py_ssize_t i = 1; i < m; i++) {
                 double v = x[i * d + t];
                 lo = v < lo ? v : lo;
                 hi = v > hi ? v : hi;
             }
+            low[t] = lo;
+            high[t] = hi;
         }
-        low[t] = lo;
-        high[t] = hi;
     }
     for (Py_ssize_t t = 0; t < d; t++)
         span[t] = high[t] - low[t] > 1e-12 ? high[t] - low[t] : 1e-12;
@@ -778,22 +792,84 @@ static Py_ssize_t grid_cells(const double *x, const unsigned char *u8, Py_ssize_
     return n;
 }
 
-/* Each cell's weighted mean and total weight, from grid_cells' ranks. */
-static void grid_means(const double *x, const unsigned char *u8, const double *w,
-                       const int *keys, Py_ssize_t m, Py_ssize_t d, Py_ssize_t n, double *means,
-                       double *total)
+/* Each cell's weighted sum and total weight over points [lo, hi), from grid_cells' ranks
+ * (added into means and total); bad is set for a rank out of range. */
+typedef struct {
+    const double *x, *w;
+    const unsigned char *u8;
+    const int *keys;
+    Py_ssize_t d, n, lo, hi;
+    double *means, *total;
+    int bad;
+} MeansPass;
+
+static void *means_range(void *arg)
 {
-    memset(means, 0, sizeof(double) * n * d);
-    memset(total, 0, sizeof(double) * n);
-    for (Py_ssize_t i = 0; i < m; i++) {
+    MeansPass *g = arg;
+    const Py_ssize_t d = g->d, n = g->n, hi = g->hi;
+    const double *x = g->x, *w = g->w;
+    const unsigned char *u8 = g->u8;
+    const int *keys = g->keys;
+    double *means = g->means, *total = g->total;
+    for (Py_ssize_t i = g->lo; i < hi; i++) {
         Py_ssize_t r = keys[i];
+        if (r < 0 || r >= n) {
+            g->bad = 1;
+            return NULL;
+        }
         for (Py_ssize_t t = 0; t < d; t++)
             means[r * d + t] += (u8 ? (double)u8[i * d + t] : x[i * d + t]) * w[i];
         total[r] += w[i];
     }
+    return NULL;
+}
+
+/* Each cell's weighted mean and total weight; returns 0, or -1 for a rank out of range
+ * and -2 out of memory. Sums run in point order (numpy's bincount adds in the same
+ * order), except for exact points (integer values and weights, sums below 2^53: the
+ * same in any order), whose halves are added up on two threads. */
+static int grid_means(const double *x, const unsigned char *u8, const double *w,
+                      const int *keys, Py_ssize_t m, Py_ssize_t d, Py_ssize_t n, double *means,
+                      double *total, int threads, int exact)
+{
+    memset(means, 0, sizeof(double) * n * d);
+    memset(total, 0, sizeof(double) * n);
+    MeansPass first = {x, w, u8, keys, d, n, 0, m, means, total, 0};
+    int done = 0;
+#ifdef HAVE_THREADS
+    if (exact && threads > 1 && m >= THREADED_GRID) {
+        double *other = calloc(n * (d + 1), sizeof(double));
+        if (!other)
+            return -2;
+        MeansPass second = first;
+        first.hi = second.lo = m / 2;
+        second.means = other;
+        second.total = other + n * d;
+        pthread_t thread;
+        if (pthread_create(&thread, NULL, means_range, &second) == 0) {
+            means_range(&first);
+            pthread_join(thread, NULL);
+            for (Py_ssize_t j = 0; j < n * d; j++)
+                means[j] += other[j];
+            for (Py_ssize_t r = 0; r < n; r++)
+                total[r] += other[n * d + r];
+            first.bad |= second.bad;
+            done = 1;
+        }
+        else {
+            first.hi = m;
+        }
+        free(other);
+    }
+#endif
+    if (!done)
+        means_range(&first);
+    if (first.bad)
+        return -1;
     for (Py_ssize_t r = 0; r < n; r++)
         for (Py_ssize_t t = 0; t < d; t++)
             means[r * d + t] /= total[r];
+    return 0;
 }
 
 static PyObject *py_grid_cells(PyObject *Py_UNUSED(self), PyObject *args)
@@ -834,9 +910,9 @@ static PyObject *py_grid_means(PyObject *Py_UNUSED(self), PyObject *args)
 {
     PyObject *o[5];
     Py_ssize_t m, d, n;
-    int bytes;
-    if (!PyArg_ParseTuple(args, "OOOOOnnni", &o[0], &o[1], &o[2], &o[3], &o[4], &m, &d, &n,
-                          &bytes))
+    int bytes, threads, exact;
+    if (!PyArg_ParseTuple(args, "OOOOOnnniii", &o[0], &o[1], &o[2], &o[3], &o[4], &m, &d, &n,
+                          &bytes, &threads, &exact))
         return NULL;
     if (m < 1 || d < 1 || n < 1) {
         PyErr_SetString(PyExc_ValueError, "need m, d, n >= 1");
@@ -852,17 +928,15 @@ static PyObject *py_grid_means(PyObject *Py_UNUSED(self), PyObject *args)
     Py_buffer views[5];
     if (get_all(o, specs, 5, views) < 0)
         return NULL;
-    const int *keys = views[2].buf;
-    int bad = 0;
+    int status;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < m && !bad; i++)
-        bad = keys[i] < 0 || keys[i] >= n;
-    if (!bad)
-        grid_means(bytes ? NULL : views[0].buf, bytes ? views[0].buf : NULL, views[1].buf, keys,
-                   m, d, n, views[3].buf, views[4].buf);
+    status = grid_means(bytes ? NULL : views[0].buf, bytes ? views[0].buf : NULL, views[1].buf,
+                        views[2].buf, m, d, n, views[3].buf, views[4].buf, threads, exact);
     Py_END_ALLOW_THREADS
     release_all(views, 5);
-    if (bad) {
+    if (status == -2)
+        return PyErr_NoMemory();
+    if (status < 0) {
         PyErr_SetString(PyExc_ValueError, "keys: out of range of the cells");
         return NULL;
     }
@@ -1114,8 +1188,8 @@ static PyMethodDef methods[] = {
      "occupied cells of a grid over the points (see kmeans._summary; float64, or uint8 with "
      "bytes) and each point's cell, or 0."},
     {"grid_means", py_grid_means, METH_VARARGS,
-     "grid_means(x, w, keys, means, total, m, d, n, bytes): the weighted means and totals "
-     "of the n cells."},
+     "grid_means(x, w, keys, means, total, m, d, n, bytes, threads, exact): the weighted "
+     "means and totals of the n cells."},
     {"seed", py_seed, METH_VARARGS,
      "seed(x, w, uniforms, centers, m, d, k, trials): greedy weighted k-means++ (see "
      "kmeans.kmeans_plusplus), into centers."},

@@ -86,10 +86,12 @@ def seed(x, w, uniforms, centers, trials) -> None:
     _ckmeans.seed(x, w, uniforms, centers, x.shape[0], d, k, trials)
 
 
-def grid_summary(x, w, cells, limit, target, max_cells, values=None):
+def grid_summary(x, w, cells, limit, target, max_cells, values=None, exact=False):
     """:func:`.kmeans._summary`'s grid in C: (means, totals), or None when the occupied
     cells number at least half the points. ``values``: the same points as uint8 (8-bit
-    colours), read instead of ``x``: a byte per coordinate, not eight, same result."""
+    colours), read instead of ``x``: a byte per coordinate, not eight, same result.
+    ``exact``: points and weights are exact (see :func:`integral`), so the cells' sums may
+    be added up on two threads, with the same result."""
     m, d = x.shape
     points = x if values is None else np.ascontiguousarray(values)
     as_bytes = int(values is not None)
@@ -100,7 +102,9 @@ def grid_summary(x, w, cells, limit, target, max_cells, values=None):
     if n == 0:
         return None
     means, total = np.empty((n, d)), np.empty(n)
-    _ckmeans.grid_means(points, w, keys, means, total, m, d, n, as_bytes)
+    _ckmeans.grid_means(
+        points, w, keys, means, total, m, d, n, as_bytes, thread_limit(), int(exact)
+    )
     return means, total
 
 

@@ -208,7 +208,9 @@ def weighted_kmeans(
         starts, n_init = [lambda: centers], 1
         summary = None
     else:
-        sx, sw = _summary(x, w, max(_SUMMARY_MIN, _SUMMARY_PER_CLUSTER * n_clusters), values)
+        sx, sw = _summary(
+            x, w, max(_SUMMARY_MIN, _SUMMARY_PER_CLUSTER * n_clusters), values, exact is not None
+        )
         # A summary of a few cells (colours crowded into one corner of a box stretched by
         # an outlier) cannot seed K clusters: then the seedings use every point.
         if sx.shape[0] < _SUMMARY_MIN_PER_CLUSTER * n_clusters:
@@ -517,14 +519,15 @@ def _draw(cumulative: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
     return np.minimum(np.searchsorted(cumulative, targets, side="right"), len(cumulative) - 1)
 
 
-def _summary(x: np.ndarray, w: np.ndarray, target: int, values=None):
+def _summary(x: np.ndarray, w: np.ndarray, target: int, values=None, exact=False):
     """About ``target`` weighted points that stand for ``x``: occupied grid cells' means.
 
     Seeding costs K passes over its points and early Lloyd iterations move centres far; on
     the summary both are cheap. The last iterations run on every point, so the result is a
     fixed point of Lloyd's algorithm on all the data. The C extension, when built, makes
     the same cells bit for bit, 2-4 times faster; given ``values`` (``x`` as uint8), it
-    reads those instead.
+    reads those instead, and for ``exact`` points (integer coordinates and weights, see
+    weighted_kmeans's ``integral``) it adds the cells up on two threads.
     """
     if x.shape[0] <= target:
         return x, w
@@ -533,7 +536,7 @@ def _summary(x: np.ndarray, w: np.ndarray, target: int, values=None):
     limit = int(_SUMMARY_MAX_CELLS ** (1.0 / dim))
     if _lloyd_kernel.available() and dim <= 8:
         summary = _lloyd_kernel.grid_summary(
-            x, w, cells, limit, target, _SUMMARY_MAX_CELLS, values
+            x, w, cells, limit, target, _SUMMARY_MAX_CELLS, values, exact
         )
         return (x, w) if summary is None else summary
     # One row per axis (see the note at the top); a copy, as it is scaled in place below
