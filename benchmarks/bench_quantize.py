@@ -284,17 +284,25 @@ class Cell:
 
 
 def run_method(method: Method, image: np.ndarray, k: int, repeat: int, slow: float) -> Cell:
-    """Best wall-clock time of ``repeat`` calls; a call slower than ``slow`` s is not repeated."""
+    """Best wall-clock time of ``repeat`` calls after one untimed warm-up call; a call
+    slower than ``slow`` s is not repeated (then the first call is the time).
+
+    The warm-up matters for fast methods: whichever method first runs on an image grows
+    the process's heap, and the fresh pages it touches cost it milliseconds that the
+    methods run after it do not pay (measured: 5,500 page faults, about 8 ms, on the first
+    call on a 768 x 512 photo, none a few calls later)."""
     best = math.inf
     recon = None
-    for _ in range(max(1, repeat)):
+    for attempt in range(max(1, repeat) + 1):
         gc.collect()
         t0 = time.perf_counter()
         recon = method.func(image, k)
         elapsed = time.perf_counter() - t0
-        best = min(best, elapsed)
         if elapsed > slow:
+            best = min(best, elapsed)
             break
+        if attempt > 0 or repeat < 1:
+            best = min(best, elapsed)
     j = distortion(image, recon)
     return Cell(best, j, psnr(j))
 
@@ -753,8 +761,10 @@ def main(argv=None) -> int:
         " 10 log10(255^2 / (J/3)) are computed by the benchmark itself, identically for every"
         " method. Verdict: Q = J(ours) <= 1.005 x best peer J; S = ours faster than every peer"
         " with J <= 1.01 x J(ours); S5 = the same for peers within 5%."
-        f" Repeats: best of {args.repeat} (small images), {args.big_repeat} (big image);"
-        f" a run slower than {args.slow:g} s is not repeated.",
+        f" Repeats: best of {args.repeat} (small images), {args.big_repeat} (big image),"
+        " after one untimed warm-up call of each method on each image and K; a run slower"
+        f" than {args.slow:g} s is neither repeated nor warmed up for (its time is the first"
+        " call's).",
         "",
         *METHODS_MD,
         "",

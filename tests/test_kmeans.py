@@ -230,6 +230,52 @@ def test_sums_kept_up_to_date_equal_sums_recomputed(kernel, ihc, k):
     assert runs[0][3] == runs[1][3] and runs[2][3] == runs[3][3]
 
 
+@pytest.mark.parametrize(("channels", "k"), [(3, 4), (3, 64), (4, 8)])
+def test_8_bit_points_read_as_bytes_give_the_float_result(kernel, ihc, channels, k):
+    # Exact problems may hand the C code their 8-bit colours as they are: every pass must
+    # give what it gives on the float64 copy, to the last bit (3 channels have their own
+    # paths, two points at a time among them; 4 take the general ones).
+    pixels = ihc.reshape(-1, 3)
+    if channels == 4:
+        pixels = np.concatenate([pixels, pixels[:, :1] // 2 + pixels[:, 2:] // 2], axis=1)
+    hist = ColorHistogram.from_pixels(np.ascontiguousarray(pixels))
+    colours, w = hist.colors, hist.counts.astype(np.float64)
+    x = colours.astype(np.float64)
+    np.testing.assert_array_equal(
+        _lloyd_kernel.moments(colours, w, True), _lloyd_kernel.moments(x, w, True)
+    )
+    start = kmeans.kmeans_plusplus(x, w, k, np.random.default_rng(k))
+    runs = [_lloyd_kernel.KernelRun(points, w, start, True) for points in (colours, x)]
+    labels = [run.labels.copy() for run in runs]
+    np.testing.assert_array_equal(*labels)
+    steps = [run.iterate(300, 0.0) for run in runs]
+    assert steps[0] == steps[1] and steps[0][0] > 3
+    np.testing.assert_array_equal(runs[0].centers, runs[1].centers)
+    np.testing.assert_array_equal(runs[0].labels, runs[1].labels)
+    assert runs[0].inertia() == runs[1].inertia()
+    moved = [run.move(np.round(run.centers)) for run in runs]
+    np.testing.assert_array_equal(*moved)
+    assert runs[0].error()[0] == runs[1].error()[0]
+    fits = [
+        kmeans.weighted_kmeans(points, w, k, n_init=3, integral=True, random_state=1)
+        for points in (colours, x)
+    ]
+    assert fits[0]._points.dtype == np.uint8  # no float64 copy was made
+    np.testing.assert_array_equal(fits[0].centers, fits[1].centers)
+    np.testing.assert_array_equal(fits[0].labels, fits[1].labels)
+    assert fits[0].inertia == fits[1].inertia
+    # an empty cluster (two seeds on one point) takes the costliest point, read as bytes
+    start[1] = start[0]
+    runs = [_lloyd_kernel.KernelRun(points, w, start, True) for points in (colours, x)]
+    assert not np.any(runs[0].labels == 1)
+    steps = [run.iterate(300, 0.0) for run in runs]
+    assert steps[0] == steps[1]
+    np.testing.assert_array_equal(runs[0].centers, runs[1].centers)
+    np.testing.assert_array_equal(runs[0].labels, runs[1].labels)
+    with pytest.raises(ValueError, match="exact"):
+        _lloyd_kernel.KernelRun(colours, w, start)
+
+
 @pytest.mark.parametrize("k", [4, 64])
 def test_exact_error_from_the_sums_equals_a_pass_over_the_points(kernel, ihc, k):
     # After a move to a rounded palette, an exact run's sums give J and the clusters'

@@ -19,8 +19,8 @@
  * code's arithmetic in the same order, so the same result bit for bit.
  *
  * Arrays come from _lloyd_kernel.py, which checks shapes and dtypes: points (M, D) and
- * centres (K, D) float64 C-contiguous, weights (M,) float64, labels (M,) int32, bounds
- * (M,) float64.
+ * centres (K, D) float64 C-contiguous (exact points may be uint8: exact = 2), weights
+ * (M,) float64, labels (M,) int32, bounds (M,) float64.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -58,6 +58,7 @@
 
 typedef struct {
     const double *x, *w;
+    const unsigned char *u8; /* 8-bit points, read instead of x (which is then NULL) */
     double *c;
     int *labels;
     double *upper, *lower;
@@ -67,6 +68,24 @@ typedef struct {
     int threads; /* at most this many (1 or 2) */
     int exact;   /* integer points and weights: sums kept up to date, not recomputed */
 } Problem;
+
+/* Coordinate t of point i, from float64 points or from 8-bit ones (a byte each instead of
+ * eight: 8-bit colours need no float64 copy, and a pass reads an eighth of the memory). */
+static inline double coord(const Problem *p, Py_ssize_t i, Py_ssize_t t)
+{
+    return p->u8 ? (double)p->u8[i * p->d + t] : p->x[i * p->d + t];
+}
+
+/* Squared distance from point i to c, summed in coordinate order (as dist2). */
+static inline double point_dist2(const Problem *p, Py_ssize_t i, const double *c)
+{
+    double s = 0.0;
+    for (Py_ssize_t t = 0; t < p->d; t++) {
+        double e = coord(p, i, t) - c[t];
+        s += e * e;
+    }
+    return s;
+}
 
 static inline double dist2(const double *a, const double *b, Py_ssize_t d)
 {
@@ -98,11 +117,10 @@ static inline double dist2(const double *a, const double *b, Py_ssize_t d)
  * distances. */
 static inline int nearest_two(const Problem *p, Py_ssize_t i, double *first, double *second)
 {
-    const double *xi = p->x + i * p->d;
     double best = INFINITY, runner = INFINITY;
     int label = 0;
     if (p->d == 3) {
-        const double x0 = xi[0], x1 = xi[1], x2 = xi[2];
+        const double x0 = coord(p, i, 0), x1 = coord(p, i, 1), x2 = coord(p, i, 2);
         for (Py_ssize_t j = 0; j < p->k; j++) {
             const double *cj = p->c + 3 * j;
             double e0 = x0 - cj[0], e1 = x1 - cj[1], e2 = x2 - cj[2];
@@ -112,7 +130,7 @@ static inline int nearest_two(const Problem *p, Py_ssize_t i, double *first, dou
     }
     else {
         for (Py_ssize_t j = 0; j < p->k; j++) {
-            double s = dist2(xi, p->c + j * p->d, p->d);
+            double s = point_dist2(p, i, p->c + j * p->d);
             TAKE(s, j);
         }
     }
@@ -128,10 +146,20 @@ static inline int nearest_two(const Problem *p, Py_ssize_t i, double *first, dou
 static inline void nearest_two_pair(const Problem *p, Py_ssize_t i, int *label,
                                     __m128d *first, __m128d *second)
 {
-    const double *xi = p->x + 3 * i;
-    __m128d a = _mm_loadu_pd(xi), b = _mm_loadu_pd(xi + 2), c = _mm_loadu_pd(xi + 4);
-    __m128d x0 = _mm_shuffle_pd(a, b, 2), x1 = _mm_shuffle_pd(a, c, 1);
-    __m128d x2 = _mm_shuffle_pd(b, c, 2);
+    __m128d x0, x1, x2;
+    if (p->u8) {
+        const unsigned char *q = p->u8 + 3 * i;
+        x0 = _mm_set_pd(q[3], q[0]);
+        x1 = _mm_set_pd(q[4], q[1]);
+        x2 = _mm_set_pd(q[5], q[2]);
+    }
+    else {
+        const double *xi = p->x + 3 * i;
+        __m128d a = _mm_loadu_pd(xi), b = _mm_loadu_pd(xi + 2), c = _mm_loadu_pd(xi + 4);
+        x0 = _mm_shuffle_pd(a, b, 2);
+        x1 = _mm_shuffle_pd(a, c, 1);
+        x2 = _mm_shuffle_pd(b, c, 2);
+    }
     __m128d best = _mm_set1_pd(INFINITY), runner = best, which = _mm_setzero_pd();
     for (Py_ssize_t j = 0; j < p->k; j++) {
         const double *cj = p->c + 3 * j;
@@ -159,16 +187,15 @@ static inline void accumulate(const Problem *p, Py_ssize_t i, int j)
     Py_ssize_t d = p->d;
     Py_ssize_t slot = (i < p->half ? 0 : BANKS) + i % BANKS;
     double *a = p->acc + (slot * p->k + j) * (d + 1);
-    const double *xi = p->x + i * d;
     double wi = p->w[i];
     if (d == 3) {
-        a[0] += wi * xi[0];
-        a[1] += wi * xi[1];
-        a[2] += wi * xi[2];
+        a[0] += wi * coord(p, i, 0);
+        a[1] += wi * coord(p, i, 1);
+        a[2] += wi * coord(p, i, 2);
     }
     else {
         for (Py_ssize_t t = 0; t < d; t++)
-            a[t] += wi * xi[t];
+            a[t] += wi * coord(p, i, t);
     }
     a[d] += wi;
 }
@@ -182,11 +209,11 @@ static inline void transfer(const Problem *p, Py_ssize_t i, int from, int to)
     Py_ssize_t slot = (i < p->half ? 0 : BANKS) + i % BANKS;
     double *a = p->acc + (slot * p->k + from) * (d + 1);
     double *b = p->acc + (slot * p->k + to) * (d + 1);
-    const double *xi = p->x + i * d;
     double wi = p->w[i];
     for (Py_ssize_t t = 0; t < d; t++) {
-        a[t] -= wi * xi[t];
-        b[t] += wi * xi[t];
+        double v = wi * coord(p, i, t);
+        a[t] -= v;
+        b[t] += v;
     }
     a[d] -= wi;
     b[d] += wi;
@@ -259,7 +286,7 @@ static Py_ssize_t reseed_empty(Problem *p, const double *mass, char *taken)
         Py_ssize_t far = -1;
         double worst = -1.0;
         for (Py_ssize_t i = 0; i < p->m; i++) {
-            double cost = p->w[i] * dist2(p->x + i * p->d, p->c + p->labels[i] * p->d, p->d);
+            double cost = p->w[i] * point_dist2(p, i, p->c + p->labels[i] * p->d);
             if (!taken[i] && cost > worst) {
                 worst = cost;
                 far = i;
@@ -268,7 +295,8 @@ static Py_ssize_t reseed_empty(Problem *p, const double *mass, char *taken)
         if (far < 0)
             break;
         taken[far] = 1;
-        memcpy(p->c + j * p->d, p->x + far * p->d, sizeof(double) * p->d);
+        for (Py_ssize_t t = 0; t < p->d; t++)
+            p->c[j * p->d + t] = coord(p, far, t);
         empty++;
     }
     return empty;
@@ -329,7 +357,7 @@ static Py_ssize_t pass_bounded_range(Problem *p, const Move *mv, Py_ssize_t lo, 
         double bound = gap > low ? gap : low;
         p->lower[i] = low;
         if (up >= bound) {
-            up = sqrt(dist2(p->x + i * d, p->c + a * d, d));
+            up = sqrt(point_dist2(p, i, p->c + a * d));
             if (up >= bound) {
                 double first, runner;
                 int label = nearest_two(p, i, &first, &runner);
@@ -454,14 +482,18 @@ static int problem(PyObject *const *objs, Py_ssize_t m, Py_ssize_t k, Py_ssize_t
         PyErr_SetString(PyExc_ValueError, "need m, k, d >= 1");
         return -1;
     }
+    /* exact 2: exact, and the points are 8-bit values (uint8), not float64 */
     const Spec specs[N_STATE] = {
-        {"points", 'f', 8, m * d, 0}, {"weights", 'f', 8, m, 0}, {"centers", 'f', 8, k * d, 1},
+        {"points", exact == 2 ? 'u' : 'f', exact == 2 ? 1 : 8, m * d, 0},
+        {"weights", 'f', 8, m, 0},
+        {"centers", 'f', 8, k * d, 1},
         {"labels", 'i', 4, m, 1},     {"upper", 'f', 8, m, 1},   {"lower", 'f', 8, m, 1},
         {"sums", 'f', 8, SLOTS * k * (d + 1), 1},
     };
     if (get_all(objs, specs, N_STATE, views) < 0)
         return -1;
-    p->x = views[0].buf;
+    p->x = exact == 2 ? NULL : views[0].buf;
+    p->u8 = exact == 2 ? views[0].buf : NULL;
     p->w = views[1].buf;
     p->c = views[2].buf;
     p->labels = views[3].buf;
@@ -474,7 +506,7 @@ static int problem(PyObject *const *objs, Py_ssize_t m, Py_ssize_t k, Py_ssize_t
     p->half = (m + 1) / 2;
     p->searched = m;
     p->threads = threads;
-    p->exact = exact;
+    p->exact = exact != 0;
     return 0;
 }
 
@@ -1076,27 +1108,31 @@ static PyObject *py_moments(PyObject *Py_UNUSED(self), PyObject *args)
         return NULL;
     if (m < 0 || d < 1)
         return PyErr_Format(PyExc_ValueError, "need m >= 0 and d >= 1");
-    const Spec specs[3] = {
-        {"points", 'f', 8, m * d, 0}, {"weights", 'f', 8, m, 0}, {"out", 'f', 8, 1 + 2 * d, 1}};
+    /* exact 2: exact, and the points are 8-bit values (uint8) */
+    const Spec specs[3] = {{"points", exact == 2 ? 'u' : 'f', exact == 2 ? 1 : 8, m * d, 0},
+                           {"weights", 'f', 8, m, 0},
+                           {"out", 'f', 8, 1 + 2 * d, 1}};
     Py_buffer views[3];
     if (get_all(o, specs, 3, views) < 0)
         return NULL;
-    const double *x = views[0].buf, *w = views[1].buf;
+    const double *x = exact == 2 ? NULL : views[0].buf, *w = views[1].buf;
+    const unsigned char *u8 = exact == 2 ? views[0].buf : NULL;
+#define AT(i, t) (u8 ? (double)u8[(i) * d + (t)] : x[(i) * d + (t)])
     double *out = views[2].buf;
     Py_BEGIN_ALLOW_THREADS
     if (exact && d == 3) {
         /* one pass over the points; the seven sums do not wait on one another */
         double mass = 0.0, a0 = 0.0, a1 = 0.0, a2 = 0.0, b0 = 0.0, b1 = 0.0, b2 = 0.0;
         for (Py_ssize_t i = 0; i < m; i++) {
-            const double *xi = x + 3 * i;
-            double wi = w[i], v0 = wi * xi[0], v1 = wi * xi[1], v2 = wi * xi[2];
+            double x0 = AT(i, 0), x1 = AT(i, 1), x2 = AT(i, 2);
+            double wi = w[i], v0 = wi * x0, v1 = wi * x1, v2 = wi * x2;
             mass += wi;
             a0 += v0;
             a1 += v1;
             a2 += v2;
-            b0 += v0 * xi[0];
-            b1 += v1 * xi[1];
-            b2 += v2 * xi[2];
+            b0 += v0 * x0;
+            b1 += v1 * x1;
+            b2 += v2 * x2;
         }
         out[0] = mass;
         out[1] = a0;
@@ -1115,7 +1151,7 @@ static PyObject *py_moments(PyObject *Py_UNUSED(self), PyObject *args)
             /* an axis at a time: the sums stay in registers */
             double s1 = 0.0, s2 = 0.0;
             for (Py_ssize_t i = 0; i < m; i++) {
-                double v = x[i * d + t];
+                double v = AT(i, t);
                 double wv = w[i] * v;
                 s1 += wv;
                 s2 += wv * v;
@@ -1125,6 +1161,7 @@ static PyObject *py_moments(PyObject *Py_UNUSED(self), PyObject *args)
         }
     }
     Py_END_ALLOW_THREADS
+#undef AT
     release_all(views, 3);
     Py_RETURN_NONE;
 }
@@ -1168,7 +1205,7 @@ static PyMethodDef methods[] = {
     {"assign", py_assign, METH_VARARGS,
      "assign(x, w, centers, labels, upper, lower, sums, m, k, d, threads, exact): every "
      "point's nearest centre, its bounds and the cluster sums, on at most threads (1 or 2) "
-     "threads; exact: see integral()."},
+     "threads; exact: 1 see integral(), 2 the same with x uint8."},
     {"iterate", py_iterate, METH_VARARGS,
      "iterate(x, w, centers, labels, upper, lower, sums, m, k, d, threads, exact, max_iter, "
      "tol_abs) -> "
@@ -1188,7 +1225,7 @@ static PyMethodDef methods[] = {
      "kmeans.kmeans_plusplus), into centers."},
     {"moments", py_moments, METH_VARARGS,
      "moments(x, w, out, m, d, exact): out = [sum w, sum w x, sum w x^2], in point order "
-     "(exact: in any order)."},
+     "(exact: in any order; exact 2: x is uint8)."},
     {"integral", py_integral, METH_VARARGS,
      "integral(x, w, m, d) -> bool: integer points and weights, weighted sums below 2^52."},
     {"error", py_error, METH_VARARGS,

@@ -61,10 +61,20 @@ def integral(x: np.ndarray, w: np.ndarray) -> bool:
 
 def moments(x: np.ndarray, w: np.ndarray, exact: bool = False) -> np.ndarray:
     """[sum w, sum w x (D), sum w x**2 (D)], each summed in point order; for ``exact``
-    points (see :func:`integral`) in any order, faster, with the same result."""
+    points (see :func:`integral`) in any order, faster, with the same result. ``x`` may be
+    uint8 (8-bit colours) for exact points."""
     out = np.empty(1 + 2 * x.shape[1])
-    _ckmeans.moments(x, w, out, *x.shape, int(exact))
+    _ckmeans.moments(x, w, out, *x.shape, _exact_mode(x, exact))
     return out
+
+
+def _exact_mode(x: np.ndarray, exact: bool) -> int:
+    """The C calls' ``exact`` argument: 0, 1 (exact), or 2 (exact, ``x`` uint8)."""
+    if x.dtype == np.uint8:
+        if not exact:
+            raise ValueError("uint8 points are read only for exact problems")
+        return 2
+    return int(bool(exact))
 
 
 def inertia_from_sums(wx2: float, centers, sums, mass) -> float:
@@ -119,6 +129,9 @@ class KernelRun:
     ``labels`` (and the bounds) live in memory that later runs reuse once this one is
     collected: copy them to keep them. ``wx2``: sum w|x|^2 of exact points, if the
     caller has it; :meth:`inertia` then comes from the sums, with no pass over the points.
+
+    Exact points may also be given as uint8 (8-bit colours, C-contiguous): the C code
+    then reads a byte per coordinate, with the same result, and no float64 copy is made.
     """
 
     def __init__(self, x: np.ndarray, w: np.ndarray, centers: np.ndarray, exact=False, wx2=None):
@@ -134,7 +147,7 @@ class KernelRun:
         weakref.finalize(self, _scratch.give, self.labels, self._upper, self._lower)
         self._sums = np.empty(_SUM_SLOTS * k * (d + 1))
         self._args = (x, w, self.centers, self.labels, self._upper, self._lower, self._sums)
-        self._shape, self._exact = (m, k, d), int(exact)
+        self._shape, self._exact = (m, k, d), _exact_mode(x, exact)
         self._wx2 = wx2
         _ckmeans.assign(*self._args, *self._sizes())
         self._inertia = None

@@ -231,7 +231,9 @@ class Codebook:
         n_colors, space, n_init, max_iter = self._validated_params()
         prepare()
         start = time.perf_counter()
-        points = self._to_space(hist.colors)
+        # 8-bit RGB colours go to the fit as they are (see weighted_kmeans).
+        rgb8 = space == "rgb" and hist.colors.dtype == np.uint8
+        points = hist.colors if rgb8 else self._to_space(hist.colors)
         weights = hist.counts.astype(np.float64)  # converted once, for the fit and the error
         n_distinct = hist.colors.shape[0]
         if n_distinct <= n_colors:
@@ -243,7 +245,7 @@ class Codebook:
                     FewColorsWarning,
                     stacklevel=3,
                 )
-            centers = points
+            centers = points.astype(np.float64)
             labels = np.arange(n_distinct)
             result = None
             n_iter, runs, converged = 0, 0, True
@@ -262,7 +264,7 @@ class Codebook:
                 integral=True
                 if space == "rgb" and _integer_colors(dtype, hist.n_pixels)
                 else None,
-                values=hist.colors if space == "rgb" and hist.colors.dtype == np.uint8 else None,
+                values=hist.colors if rgb8 else None,
             )
             centers, labels = result.centers, result.labels
             n_iter, runs, converged = result.n_iter, result.n_init, result.converged

@@ -155,7 +155,8 @@ def weighted_kmeans(
     Parameters
     ----------
     points : ndarray, shape (M, D)
-        Distinct points; must number at least ``n_clusters``.
+        Distinct points; must number at least ``n_clusters``. uint8 points with
+        ``integral=True`` are read as bytes by the compiled passes (no float64 copy).
     weights : ndarray, shape (M,)
         Positive weights (pixel counts).
     n_clusters : int
@@ -188,8 +189,20 @@ def weighted_kmeans(
     -------
     KMeansResult
     """
-    x = np.ascontiguousarray(points, dtype=np.float64)
+    points = np.asarray(points)
+    # 8-bit colours of an exact problem stay bytes: the compiled passes read them so, and
+    # no float64 copy is made (24 bytes a colour, page faults and all).
+    as_bytes = (
+        points.dtype == np.uint8
+        and points.ndim == 2
+        and integral is True
+        and _lloyd_kernel.available()
+        and (n_clusters if isinstance(init, str) else len(init)) <= _KERNEL_MAX_CLUSTERS
+    )
+    x = np.ascontiguousarray(points, dtype=None if as_bytes else np.float64)
     w = np.ascontiguousarray(weights, dtype=np.float64)
+    if as_bytes and values is None:
+        values = x
     if x.shape[0] < n_clusters:
         raise ValueError(f"need at least {n_clusters} distinct points, got {x.shape[0]}")
     exact = _lloyd_kernel.available() and (
@@ -541,7 +554,7 @@ def _summary(x: np.ndarray, w: np.ndarray, target: int, values=None, exact=False
         return (x, w) if summary is None else summary
     # One row per axis (see the note at the top); a copy, as it is scaled in place below
     # (for one axis, x.T would be a view of the caller's points).
-    columns = np.array(x.T, order="C")
+    columns = np.array(x.T, dtype=np.float64, order="C")
     low = columns.min(axis=1)
     span = np.maximum(columns.max(axis=1) - low, 1e-12)
     offset = columns - low[:, np.newaxis]
