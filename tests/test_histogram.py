@@ -154,6 +154,29 @@ def test_nearest_codewords_per_pixel_equal_the_lookup():
         np.testing.assert_array_equal(codewords, palette[labels])
 
 
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 6])
+def test_each_pixels_nearest_codeword_in_c_for_any_palette_size(k):
+    # Up to four entries take an unrolled loop over a padded palette, more the general
+    # one; both must give the nearest entry, ties to the lower index (entry 2 repeats 0).
+    from napari_kmeans_vq.histogram import _ccolors
+    from napari_kmeans_vq.kmeans import assign
+
+    if _ccolors is None:
+        pytest.skip("the C extension was not built")
+    rng = np.random.default_rng(k)
+    pixels = rng.integers(0, 256, (5_000, 3), dtype=np.uint8)
+    palette = np.array(
+        [[10, 200, 30], [128, 128, 128], [10, 200, 30], [250, 5, 90], [0, 0, 0], [99, 1, 7]],
+        np.uint8,
+    )[:k]
+    labels = np.empty(len(pixels), np.uint8)
+    out = np.empty_like(pixels)
+    _ccolors.encode_decode(pixels, None, palette, labels, out, len(pixels), k, 1, 1)
+    expected = assign(pixels.astype(np.float64), palette.astype(np.float64))
+    np.testing.assert_array_equal(labels, expected)
+    np.testing.assert_array_equal(out, palette[expected])
+
+
 def test_small_rgb_histograms_equal_numpys_unique(ihc, colors_path):
     pixels = ihc.reshape(-1, 3)
     hist = ColorHistogram.from_pixels(pixels)

@@ -288,6 +288,19 @@ static inline Py_ssize_t nearest(const unsigned char *p, const unsigned char *pa
                                  Py_ssize_t k)
 {
     /* Integer squared distances, exact (below 2^18), as the double ones are. */
+    if (k <= 256) {
+        /* Distance and index in one integer: its minimum is the nearest entry, ties to
+         * the lower index, with no branch (which entry is nearest is a coin toss per
+         * pixel: a branch on it was mispredicted often, 5 ns a pixel at K = 4). */
+        int best = INT_MAX;
+        for (int j = 0; j < (int)k; j++) {
+            const unsigned char *c = palette + 3 * j;
+            int e0 = p[0] - c[0], e1 = p[1] - c[1], e2 = p[2] - c[2];
+            int s = ((e0 * e0 + e1 * e1 + e2 * e2) << 8) | j;
+            best = s < best ? s : best;
+        }
+        return best & 0xFF;
+    }
     int best = INT_MAX;
     Py_ssize_t label = 0;
     for (Py_ssize_t j = 0; j < k; j++) {
@@ -300,29 +313,68 @@ static inline Py_ssize_t nearest(const unsigned char *p, const unsigned char *pa
     return label;
 }
 
+/* One mode's loop: LABEL(i) gives pixel i's label. */
+#define ENCODE_LOOP(T, LABEL)                                                            \
+    for (Py_ssize_t i = lo; i < hi; i++) {                                               \
+        Py_ssize_t label = (LABEL);                                                      \
+        if (label >= k) {                                                                \
+            e->bad = 1;                                                                  \
+            return NULL;                                                                 \
+        }                                                                                \
+        ((T *)labels)[i] = (T)label;                                                     \
+        const unsigned char *c = palette + 3 * label;                                    \
+        out[3 * i] = c[0];                                                               \
+        out[3 * i + 1] = c[1];                                                           \
+        out[3 * i + 2] = c[2];                                                           \
+    }
+
 static void *encode_range(void *arg)
 {
     Encoding *e = arg;
-    for (Py_ssize_t i = e->lo; i < e->hi; i++) {
-        Py_ssize_t label;
-        if (e->table == NULL)
-            label = nearest(e->px + 3 * i, e->palette, e->k);
-        else if (e->wide)
-            label = ((const uint16_t *)e->table)[key_of(e->px + 3 * i)];
-        else
-            label = ((const uint8_t *)e->table)[key_of(e->px + 3 * i)];
-        if (label >= e->k) {
-            e->bad = 1;
-            break;
+    /* Locals, not the struct's fields: stores through the byte pointers below may alias
+     * those, which made the compiler reload them on every pixel. */
+    const unsigned char *px = e->px, *palette = e->palette;
+    const void *table = e->table;
+    void *labels = e->labels;
+    unsigned char *out = e->out;
+    const Py_ssize_t lo = e->lo, hi = e->hi, k = e->k;
+    if (table == NULL && k <= 4 && !e->wide) {
+        /* Up to four entries (the usual case here, see histogram.encode_decode): the four
+         * distances unrolled, the palette padded with copies of its last entry, which
+         * never win (the packed minimum prefers the lower index). */
+        int c[4][3];
+        for (int j = 0; j < 4; j++)
+            for (int t = 0; t < 3; t++)
+                c[j][t] = palette[3 * (j < k ? j : k - 1) + t];
+#define PACKED(j)                                                                        \
+    ((((p[0] - c[j][0]) * (p[0] - c[j][0]) + (p[1] - c[j][1]) * (p[1] - c[j][1]) +       \
+       (p[2] - c[j][2]) * (p[2] - c[j][2]))                                               \
+      << 8) |                                                                            \
+     (j))
+        for (Py_ssize_t i = lo; i < hi; i++) {
+            const unsigned char *p = px + 3 * i;
+            int a = PACKED(0), b = PACKED(1), d = PACKED(2), f = PACKED(3);
+            a = b < a ? b : a;
+            d = f < d ? f : d;
+            int label = (d < a ? d : a) & 0xFF;
+            ((uint8_t *)labels)[i] = (uint8_t)label;
+            out[3 * i] = (unsigned char)c[label][0];
+            out[3 * i + 1] = (unsigned char)c[label][1];
+            out[3 * i + 2] = (unsigned char)c[label][2];
         }
-        if (e->wide)
-            ((uint16_t *)e->labels)[i] = (uint16_t)label;
-        else
-            ((uint8_t *)e->labels)[i] = (uint8_t)label;
-        memcpy(e->out + 3 * i, e->palette + 3 * label, 3);
+#undef PACKED
     }
+    else if (table == NULL && e->wide)
+        ENCODE_LOOP(uint16_t, nearest(px + 3 * i, palette, k))
+    else if (table == NULL)
+        ENCODE_LOOP(uint8_t, nearest(px + 3 * i, palette, k))
+    else if (e->wide)
+        ENCODE_LOOP(uint16_t, ((const uint16_t *)table)[key_of(px + 3 * i)])
+    else
+        ENCODE_LOOP(uint8_t, ((const uint8_t *)table)[key_of(px + 3 * i)])
     return NULL;
 }
+#undef ENCODE_LOOP
 
 /* Half the pixels each on two threads from this many (measured: 1.6-1.9x faster on
  * 400k pixels; a thread costs about what it saves below 100k). */
