@@ -110,15 +110,19 @@ def test_encode_decode_in_c_equals_lookup_and_take(ihc, monkeypatch, label_type)
     values = (hist.keys % n_labels).astype(label_type)
     palette = np.random.default_rng(0).integers(0, 256, (n_labels, 3), dtype=np.uint8)
     expected = hist.lookup(pixels, values)
-    results = [encode_decode(hist, pixels, values, palette, chunk=100_000)]
+    diff = pixels.astype(np.int64) - palette[expected]
+    expected_stats = [*np.bincount(expected, minlength=n_labels), int((diff**2).sum())]
+    stats = [np.zeros(n_labels + 1, np.int64) for _ in range(3)]
+    results = [encode_decode(hist, pixels, values, palette, chunk=100_000, stats=stats[0])]
     with _threads.one_thread():
-        results.append(encode_decode(hist, pixels, values, palette))
+        results.append(encode_decode(hist, pixels, values, palette, stats=stats[1]))
     monkeypatch.setattr(hist._codec, "rgb8", False)  # the numpy path
-    results.append(encode_decode(hist, pixels, values, palette))
-    for labels, codewords in results:
+    results.append(encode_decode(hist, pixels, values, palette, stats=stats[2]))
+    for (labels, codewords), measured in zip(results, stats, strict=True):
         assert labels.dtype == label_type
         np.testing.assert_array_equal(labels, expected)
         np.testing.assert_array_equal(codewords, palette[expected])
+        assert measured.tolist() == expected_stats
 
 
 def test_encode_decode_rejects_a_label_outside_the_palette(ihc):
@@ -146,7 +150,13 @@ def test_nearest_codewords_per_pixel_equal_the_lookup():
     values = assign(hist.colors.astype(np.float64), palette.astype(np.float64)).astype(np.uint8)
     assert 2 not in values  # the repeated codeword loses every tie
     looked_up = encode_decode(hist, pixels, values, palette)
-    computed = encode_decode(hist, pixels, values, palette, nearest=True)
+    stats = np.zeros(5, np.int64)
+    computed = encode_decode(hist, pixels, values[:0], palette, nearest=True, stats=stats)
+    # (no values needed per pixel; J and the counts measured on the way)
+    diff = pixels.astype(np.int64) - palette[computed[0]]
+    assert stats.tolist() == [*np.bincount(computed[0], minlength=4), int((diff**2).sum())]
+    with pytest.raises(ValueError, match="one per colour"):
+        encode_decode(hist, pixels, values[:0], palette)
     # (the per-pixel path is taken: many distinct colours, K = 4)
     assert len(hist.keys) >= histogram._NEAREST_MIN_DISTINCT * len(pixels)
     for labels, codewords in (computed, looked_up):

@@ -40,6 +40,32 @@ def test_reconstruction_and_reported_quality(ihc, k):
     assert q.report.entropy_bits == pytest.approx(-(counts * np.log2(p)).sum())
 
 
+@pytest.mark.parametrize("k", [1, 3, 4])
+def test_pixels_encoded_one_by_one_report_the_same_figures(k):
+    # Many distinct colours and K <= 4: quantize encodes each pixel against the palette
+    # and measures J and the cluster sizes there instead of labelling every colour. The
+    # figures must be those of the fit that labels the colours (Codebook.fit, encode).
+    from napari_kmeans_vq import histogram
+
+    rng = np.random.default_rng(k)
+    image = (rng.normal(128, 50, (240, 200, 3)).clip(0, 255)).astype(np.uint8)
+    hist = ColorHistogram.from_pixels(image.reshape(-1, 3))
+    assert histogram.encodes_per_pixel(hist, 240 * 200, k)  # the path under test
+    q = quantize(image, k)
+    book = Codebook(k).fit(image)
+    assert (
+        book.inertia_
+        == q.codebook.inertia_
+        == pytest.approx(
+            measured_j(image, q.reconstruction) * image.shape[0] * image.shape[1], rel=1e-12
+        )
+    )
+    np.testing.assert_array_equal(q.labels, book.encode(image))
+    np.testing.assert_array_equal(q.cluster_sizes, book.cluster_sizes_)
+    np.testing.assert_array_equal(q.cluster_sizes, np.bincount(q.labels.ravel(), minlength=k))
+    assert q.cluster_sizes.dtype == np.int64
+
+
 def test_palette_is_the_rounded_mean_and_every_pixel_has_its_nearest_codeword(ihc_crop):
     q = quantize(ihc_crop, 12)
     pixels = ihc_crop.reshape(-1, 3).astype(np.float64)

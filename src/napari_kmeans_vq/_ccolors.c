@@ -282,6 +282,8 @@ typedef struct {
     Py_ssize_t lo, hi, k;
     int wide; /* uint16 labels, else uint8 */
     int bad;
+    long long *tally; /* NULL, or each label's pixel count (k) ... */
+    long long error;  /* ... and the sum of squared errors, pixel minus codeword */
 } Encoding;
 
 static inline Py_ssize_t nearest(const unsigned char *p, const unsigned char *palette,
@@ -315,6 +317,7 @@ static inline Py_ssize_t nearest(const unsigned char *p, const unsigned char *pa
 
 /* One mode's loop: LABEL(i) gives pixel i's label. */
 #define ENCODE_LOOP(T, LABEL)                                                            \
+    {                                                                                    \
     for (Py_ssize_t i = lo; i < hi; i++) {                                               \
         Py_ssize_t label = (LABEL);                                                      \
         if (label >= k) {                                                                \
@@ -322,10 +325,17 @@ static inline Py_ssize_t nearest(const unsigned char *p, const unsigned char *pa
             return NULL;                                                                 \
         }                                                                                \
         ((T *)labels)[i] = (T)label;                                                     \
-        const unsigned char *c = palette + 3 * label;                                    \
+        const unsigned char *c = palette + 3 * label, *p = px + 3 * i;                   \
         out[3 * i] = c[0];                                                               \
         out[3 * i + 1] = c[1];                                                           \
         out[3 * i + 2] = c[2];                                                           \
+        if (tally) {                                                                     \
+            int e0 = p[0] - c[0], e1 = p[1] - c[1], e2 = p[2] - c[2];                    \
+            tally[label]++;                                                              \
+            error += e0 * e0 + e1 * e1 + e2 * e2;                                        \
+        }                                                                                \
+    }                                                                                    \
+    e->error = error;                                                                    \
     }
 
 static void *encode_range(void *arg)
@@ -338,6 +348,7 @@ static void *encode_range(void *arg)
     void *labels = e->labels;
     unsigned char *out = e->out;
     const Py_ssize_t lo = e->lo, hi = e->hi, k = e->k;
+    long long *tally = e->tally, error = 0;
     if (table == NULL && k <= 4 && !e->wide) {
         /* Up to four entries (the usual case here, see histogram.encode_decode): the four
          * distances unrolled, the palette padded with copies of its last entry, which
@@ -356,13 +367,18 @@ static void *encode_range(void *arg)
             int a = PACKED(0), b = PACKED(1), d = PACKED(2), f = PACKED(3);
             a = b < a ? b : a;
             d = f < d ? f : d;
-            int label = (d < a ? d : a) & 0xFF;
+            int best = d < a ? d : a, label = best & 0xFF;
             ((uint8_t *)labels)[i] = (uint8_t)label;
             out[3 * i] = (unsigned char)c[label][0];
             out[3 * i + 1] = (unsigned char)c[label][1];
             out[3 * i + 2] = (unsigned char)c[label][2];
+            if (tally) {
+                tally[label]++;
+                error += best >> 8;
+            }
         }
 #undef PACKED
+        e->error = error;
     }
     else if (table == NULL && e->wide)
         ENCODE_LOOP(uint16_t, nearest(px + 3 * i, palette, k))
@@ -382,31 +398,42 @@ static void *encode_range(void *arg)
 
 static PyObject *py_encode_decode(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    PyObject *o[5];
+    PyObject *o[6] = {NULL};
     Py_ssize_t n, k, size;
     int threads;
-    if (!PyArg_ParseTuple(args, "OOOOOnnni", &o[0], &o[1], &o[2], &o[3], &o[4], &n, &k, &size,
-                          &threads))
+    if (!PyArg_ParseTuple(args, "OOOOOnnni|O", &o[0], &o[1], &o[2], &o[3], &o[4], &n, &k, &size,
+                          &threads, &o[5]))
         return NULL;
+    /* stats (optional, int64, k + 1): each label's pixel count and, last, the sum of
+     * squared errors are added to it */
+    int with_stats = o[5] != NULL && o[5] != Py_None;
     if (n < 0 || k < 1 || !(size == 1 || size == 2))
         return PyErr_Format(PyExc_ValueError, "need n >= 0, k >= 1, an item size of 1 or 2");
     /* No table (None): each pixel's nearest palette entry. */
     int nearest_entry = o[1] == Py_None;
     if (nearest_entry)
         o[1] = o[0]; /* any buffer: not read */
-    const Spec specs[5] = {
+    const Spec specs[6] = {
         {"pixels", 'u', 1, 3 * n, 0},
         {"table", 'u', nearest_entry ? 1 : size, nearest_entry ? 3 * n : (Py_ssize_t)1 << 24, 0},
         {"palette", 'u', 1, 3 * k, 0},
         {"labels", 'u', size, n, 1},
         {"out", 'u', 1, 3 * n, 1},
+        {"stats", 'i', 8, k + 1, 1},
     };
-    Py_buffer views[5];
-    if (get_all(o, specs, 5, views) < 0)
+    Py_buffer views[6];
+    if (get_all(o, specs, 5 + with_stats, views) < 0)
         return NULL;
+    long long *tallies = with_stats ? calloc(2 * k, sizeof(long long)) : NULL;
+    if (with_stats && !tallies) {
+        release_all(views, 5 + with_stats);
+        return PyErr_NoMemory();
+    }
     Encoding first = {views[0].buf, views[2].buf, nearest_entry ? NULL : views[1].buf,
-                      views[3].buf, views[4].buf, 0, n, k, size == 2, 0};
+                      views[3].buf, views[4].buf, 0, n, k, size == 2, 0, tallies, 0};
     Encoding second = first;
+    second.tally = tallies ? tallies + k : NULL;
+    int bad = 0;
     Py_BEGIN_ALLOW_THREADS
     int done = 0;
 #ifdef HAVE_THREADS
@@ -424,10 +451,19 @@ static PyObject *py_encode_decode(PyObject *Py_UNUSED(self), PyObject *args)
         first.hi = n;
         encode_range(&first);
         second.bad = 0;
+        second.error = 0;
+    }
+    bad = first.bad || second.bad;
+    if (with_stats && !bad) {
+        long long *stats = views[5].buf;
+        for (Py_ssize_t j = 0; j < k; j++)
+            stats[j] += tallies[j] + tallies[k + j];
+        stats[k] += first.error + second.error;
     }
     Py_END_ALLOW_THREADS
-    release_all(views, 5);
-    if (first.bad || second.bad)
+    free(tallies);
+    release_all(views, 5 + with_stats);
+    if (bad)
         return PyErr_Format(PyExc_ValueError, "table: a label is %zd or more", k);
     Py_RETURN_NONE;
 }
@@ -445,9 +481,10 @@ static PyMethodDef methods[] = {
      "runs(sorted, n, keys, counts, colors, m) -> m: distinct keys of n sorted 24-bit keys, "
      "their counts and colours; m = 0 counts them only."},
     {"encode_decode", py_encode_decode, METH_VARARGS,
-     "encode_decode(pixels, table, palette, labels, out, n, k, itemsize, threads): each "
-     "pixel's label (table[key], or with table None the nearest palette entry; uint8 or "
-     "uint16) and codeword (palette[label])."},
+     "encode_decode(pixels, table, palette, labels, out, n, k, itemsize, threads[, stats]): "
+     "each pixel's label (table[key], or with table None the nearest palette entry; uint8 "
+     "or uint16) and codeword (palette[label]); stats (int64, k + 1): each label's pixel "
+     "count and the sum of squared errors are added to it."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -228,6 +228,14 @@ class Codebook:
         ndarray, shape (M,)
             The codeword index of each of the histogram's colours.
         """
+        return self._fit_histogram(hist, dtype, progress)
+
+    def _fit_histogram(self, hist, dtype, progress=None, label_colors=True):
+        """:meth:`fit_histogram`; with ``label_colors`` False the caller encodes every
+        pixel against the palette itself and measures J and the cluster sizes there (see
+        quantize): after an 8-bit RGB fit the colours are then not labelled against the
+        rounded palette (a pass over them), ``inertia_`` and ``cluster_sizes_`` are left
+        to :meth:`_set_measured`, and None is returned."""
         n_colors, space, n_init, max_iter = self._validated_params()
         prepare()
         start = time.perf_counter()
@@ -275,8 +283,11 @@ class Codebook:
             # Encode against the codewords a decoder really has (rounded), not the means;
             # ties between codewords break as in encode().
             if np.issubdtype(dtype, np.integer) and result is not None:
-                labels = result.relabel(palette.astype(np.float64))
-                error = result.relabelled_error()
+                if label_colors:
+                    labels = result.relabel(palette.astype(np.float64))
+                    error = result.relabelled_error()
+                else:
+                    labels = error = None
             self._encode_centers = palette.astype(np.float64)
         else:
             # The decoder's colour for a Lab cluster is the mean of its members in RGB.
@@ -298,14 +309,23 @@ class Codebook:
         self.n_iter_ = n_iter
         self.n_init_ = runs
         self.converged_ = converged
-        if error is None:
-            colors = points if space == "rgb" else hist.colors.astype(np.float64)
-            error = weighted_error(colors, weights, palette.astype(np.float64), labels)
-        self.inertia_, counts = error
         self.n_distinct_colors_ = n_distinct
-        self.cluster_sizes_ = np.rint(counts).astype(np.int64)
+        if labels is None:
+            self.inertia_ = self.cluster_sizes_ = None
+        else:
+            if error is None:
+                colors = points if space == "rgb" else hist.colors.astype(np.float64)
+                error = weighted_error(colors, weights, palette.astype(np.float64), labels)
+            self.inertia_, counts = error
+            self.cluster_sizes_ = np.rint(counts).astype(np.int64)
         self.fit_seconds_ = time.perf_counter() - start
         return labels
+
+    def _set_measured(self, stats: np.ndarray) -> None:
+        """``inertia_`` and ``cluster_sizes_`` from an encoding's stats (see
+        histogram.encode_decode), after ``_fit_histogram(label_colors=False)``."""
+        self.inertia_ = float(stats[-1])
+        self.cluster_sizes_ = np.asarray(stats[:-1], dtype=np.int64).copy()
 
     # -- encoding and decoding -------------------------------------------------------------
 

@@ -239,7 +239,27 @@ class ColorHistogram:
         return out
 
 
-def encode_decode(hist, pixels, values, palette, chunk=CHUNK_PIXELS, progress=None, nearest=False):
+def encodes_per_pixel(hist, n_pixels: int, n_entries: int) -> bool:
+    """Whether :func:`encode_decode` with ``nearest=True`` computes each of ``n_pixels``
+    pixels' nearest codeword among ``n_entries`` in C instead of looking its colour up
+    (8-bit RGB, few codewords, many distinct colours); it then reads no ``values``."""
+    return (
+        hist._codec.rgb8
+        and n_entries <= _NEAREST_MAX_ENTRIES
+        and len(hist.keys) >= _NEAREST_MIN_DISTINCT * n_pixels
+    )
+
+
+def encode_decode(
+    hist,
+    pixels,
+    values,
+    palette,
+    chunk=CHUNK_PIXELS,
+    progress=None,
+    nearest=False,
+    stats=None,
+):
     """Each pixel's value (its colour's entry of ``values``) and codeword (``palette`` at
     that value): ``hist.lookup`` and ``palette[labels]`` in one pass.
 
@@ -247,9 +267,12 @@ def encode_decode(hist, pixels, values, palette, chunk=CHUNK_PIXELS, progress=No
     _threads); anything else through numpy. ``nearest``: the caller vouches that each
     value is the index of the palette entry nearest its colour (squared RGB distance,
     ties to the lower index); with few entries C then computes it per pixel instead of
-    looking it up in a 16 MiB table, whose cache misses cost more. ``pixels`` must be
-    those the histogram was built from, or some of them. Returns (labels (N,), codewords
-    (N, C)).
+    looking it up in a 16 MiB table, whose cache misses cost more (see
+    :func:`encodes_per_pixel`). ``pixels`` must be those the histogram was built from, or
+    some of them. ``stats``: an int64 array of ``len(palette) + 1`` (integer images), to
+    which each codeword's pixel count and, last, the sum over pixels of the squared error
+    (colour minus codeword, summed over channels) are added. Returns (labels (N,),
+    codewords (N, C)).
     """
     values = np.asarray(values)
     fast = (
@@ -260,16 +283,20 @@ def encode_decode(hist, pixels, values, palette, chunk=CHUNK_PIXELS, progress=No
     )
     if not fast:
         labels = hist.lookup(pixels, values, chunk=chunk, progress=progress)
-        return labels, take_rows(palette, labels)
+        codewords = take_rows(palette, labels)
+        if stats is not None:
+            stats[:-1] += np.bincount(labels, minlength=len(palette))
+            for c in range(pixels.shape[1]):
+                diff = pixels[:, c].astype(np.int64) - codewords[:, c]
+                stats[-1] += int(diff @ diff)
+        return labels, codewords
     n = pixels.shape[0]
     palette = np.ascontiguousarray(palette)
     labels = np.empty(n, dtype=values.dtype)
     out = np.empty((n, 3), dtype=np.uint8)
-    per_pixel = (
-        nearest
-        and len(palette) <= _NEAREST_MAX_ENTRIES
-        and len(hist.keys) >= _NEAREST_MIN_DISTINCT * n
-    )
+    per_pixel = nearest and encodes_per_pixel(hist, n, len(palette))
+    if not per_pixel and len(values) != len(hist.keys):
+        raise ValueError(f"values: need one per colour ({len(hist.keys)}), got {len(values)}")
     with contextlib.nullcontext(None) if per_pixel else _lookup_table(values.dtype) as table:
         if table is not None:
             # Only the entries of the histogram's colours are read: no need to clear it.
@@ -286,6 +313,7 @@ def encode_decode(hist, pixels, values, palette, chunk=CHUNK_PIXELS, progress=No
                 len(palette),
                 values.itemsize,
                 thread_limit(),
+                stats,
             )
             if progress is not None:
                 progress("encode", end / n)

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .bits import BitReport, bit_report, label_entropy_bits
-from .codebook import Codebook, _is_lazy, peak_value
-from .histogram import ColorHistogram, encode_decode
+from .codebook import Codebook, _is_lazy, label_dtype, peak_value
+from .histogram import ColorHistogram, encode_decode, encodes_per_pixel
 
 
 @dataclass(frozen=True, eq=False)
@@ -180,16 +180,29 @@ def quantize(
     colors, kept_alpha = codebook._colors(arr)
     pixels = colors.reshape(-1, colors.shape[-1])
     hist = ColorHistogram.from_pixels(pixels, progress=progress)
-    per_color = codebook.fit_histogram(hist, arr.dtype, progress=progress)
+    rgb = codebook.color_space.lower() == "rgb"
+    # Pixels encoded one by one (few codewords, many colours) need no labels per colour:
+    # J and the cluster sizes are then measured while encoding, exactly (integers).
+    per_pixel = rgb and encodes_per_pixel(hist, pixels.shape[0], codebook._validated_params()[0])
+    per_color = codebook._fit_histogram(hist, arr.dtype, progress, label_colors=not per_pixel)
+    stats = None
+    if per_color is None:
+        stats = np.zeros(codebook.n_colors_ + 1, dtype=np.int64)
+        values = np.empty(0, dtype=label_dtype(codebook.n_colors_))
+    else:
+        values = codebook._label_values(per_color)
     labels, codewords = encode_decode(
         hist,
         pixels,
-        codebook._label_values(per_color),
+        values,
         codebook.palette_,
         progress=progress,
         # RGB fits label each colour with its nearest codeword (see fit_histogram).
-        nearest=codebook.color_space.lower() == "rgb",
+        nearest=rgb,
+        stats=stats,
     )
+    if stats is not None:
+        codebook._set_measured(stats)
     labels = labels.reshape(colors.shape[:-1])
     codewords = codewords.reshape(colors.shape)
     if kept_alpha is None:
