@@ -105,17 +105,20 @@ def grid_summary(x, w, cells, limit, target, max_cells, values=None, exact=False
     m, d = x.shape
     points = x if values is None else np.ascontiguousarray(values)
     as_bytes = int(values is not None)
-    keys = np.empty(m, dtype=np.int32)
-    n = _ckmeans.grid_cells(
-        points, keys, m, d, cells, limit, target, max_cells, thread_limit(), as_bytes
-    )
-    if n == 0:
-        return None
-    means, total = np.empty((n, d)), np.empty(n)
-    _ckmeans.grid_means(
-        points, w, keys, means, total, m, d, n, as_bytes, thread_limit(), int(exact)
-    )
-    return means, total
+    keys = _scratch.take(m, np.int32)  # a temporary: no fresh pages (see _scratch)
+    try:
+        n = _ckmeans.grid_cells(
+            points, keys, m, d, cells, limit, target, max_cells, thread_limit(), as_bytes
+        )
+        if n == 0:
+            return None
+        means, total = np.empty((n, d)), np.empty(n)
+        _ckmeans.grid_means(
+            points, w, keys, means, total, m, d, n, as_bytes, thread_limit(), int(exact)
+        )
+        return means, total
+    finally:
+        _scratch.give(keys)
 
 
 class KernelRun:

@@ -19,6 +19,11 @@ import numpy as np
 
 _MAX_BUFFERS = 6  # two runs at once, three arrays each
 _MAX_BYTES = 4 << 20
+# A spare buffer serves requests of at least 1/_SLACK of its size: the coarse stage's
+# small runs (several alive at once) took the large buffers that the runs over every
+# colour then had to allocate afresh (the first 3-4 calls on the H&E tile faulted
+# 200-450 pages each in those runs; now none from the second call on).
+_SLACK = 4
 _spare: list = []
 _lock = threading.Lock()
 # Buffers given back. give() only appends here, without the lock: it also runs from
@@ -27,7 +32,8 @@ _returned: collections.deque = collections.deque()
 
 
 def take(shape, dtype) -> np.ndarray:
-    """An uninitialised array, from a spare buffer when one is large enough."""
+    """An uninitialised array, from a spare buffer when one is large enough (and not
+    more than _SLACK times too large)."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     buffer = None
@@ -37,7 +43,7 @@ def take(shape, dtype) -> np.ndarray:
                 _spare.append(_returned.popleft())
             while len(_spare) > _MAX_BUFFERS:
                 _spare.pop(min(range(len(_spare)), key=lambda i: _spare[i].nbytes))
-            fits = [i for i, b in enumerate(_spare) if b.nbytes >= nbytes]
+            fits = [i for i, b in enumerate(_spare) if nbytes <= b.nbytes <= _SLACK * nbytes]
             if fits:
                 buffer = _spare.pop(min(fits, key=lambda i: _spare[i].nbytes))
     if buffer is None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _scratch
 from ._threads import thread_limit
 
 try:
@@ -137,14 +138,19 @@ class ColorHistogram:
         if codec.rgb8 and n > _DENSE_COUNT_MIN_PIXELS:
             return cls._from_rgb8(pixels, chunk, progress, codec)
         if codec.rgb8 and n <= chunk:
-            # One chunk of 8-bit RGB: sort the keys, then one C pass gives the table.
-            keys = codec.keys(pixels)
-            keys.sort()
-            m = _ccolors.runs(keys, n, None, None, None, 0)
-            distinct = np.empty(m, dtype=np.uint32)
-            counts = np.empty(m, dtype=np.int64)
-            colors = np.empty((m, 3), dtype=np.uint8)
-            _ccolors.runs(keys, n, distinct, counts, colors, m)
+            # One chunk of 8-bit RGB: sort the keys, then one C pass gives the table. The
+            # keys are a temporary: scratch memory (see _scratch), not fresh pages.
+            keys = _scratch.take(n, np.uint32)
+            try:
+                _ccolors.pack(np.ascontiguousarray(pixels), keys, n)
+                keys.sort()
+                m = _ccolors.runs(keys, n, None, None, None, 0)
+                distinct = np.empty(m, dtype=np.uint32)
+                counts = np.empty(m, dtype=np.int64)
+                colors = np.empty((m, 3), dtype=np.uint8)
+                _ccolors.runs(keys, n, distinct, counts, colors, m)
+            finally:
+                _scratch.give(keys)
             if progress is not None:
                 progress("histogram", 1.0)
             return cls(colors, counts, distinct, None, codec)
