@@ -27,6 +27,23 @@ def test_a_buffer_given_back_is_handed_out_again(monkeypatch):
     assert all(b.nbytes <= _scratch._MAX_BYTES for b in _scratch._returned)
 
 
+def test_a_large_buffer_is_kept_for_large_requests(monkeypatch):
+    # Small runs alive at once (the coarse stage) must not take the buffers that the runs
+    # over every colour need next: a request smaller than a quarter of a buffer gets
+    # fresh memory, and the large buffer is still there for the next large request.
+    monkeypatch.setattr(_scratch, "_spare", [])
+    monkeypatch.setattr(_scratch, "_returned", collections.deque())
+    large = _scratch.take(100_000, np.float64)
+    address = large.__array_interface__["data"][0]
+    _scratch.give(large)
+    del large
+    small = _scratch.take(100_000 // (_scratch._SLACK + 1), np.float64)
+    assert small.__array_interface__["data"][0] != address
+    again = _scratch.take(100_000, np.float64)
+    assert again.__array_interface__["data"][0] == address
+    _scratch.give(small, again)
+
+
 def test_results_do_not_share_scratch_memory(ihc):
     # A fit borrows its points and runs' arrays; what it returns must stay as it was
     # when later fits reuse that memory.
