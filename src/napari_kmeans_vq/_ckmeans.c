@@ -108,7 +108,9 @@ static inline double dist2(const double *a, const double *b, Py_ssize_t d)
         best = (s) < best ? (s) : best;                                                  \
     } while (0)
 
-#if defined(__SSE2__) || defined(_M_X64)
+/* SSE2 where scalar double maths is SSE2 too (x86-64): 32-bit x87 maths keeps excess
+ * precision, and the pair and single-point searches could then disagree on a tie. */
+#if defined(__SSE2_MATH__) || defined(_M_X64)
 #define HAVE_SSE2 1
 #include <emmintrin.h>
 #endif
@@ -1096,9 +1098,9 @@ static PyObject *py_error(PyObject *Py_UNUSED(self), PyObject *args)
 }
 
 /* moments(x, w, out, m, d, exact): out = [sum w, sum w x (d), sum w x^2 (d)], each summed
- * in point order (kmeans._weighted_variance's numpy path adds in the same order). For
- * exact points (integral(): every sum exact in any order, so the same result) in three
- * dimensions, in one pass over the points instead of one per axis. */
+ * in point order (kmeans._weighted_variance's numpy path adds in the same order); exact 2:
+ * the points are uint8 (exact ones, see integral()). Three dimensions take one pass over
+ * the points instead of one per axis: the seven sums are the same, each in point order. */
 static PyObject *py_moments(PyObject *Py_UNUSED(self), PyObject *args)
 {
     PyObject *o[3];
@@ -1108,7 +1110,6 @@ static PyObject *py_moments(PyObject *Py_UNUSED(self), PyObject *args)
         return NULL;
     if (m < 0 || d < 1)
         return PyErr_Format(PyExc_ValueError, "need m >= 0 and d >= 1");
-    /* exact 2: exact, and the points are 8-bit values (uint8) */
     const Spec specs[3] = {{"points", exact == 2 ? 'u' : 'f', exact == 2 ? 1 : 8, m * d, 0},
                            {"weights", 'f', 8, m, 0},
                            {"out", 'f', 8, 1 + 2 * d, 1}};
@@ -1120,7 +1121,7 @@ static PyObject *py_moments(PyObject *Py_UNUSED(self), PyObject *args)
 #define AT(i, t) (u8 ? (double)u8[(i) * d + (t)] : x[(i) * d + (t)])
     double *out = views[2].buf;
     Py_BEGIN_ALLOW_THREADS
-    if (exact && d == 3) {
+    if (d == 3) {
         /* one pass over the points; the seven sums do not wait on one another */
         double mass = 0.0, a0 = 0.0, a1 = 0.0, a2 = 0.0, b0 = 0.0, b1 = 0.0, b2 = 0.0;
         for (Py_ssize_t i = 0; i < m; i++) {
@@ -1225,7 +1226,7 @@ static PyMethodDef methods[] = {
      "kmeans.kmeans_plusplus), into centers."},
     {"moments", py_moments, METH_VARARGS,
      "moments(x, w, out, m, d, exact): out = [sum w, sum w x, sum w x^2], in point order "
-     "(exact: in any order; exact 2: x is uint8)."},
+     "(exact 2: x is uint8)."},
     {"integral", py_integral, METH_VARARGS,
      "integral(x, w, m, d) -> bool: integer points and weights, weighted sums below 2^52."},
     {"error", py_error, METH_VARARGS,

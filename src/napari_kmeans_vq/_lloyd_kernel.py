@@ -60,9 +60,8 @@ def integral(x: np.ndarray, w: np.ndarray) -> bool:
 
 
 def moments(x: np.ndarray, w: np.ndarray, exact: bool = False) -> np.ndarray:
-    """[sum w, sum w x (D), sum w x**2 (D)], each summed in point order; for ``exact``
-    points (see :func:`integral`) in any order, faster, with the same result. ``x`` may be
-    uint8 (8-bit colours) for exact points."""
+    """[sum w, sum w x (D), sum w x**2 (D)], each summed in point order. ``x`` may be
+    uint8 (8-bit colours) for ``exact`` points (see :func:`integral`)."""
     out = np.empty(1 + 2 * x.shape[1])
     _ckmeans.moments(x, w, out, *x.shape, _exact_mode(x, exact))
     return out
@@ -80,7 +79,9 @@ def _exact_mode(x: np.ndarray, exact: bool) -> int:
 def inertia_from_sums(wx2: float, centers, sums, mass) -> float:
     """Weighted squared error from cluster sums: sum w|x|^2 - 2 c.S + m|c|^2 (clipped at
     0). Exact when every term is an integer below 2**53; otherwise close enough to rank
-    runs (its rounding is relative to sum w|x|^2). Both paths use it, so they agree."""
+    runs (its rounding is relative to sum w|x|^2, not to the error). Exact runs in C and
+    the numpy path both rank by it (they agree when sum w|x|^2 is below 2**53: it is
+    then exact on both)."""
     c = centers
     value = wx2 - 2 * float((c * sums).sum()) + float(mass @ (c * c).sum(1))
     return max(value, 0.0)
@@ -124,7 +125,8 @@ def grid_summary(x, w, cells, limit, target, max_cells, values=None, exact=False
 class KernelRun:
     """Lloyd's iterations on weighted points from given centres.
 
-    ``x`` (M, D) and ``w`` (M,) must be C-contiguous float64. ``labels`` are always the
+    ``x`` (M, D) and ``w`` (M,) must be C-contiguous float64 (``x`` may be uint8 for exact
+    problems: see below). ``labels`` are always the
     nearest centres of ``centers`` (the state a caller can trust), and :meth:`inertia`
     is their weighted squared error. ``exact``: :func:`integral` holds for ``x`` and
     ``w`` (then a pass touches the sums only for points that change cluster).

@@ -64,11 +64,12 @@ class KeyCodec:
             _ccolors is not None and self.dense and self.dtype == np.uint8 and channels == 3
         )
 
-    def keys(self, pixels: np.ndarray) -> np.ndarray:
-        """Keys of ``pixels`` (n, C) as a 1D array (a new array, never a view of the input)."""
+    def keys(self, pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Keys of ``pixels`` (n, C) as a 1D array (a new array, never a view of the input;
+        for 8-bit RGB, ``out`` if given: uint32, n)."""
         n = pixels.shape[0]
         if self.rgb8:
-            keys = np.empty(n, dtype=np.uint32)
+            keys = np.empty(n, dtype=np.uint32) if out is None else out
             _ccolors.pack(np.ascontiguousarray(pixels), keys, n)
             return keys
         if self.dense and self.nbytes == 3 and self.width == 4:
@@ -142,7 +143,7 @@ class ColorHistogram:
             # keys are a temporary: scratch memory (see _scratch), not fresh pages.
             keys = _scratch.take(n, np.uint32)
             try:
-                _ccolors.pack(np.ascontiguousarray(pixels), keys, n)
+                codec.keys(pixels, out=keys)
                 keys.sort()
                 m = _ccolors.runs(keys, n, None, None, None, 0)
                 distinct = np.empty(m, dtype=np.uint32)

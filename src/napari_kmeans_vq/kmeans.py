@@ -90,7 +90,8 @@ class KMeansResult:
         Index of the nearest centre of each point (int32 from the C path, intp from
         numpy's).
     inertia : float
-        Sum of weight times squared distance to the assigned centre.
+        Sum of weight times squared distance to the assigned centre (for exact runs in C,
+        from the cluster sums: see :func:`._lloyd_kernel.inertia_from_sums`).
     n_iter : int
         Lloyd iterations of the best run.
     n_init : int
@@ -233,9 +234,11 @@ def weighted_kmeans(
             sx, sw = x, w
         # The draws are made here, in order; the seedings themselves run with their runs.
         trials = _local_trials(n_clusters)
+        # (seeding reads float64: bytes, when there was no summary, converted once)
+        seed_points = np.ascontiguousarray(sx, dtype=np.float64)
         starts = [
             functools.partial(
-                _plusplus, sx, sw, n_clusters, _uniforms(rng, n_clusters, trials), trials
+                _plusplus, seed_points, sw, n_clusters, _uniforms(rng, n_clusters, trials), trials
             )
             for _ in range(n_init)
         ]
@@ -334,8 +337,8 @@ def _weighted_variance(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Weighted variance of each axis, and each axis's sum of w x**2. Every sum runs in
     point order, in C (one pass, no BLAS threads left spinning) or in numpy (cumulative
-    sums), so both paths get the same tolerance bit for bit; ``exact`` points (see
-    weighted_kmeans's ``integral``) have exact sums in any order, which C then uses."""
+    sums), so both paths get the same tolerance bit for bit. ``exact``: the points are
+    exact (see weighted_kmeans's ``integral``), which uint8 points must be."""
     d = x.shape[1]
     if _lloyd_kernel.available():
         sums = _lloyd_kernel.moments(x, w, exact)
