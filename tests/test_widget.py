@@ -160,10 +160,13 @@ def test_second_run_updates_in_place(viewer, widget, qtbot):
 
 
 def cancel_mid_run(widget, qtbot):
-    """Start a run, cancel it while the engine is busy, and wait until the worker is gone."""
-    worker = widget.run()
-    qtbot.waitUntil(lambda: worker.is_running, timeout=10_000)
-    qtbot.wait(200)
+    """Start a run, cancel it while the engine is busy, and wait until the worker is gone.
+
+    The run is made long (K = 64 on the caller's large image, as the engine got faster a
+    K = 4 run could end before a fixed wait did), and cancelled once the engine reports
+    progress, not after a set time."""
+    worker = widget.run(n_colors=64)
+    qtbot.waitUntil(lambda: worker.is_running and widget._control.fraction > 0, timeout=30_000)
     widget.cancel()
     assert not widget.running and widget.run_button.enabled
     qtbot.waitUntil(lambda: not worker.is_running, timeout=60_000)

@@ -142,26 +142,12 @@ static inline int nearest_two(const Problem *p, Py_ssize_t i, double *first, dou
 }
 
 #ifdef HAVE_SSE2
-/* nearest_two for points i and i + 1 of a 3-d problem at once, one in each SSE2 lane:
- * per lane the same operations in the same order, so the same results (about twice as
- * fast as two calls: the pass that assigns every point is bound by instruction count). */
-static inline void nearest_two_pair(const Problem *p, Py_ssize_t i, int *label,
-                                    __m128d *first, __m128d *second)
+/* nearest_two for two points of a 3-d problem at once, one in each SSE2 lane (their
+ * coordinates in x0, x1, x2): per lane the same operations in the same order, so the same
+ * results (about twice as fast as two calls: the search is bound by instruction count). */
+static inline void search_pair(const Problem *p, __m128d x0, __m128d x1, __m128d x2,
+                               int *label, __m128d *first, __m128d *second)
 {
-    __m128d x0, x1, x2;
-    if (p->u8) {
-        const unsigned char *q = p->u8 + 3 * i;
-        x0 = _mm_set_pd(q[3], q[0]);
-        x1 = _mm_set_pd(q[4], q[1]);
-        x2 = _mm_set_pd(q[5], q[2]);
-    }
-    else {
-        const double *xi = p->x + 3 * i;
-        __m128d a = _mm_loadu_pd(xi), b = _mm_loadu_pd(xi + 2), c = _mm_loadu_pd(xi + 4);
-        x0 = _mm_shuffle_pd(a, b, 2);
-        x1 = _mm_shuffle_pd(a, c, 1);
-        x2 = _mm_shuffle_pd(b, c, 2);
-    }
     __m128d best = _mm_set1_pd(INFINITY), runner = best, which = _mm_setzero_pd();
     for (Py_ssize_t j = 0; j < p->k; j++) {
         const double *cj = p->c + 3 * j;
@@ -181,6 +167,33 @@ static inline void nearest_two_pair(const Problem *p, Py_ssize_t i, int *label,
     label[1] = _mm_cvtsi128_si32(_mm_srli_si128(index, 4));
     *first = best;
     *second = runner;
+}
+
+/* search_pair for points i and j. */
+static inline void nearest_two_pair(const Problem *p, Py_ssize_t i, Py_ssize_t j, int *label,
+                                    __m128d *first, __m128d *second)
+{
+    __m128d x0, x1, x2;
+    if (p->u8) {
+        const unsigned char *a = p->u8 + 3 * i, *b = p->u8 + 3 * j;
+        x0 = _mm_set_pd(b[0], a[0]);
+        x1 = _mm_set_pd(b[1], a[1]);
+        x2 = _mm_set_pd(b[2], a[2]);
+    }
+    else if (j == i + 1) {
+        const double *xi = p->x + 3 * i;
+        __m128d a = _mm_loadu_pd(xi), b = _mm_loadu_pd(xi + 2), c = _mm_loadu_pd(xi + 4);
+        x0 = _mm_shuffle_pd(a, b, 2);
+        x1 = _mm_shuffle_pd(a, c, 1);
+        x2 = _mm_shuffle_pd(b, c, 2);
+    }
+    else {
+        const double *a = p->x + 3 * i, *b = p->x + 3 * j;
+        x0 = _mm_set_pd(b[0], a[0]);
+        x1 = _mm_set_pd(b[1], a[1]);
+        x2 = _mm_set_pd(b[2], a[2]);
+    }
+    search_pair(p, x0, x1, x2, label, first, second);
 }
 #endif
 
@@ -251,7 +264,7 @@ static void assign_range(Problem *p, Py_ssize_t lo, Py_ssize_t hi)
         for (; lo + 1 < hi; lo += 2) {
             int label[2];
             __m128d first, second;
-            nearest_two_pair(p, lo, label, &first, &second);
+            nearest_two_pair(p, lo, lo + 1, label, &first, &second);
             p->labels[lo] = label[0];
             p->labels[lo + 1] = label[1];
             _mm_storeu_pd(p->upper + lo, _mm_sqrt_pd(first));
@@ -340,47 +353,83 @@ static void describe_move(const Problem *p, const double *shift, double *half_ga
     }
 }
 
+/* A point searched in full: its new label, bounds and (exact problems) sums. */
+static inline Py_ssize_t settle(Problem *p, Py_ssize_t i, int label, double first,
+                                double runner)
+{
+    int a = p->labels[i];
+    p->upper[i] = sqrt(first);
+    p->lower[i] = sqrt(runner);
+    p->labels[i] = label;
+    if (label == a)
+        return 0;
+    if (p->exact)
+        transfer(p, i, a, label);
+    return 1;
+}
+
 /* Hamerly's pass over points [lo, hi) after the centres moved: update the bounds, search
- * the points whose bounds overlap; returns how many labels changed. */
+ * the points whose bounds overlap; returns how many labels changed. A block of points at
+ * a time: first the bounds, then the points to search, two at a time where SSE2 allows,
+ * then (sums recomputed) every point's sums in point order, as one point at a time. */
+#define BLOCK 256
 static Py_ssize_t pass_bounded_range(Problem *p, const Move *mv, Py_ssize_t lo, Py_ssize_t hi,
                                      Py_ssize_t *searched)
 {
     Py_ssize_t d = p->d;
     Py_ssize_t changed = 0, n = 0;
-    for (Py_ssize_t i = lo; i < hi; i++) {
-        int a = p->labels[i];
-        /* Every term is loosened, not just the result: lower - shift can cancel, and its
-         * rounding error is relative to the terms (found by review: a far move of one
-         * centre left an exact tie unsearched). */
-        double up = (p->upper[i] + mv->shift[a]) * (1.0 + LOOSEN);
-        double low = p->lower[i] * (1.0 - LOOSEN) -
-                     (a == mv->top_j ? mv->second_top : mv->top) * (1.0 + LOOSEN);
-        double gap = mv->half_gap[a] * (1.0 - LOOSEN);
-        double bound = gap > low ? gap : low;
-        p->lower[i] = low;
-        if (up >= bound) {
-            up = sqrt(point_dist2(p, i, p->c + a * d));
+    Py_ssize_t todo[BLOCK];
+    for (Py_ssize_t start = lo; start < hi; start += BLOCK) {
+        Py_ssize_t end = hi - start > BLOCK ? start + BLOCK : hi, m = 0;
+        for (Py_ssize_t i = start; i < end; i++) {
+            int a = p->labels[i];
+            /* Every term is loosened, not just the result: lower - shift can cancel, and
+             * its rounding error is relative to the terms (found by review: a far move of
+             * one centre left an exact tie unsearched). */
+            double up = (p->upper[i] + mv->shift[a]) * (1.0 + LOOSEN);
+            double low = p->lower[i] * (1.0 - LOOSEN) -
+                         (a == mv->top_j ? mv->second_top : mv->top) * (1.0 + LOOSEN);
+            double gap = mv->half_gap[a] * (1.0 - LOOSEN);
+            double bound = gap > low ? gap : low;
+            p->lower[i] = low;
             if (up >= bound) {
-                double first, runner;
-                int label = nearest_two(p, i, &first, &runner);
-                up = sqrt(first);
-                p->lower[i] = sqrt(runner);
-                if (label != a) {
-                    changed++;
-                    if (p->exact)
-                        transfer(p, i, a, label);
+                up = sqrt(point_dist2(p, i, p->c + a * d));
+                if (up >= bound) {
+                    todo[m++] = i; /* bounds set when searched */
+                    continue;
                 }
-                p->labels[i] = a = label;
-                n++;
+            }
+            p->upper[i] = up;
+        }
+        Py_ssize_t q = 0;
+#ifdef HAVE_SSE2
+        if (d == 3) {
+            for (; q + 1 < m; q += 2) {
+                int label[2];
+                __m128d first, second;
+                double f[2], r[2];
+                nearest_two_pair(p, todo[q], todo[q + 1], label, &first, &second);
+                _mm_storeu_pd(f, first);
+                _mm_storeu_pd(r, second);
+                changed += settle(p, todo[q], label[0], f[0], r[0]);
+                changed += settle(p, todo[q + 1], label[1], f[1], r[1]);
             }
         }
-        p->upper[i] = up;
+#endif
+        for (; q < m; q++) {
+            double first, runner;
+            int label = nearest_two(p, todo[q], &first, &runner);
+            changed += settle(p, todo[q], label, first, runner);
+        }
+        n += m;
         if (!p->exact)
-            accumulate(p, i, a);
+            for (Py_ssize_t i = start; i < end; i++)
+                accumulate(p, i, p->labels[i]);
     }
     *searched = n;
     return changed;
 }
+#undef BLOCK
 
 /* One pass over the points, as two halves (on two threads for heavy passes). */
 typedef struct {
