@@ -377,6 +377,19 @@ def test_fractional_weights_reseed_alike(kernel, seed):
     _both_paths(x, w, start)
 
 
+@pytest.mark.parametrize("k", [4, 16, 50])
+def test_unrounded_points_search_alike_two_at_a_time(kernel, k):
+    # Lab-like coordinates (no integers, no exact sums): the C pass searches the points
+    # its bounds leave in doubt two at a time, and adds the sums in point order after;
+    # labels and the fixed point must be those of the numpy path.
+    rng = np.random.default_rng(k)
+    x = rng.normal(0.0, 25.0, size=(6000, 3)) + np.array([50.0, 0.0, 0.0])
+    w = rng.gamma(2.0, 1.5, size=6000)
+    start = x[rng.choice(6000, size=k, replace=False)]
+    compiled, _ = _both_paths(x, w, start)
+    np.testing.assert_array_equal(compiled.labels, kmeans.assign(x, compiled.centers))
+
+
 def test_weighted_kmeans_rejects_non_finite_points():
     x = np.array([[0.0, 0.0, 0.0], [1.0, np.nan, 0.0], [5.0, 5.0, 5.0]])
     with pytest.raises(ValueError, match="finite"):
