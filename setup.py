@@ -16,9 +16,9 @@ flags = ["-pthread", "-ffp-contract=off"] if os.name == "posix" else []
 
 def extension(name: str) -> Extension:
     return Extension(
-        f"napari_kmeans_vq.{name}",
-        [f"src/napari_kmeans_vq/{name}.c"],
-        depends=["src/napari_kmeans_vq/_cbuffer.h"],
+        f"napari_kmeans_vq.core.{name}",
+        [f"src/napari_kmeans_vq/core/{name}.c"],
+        depends=["src/napari_kmeans_vq/core/_cbuffer.h"],
         extra_compile_args=flags,
         extra_link_args=flags,
         optional=True,

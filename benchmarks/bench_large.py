@@ -127,8 +127,8 @@ def run(src: str, out: str, k: int, chunk: int) -> dict:
     """The measured pipeline: fit and write. Runs in its own process."""
     import zarr
 
-    from napari_kmeans_vq.chunked import quantize_lazy
-    from napari_kmeans_vq.omezarr import write_labels
+    from napari_kmeans_vq.io.omezarr import write_labels
+    from napari_kmeans_vq.large import quantize_lazy
 
     figures = {}
     with PeakRSS() as mem:
@@ -164,7 +164,7 @@ def check_crop(src: str, k: int, crop: int) -> dict:
     import zarr
 
     from napari_kmeans_vq import quantize
-    from napari_kmeans_vq.chunked import quantize_lazy
+    from napari_kmeans_vq.large import quantize_lazy
 
     z = zarr.open_array(src, mode="r")
     lazy_in = da.from_zarr(z)[:crop, :crop]

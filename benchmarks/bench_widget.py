@@ -42,7 +42,7 @@ def main() -> None:
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
-    from napari_kmeans_vq.plugin.sample_data import stain_patches
+    from napari_kmeans_vq.napari.sample_data import stain_patches
 
     app = QApplication.instance() or napari.qt.get_qapp()
     viewer = napari.Viewer(show=True)

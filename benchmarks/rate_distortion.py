@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFile, ImageFont
 
 from napari_kmeans_vq import quantize
-from napari_kmeans_vq.storage import save
+from napari_kmeans_vq.io import save
 
 K_VALUES = (4, 8, 16, 32, 64, 128, 256)
 # Optimized Huffman tables need the whole file in Pillow's buffer; the default is too small

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_kmeans_vq import bit_report
-from napari_kmeans_vq.bits import bits_per_index, label_entropy_bits
+from napari_kmeans_vq.core.bits import bits_per_index, label_entropy_bits
 
 
 def test_seed_worked_example():

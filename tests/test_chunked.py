@@ -13,7 +13,7 @@ import pytest
 from napari_kmeans_vq import Codebook, quantize
 
 da = pytest.importorskip("dask.array")
-chunked = pytest.importorskip("napari_kmeans_vq.chunked")
+chunked = pytest.importorskip("napari_kmeans_vq.large")
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_import_does_not_import_dask():
 
 
 def test_chunked_histogram_equals_in_memory(ihc, ihc_dask):
-    from napari_kmeans_vq.histogram import ColorHistogram
+    from napari_kmeans_vq.core.histogram import ColorHistogram
 
     hist = chunked.color_histogram(ihc_dask)
     ref = ColorHistogram.from_pixels(ihc.reshape(-1, 3))
@@ -185,7 +185,7 @@ def test_caller_array_is_not_modified(ihc):
 
 def test_distributed_client_gives_identical_results(tmp_path, ihc, lazy16, eager16):
     distributed = pytest.importorskip("distributed")
-    omezarr = pytest.importorskip("napari_kmeans_vq.omezarr")
+    omezarr = pytest.importorskip("napari_kmeans_vq.io.omezarr")
     with (
         warnings.catch_warnings(),
         distributed.LocalCluster(
@@ -211,7 +211,7 @@ def test_distributed_client_gives_identical_results(tmp_path, ihc, lazy16, eager
 
 
 def test_ome_zarr_labels_round_trip(tmp_path, lazy16, eager16):
-    omezarr = pytest.importorskip("napari_kmeans_vq.omezarr")
+    omezarr = pytest.importorskip("napari_kmeans_vq.io.omezarr")
     pytest.importorskip("zarr")
     path = omezarr.write_labels(tmp_path / "out.ome.zarr", lazy16, chunk=128)
     levels, meta = omezarr.read_labels(path)
@@ -244,7 +244,7 @@ def test_ome_zarr_labels_round_trip(tmp_path, lazy16, eager16):
 
 
 def test_ome_zarr_reads_with_ome_zarr_py(tmp_path, ihc, lazy16, eager16):
-    omezarr = pytest.importorskip("napari_kmeans_vq.omezarr")
+    omezarr = pytest.importorskip("napari_kmeans_vq.io.omezarr")
     pytest.importorskip("ome_zarr")
     from ome_zarr.format import FormatV04
     from ome_zarr.io import parse_url
@@ -264,7 +264,7 @@ def test_ome_zarr_reads_with_ome_zarr_py(tmp_path, ihc, lazy16, eager16):
 
 
 def test_ome_zarr_sampled_fit_counts_written_labels(tmp_path, ihc):
-    omezarr = pytest.importorskip("napari_kmeans_vq.omezarr")
+    omezarr = pytest.importorskip("napari_kmeans_vq.io.omezarr")
     image = ihc.astype(np.uint16) * 257
     q = chunked.quantize_lazy(image, 300, n_samples=30_000)
     path = omezarr.write_labels(tmp_path / "s.ome.zarr", q, chunk=256, n_levels=1)
@@ -282,7 +282,7 @@ def test_ome_zarr_sampled_fit_counts_written_labels(tmp_path, ihc):
 
 def test_pyramidal_tiff_and_ome_zarr_paths(tmp_path, ihc, eager16):
     tifffile = pytest.importorskip("tifffile")
-    omezarr = pytest.importorskip("napari_kmeans_vq.omezarr")
+    omezarr = pytest.importorskip("napari_kmeans_vq.io.omezarr")
     path = tmp_path / "slide.ome.tif"
     with tifffile.TiffWriter(path) as tw:
         options = {"tile": (128, 128), "photometric": "rgb", "compression": "zlib"}
@@ -317,7 +317,7 @@ def test_progress_and_cancel(ihc_dask):
 
 
 def test_progress_callable_like_quantize(tmp_path, ihc_dask):
-    omezarr = pytest.importorskip("napari_kmeans_vq.omezarr")
+    omezarr = pytest.importorskip("napari_kmeans_vq.io.omezarr")
     calls = []
     q = chunked.quantize_lazy(ihc_dask, 8, progress=lambda stage, f: calls.append((stage, f)))
     stages = [s for s, _ in calls]

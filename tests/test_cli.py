@@ -16,8 +16,9 @@ import pytest
 from PIL import Image
 
 from napari_kmeans_vq import bit_report, quantize
-from napari_kmeans_vq.cli import main, write_store
-from napari_kmeans_vq.storage import load, png_bit_depth
+from napari_kmeans_vq.cli import main
+from napari_kmeans_vq.io._atomic import write_store
+from napari_kmeans_vq.io import load, png_bit_depth
 
 
 def _command() -> list[str]:
@@ -316,7 +317,7 @@ def tree_bytes(path: Path) -> int:
 
 def read_store(path: Path):
     """Stored label values and the palette colours, through omezarr.read_labels."""
-    omezarr = pytest.importorskip("napari_kmeans_vq.omezarr")
+    omezarr = pytest.importorskip("napari_kmeans_vq.io.omezarr")
     levels, meta = omezarr.read_labels(path)
     labels = np.asarray(levels[0].compute())
     colours = {c["label-value"]: c["rgba"] for c in meta["colors"]}

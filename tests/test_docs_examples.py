@@ -10,7 +10,7 @@
   ``napari.run()`` is a no-op there and every viewer is closed afterwards.
 * Blocks marked ```` ```python {.norun} ```` are shown only (for example, code that needs
   data outside the repository); keep them rare.
-* The doctests of every library module (everything but ``napari_kmeans_vq.plugin``, which
+* The doctests of every library module (everything but ``napari_kmeans_vq.napari``, which
   imports napari) run through :mod:`doctest`.
 """
 
@@ -209,8 +209,8 @@ def library_modules() -> list[str]:
     """Every module of the package except the napari plugin (which needs napari and Qt)."""
     names = ["napari_kmeans_vq"]
     for info in pkgutil.walk_packages(napari_kmeans_vq.__path__, "napari_kmeans_vq."):
-        if info.name == "napari_kmeans_vq.plugin" or info.name.startswith(
-            "napari_kmeans_vq.plugin."
+        if info.name == "napari_kmeans_vq.napari" or info.name.startswith(
+            "napari_kmeans_vq.napari."
         ):
             continue
         names.append(info.name)
@@ -229,12 +229,12 @@ DOCTEST_MODULES = [name for name in library_modules() if doctests(name)]
 def test_doctests_are_collected():
     """The modules with examples in their docstrings are found (and none of the plugin's)."""
     for name in (
-        "napari_kmeans_vq.bits",
-        "napari_kmeans_vq.quantize",
-        "napari_kmeans_vq.tutorial",
+        "napari_kmeans_vq.core.bits",
+        "napari_kmeans_vq.core.quantize",
+        "napari_kmeans_vq.core.tutorial",
     ):
         assert name in DOCTEST_MODULES
-    assert not [name for name in DOCTEST_MODULES if ".plugin" in name]
+    assert not [name for name in DOCTEST_MODULES if ".napari." in name]
 
 
 @pytest.mark.parametrize("module_name", DOCTEST_MODULES)

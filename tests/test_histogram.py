@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from napari_kmeans_vq import histogram
-from napari_kmeans_vq.histogram import ColorHistogram, KeyCodec
+from napari_kmeans_vq.core import histogram
+from napari_kmeans_vq.core.histogram import ColorHistogram, KeyCodec
 
 
 @pytest.fixture(params=["C", "numpy"])
@@ -101,8 +101,8 @@ def test_the_c_histogram_checks_its_input():
 
 @pytest.mark.parametrize("label_type", [np.uint8, np.uint16])
 def test_encode_decode_in_c_equals_lookup_and_take(ihc, monkeypatch, label_type):
-    from napari_kmeans_vq import _threads
-    from napari_kmeans_vq.histogram import encode_decode
+    from napari_kmeans_vq.core import _threads
+    from napari_kmeans_vq.core.histogram import encode_decode
 
     pixels = ihc.reshape(-1, 3)
     hist = ColorHistogram.from_pixels(pixels)
@@ -126,7 +126,7 @@ def test_encode_decode_in_c_equals_lookup_and_take(ihc, monkeypatch, label_type)
 
 
 def test_encode_decode_rejects_a_label_outside_the_palette(ihc):
-    from napari_kmeans_vq.histogram import encode_decode
+    from napari_kmeans_vq.core.histogram import encode_decode
 
     if histogram._ccolors is None:
         pytest.skip("the C extension was not built")
@@ -140,8 +140,8 @@ def test_encode_decode_rejects_a_label_outside_the_palette(ihc):
 def test_nearest_codewords_per_pixel_equal_the_lookup():
     # Many distinct colours and K <= 4: encode_decode computes each pixel's nearest
     # codeword instead of looking it up; ties (a repeated codeword) go to the lower index.
-    from napari_kmeans_vq.histogram import encode_decode
-    from napari_kmeans_vq.kmeans import assign
+    from napari_kmeans_vq.core.histogram import encode_decode
+    from napari_kmeans_vq.core.kmeans import assign
 
     rng = np.random.default_rng(4)
     pixels = rng.integers(0, 256, (200_000, 3), dtype=np.uint8)
@@ -168,8 +168,8 @@ def test_nearest_codewords_per_pixel_equal_the_lookup():
 def test_each_pixels_nearest_codeword_in_c_for_any_palette_size(k):
     # Up to four entries take an unrolled loop over a padded palette, more the general
     # one; both must give the nearest entry, ties to the lower index (entry 2 repeats 0).
-    from napari_kmeans_vq.histogram import _ccolors
-    from napari_kmeans_vq.kmeans import assign
+    from napari_kmeans_vq.core.histogram import _ccolors
+    from napari_kmeans_vq.core.kmeans import assign
 
     if _ccolors is None:
         pytest.skip("the C extension was not built")

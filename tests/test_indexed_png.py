@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from napari_kmeans_vq import quantize
-from napari_kmeans_vq.storage import (
+from napari_kmeans_vq.io import (
     KVQError,
     decode_indexed_png,
     encode_indexed_png,

@@ -7,8 +7,9 @@ import contextlib
 import numpy as np
 import pytest
 
-from napari_kmeans_vq import _lloyd_kernel, _scratch, _threads, kmeans, quantize
-from napari_kmeans_vq.histogram import ColorHistogram
+from napari_kmeans_vq import quantize
+from napari_kmeans_vq.core import _lloyd_kernel, _scratch, _threads, kmeans
+from napari_kmeans_vq.core.histogram import ColorHistogram
 
 
 @pytest.fixture
@@ -136,7 +137,7 @@ def test_weighted_error_and_masses_in_c_and_numpy(ihc, monkeypatch):
 
 @pytest.mark.parametrize("space", ["rgb", "lab", "grey", "many"])
 def test_grid_summary_in_c_is_numpys_bit_for_bit(kernel, ihc, monkeypatch, space):
-    from napari_kmeans_vq.colorspace import rgb_to_lab
+    from napari_kmeans_vq.core.colorspace import rgb_to_lab
 
     x, w = _weighted_colours(ihc)
     if space == "many":  # over 50,000 points: the C grid passes run on two threads
@@ -412,7 +413,7 @@ def test_runs_side_by_side_give_the_result_of_runs_in_turn(kernel, ihc, monkeypa
 
 
 def test_kernel_rejects_arrays_of_the_wrong_size(kernel):
-    from napari_kmeans_vq import _ckmeans
+    from napari_kmeans_vq.core import _ckmeans
 
     x = np.zeros((10, 3))
     state = [np.ones(10), np.zeros((2, 3)), np.zeros(10, np.int32), np.zeros(10), np.zeros(10)]

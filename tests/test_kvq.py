@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from napari_kmeans_vq import bit_report, quantize
-from napari_kmeans_vq.storage import (
+from napari_kmeans_vq.io import (
     MAX_PIXELS,
     KVQError,
     atomic_write,
@@ -26,7 +26,7 @@ from napari_kmeans_vq.storage import (
     save,
     unpack_indices,
 )
-from napari_kmeans_vq.storage.kvq import FLAG_BYTES, FLAG_DEFLATE, MAGIC, byte_width
+from napari_kmeans_vq.io.kvq import FLAG_BYTES, FLAG_DEFLATE, MAGIC, byte_width
 
 KS = [1, 2, 3, 16, 17, 256, 300]
 

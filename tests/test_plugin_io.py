@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from napari_kmeans_vq import quantize
-from napari_kmeans_vq.layers import METADATA_KEY, quantization_layer_data
-from napari_kmeans_vq.plugin.reader import get_reader, read_kvq_layers
-from napari_kmeans_vq.plugin.writer import codes_from_layers, write_indexed_png, write_kvq
-from napari_kmeans_vq.storage import KVQError, load, png_bit_depth, save
+from napari_kmeans_vq.io import KVQError, load, png_bit_depth, save
+from napari_kmeans_vq.napari.layers import METADATA_KEY, quantization_layer_data
+from napari_kmeans_vq.napari.reader import get_reader, read_kvq_layers
+from napari_kmeans_vq.napari.writer import codes_from_layers, write_indexed_png, write_kvq
 
 PLUGIN = "napari-kmeans-vq"
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from napari_kmeans_vq import Codebook, FewColorsWarning, quantize
-from napari_kmeans_vq.histogram import ColorHistogram
-from napari_kmeans_vq.kmeans import weighted_kmeans
+from napari_kmeans_vq.core.histogram import ColorHistogram
+from napari_kmeans_vq.core.kmeans import weighted_kmeans
 
 
 def measured_j(image, reconstruction):
@@ -45,7 +45,7 @@ def test_pixels_encoded_one_by_one_report_the_same_figures(k):
     # Many distinct colours and K <= 4: quantize encodes each pixel against the palette
     # and measures J and the cluster sizes there instead of labelling every colour. The
     # figures must be those of the fit that labels the colours (Codebook.fit, encode).
-    from napari_kmeans_vq import histogram
+    from napari_kmeans_vq.core import histogram
 
     rng = np.random.default_rng(k)
     image = (rng.normal(128, 50, (240, 200, 3)).clip(0, 255)).astype(np.uint8)
@@ -319,9 +319,14 @@ def test_dask_and_multiscale_inputs_go_lazy(ihc):
     assert isinstance(lazy.labels, da.Array)
     np.testing.assert_array_equal(lazy.palette, eager.palette)
     np.testing.assert_array_equal(lazy.labels.compute(), eager.labels)
+    from napari_kmeans_vq.large import encode_lazy
+
     np.testing.assert_array_equal(
-        eager.codebook.encode(da.from_array(ihc)).compute(), eager.labels
+        encode_lazy(eager.codebook, da.from_array(ihc)).compute(), eager.labels
     )
+    # The in-memory codebook never loads a chunked array whole behind the user's back.
+    with pytest.raises(TypeError, match="block by block"):
+        eager.codebook.encode(da.from_array(ihc))
     pyramid = quantize([ihc, ihc[::2, ::2]], 8)
     np.testing.assert_array_equal(pyramid.palette, eager.palette)
     assert [level.shape for level in pyramid.levels] == [(512, 512), (256, 256)]

@@ -8,7 +8,8 @@ import warnings
 import numpy as np
 import pytest
 
-from napari_kmeans_vq import FewColorsWarning, _lloyd_kernel, _scratch, quantize
+from napari_kmeans_vq import FewColorsWarning, quantize
+from napari_kmeans_vq.core import _lloyd_kernel, _scratch
 
 
 def test_a_buffer_given_back_is_handed_out_again(monkeypatch):

@@ -16,9 +16,9 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import notification_manager
 
 from napari_kmeans_vq import bit_report, quantize
-from napari_kmeans_vq.layers import METADATA_KEY
-from napari_kmeans_vq.plugin import widget as widget_module
-from napari_kmeans_vq.storage import save
+from napari_kmeans_vq.io import save
+from napari_kmeans_vq.napari import widget as widget_module
+from napari_kmeans_vq.napari.layers import METADATA_KEY
 
 pytestmark = pytest.mark.napari
 

@@ -1,24 +1,30 @@
 """K-Means vector quantization of colour images.
 
-The library (this package) needs only numpy and scipy at import; napari and Qt are used
-only by :mod:`napari_kmeans_vq.plugin`, which napari loads through the manifest.
+The packages are layers, each importing only those before it: ``core`` (the engine, numpy
+only), ``large`` (dask, zarr and multiscale inputs), ``io`` (files), then ``napari`` (the
+only code that imports napari or Qt, loaded by napari through the manifest) and ``cli``.
+Importing this package loads neither napari, Qt nor dask.
 """
 
-from .bits import BitReport, bit_report
-from .codebook import Codebook, FewColorsWarning
-from .layers import layer_data
-from .quantize import Quantization, quantize
-from .storage import KVQData, KVQError, load, save
-from .tutorial import calculate_num_bits, compress_image, reconstruct_image
+from ._limits import MAX_COLORS
+from .core.bits import BitReport, bit_report
+from .core.codebook import Codebook, FewColorsWarning
+from .core.quantize import Quantization
+from .core.tutorial import calculate_num_bits, compress_image, reconstruct_image
+from .io import KVQData, KVQError, load, save
+from .large import LazyQuantization, quantize
+from .napari.layers import layer_data
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MAX_COLORS",
     "BitReport",
     "Codebook",
     "FewColorsWarning",
     "KVQData",
     "KVQError",
+    "LazyQuantization",
     "Quantization",
     "__version__",
     "bit_report",

@@ -6,7 +6,7 @@ the index payload optionally deflated and a CRC-32 over the file: the seed tutor
 count, on disk. Its byte layout is in ``docs/kvq-format.md``. Indexed PNG stores 2D images
 with K <= 256 at a palette bit depth of 1, 2, 4 or 8, for any image viewer.
 
->>> from napari_kmeans_vq.storage import save, load                      # doctest: +SKIP
+>>> from napari_kmeans_vq.io import save, load                      # doctest: +SKIP
 >>> save("slide.kvq", quantize(image, 16))                               # doctest: +SKIP
 >>> data = load("slide.kvq"); data.labels, data.palette, data.reconstruction  # doctest: +SKIP
 
@@ -14,15 +14,9 @@ Reading a damaged or foreign file raises :class:`KVQError` (a ``ValueError``), t
 type for bad files.
 """
 
-from ._common import KVQData, KVQError, atomic_write
-from .api import encode, encoded_sizes, format_for_path, load, save, size_report
-from .indexed_png import (
-    decode_indexed_png,
-    encode_indexed_png,
-    png_bit_depth,
-    read_indexed_png,
-    smallest_bit_depth,
-)
+from ._atomic import atomic_write
+from .data import KVQData, KVQError
+from .files import encode, encoded_sizes, format_for_path, load, save, size_report
 from .kvq import (
     MAX_CHANNELS,
     MAX_COLORS,
@@ -35,6 +29,13 @@ from .kvq import (
     pack_indices,
     read_kvq,
     unpack_indices,
+)
+from .png import (
+    decode_indexed_png,
+    encode_indexed_png,
+    png_bit_depth,
+    read_indexed_png,
+    smallest_bit_depth,
 )
 
 __all__ = [

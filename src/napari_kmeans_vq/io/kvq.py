@@ -37,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import KVQData, check_labels_palette, fail, index_dtype
+from .._limits import MAX_COLORS, index_dtype
+from .data import KVQData, check_labels_palette, fail
 
 __all__ = [
     "DTYPE_CODES",
@@ -72,7 +73,6 @@ READ_VERSIONS = (1, 2)
 #: Documented limits, checked against the header before anything is allocated.
 MAX_NDIM = 32
 MAX_CHANNELS = 256
-MAX_COLORS = 65536
 MAX_PIXELS = 2**34
 
 FLAG_DEFLATE = 1

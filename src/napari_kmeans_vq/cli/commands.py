@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..io._atomic import write_store
+
 PROG = "napari-kmeans-vq"
 #: The seed tutorial's comparison.
 SEED_KS = (2, 3, 6, 16)
@@ -364,7 +366,7 @@ def _fit_options(args) -> dict:
 
 
 def _quantize(image, k: int, options: dict):
-    from . import quantize
+    from .. import quantize
 
     # A 2D array has no colour axis: quantize its values (scalar quantization).
     channel_axis = None if image.ndim == 2 else -1
@@ -451,45 +453,9 @@ def _fraction_progress(progress):
     return report
 
 
-def write_store(path: Path, write, *, overwrite: bool) -> None:
-    """Write a directory store atomically: ``write(tmp)`` fills a temporary directory
-    beside ``path``, which is then renamed to ``path``.
-
-    On any failure (or interruption) the temporary directory is removed and an existing
-    ``path`` is left as it was; with ``overwrite`` an existing ``path`` is replaced only
-    after the new store is complete.
-    """
-    import os
-    import secrets
-    import shutil
-
-    parent = path.parent if str(path.parent) else Path(".")
-    tmp = parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    old = None
-    try:
-        write(tmp)
-        if path.exists():
-            if not overwrite:
-                raise FileExistsError(f"{path} exists; refusing to overwrite it")
-            # A directory cannot be renamed over a non-empty one: move the old store aside
-            # first, then drop it once the new one is in place.
-            old = parent / f".{path.name}.{secrets.token_hex(6)}.old"
-            os.replace(path, old)
-        os.replace(tmp, path)
-    except BaseException:
-        if old is not None and old.exists() and not path.exists():
-            os.replace(old, path)
-            old = None
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-
 def _write_ome_zarr(out: Path, q, args, progress, image=None) -> dict:
     """Write ``q``'s labels as OME-Zarr at ``out`` (atomically); the ``output`` record."""
-    from . import omezarr
+    from ..io import omezarr
 
     extra = None
     if args.with_image == "reconstruction":
@@ -523,7 +489,7 @@ def _open_lazy(path: Path):
         raise CLIError(f"cannot read {path}: no such file or directory")
     import logging
 
-    from .chunked import open_image
+    from ..large import open_image
 
     # tifffile logs what it finds wrong with a damaged file; the one-line error says it.
     logger = logging.getLogger("tifffile")
@@ -551,8 +517,8 @@ def _add_store_size(sizes: dict, written: dict | None) -> None:
 def _lazy_sizes(q, input_bytes: int) -> dict:
     """:func:`size_report`'s layout for a streamed image: the formula and the computed
     undeflated ``.kvq`` size (nothing is encoded in memory)."""
-    from .storage import kvq_size
-    from .storage.api import sizes_with_ratios
+    from ..io import kvq_size
+    from ..io.files import sizes_with_ratios
 
     palette = q.palette if q.palette.ndim == 2 else q.palette[:, None]
     shape = q.levels[0].shape
@@ -569,7 +535,7 @@ def _lazy_sizes(q, input_bytes: int) -> dict:
 
 def _compress_lazy(args, progress, out: Path | None) -> int:
     """compress for a zarr or large TIFF input: fit block by block, stream labels out."""
-    from .chunked import quantize_lazy
+    from ..large import quantize_lazy
 
     source = Path(args.image)
     progress(f"opening {source} lazily")
@@ -648,7 +614,7 @@ def _finish_compress(args, q, input_info: dict, image_line: str, sizes, written)
 
 
 def cmd_compress(args, progress) -> int:
-    from .storage import atomic_write, encode, format_for_path, size_report
+    from ..io import atomic_write, encode, format_for_path, size_report
 
     out = None
     out_format = None
@@ -737,7 +703,7 @@ def _size_table(report, sizes) -> list[str]:
 
 
 def cmd_decompress(args, progress) -> int:
-    from .storage import KVQError, atomic_write, load
+    from ..io import KVQError, atomic_write, load
 
     out = Path(args.output)
     _check_output(out, args.force)
@@ -759,7 +725,7 @@ def cmd_decompress(args, progress) -> int:
 
 
 def cmd_info(args, progress) -> int:
-    from .storage import KVQError, load
+    from ..io import KVQError, load
 
     try:
         data = load(args.input)
@@ -802,7 +768,7 @@ def cmd_info(args, progress) -> int:
 
 
 def _sweep_rows(image, ks, options, input_bytes, progress) -> tuple[list[dict], list]:
-    from .storage import size_report
+    from ..io import size_report
 
     rows, results = [], []
     for step, k in enumerate(ks, 1):
@@ -925,7 +891,7 @@ def gallery_png(image, results, *, max_side: int = 512) -> bytes:
 
 
 def cmd_sweep(args, progress) -> int:
-    from .storage import atomic_write
+    from ..io import atomic_write
 
     gallery = None
     if args.gallery:
@@ -988,7 +954,7 @@ def generated_image(size: int = 256, seed: int = 0):
 
 
 def cmd_demo(args, progress) -> int:
-    from .storage import atomic_write
+    from ..io import atomic_write
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():

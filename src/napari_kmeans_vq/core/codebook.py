@@ -7,10 +7,11 @@ import warnings
 
 import numpy as np
 
-from ._validation import COLOR_SPACES, check_choice, check_image, check_int, check_n_colors
+from .._limits import index_dtype, peak_value
 from .colorspace import rgb_to_lab
-from .histogram import ColorHistogram, take_rows
+from .histogram import ColorHistogram, encode_decode, encodes_per_pixel, take_rows
 from .kmeans import assign, prepare, weighted_error, weighted_kmeans
+from .validation import COLOR_SPACES, check_choice, check_image, check_int, check_n_colors
 
 ALPHA_MODES = ("ignore", "quantize")
 AUTO_N_INIT = 5
@@ -18,19 +19,6 @@ AUTO_N_INIT = 5
 
 class FewColorsWarning(UserWarning):
     """The image has fewer distinct colours than the codebook size asked for."""
-
-
-def peak_value(dtype: np.dtype) -> float:
-    """The largest value of the dtype's range: 255 for uint8, 65535 for uint16, 1.0 for floats."""
-    dtype = np.dtype(dtype)
-    if np.issubdtype(dtype, np.integer):
-        return float(np.iinfo(dtype).max)
-    return 1.0
-
-
-def label_dtype(n_colors: int) -> np.dtype:
-    """The smallest unsigned dtype that holds the indices 0 .. K - 1."""
-    return np.dtype(np.uint8) if n_colors <= 256 else np.dtype(np.uint16)
 
 
 class Codebook:
@@ -144,10 +132,6 @@ class Codebook:
         -------
         self
         """
-        if not isinstance(images, list | tuple) and _is_lazy(images):
-            from .chunked import fit_codebook
-
-            return fit_codebook(self, images, progress=progress)
         imgs = list(images) if isinstance(images, list | tuple) else [images]
         if not imgs:
             raise ValueError("images is an empty list; pass at least one image.")
@@ -169,7 +153,8 @@ class Codebook:
         self.fit_histogram(hist, first.dtype, progress=progress)
         return self
 
-    def _validated_params(self):
+    def check_params(self) -> tuple[int, str, int, int]:
+        """Validate the parameters; return K, colour space, seedings and iterations."""
         n_colors = check_n_colors(self.n_colors)
         space = check_choice(self.color_space, "color_space", COLOR_SPACES)
         check_choice(self.alpha, "alpha", ALPHA_MODES)
@@ -187,21 +172,22 @@ class Codebook:
         return n_colors, space, n_init, max_iter
 
     def _check(self, image, name="image") -> np.ndarray:
-        self._validated_params()
+        self.check_params()
         arr = check_image(image, channel_axis=self.channel_axis, name=name)
-        if self.color_space.lower() == "lab" and self._clustered_channels(arr.shape[-1]) != 3:
+        if self.color_space.lower() == "lab" and self.clustered_channels(arr.shape[-1]) != 3:
             raise ValueError(
                 f"color_space='lab' needs RGB (3 channels, or RGBA with alpha='ignore'); "
                 f"{name} has {arr.shape[-1]} channels. Use color_space='rgb'."
             )
         return arr
 
-    def _clustered_channels(self, channels: int) -> int:
+    def clustered_channels(self, channels: int) -> int:
+        """Channels clustered for an image of ``channels``: 3 for RGBA with alpha ignored."""
         return 3 if channels == 4 and self.alpha.lower() == "ignore" else channels
 
     def _colors(self, arr: np.ndarray):
         """Split the channels that are clustered from an ignored alpha channel."""
-        if self._clustered_channels(arr.shape[-1]) != arr.shape[-1]:
+        if self.clustered_channels(arr.shape[-1]) != arr.shape[-1]:
             return arr[..., :3], arr[..., 3]
         return arr, None
 
@@ -233,10 +219,10 @@ class Codebook:
     def _fit_histogram(self, hist, dtype, progress=None, label_colors=True):
         """:meth:`fit_histogram`; with ``label_colors`` False the caller encodes every
         pixel against the palette itself and measures J and the cluster sizes there (see
-        quantize): after an 8-bit RGB fit the colours are then not labelled against the
+        fit_encode): after an 8-bit RGB fit the colours are then not labelled against the
         rounded palette (a pass over them), ``inertia_`` and ``cluster_sizes_`` are left
-        to :meth:`_set_measured`, and None is returned."""
-        n_colors, space, n_init, max_iter = self._validated_params()
+        to the caller, and None is returned."""
+        n_colors, space, n_init, max_iter = self.check_params()
         prepare()
         start = time.perf_counter()
         # 8-bit RGB colours go to the fit as they are (see weighted_kmeans).
@@ -321,15 +307,10 @@ class Codebook:
         self.fit_seconds_ = time.perf_counter() - start
         return labels
 
-    def _set_measured(self, stats: np.ndarray) -> None:
-        """``inertia_`` and ``cluster_sizes_`` from an encoding's stats (see
-        histogram.encode_decode), after ``_fit_histogram(label_colors=False)``."""
-        self.inertia_ = float(stats[-1])
-        self.cluster_sizes_ = np.asarray(stats[:-1], dtype=np.int64).copy()
-
     # -- encoding and decoding -------------------------------------------------------------
 
-    def _require_fitted(self):
+    def check_fitted(self) -> None:
+        """Raise RuntimeError unless :meth:`fit` has run."""
         if not self.is_fitted:
             raise RuntimeError("this Codebook is not fitted yet; call fit(image) first.")
 
@@ -345,11 +326,7 @@ class Codebook:
         -------
         labels : ndarray, shape ``image.shape[:-1]``, uint8 (K <= 256) or uint16
         """
-        self._require_fitted()
-        if _is_lazy(image):
-            from .chunked import encode_lazy
-
-            return encode_lazy(self, image)
+        self.check_fitted()
         colors, _ = self._colors(self._check(image))
         if colors.shape[-1] != self.channels_:
             raise ValueError(
@@ -358,15 +335,69 @@ class Codebook:
             )
         pixels = colors.reshape(-1, colors.shape[-1])
         hist = ColorHistogram.from_pixels(pixels)
-        per_color = assign(self._to_space(hist.colors), self._encode_centers)
-        return self._lookup(hist, pixels, per_color).reshape(colors.shape[:-1])
+        return hist.lookup(pixels, self.label_colors(hist.colors)).reshape(colors.shape[:-1])
 
-    def _label_values(self, per_color: np.ndarray) -> np.ndarray:
-        """Labels of a histogram's colours in the stored label dtype."""
-        return per_color.astype(label_dtype(self.n_colors_))
+    def label_colors(self, colors: np.ndarray) -> np.ndarray:
+        """The nearest codeword's index for each of a list of colours (M, C), image dtype."""
+        self.check_fitted()
+        per_color = assign(self._to_space(colors), self._encode_centers)
+        return per_color.astype(index_dtype(self.n_colors_))
 
-    def _lookup(self, hist, pixels, per_color, progress=None) -> np.ndarray:
-        return hist.lookup(pixels, self._label_values(per_color), progress=progress)
+    def fit_encode(self, image, *, progress=None) -> tuple[np.ndarray, np.ndarray]:
+        """Fit to one in-memory image, then encode and decode it in one pass over its pixels.
+
+        The same as ``fit(image)``, ``labels = encode(image)``, ``decode(labels)`` (with
+        an ignored alpha channel carried over unchanged), at about the cost of the fit.
+
+        Parameters
+        ----------
+        image : array, shape (..., C)
+            As for :meth:`fit`.
+        progress : callable, optional
+            ``progress(stage, fraction_done)`` with stages ``"histogram"``, ``"fit"`` and
+            ``"encode"``; an exception raised in it stops the work.
+
+        Returns
+        -------
+        labels : ndarray, shape ``image.shape[:-1]`` with the colour axis last
+        reconstruction : ndarray, the image's shape (colour axis last) and dtype
+        """
+        arr = self._check(image)
+        colors, kept_alpha = self._colors(arr)
+        pixels = colors.reshape(-1, colors.shape[-1])
+        hist = ColorHistogram.from_pixels(pixels, progress=progress)
+        rgb = self.color_space.lower() == "rgb"
+        # Pixels encoded one by one (few codewords, many colours) need no labels per colour:
+        # J and the cluster sizes are then measured while encoding, exactly (integers).
+        per_pixel = rgb and encodes_per_pixel(hist, pixels.shape[0], self.check_params()[0])
+        per_color = self._fit_histogram(hist, arr.dtype, progress, label_colors=not per_pixel)
+        stats = None
+        if per_color is None:
+            stats = np.zeros(self.n_colors_ + 1, dtype=np.int64)
+            values = np.empty(0, dtype=index_dtype(self.n_colors_))
+        else:
+            values = per_color.astype(index_dtype(self.n_colors_))
+        labels, codewords = encode_decode(
+            hist,
+            pixels,
+            values,
+            self.palette_,
+            progress=progress,
+            # RGB fits label each colour with its nearest codeword (see fit_histogram).
+            nearest=rgb,
+            stats=stats,
+        )
+        if stats is not None:
+            self.inertia_ = float(stats[-1])
+            self.cluster_sizes_ = np.asarray(stats[:-1], dtype=np.int64).copy()
+        labels = labels.reshape(colors.shape[:-1])
+        codewords = codewords.reshape(colors.shape)
+        if kept_alpha is None:
+            return labels, codewords
+        reconstruction = np.empty_like(arr)
+        reconstruction[..., :3] = codewords
+        reconstruction[..., 3] = kept_alpha
+        return labels, reconstruction
 
     def decode(self, labels) -> np.ndarray:
         """The codeword of every label: ``palette_[labels]``.
@@ -380,7 +411,7 @@ class Codebook:
         -------
         ndarray, shape ``labels.shape + (C,)``, the fitted dtype
         """
-        self._require_fitted()
+        self.check_fitted()
         labels = np.asarray(labels)
         if not np.issubdtype(labels.dtype, np.integer):
             raise TypeError(f"labels must be an integer array, got dtype {labels.dtype}.")
@@ -391,13 +422,6 @@ class Codebook:
             )
         out = take_rows(self.palette_, labels.reshape(-1))
         return out.reshape(*labels.shape, self.palette_.shape[1])
-
-
-def _is_lazy(image) -> bool:
-    """Dask, zarr and multiscale inputs go through :mod:`napari_kmeans_vq.chunked`."""
-    from .chunked import is_lazy_input  # not at the top: chunked imports this module
-
-    return is_lazy_input(image)
 
 
 def _integer_colors(dtype: np.dtype, n_pixels: int) -> bool:

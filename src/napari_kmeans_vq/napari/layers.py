@@ -36,7 +36,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .quantize import Quantization, quantize
+from .._limits import label_dtype, peak_value
+from ..core.colorspace import palette_rgba
+from ..core.quantize import Quantization
+from ..large import quantize
 
 __all__ = [
     "METADATA_KEY",
@@ -44,10 +47,8 @@ __all__ = [
     "coded_layer_data",
     "is_lazy_quantization",
     "label_colormap",
-    "labels_dtype",
     "layer_data",
     "lazy_coded_layer_data",
-    "palette_rgba",
     "parse_k_list",
     "quantization_layer_data",
     "spatial_kwargs",
@@ -62,62 +63,6 @@ METADATA_KEY = "napari_kmeans_vq"
 # Layer attributes that place a layer in the world; outputs copy them from the source so
 # they overlay it exactly.
 _SPATIAL = ("scale", "translate", "rotate", "shear", "affine", "units", "axis_labels")
-
-
-def labels_dtype(n_colors: int) -> np.dtype:
-    """Smallest unsigned dtype that holds labels ``1 .. n_colors`` (label = index + 1).
-
-    K = 255 still fits uint8, K = 256 needs uint16 (its last label is 256), and K = 65,536
-    needs uint32.
-    """
-    n_colors = int(n_colors)
-    if n_colors < 1:
-        raise ValueError(f"n_colors must be >= 1, got {n_colors}")
-    for dtype in (np.uint8, np.uint16, np.uint32):
-        if n_colors <= np.iinfo(dtype).max:
-            return np.dtype(dtype)
-    raise ValueError(f"n_colors must be at most 2**32 - 1, got {n_colors}")  # pragma: no cover
-
-
-def _peak(dtype: np.dtype) -> float:
-    """Value that maps to full intensity: the integer maximum, or 1.0 for floats."""
-    dtype = np.dtype(dtype)
-    if dtype.kind in "ui":
-        return float(np.iinfo(dtype).max)
-    return 1.0
-
-
-def palette_rgba(palette: np.ndarray, dtype=None) -> np.ndarray:
-    """Display colours of a palette: RGBA floats in [0, 1], shape (K, 4).
-
-    Parameters
-    ----------
-    palette : array_like, shape (K, C)
-        Codewords in the image's dtype. C = 3 (RGB) or 4 (RGBA, alpha kept) give their own
-        colour; C = 1 gives grey; any other C gives the grey of the channel mean.
-    dtype : dtype, optional
-        The image's dtype, which sets full intensity (255 for uint8, 65,535 for uint16, 1.0
-        for floats, whose values are clipped to [0, 1]). Defaults to the palette's dtype.
-
-    Returns
-    -------
-    ndarray, shape (K, 4), float64
-        For uint8 palettes exactly ``palette / 255`` with alpha 1.
-    """
-    palette = np.asarray(palette)
-    if palette.ndim == 1:
-        palette = palette[:, None]
-    if palette.ndim != 2:
-        raise ValueError(f"palette must have shape (K, C), got {palette.shape}")
-    peak = _peak(palette.dtype if dtype is None else dtype)
-    values = np.clip(palette.astype(np.float64) / peak, 0.0, 1.0)
-    rgba = np.ones((palette.shape[0], 4), dtype=np.float64)
-    channels = palette.shape[1]
-    if channels in (3, 4):
-        rgba[:, :channels] = values
-    else:
-        rgba[:, :3] = values.mean(axis=1, keepdims=True)
-    return rgba
 
 
 def label_colormap(palette: np.ndarray, dtype=None) -> dict:
@@ -253,7 +198,7 @@ def _display_kwargs(source_layer, recon, rgb: bool) -> dict:
     """Contrast and colormap for the reconstruction so it looks like its source."""
     kwargs: dict = {"rgb": rgb}
     if recon.dtype.kind in "ui":
-        kwargs["contrast_limits"] = (0.0, _peak(recon.dtype))
+        kwargs["contrast_limits"] = (0.0, peak_value(recon.dtype))
     if not rgb and source_layer is not None:
         limits = getattr(source_layer, "contrast_limits", None)
         if limits is not None:
@@ -322,7 +267,7 @@ def coded_layer_data(
 
     # labels + 1 straight into the output dtype: no int64 temporary the size of the image.
     # (Widen first, then add: uint8 index 255 + 1 must become 256, not wrap to 0.)
-    coded = labels.astype(labels_dtype(k), copy=True)
+    coded = labels.astype(label_dtype(k), copy=True)
     coded += 1
 
     recon_meta, labels_meta = _layer_metas(
@@ -433,7 +378,7 @@ def lazy_coded_layer_data(
     recon_levels = list(reconstruction) if multiscale else [reconstruction]
     if len(label_levels) != len(recon_levels) or not label_levels:
         raise ValueError("labels and reconstruction must have the same number of levels")
-    out_dtype = labels_dtype(k)
+    out_dtype = label_dtype(k)
     coded, recons = [], []
     for lab, rec in zip(label_levels, recon_levels, strict=True):
         if np.dtype(lab.dtype).kind not in "ui":

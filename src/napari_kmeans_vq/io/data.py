@@ -1,21 +1,16 @@
-"""What both file formats share: the decoded data, the error type, input checks, atomic writes."""
+"""What the file formats share: the decoded data, the error type and the input checks."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+from .._limits import MAX_COLORS, index_dtype
 
 __all__ = [
     "KVQData",
     "KVQError",
-    "atomic_write",
     "check_labels_palette",
     "index_dtype",
 ]
@@ -24,15 +19,10 @@ __all__ = [
 class KVQError(ValueError):
     """A file is not a valid ``.kvq`` container or indexed PNG, or cannot be read as one.
 
-    The only error :func:`napari_kmeans_vq.storage.load` raises for a bad file (apart from
+    The only error :func:`napari_kmeans_vq.io.load` raises for a bad file (apart from
     ``OSError`` when the file cannot be opened at all, such as a missing file). It derives
     from ``ValueError`` so that ``except ValueError`` catches it too.
     """
-
-
-def index_dtype(n_colors: int) -> np.dtype:
-    """The engine's label dtype for K colours: uint8 up to 256, uint16 up to 65,536."""
-    return np.dtype(np.uint8) if n_colors <= 256 else np.dtype(np.uint16)
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,7 +111,7 @@ class KVQData:
     @property
     def report(self):
         """The formula bit count (:class:`napari_kmeans_vq.BitReport`) of this image."""
-        from ..bits import bit_report
+        from ..core.bits import bit_report
 
         return bit_report(
             self.n_pixels,
@@ -172,9 +162,13 @@ def check_labels_palette(labels, palette) -> tuple[np.ndarray, np.ndarray]:
             f"palette must be an unsigned, signed integer or float array, got dtype "
             f"{palette.dtype}"
         )
-    if palette.ndim != 2 or not 1 <= palette.shape[0] <= 65536 or not 1 <= palette.shape[1] <= 256:
+    if (
+        palette.ndim != 2
+        or not 1 <= palette.shape[0] <= MAX_COLORS
+        or not 1 <= palette.shape[1] <= 256
+    ):
         raise ValueError(
-            "palette must have shape (K, C) with 1 <= K <= 65536 and 1 <= C <= 256, got "
+            f"palette must have shape (K, C) with 1 <= K <= {MAX_COLORS} and 1 <= C <= 256, got "
             f"{palette.shape}"
         )
     labels = np.asarray(labels)
@@ -192,55 +186,6 @@ def check_labels_palette(labels, palette) -> tuple[np.ndarray, np.ndarray]:
             f"values from {low} to {high}"
         )
     return labels, palette
-
-
-def atomic_write(path, data, *, overwrite: bool = True) -> Path:
-    """Write bytes to ``path`` so that it either appears complete or not at all.
-
-    The bytes go to a temporary file in the same directory, are flushed to disk, and the
-    temporary file is renamed over ``path`` (an atomic step on POSIX and Windows). On any
-    error, including ``KeyboardInterrupt``, the temporary file is removed and ``path`` is
-    left as it was.
-
-    Parameters
-    ----------
-    path : str or Path
-    data : bytes-like or iterable of bytes-like
-        The file's content, in pieces if an iterable.
-    overwrite : bool, default True
-        When False, an existing ``path`` raises ``FileExistsError``.
-
-    Returns
-    -------
-    Path
-    """
-    path = Path(path)
-    if not overwrite and path.exists():
-        raise FileExistsError(f"{path} exists; refusing to overwrite it")
-    directory = path.parent if str(path.parent) else Path(".")
-    pieces = [data] if isinstance(data, bytes | bytearray | memoryview) else data
-    # O_EXCL with a random name, mode 0o666 so the process umask applies as for open().
-    for _ in range(100):
-        tmp = directory / f".{path.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
-        except FileExistsError:  # pragma: no cover - a 48-bit name collision
-            continue
-        break
-    else:  # pragma: no cover
-        raise FileExistsError(f"could not create a temporary file next to {path}")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            for piece in pieces:
-                handle.write(piece)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def fail(message: str, source) -> KVQError:

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._limits import peak_value
 from .bits import BitReport, bit_report, label_entropy_bits
-from .codebook import Codebook, _is_lazy, label_dtype, peak_value
-from .histogram import ColorHistogram, encode_decode, encodes_per_pixel
+from .codebook import Codebook
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,10 +101,9 @@ def quantize(
     image : array_like, shape (..., C)
         The colour axis last (or at ``channel_axis``), C from 1 to 16, any number of other
         axes (an nD stack shares one codebook); uint8, uint16, other integers or floats.
-        With ``channel_axis=None`` the whole array is one scalar channel. A dask or zarr
-        array, or a multiscale list of arrays (full resolution first), is processed chunk
-        by chunk: the result's ``labels`` and ``reconstruction`` are then lazy dask arrays
-        (see :func:`napari_kmeans_vq.chunked.quantize_lazy`).
+        With ``channel_axis=None`` the whole array is one scalar channel. In memory: for
+        dask and zarr arrays and multiscale lists use :func:`napari_kmeans_vq.quantize`
+        (that is :func:`napari_kmeans_vq.large.quantize`), which works block by block.
     n_colors : int
         K, from 1 to 65,536.
     random_state : int, numpy Generator or None, default 0
@@ -150,21 +149,6 @@ def quantize(
     >>> bool(np.array_equal(q.reconstruction, q.palette[q.labels]))
     True
     """
-    if _is_lazy(image):
-        from .chunked import quantize_lazy
-
-        return quantize_lazy(
-            image,
-            n_colors,
-            random_state=random_state,
-            color_space=color_space,
-            n_init=n_init,
-            max_iter=max_iter,
-            tol=tol,
-            alpha=alpha,
-            channel_axis=channel_axis,
-            progress=progress,
-        )
     start = time.perf_counter()
     codebook = Codebook(
         n_colors,
@@ -176,48 +160,15 @@ def quantize(
         alpha=alpha,
         channel_axis=channel_axis,
     )
-    arr = codebook._check(image)
-    colors, kept_alpha = codebook._colors(arr)
-    pixels = colors.reshape(-1, colors.shape[-1])
-    hist = ColorHistogram.from_pixels(pixels, progress=progress)
-    rgb = codebook.color_space.lower() == "rgb"
-    # Pixels encoded one by one (few codewords, many colours) need no labels per colour:
-    # J and the cluster sizes are then measured while encoding, exactly (integers).
-    per_pixel = rgb and encodes_per_pixel(hist, pixels.shape[0], codebook._validated_params()[0])
-    per_color = codebook._fit_histogram(hist, arr.dtype, progress, label_colors=not per_pixel)
-    stats = None
-    if per_color is None:
-        stats = np.zeros(codebook.n_colors_ + 1, dtype=np.int64)
-        values = np.empty(0, dtype=label_dtype(codebook.n_colors_))
-    else:
-        values = codebook._label_values(per_color)
-    labels, codewords = encode_decode(
-        hist,
-        pixels,
-        values,
-        codebook.palette_,
-        progress=progress,
-        # RGB fits label each colour with its nearest codeword (see fit_histogram).
-        nearest=rgb,
-        stats=stats,
-    )
-    if stats is not None:
-        codebook._set_measured(stats)
-    labels = labels.reshape(colors.shape[:-1])
-    codewords = codewords.reshape(colors.shape)
-    if kept_alpha is None:
-        reconstruction = codewords
-    else:
-        reconstruction = np.empty_like(arr)
-        reconstruction[..., :3] = codewords
-        reconstruction[..., 3] = kept_alpha
-    n_pixels = pixels.shape[0]
+    labels, reconstruction = codebook.fit_encode(image, progress=progress)
+    n_pixels = labels.size
     distortion, psnr, report = fit_summary(codebook, n_pixels, n_pixels)
+    has_alpha = reconstruction.shape[-1] == 4
     if channel_axis is None:
         reconstruction = reconstruction[..., 0]
     else:
         reconstruction = np.moveaxis(reconstruction, -1, channel_axis)
-    info = fit_info(codebook, n_colors, random_state, alpha if arr.shape[-1] == 4 else None)
+    info = fit_info(codebook, n_colors, random_state, alpha if has_alpha else None)
     info["seconds"] = time.perf_counter() - start
     return Quantization(
         labels=labels,

@@ -42,10 +42,12 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer
 
-from .._threads import one_thread
-from ..chunked import dask_progress, is_lazy_input, quantize_lazy
-from ..kmeans import prepare
-from ..layers import (
+from ..core._threads import one_thread
+from ..core.kmeans import prepare
+from ..core.quantize import quantize
+from ..io import size_report
+from ..large import dask_progress, is_lazy_input, quantize_lazy
+from .layers import (
     _SPATIAL,
     METADATA_KEY,
     is_lazy_quantization,
@@ -54,8 +56,6 @@ from ..layers import (
     sweep_item,
     sweep_row,
 )
-from ..quantize import quantize
-from ..storage import size_report
 
 __all__ = ["QuantizeWidget"]
 

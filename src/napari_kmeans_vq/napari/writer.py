@@ -184,7 +184,7 @@ def write_indexed_png(path: str, layer_data, meta: dict | None = None) -> list[s
 
 
 def _write(path, layer_data, meta, fmt: str) -> list[str]:
-    from ..storage import save
+    from ..io import save
 
     indices, palette, scalar = codes_from_layers(_as_layer_list(layer_data, meta))
     path = _with_suffix(path, f".{fmt}")

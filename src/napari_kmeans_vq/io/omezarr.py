@@ -22,6 +22,9 @@ import os
 
 import numpy as np
 
+from .._limits import label_dtype
+from ..core.colorspace import palette_rgba
+
 NGFF_VERSION = "0.4"
 DEFAULT_CHUNK = 1024
 _AXIS_NAMES = {2: ("y", "x"), 3: ("z", "y", "x"), 4: ("t", "z", "y", "x")}
@@ -42,22 +45,11 @@ def default_compressor():
 def palette_rgba255(palette: np.ndarray) -> np.ndarray:
     """Palette (K, C) in its dtype -> RGBA 0-255 ints (K, 4), the colours napari shows.
 
-    The same colours as :func:`napari_kmeans_vq.layers.palette_rgba` (grey for one
+    The same colours as :func:`napari_kmeans_vq.core.colorspace.palette_rgba` (grey for one
     channel, alpha 255 for RGB, integer palettes scaled from their dtype's range), as
     the integers NGFF's ``image-label`` asks for.
     """
-    from .layers import palette_rgba
-
     return np.rint(palette_rgba(np.asarray(palette)) * 255).astype(np.int64)
-
-
-def _label_dtype(n_colors: int) -> np.dtype:
-    # Values 1 .. K are stored (0 is background), so K = 256 already needs 16 bits.
-    return (
-        np.dtype(np.uint8)
-        if n_colors <= 255
-        else np.dtype(np.uint16 if n_colors < 65_536 else np.uint32)
-    )
 
 
 def _axes(ndim: int, channel: bool = False) -> list[dict]:
@@ -245,16 +237,16 @@ def write_labels(
             f"pixel_size must have one entry per label axis ({len(shape0)}), got {pixel_size!r}."
         )
     k = int(result.n_colors)
-    dtype = _label_dtype(k)
+    dtype = label_dtype(k)
     stored = [lv.astype(dtype) + dtype.type(1) for lv in levels]
     n = max(_n_levels(shape0, chunk, n_levels), len(stored))
 
-    from .chunked import _stage
+    from ..large.progress import stage
 
     root = zarr.open_group(path, mode="w", zarr_format=2)
     labels_group = root.create_group("labels")
     group = labels_group.create_group(name)
-    with _stage(progress, "write"):
+    with stage(progress, "write"):
         datasets, arrays = _write_multiscale(
             group,
             stored,
@@ -363,7 +355,7 @@ def _with_colour_axis(image, labels_shape):
     """``image`` as dask with a colour axis last; a scalar image (the labels' shape) gets one."""
     import dask.array as da
 
-    from .chunked import as_dask
+    from ..large.inputs import as_dask
 
     scalar = tuple(image.shape) == tuple(labels_shape)
     if isinstance(image, da.Array):

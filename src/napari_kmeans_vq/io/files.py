@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import KVQData, KVQError, atomic_write
-from .indexed_png import PNG_SIGNATURE, decode_indexed_png, encode_indexed_png
+from ._atomic import atomic_write
+from .data import KVQData, KVQError
 from .kvq import FLAG_BYTES, MAGIC, MAX_PIXELS, decode_kvq, encode_kvq, kvq_size
+from .png import PNG_SIGNATURE, decode_indexed_png, encode_indexed_png
 
 __all__ = ["encode", "encoded_sizes", "format_for_path", "load", "save", "size_report"]
 
@@ -115,7 +116,7 @@ def save(
         ``.kvq`` only: deflate the index payload (False writes exactly
         header + palette + ``ceil(N*b/8)`` bytes).
     bit_depth : {"auto", "smallest", 1, 2, 4, 8}, default "auto"
-        PNG only; see :func:`~napari_kmeans_vq.storage.encode_indexed_png`.
+        PNG only; see :func:`~napari_kmeans_vq.io.encode_indexed_png`.
     scalar : bool, default False
         With index arrays: the image has no colour axis (one-channel palette).
     overwrite : bool, default True
@@ -123,7 +124,7 @@ def save(
     index_layout : {"auto", "packed", "bytes"}, default "auto"
         ``.kvq`` with ``deflate`` only: deflate the indices packed at ``ceil(log2 K)`` bits
         or as whole bytes; ``"auto"`` keeps whichever file is smaller (see
-        :func:`~napari_kmeans_vq.storage.encode_kvq`).
+        :func:`~napari_kmeans_vq.io.encode_kvq`).
 
     Returns
     -------
@@ -141,7 +142,7 @@ def save(
     --------
     >>> import numpy as np, tempfile, os
     >>> from napari_kmeans_vq import quantize
-    >>> from napari_kmeans_vq.storage import load, save
+    >>> from napari_kmeans_vq.io import load, save
     >>> image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
     >>> q = quantize(image, 6)
     >>> path = save(os.path.join(tempfile.mkdtemp(), "tile.kvq"), q, deflate=False)
@@ -274,7 +275,7 @@ def size_report(
         :func:`encoded_sizes`), and ``ratios``: each size over ``raw_bytes`` (``vs_raw``)
         and over ``input_bytes`` (``vs_input``, when given).
     """
-    from ..bits import bit_report
+    from ..core.bits import bit_report
 
     labels, palette, scalar = _unpack(data, palette, scalar)
     palette = np.asarray(palette)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_image, check_int
+from .validation import check_image, check_int
 
 
 def calculate_num_bits(arr: np.ndarray, max_int: int) -> tuple[int, int]:

@@ -54,8 +54,8 @@ def read_kvq_layers(path) -> list[tuple]:
     napari_kmeans_vq.storage.KVQError
         The file is damaged or not a ``.kvq`` file (napari shows the message).
     """
-    from ..layers import coded_layer_data
-    from ..storage import load
+    from ..io import load
+    from .layers import coded_layer_data
 
     if isinstance(path, list | tuple):
         path = path[0]

@@ -6,8 +6,8 @@ import numbers
 
 import numpy as np
 
-MAX_COLORS = 65_536
-MAX_CHANNELS = 16
+from .._limits import MAX_CHANNELS, MAX_COLORS
+
 COLOR_SPACES = ("rgb", "lab")
 
 
@@ -42,6 +42,11 @@ def check_choice(value, name: str, choices) -> str:
     return value.lower()
 
 
+def is_chunked(image) -> bool:
+    """A dask or zarr array (a numpy array is never chunked); checked without importing them."""
+    return type(image).__module__.split(".")[0] in ("dask", "zarr")
+
+
 def check_image(image, *, channel_axis: int | None = -1, name: str = "image") -> np.ndarray:
     """Validate an image and return it as an array with the colour axis last.
 
@@ -52,6 +57,12 @@ def check_image(image, *, channel_axis: int | None = -1, name: str = "image") ->
         raise TypeError(
             f"{name} must be a numpy array (or array-like of numbers), got a "
             f"{type(image).__name__}; for several images use Codebook.fit([...])."
+        )
+    if is_chunked(image):
+        raise TypeError(
+            f"{name} is a chunked {type(image).__module__.split('.')[0]} array, which this "
+            "in-memory path would load whole. Use napari_kmeans_vq.quantize(image, K) or "
+            "napari_kmeans_vq.large.fit_codebook / encode, which work block by block."
         )
     arr = np.asarray(image)
     if arr.dtype == bool:

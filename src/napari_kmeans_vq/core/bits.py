@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from ._validation import check_positive_int
+from .validation import check_positive_int
 
 __all__ = ["BitReport", "bit_report", "bits_per_index", "label_entropy_bits"]
 

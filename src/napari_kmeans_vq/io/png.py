@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import KVQData, KVQError, check_labels_palette, fail, index_dtype
+from .._limits import index_dtype
+from .data import KVQData, KVQError, check_labels_palette, fail
 from .kvq import MAX_PIXELS, pack_indices
 
 __all__ = [

@@ -1,0 +1,5 @@
+"""The napari-kmeans-vq command."""
+
+from .commands import main
+
+__all__ = ["main"]

@@ -1,0 +1,393 @@
+"""Lazy results: labels and reconstruction as dask arrays, encoded block by block."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._limits import index_dtype
+from ..core.bits import BitReport
+from ..core.codebook import Codebook
+from ..core.histogram import ColorHistogram, KeyCodec
+from ..core.quantize import Quantization, fit_info, fit_summary
+from ..core.quantize import quantize as quantize_in_memory
+from .fit import DEFAULT_SAMPLE, fit_histogram_or_sample
+from .inputs import BLOCK_PIXELS, is_lazy_input, levels
+
+
+class LabelTable:
+    """Maps pixels (n, C) to codeword indices, through a dense table where one fits.
+
+    For colours packing into at most 24 bits (8-bit RGB, 8- or 16-bit grey) the table has
+    one entry per possible colour, filled for the colours of the fitted histogram with the
+    fit's own labels (so lazily encoded labels equal the in-memory ``quantize`` labels).
+    Colours not in the table (another image, a downsampled pyramid level) are assigned to
+    their nearest codeword, as :meth:`Codebook.encode` does.
+
+    Parameters
+    ----------
+    codebook : Codebook
+        Fitted.
+    hist : ColorHistogram, optional
+        The histogram the codebook was fitted on.
+    per_color : ndarray, optional
+        The fit's label of each colour of ``hist``.
+    """
+
+    def __init__(self, codebook: Codebook, hist=None, per_color=None):
+        codebook.check_fitted()
+        self.codebook = codebook
+        self.dtype = index_dtype(codebook.n_colors_)
+        codec = KeyCodec(codebook.dtype_, codebook.channels_)
+        self.table = None
+        if codec.dense and hist is not None and hist.keys is not None:
+            # One spare value above K marks colours the table does not know.
+            k = codebook.n_colors_
+            table_dtype = index_dtype(k + 1) if k + 1 <= 65_536 else np.dtype(np.uint32)
+            self.unknown = np.iinfo(table_dtype).max
+            self.table = np.full(1 << (8 * codec.nbytes), self.unknown, dtype=table_dtype)
+            self.table[hist.keys] = per_color
+        self._codec = codec
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """Labels of ``pixels`` (n, C), shape (n,)."""
+        if self.table is None:
+            return self._nearest(pixels)
+        out = np.take(self.table, self._codec.keys(pixels))
+        missing = out == self.unknown
+        if missing.any():
+            out[missing] = self._nearest(pixels[missing])
+        return out.astype(self.dtype, copy=False)
+
+    def _nearest(self, pixels: np.ndarray) -> np.ndarray:
+        hist = ColorHistogram.from_pixels(pixels)
+        return hist.lookup(pixels, self.codebook.label_colors(hist.colors))
+
+
+def _encode_block(block: np.ndarray, table: LabelTable) -> np.ndarray:
+    colors = block[..., : table.codebook.channels_]
+    return table(colors.reshape(-1, colors.shape[-1])).reshape(colors.shape[:-1])
+
+
+def _decode_block(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    return palette[labels]
+
+
+def _decode_alpha_block(labels: np.ndarray, alpha: np.ndarray, palette: np.ndarray):
+    # labels carry a length-1 colour axis here so that blocks line up with alpha's.
+    return np.concatenate([palette[labels[..., 0]], alpha], axis=-1)
+
+
+def _table_task(table: LabelTable):
+    import dask
+
+    # One graph key for the table: shipped once to each worker, not embedded in each task.
+    return dask.delayed(table, pure=False)
+
+
+def _encode(x, table_task, dtype):
+    import dask.array as da
+
+    return da.map_blocks(
+        _encode_block,
+        x,
+        table_task,
+        drop_axis=x.ndim - 1,
+        dtype=dtype,
+        meta=np.empty((0,) * (x.ndim - 1), dtype=dtype),
+    )
+
+
+def _decode(labels, palette: np.ndarray, alpha=None):
+    import dask.array as da
+
+    channels = palette.shape[1] + (0 if alpha is None else alpha.shape[-1])
+    meta = np.empty((0,) * (labels.ndim + 1), dtype=palette.dtype)
+    if alpha is None:
+        return da.map_blocks(
+            _decode_block,
+            labels,
+            palette,
+            new_axis=labels.ndim,
+            chunks=(*labels.chunks, (channels,)),
+            dtype=palette.dtype,
+            meta=meta,
+        )
+    return da.map_blocks(
+        _decode_alpha_block,
+        labels[..., np.newaxis],
+        alpha.rechunk((*labels.chunks, (alpha.shape[-1],))),
+        palette,
+        chunks=(*labels.chunks, (channels,)),
+        dtype=palette.dtype,
+        meta=meta,
+    )
+
+
+def _restore_axis(arr, channel_axis):
+    import dask.array as da
+
+    if channel_axis is None:
+        return arr[..., 0]
+    return da.moveaxis(arr, -1, channel_axis)
+
+
+def encode_lazy(codebook: Codebook, image, *, table: LabelTable | None = None):
+    """Encode an image lazily: labels as a dask array computed block by block.
+
+    Parameters
+    ----------
+    codebook : Codebook
+        Fitted; its ``channel_axis`` and ``alpha`` apply to ``image``.
+    image : array, list of arrays or path
+        As for :func:`fit_chunked`; a multiscale image gives a list of label arrays.
+    table : LabelTable, optional
+        A table prefilled with the fit's labels (as :func:`quantize_lazy` uses). Without
+        one every block is encoded as :meth:`Codebook.encode` encodes it.
+
+    Returns
+    -------
+    dask array of shape ``image.shape`` without the colour axis (a list for multiscale),
+    uint8 for K <= 256 else uint16
+    """
+    codebook.check_fitted()
+    image_levels, multiscale = levels(image, codebook.channel_axis, BLOCK_PIXELS)
+    first = image_levels[0]
+    channels = codebook.clustered_channels(first.shape[-1])
+    if channels != codebook.channels_ or first.dtype != codebook.dtype_:
+        raise ValueError(
+            f"image has {channels} colour channels of {first.dtype}, but this codebook "
+            f"was fitted on {codebook.channels_} of {codebook.dtype_}."
+        )
+    task = _table_task(table if table is not None else LabelTable(codebook))
+    dtype = index_dtype(codebook.n_colors_)
+    labels = [_encode(x, task, dtype) for x in image_levels]
+    return labels if multiscale else labels[0]
+
+
+def decode_lazy(codebook: Codebook, labels):
+    """``palette_[labels]`` block by block, for a dask label array (or a list of them)."""
+    import dask.array as da
+
+    codebook.check_fitted()
+    if isinstance(labels, list | tuple):
+        return [decode_lazy(codebook, lab) for lab in labels]
+    labels = labels if isinstance(labels, da.Array) else da.asarray(labels)
+    return _decode(labels, codebook.palette_)
+
+
+@dataclass(frozen=True, eq=False)
+class LazyQuantization:
+    """The result of :func:`quantize_lazy`: a fitted codebook, with the image's labels and
+    reconstruction as dask arrays that nothing computes until asked.
+
+    For a multiscale input ``labels`` and ``reconstruction`` are lists of dask arrays, full
+    resolution first, encoded with the one codebook. ``q.compute()`` gives the in-memory
+    :class:`~napari_kmeans_vq.Quantization` of level 0; ``dask.array.to_zarr`` or
+    :func:`napari_kmeans_vq.io.omezarr.write_labels` stream them to disk.
+
+    Attributes
+    ----------
+    labels : dask array, or list of them (multiscale)
+        Codeword indices, uint8 when K <= 256, else uint16.
+    reconstruction : dask array, or list of them (multiscale)
+        ``palette[labels]`` in the image's dtype.
+    palette, centroids, n_colors, codebook, info
+        As for :class:`~napari_kmeans_vq.Quantization`.
+    distortion, psnr, report
+        Measured on the pixels fitted: exact for an exact fit at level 0, estimates from
+        the fitted level or sample otherwise (``info["fit"]`` says which).
+    multiscale : bool
+        Whether ``labels`` and ``reconstruction`` are lists of levels.
+    """
+
+    labels: object
+    palette: np.ndarray
+    centroids: np.ndarray
+    reconstruction: object
+    distortion: float
+    psnr: float
+    report: BitReport
+    n_colors: int
+    codebook: Codebook = field(repr=False)
+    info: dict = field(default_factory=dict)
+    multiscale: bool = False
+
+    @property
+    def levels(self) -> list:
+        """The label arrays as a list (one entry unless multiscale)."""
+        return list(self.labels) if self.multiscale else [self.labels]
+
+    @property
+    def reconstruction_levels(self) -> list:
+        """The reconstructions as a list (one entry unless multiscale)."""
+        return list(self.reconstruction) if self.multiscale else [self.reconstruction]
+
+    @property
+    def cluster_sizes(self) -> np.ndarray:
+        """Pixels in each cluster among those fitted, shape (K,)."""
+        return self.codebook.cluster_sizes_
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable summary, as :meth:`Quantization.to_dict`, plus the shapes."""
+        out = {
+            "n_colors": self.n_colors,
+            "shape": list(self.levels[0].shape),
+            "distortion": self.distortion,
+            "psnr": self.psnr if math.isfinite(self.psnr) else None,
+            "report": self.report.to_dict(),
+            "palette": self.palette.tolist(),
+            "cluster_sizes": self.cluster_sizes.tolist(),
+            "info": dict(self.info),
+            "lazy": True,
+        }
+        if self.multiscale:
+            out["shapes"] = [list(level.shape) for level in self.levels]
+        return out
+
+    def compute(self) -> Quantization:
+        """The in-memory :class:`Quantization` of the full-resolution level."""
+        import dask
+
+        return self.with_arrays(*dask.compute(self.levels[0], self.reconstruction_levels[0]))
+
+    def with_arrays(self, labels, reconstruction) -> Quantization:
+        """A :class:`Quantization` of this fit with computed full-resolution arrays."""
+        return Quantization(
+            labels=labels,
+            palette=self.palette,
+            centroids=self.centroids,
+            reconstruction=reconstruction,
+            distortion=self.distortion,
+            psnr=self.psnr,
+            report=self.report,
+            n_colors=self.n_colors,
+            codebook=self.codebook,
+            info=dict(self.info),
+        )
+
+
+def quantize_lazy(
+    image,
+    n_colors: int,
+    *,
+    random_state=0,
+    color_space: str = "rgb",
+    n_init="auto",
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    alpha: str = "ignore",
+    channel_axis: int | None = -1,
+    fit: str = "auto",
+    fit_level: int = 0,
+    n_samples: int = DEFAULT_SAMPLE,
+    block_pixels: int = BLOCK_PIXELS,
+    progress=None,
+) -> LazyQuantization:
+    """:func:`napari_kmeans_vq.quantize` for images larger than memory.
+
+    The fit runs now (block by block, see :func:`fit_chunked`); the labels and the
+    reconstruction are dask arrays, computed block by block through a lookup table when
+    asked for, so the image is never held in memory whole. For 8-bit colour the fit is
+    exact, and the palette and labels equal ``quantize(numpy.asarray(image), ...)``.
+
+    Parameters
+    ----------
+    image : array, list of arrays or path
+        numpy (or memory-mapped), dask or zarr array; a multiscale image (list of arrays,
+        full resolution first: napari's multiscale layer data); or a zarr / OME-Zarr /
+        TIFF path.
+    n_colors, random_state, color_space, n_init, max_iter, tol, alpha, channel_axis
+        As for :func:`napari_kmeans_vq.quantize`.
+    fit : {"auto", "exact", "sample"}, default "auto"
+        See :func:`fit_chunked`.
+    fit_level : int, default 0
+        Multiscale level to fit on.
+    n_samples : int
+        Pixels sampled for a sampled fit.
+    block_pixels : int
+        Pixels per dask block for numpy and zarr inputs (dask inputs keep their chunks).
+    progress : callable, optional
+        ``progress(stage, fraction_done)`` while fitting: stages ``"histogram"`` (on dask's
+        local schedulers) and ``"fit"``. Encoding happens later, when the dask arrays are
+        computed (:func:`dask_progress` reports that). An exception raised in it stops the
+        work, as for :func:`napari_kmeans_vq.quantize`.
+
+    Returns
+    -------
+    LazyQuantization
+        ``distortion``, ``psnr``, ``report`` and ``cluster_sizes`` describe the pixels
+        fitted: exact for an exact fit at level 0, estimates from the fitted level or the
+        sample otherwise (``info["fit"]`` and ``info["fit_level"]`` say which).
+    """
+    start = time.perf_counter()
+    codebook = Codebook(
+        n_colors,
+        color_space=color_space,
+        random_state=random_state,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        alpha=alpha,
+        channel_axis=channel_axis,
+    )
+    hist, per_color, state = fit_histogram_or_sample(
+        codebook, image, fit, fit_level, n_samples, block_pixels, progress
+    )
+    image_levels = state["levels"]
+    task = _table_task(LabelTable(codebook, hist, per_color))
+    dtype = index_dtype(codebook.n_colors_)
+    labels, recons = [], []
+    for x in image_levels:
+        lab = _encode(x, task, dtype)
+        kept = x[..., 3:] if codebook.clustered_channels(x.shape[-1]) != x.shape[-1] else None
+        labels.append(lab)
+        recons.append(_restore_axis(_decode(lab, codebook.palette_, kept), channel_axis))
+    fitted = state["fit_pixels"] if state["fit"] == "exact" else state["n_samples"]
+    n_pixels = math.prod(image_levels[0].shape[:-1])
+    distortion, psnr, report = fit_summary(codebook, n_pixels, fitted)
+    info = fit_info(
+        codebook, n_colors, random_state, alpha if image_levels[0].shape[-1] == 4 else None
+    )
+    info |= {
+        "fit": state["fit"],
+        "fit_level": state["fit_level"],
+        "fit_pixels": state["fit_pixels"],
+        "n_samples": state["n_samples"],
+        "n_levels": len(image_levels),
+        "fit_seconds": state["seconds"],
+        "seconds": time.perf_counter() - start,
+    }
+    multiscale = state["multiscale"]
+    return LazyQuantization(
+        labels=labels if multiscale else labels[0],
+        palette=codebook.palette_,
+        centroids=codebook.centroids_,
+        reconstruction=recons if multiscale else recons[0],
+        distortion=float(distortion),
+        psnr=float(psnr),
+        report=report,
+        n_colors=codebook.n_colors_,
+        codebook=codebook,
+        info=info,
+        multiscale=multiscale,
+    )
+
+
+def quantize(image, n_colors: int, **options) -> Quantization | LazyQuantization:
+    """Quantize an image of any kind: in memory, or block by block when it is larger.
+
+    numpy arrays (and array-likes) go to the in-memory
+    :func:`napari_kmeans_vq.core.quantize.quantize`; dask and zarr arrays and multiscale
+    lists go to :func:`quantize_lazy`. ``options`` are those of the function called.
+
+    Returns
+    -------
+    Quantization, or LazyQuantization for a dask, zarr or multiscale input
+    """
+    if is_lazy_input(image):
+        return quantize_lazy(image, n_colors, **options)
+    return quantize_in_memory(image, n_colors, **options)
