@@ -174,6 +174,16 @@ class KernelRun:
                 return n_iter, True
         return max_iter, False
 
+    def reorder(self, order: np.ndarray, inverse: np.ndarray) -> None:
+        """Renumber the clusters: centre ``order[i]`` becomes centre ``i`` (in place, as
+        the C calls hold these arrays)."""
+        _, k, d = self._shape
+        self.centers[:] = self.centers[order]
+        self.labels[:] = inverse[self.labels]
+        sums = self._sums.reshape(_SUM_SLOTS, k, d + 1)
+        sums[:] = sums[:, order]
+        self._inertia = None
+
     def move(self, centers: np.ndarray) -> np.ndarray:
         """Labels for centres moved a little (e.g. rounded): only points whose bounds
         leave doubt are searched again. Returns a copy of the new labels."""

@@ -59,7 +59,8 @@ class Codebook:
     ----------
     palette_ : ndarray, shape (K, C)
         The codewords as stored and decoded, in the image's dtype (rounded for integer
-        images).
+        images), in a canonical order: sorted by colour (first channel first), ties by
+        centroid, so that the order never depends on which seeding won.
     centroids_ : ndarray, shape (K, D)
         The unrounded cluster means in the clustering space.
     n_colors_ : int
@@ -266,6 +267,11 @@ class Codebook:
         error = None
         if space == "rgb":
             palette = _to_dtype(centers, dtype)
+            order = _canonical_order(palette, centers)
+            palette, centers = palette[order], centers[order]
+            if result is not None:
+                result = result.reorder(order)
+            labels = np.argsort(order)[labels] if result is None else result.labels
             # Encode against the codewords a decoder really has (rounded), not the means;
             # ties between codewords break as in encode().
             if np.issubdtype(dtype, np.integer) and result is not None:
@@ -286,6 +292,9 @@ class Codebook:
                 axis=1,
             )
             palette = _to_dtype(sums / mass[:, np.newaxis], dtype)
+            order = _canonical_order(palette, centers)
+            palette, centers = palette[order], centers[order]
+            labels = np.argsort(order)[labels]
             self._encode_centers = centers
         self.palette_ = palette
         self.centroids_ = centers
@@ -422,6 +431,12 @@ class Codebook:
             )
         out = take_rows(self.palette_, labels.reshape(-1))
         return out.reshape(*labels.shape, self.palette_.shape[1])
+
+
+def _canonical_order(palette: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Codewords sorted by colour (first channel first), ties by centroid: an order that
+    does not depend on which seeding won."""
+    return np.lexsort((*centers.T[::-1], *palette.T[::-1]))
 
 
 def _integer_colors(dtype: np.dtype, n_pixels: int) -> bool:

@@ -14,6 +14,7 @@ ties going to the lower centre index.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -110,6 +111,18 @@ class KMeansResult:
         default=None, repr=False, compare=False
     )
     _points: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def reorder(self, order: np.ndarray) -> KMeansResult:
+        """This result with the centres in ``order`` (a permutation); the run state it
+        keeps for :meth:`relabel` is renumbered in place."""
+        inverse = np.argsort(order)
+        if self._state is not None:
+            self._state.reorder(order, inverse)
+        return dataclasses.replace(
+            self,
+            centers=self.centers[order],
+            labels=inverse[self.labels].astype(self.labels.dtype),
+        )
 
     def relabel(self, centers: np.ndarray) -> np.ndarray:
         """Labels of the points for centres moved a little (e.g. rounded), reusing the bounds.
@@ -692,6 +705,12 @@ class _Bounds:
             self._full()
             return None
         return self.sums / self.mass[:, np.newaxis]
+
+    def reorder(self, order: np.ndarray, inverse: np.ndarray) -> None:
+        """Renumber the clusters: centre ``order[i]`` becomes centre ``i``."""
+        self.centers = self.centers[order]
+        self.labels = inverse[self.labels]
+        self.sums, self.mass = self.sums[order], self.mass[order]
 
     def move(self, new_centers) -> int:
         """Move the centres and reassign exactly the points that may change; count changes."""
