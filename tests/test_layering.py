@@ -23,6 +23,7 @@ def module_name(path: Path) -> str:
 MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
 # Compiled modules import nothing of the package.
 COMPILED = {module_name(p) for pattern in ("*.c", "*.pyx") for p in PACKAGE.rglob(pattern)}
+KNOWN = MODULES.keys() | COMPILED
 
 
 def imported(name: str, path: Path) -> set[str]:
@@ -81,7 +82,7 @@ def test_no_import_cycles():
 
     def visit(name: str, path: list[str]) -> None:
         if name in path:
-            cycle = path[path.index(name) :] + [name]
+            cycle = [*path[path.index(name) :], name]
             pytest.fail("import cycle: " + " -> ".join(cycle))
         if name in done:
             return
