@@ -127,7 +127,7 @@ def run(src: str, out: str, k: int, chunk: int) -> dict:
     """The measured pipeline: fit and write. Runs in its own process."""
     import zarr
 
-    from napari_kmeans_vq.io.omezarr import write_labels
+    from napari_kmeans_vq.io.omezarr import read_labels, write_labels
     from napari_kmeans_vq.large import quantize_lazy
 
     figures = {}
@@ -151,9 +151,7 @@ def run(src: str, out: str, k: int, chunk: int) -> dict:
         n_iter=q.codebook.n_iter_,
         psnr=q.psnr,
         palette=q.palette.tolist(),
-        n_levels=len(
-            zarr.open_group(out, mode="r")["labels/kmeans"].attrs["multiscales"][0]["datasets"]
-        ),
+        n_levels=len(read_labels(out)[0]),
     )
     return figures
 

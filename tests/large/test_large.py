@@ -228,19 +228,51 @@ def test_ome_zarr_labels_round_trip(tmp_path, lazy16, eager16):
     assert counts == np.bincount(eager16.labels.ravel(), minlength=16).tolist()
     assert sum(p["share"] for p in meta["properties"]) == pytest.approx(1.0)
     assert meta["properties"][0]["color"] == "#{:02x}{:02x}{:02x}".format(*eager16.palette[0])
-    # Chunked, compressed, NGFF 0.4 zarr v2 with '/' chunk keys.
-    zarray = json.loads((tmp_path / "out.ome.zarr/labels/kmeans/0/.zarray").read_text())
-    assert zarray["chunks"] == [128, 128]
-    assert zarray["compressor"]["id"] == "blosc"
-    assert zarray["dimension_separator"] == "/"
-    attrs = json.loads((tmp_path / "out.ome.zarr/labels/kmeans/.zattrs").read_text())
-    assert attrs["multiscales"][0]["version"] == "0.4"
+    # Labels alone: the label image is the root; NGFF 0.5 is zarr v3, chunked, compressed.
+    meta = json.loads((tmp_path / "out.ome.zarr/zarr.json").read_text())
+    ome = meta["attributes"]["ome"]
+    assert ome["version"] == "0.5" and "image-label" in ome
     scales = [
-        d["coordinateTransformations"][0]["scale"] for d in attrs["multiscales"][0]["datasets"]
+        d["coordinateTransformations"][0]["scale"] for d in ome["multiscales"][0]["datasets"]
     ]
     assert scales == [[1.0, 1.0], [2.0, 2.0], [4.0, 4.0]]
+    array = json.loads((tmp_path / "out.ome.zarr/0/zarr.json").read_text())
+    assert array["chunk_grid"]["configuration"]["chunk_shape"] == [128, 128]
+    assert array["dimension_names"] == ["y", "x"]
+    assert any(codec["name"] == "blosc" for codec in array["codecs"])
     with pytest.raises(FileExistsError):
         omezarr.write_labels(path, lazy16)
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+@pytest.mark.parametrize("with_image", [False, True])
+def test_ome_zarr_output_is_valid_ngff_that_ome_zarr_py_reads(
+    tmp_path, ihc, lazy16, eager16, version, with_image
+):
+    omezarr = pytest.importorskip("napari_kmeans_vq.io.omezarr")
+    models = pytest.importorskip("ome_zarr_models")
+    pytest.importorskip("ome_zarr")
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Reader
+
+    path = omezarr.write_labels(
+        tmp_path / "v.ome.zarr",
+        lazy16,
+        chunk=256,
+        ngff_version=version,
+        image=ihc if with_image else None,
+    )
+    group = models.open_ome_zarr(path)  # validates the metadata against the NGFF models
+    assert type(group).__name__ == ("Image" if with_image else "ImageLabel")
+    assert group.ome_zarr_version == version
+    labels = [n for n in Reader(parse_url(str(path)))() if n.load(Label)]
+    assert len(labels) == 1
+    assert np.array_equal(np.asarray(labels[0].data[0]) - 1, eager16.labels)
+    assert sorted(labels[0].metadata["color"]) == list(range(1, 17))
+    if version == "0.4":
+        zarray = json.loads((tmp_path / "v.ome.zarr/0/.zarray").read_text())
+        assert zarray["compressor"]["id"] == "blosc"
+        assert zarray["dimension_separator"] == "/"
 
 
 def test_ome_zarr_reads_with_ome_zarr_py(tmp_path, ihc, lazy16, eager16):

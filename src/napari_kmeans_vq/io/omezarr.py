@@ -1,11 +1,13 @@
-"""Write quantization labels as OME-Zarr (NGFF 0.4) labels, block by block.
+"""Write quantization labels as OME-Zarr labels (NGFF 0.5 or 0.4), block by block.
 
-The output is an OME-Zarr image group whose ``labels/<name>`` is a multiscale label image
-(zarr v2 arrays, ``/`` separated chunks, Blosc-compressed) with ``image-label`` metadata:
-one colour per codeword (the palette as RGBA 0-255) and one properties entry per codeword
-(pixel count, share of the image, hex colour, palette value). Label value ``i + 1`` is
-codeword ``i``; 0 is the NGFF background value and never occurs. napari's OME-Zarr reader
-(napari-ome-zarr, ome-zarr-py) shows it as a labels layer with the palette's colours.
+The labels are a multiscale label image with ``image-label`` metadata: one colour per
+codeword (the palette as RGBA 0-255) and one properties entry per codeword (pixel count,
+share of the image, hex colour, palette value). Label value ``i + 1`` is codeword ``i``; 0
+is the NGFF background value and never occurs. Written alone, the label image is the
+store's root; with an image, the image is the root and the labels are ``labels/<name>``.
+Either way ome-zarr-py's ``Reader`` and napari-ome-zarr open it (as a labels layer with
+the palette's colours). NGFF 0.5 is zarr v3 with the metadata under ``"ome"``; 0.4 is zarr
+v2 with ``/`` separated chunk keys. Arrays are Blosc/zstd-compressed.
 
 Writing streams: each level is stored by dask block by block (labels are computed from the
 image as they are written, for a lazy result), and each coarser level is read back from the
@@ -25,21 +27,43 @@ import numpy as np
 from .._limits import label_dtype
 from ..core.colorspace import palette_rgba
 
-NGFF_VERSION = "0.4"
+NGFF_VERSIONS = ("0.5", "0.4")
 DEFAULT_CHUNK = 1024
 _AXIS_NAMES = {2: ("y", "x"), 3: ("z", "y", "x"), 4: ("t", "z", "y", "x")}
 
 
-def default_compressor():
-    """Blosc with zstd at level 1, no shuffle.
+def default_compressor(ngff_version: str = "0.5"):
+    """Blosc with zstd at level 1, no shuffle (as a zarr v3 codec for NGFF 0.5).
 
     Labels come in runs along rows, which zstd finds in the plain bytes: on H&E labels at
     K = 16 this compresses about 4x at some 250 MB/s a core, better than bit shuffling
     (2.8x) and as well as higher levels that cost 5-10 times the time.
     """
-    from numcodecs import Blosc
+    if ngff_version == "0.4":
+        from numcodecs import Blosc
 
-    return Blosc(cname="zstd", clevel=1, shuffle=Blosc.NOSHUFFLE)
+        return Blosc(cname="zstd", clevel=1, shuffle=Blosc.NOSHUFFLE)
+    from zarr.codecs import BloscCodec
+
+    return BloscCodec(cname="zstd", clevel=1, shuffle="noshuffle")
+
+
+def _set_ome(group, version: str, **entries) -> None:
+    """Store NGFF metadata: under ``"ome"`` with the version for 0.5, each entry carrying
+    its own version for 0.4."""
+    if version == "0.4":
+        for value in entries.values():
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, dict):
+                    item["version"] = version
+        group.attrs.update(entries)
+    else:
+        group.attrs.update({"ome": {"version": version, **entries}})
+
+
+def _get_ome(group) -> dict:
+    attrs = group.attrs.asdict()
+    return attrs.get("ome", attrs)
 
 
 def palette_rgba255(palette: np.ndarray) -> np.ndarray:
@@ -59,7 +83,7 @@ def _axes(ndim: int, channel: bool = False) -> list[dict]:
         )
     axes = [{"name": n, "type": "time" if n == "t" else "space"} for n in _AXIS_NAMES[ndim]]
     if channel:
-        # NGFF 0.4 orders axes time, channel, space.
+        # NGFF orders axes time, channel, space.
         at = 1 if ndim == 4 else 0
         axes.insert(at, {"name": "c", "type": "channel"})
     return axes
@@ -84,9 +108,12 @@ def _aligned(x, chunk: int, dims: int):
     return (x.rechunk(tuple(target)) if changed else x), zchunks
 
 
-def _create_level(group, path: str, x, chunk: int, compressor, dims: int):
+def _create_level(group, path: str, x, chunk: int, compressor, dims: int, names):
     """Create ``group[path]`` for dask array ``x``; return (x aligned to its chunks, array)."""
     x, chunks = _aligned(x, chunk, dims)
+    v2 = group.metadata.zarr_format == 2
+    # zarr v3 arrays name their axes (NGFF 0.5 asks for it); v2 has no such field.
+    named = {} if v2 else {"dimension_names": names}
     arr = group.create_array(
         path,
         shape=x.shape,
@@ -94,8 +121,9 @@ def _create_level(group, path: str, x, chunk: int, compressor, dims: int):
         dtype=x.dtype,
         compressors=compressor,
         fill_value=0,
-        chunk_key_encoding={"name": "v2", "separator": "/"},
+        chunk_key_encoding={"name": "v2" if v2 else "default", "separator": "/"},
         overwrite=True,
+        **named,
     )
     return x, arr
 
@@ -118,7 +146,9 @@ def _n_levels(shape, chunk: int, n_levels: int | None) -> int:
     return 1 + max(0, math.ceil(math.log2(side / chunk))) if side > chunk else 1
 
 
-def _write_multiscale(group, levels, *, chunk, compressor, n_levels, spatial, scale0, shape0):
+def _write_multiscale(
+    group, levels, *, chunk, compressor, n_levels, spatial, scale0, shape0, names
+):
     """Store the given levels (dask) and subsampled ones down to n_levels; return datasets.
 
     Every level is stored in one dask computation, the extra levels subsampled from the
@@ -141,7 +171,7 @@ def _write_multiscale(group, levels, *, chunk, compressor, n_levels, spatial, sc
             x = _subsample(levels[last], step, spatial)
             base = datasets[last]["coordinateTransformations"][0]["scale"]
             scale = [v * step if a >= x.ndim - spatial else v for a, v in enumerate(base)]
-        x, arr = _create_level(group, str(i), x, chunk, compressor, spatial)
+        x, arr = _create_level(group, str(i), x, chunk, compressor, spatial, names)
         sources.append(x)
         targets.append(arr)
         datasets.append(
@@ -177,23 +207,25 @@ def write_labels(
     compressor=None,
     overwrite: bool = False,
     progress=None,
+    ngff_version: str = "0.5",
 ) -> str:
-    """Write a quantization's labels as OME-Zarr (NGFF 0.4) labels with the palette.
+    """Write a quantization's labels as OME-Zarr labels with the palette.
 
     Parameters
     ----------
     path : str or os.PathLike
         The OME-Zarr directory to create (``.ome.zarr`` by convention).
     result : Quantization or LazyQuantization
-        From :func:`napari_kmeans_vq.quantize` or :func:`~napari_kmeans_vq.chunked.
-        quantize_lazy`. Lazy labels are computed block by block as they are written; a
-        multiscale result writes its own levels.
+        From :func:`napari_kmeans_vq.quantize` (in memory or lazy). Lazy labels are
+        computed block by block as they are written; a multiscale result writes its own
+        levels.
     name : str, default "kmeans"
         The label image's name under ``labels/``.
     image : array or "reconstruction", optional
         Also write an image at the root (colour axis last in, stored channel-first as NGFF
-        0.4 asks), e.g. the original slide or ``"reconstruction"`` (the quantized image),
-        with the same pyramid. Without it the root holds only the labels group.
+        asks), e.g. the original slide or ``"reconstruction"`` (the quantized image), with
+        the same pyramid; the labels then go to ``labels/<name>``. Without it the label
+        image is the root.
     chunk : int, default 1024
         Chunk side in pixels for the last two axes.
     n_levels : int, optional
@@ -201,13 +233,15 @@ def write_labels(
         multiscale result writes at least its own levels).
     pixel_size : sequence of float, optional
         Physical size of a full-resolution pixel along each label axis (default 1).
-    compressor : numcodecs codec, optional
-        Default :func:`default_compressor`.
+    compressor : codec, optional
+        Default :func:`default_compressor` (a zarr v3 codec for NGFF 0.5, numcodecs for 0.4).
     overwrite : bool, default False
         Replace an existing ``path``.
     progress : callable, optional
         Called as ``progress("write", fraction_done)`` as blocks are stored (on dask's
         local schedulers); an exception raised in it stops the writing.
+    ngff_version : {"0.5", "0.4"}, default "0.5"
+        NGFF 0.5 (zarr v3), or 0.4 (zarr v2) for readers that do not know 0.5 yet.
 
     Returns
     -------
@@ -222,10 +256,12 @@ def write_labels(
         raise FileExistsError(f"path {path!r} exists; pass overwrite=True to replace it.")
     if not isinstance(name, str) or not name or "/" in name:
         raise ValueError(f"name must be a non-empty string without '/', got {name!r}.")
+    if ngff_version not in NGFF_VERSIONS:
+        raise ValueError(f"ngff_version must be one of {NGFF_VERSIONS}, got {ngff_version!r}.")
     chunk = int(chunk)
     if chunk < 1:
         raise ValueError(f"chunk must be a positive integer, got {chunk}.")
-    compressor = default_compressor() if compressor is None else compressor
+    compressor = default_compressor(ngff_version) if compressor is None else compressor
     levels = list(result.labels) if getattr(result, "multiscale", False) else [result.labels]
     levels = [lv if isinstance(lv, da.Array) else da.from_array(np.asarray(lv)) for lv in levels]
     shape0 = levels[0].shape
@@ -243,9 +279,8 @@ def write_labels(
 
     from ..large.progress import stage
 
-    root = zarr.open_group(path, mode="w", zarr_format=2)
-    labels_group = root.create_group("labels")
-    group = labels_group.create_group(name)
+    root = zarr.open_group(path, mode="w", zarr_format=2 if ngff_version == "0.4" else 3)
+    group = root if image is None else root.create_group("labels").create_group(name)
     with stage(progress, "write"):
         datasets, arrays = _write_multiscale(
             group,
@@ -256,6 +291,7 @@ def write_labels(
             spatial=spatial,
             scale0=scale0,
             shape0=shape0,
+            names=[axis["name"] for axis in axes],
         )
 
     info = getattr(result, "info", {}) or {}
@@ -278,23 +314,24 @@ def write_labels(
         }
         for i in range(k)
     ]
-    group.attrs.update(
-        {
-            "multiscales": [
-                {"version": NGFF_VERSION, "name": name, "axes": axes, "datasets": datasets}
-            ],
-            "image-label": {
-                "version": NGFF_VERSION,
-                "colors": colors,
-                "properties": properties,
-                "source": {"image": "../../"},
-            },
-        }
-    )
-    labels_group.attrs.update({"labels": [name]})
-
+    image_label = {"colors": colors, "properties": properties}
     if image is not None:
-        _write_image(root, result, image, levels, chunk, compressor, n, scale0, shape0, spatial)
+        image_label["source"] = {"image": "../../"}
+    _set_ome(
+        group,
+        ngff_version,
+        multiscales=[{"name": name, "axes": axes, "datasets": datasets}],
+        **{"image-label": image_label},
+    )
+    if image is not None:
+        _set_ome(root["labels"], ngff_version, labels=[name])
+        datasets = _write_image(
+            root, result, image, levels, chunk, compressor, n, scale0, shape0, spatial
+        )
+        axes = _axes(len(shape0), channel=True)
+        _set_ome(
+            root, ngff_version, multiscales=[{"name": "image", "axes": axes, "datasets": datasets}]
+        )
     return path
 
 
@@ -321,7 +358,7 @@ def _write_image(root, result, image, label_levels, chunk, compressor, n, scale0
                 f"image level {i} has shape {im.shape}; expected the labels' shape plus a colour "
                 "axis last."
             )
-    # Channel-first (NGFF 0.4 puts c before the spatial axes).
+    # Channel-first (NGFF puts c before the spatial axes).
     at = 1 if len(shape0) == 4 else 0
     images = [da.moveaxis(im, -1, at) for im in images]
     img_shape0 = images[0].shape
@@ -336,19 +373,9 @@ def _write_image(root, result, image, label_levels, chunk, compressor, n, scale0
         spatial=spatial,
         scale0=img_scale0,
         shape0=img_shape0,
+        names=[axis["name"] for axis in _axes(len(shape0), channel=True)],
     )
-    root.attrs.update(
-        {
-            "multiscales": [
-                {
-                    "version": NGFF_VERSION,
-                    "name": "image",
-                    "axes": _axes(len(shape0), channel=True),
-                    "datasets": datasets,
-                }
-            ]
-        }
-    )
+    return datasets
 
 
 def _with_colour_axis(image, labels_shape):
@@ -364,20 +391,22 @@ def _with_colour_axis(image, labels_shape):
 
 
 def read_labels(path, name: str = "kmeans"):
-    """Read back what :func:`write_labels` wrote, lazily.
+    """Read back what :func:`write_labels` wrote (either layout, NGFF 0.5 or 0.4), lazily.
 
     Returns
     -------
     levels : list of dask arrays
         Stored label values (codeword + 1), full resolution first.
     metadata : dict
-        The label image's ``image-label`` attributes (colours and properties).
+        The label image's ``image-label`` metadata (colours and properties).
     """
     import dask.array as da
     import zarr
 
-    group = zarr.open_group(os.fspath(path), mode="r")[f"labels/{name}"]
-    attrs = group.attrs.asdict()
+    group = zarr.open_group(os.fspath(path), mode="r")
+    if "image-label" not in _get_ome(group):
+        group = group[f"labels/{name}"]
+    attrs = _get_ome(group)
     levels = [da.from_zarr(group[d["path"]]) for d in attrs["multiscales"][0]["datasets"]]
     return levels, attrs["image-label"]
 
