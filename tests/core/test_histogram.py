@@ -1,18 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_kmeans_vq.core import histogram
 from napari_kmeans_vq.core.histogram import ColorHistogram, KeyCodec
-
-
-@pytest.fixture(params=["C", "numpy"])
-def colors_path(request, monkeypatch):
-    """Each test using it runs with the C extension _ccolors, then with numpy alone."""
-    if request.param == "C" and histogram._ccolors is None:
-        pytest.skip("the C extension was not built")
-    if request.param == "numpy":
-        monkeypatch.setattr(histogram, "_ccolors", None)
-    return request.param
 
 
 def test_rgb_keys_pack_the_bytes_and_unpack_exactly():
@@ -55,53 +44,72 @@ def test_merge_adds_counts():
     assert table == {(1, 2, 3): 2, (4, 5, 6): 2, (7, 8, 9): 1}
 
 
-def test_large_images_count_in_a_dense_table_with_the_same_result():
+def test_large_images_count_in_chunks_with_the_same_result():
     rng = np.random.default_rng(2)
     palette = rng.integers(0, 256, size=(5000, 3), dtype=np.uint8)
-    pixels = palette[rng.integers(0, 5000, size=4 * 2**20 + 123)]
-    dense = ColorHistogram.from_pixels(pixels)  # above the dense-count threshold
+    pixels = palette[rng.integers(0, 5000, size=2 * 2**20 + 123)]
+    whole = ColorHistogram.from_pixels(pixels)  # three chunks
     merged = ColorHistogram.merge(
         [ColorHistogram.from_pixels(part) for part in np.array_split(pixels, 3)]
     )
-    np.testing.assert_array_equal(dense.keys, merged.keys)
-    np.testing.assert_array_equal(dense.counts, merged.counts)
-    assert dense.counts.sum() == len(pixels)
+    keys, counts = np.unique(KeyCodec(np.uint8, 3).keys(pixels), return_counts=True)
+    for hist in (whole, merged):
+        np.testing.assert_array_equal(hist.keys, keys)
+        np.testing.assert_array_equal(hist.counts, counts)
+    assert whole.counts.sum() == len(pixels)
 
 
-def test_dense_counting_equals_sorting_on_a_real_image(ihc, monkeypatch, colors_path):
-    monkeypatch.setattr(histogram, "_DENSE_COUNT_MIN_PIXELS", 0)
+def test_counting_equals_sorting_on_a_real_image(ihc):
     rgba = np.dstack([ihc, np.full(ihc.shape[:2], 255, np.uint8)])
     pixels = rgba[..., :3].reshape(-1, 3)  # rows 4 bytes apart: not contiguous
     seen = []
-    dense = ColorHistogram.from_pixels(pixels, chunk=10_000, progress=lambda s, f: seen.append(f))
+    hist = ColorHistogram.from_pixels(pixels, chunk=10_000, progress=lambda s, f: seen.append(f))
     keys, counts = np.unique(KeyCodec(np.uint8, 3).keys(pixels), return_counts=True)
-    np.testing.assert_array_equal(dense.keys, keys)
-    np.testing.assert_array_equal(dense.counts, counts)
-    np.testing.assert_array_equal(dense.colors, KeyCodec(np.uint8, 3).colors(keys))
+    np.testing.assert_array_equal(hist.keys, keys)
+    np.testing.assert_array_equal(hist.counts, counts)
+    np.testing.assert_array_equal(hist.colors, KeyCodec(np.uint8, 3).colors(keys))
     assert seen == sorted(seen) and seen[-1] == 1.0
     assert np.array_equal(rgba[..., :3], ihc)  # the caller's pixels are left alone
+    for threads in (1, 2):
+        again = ColorHistogram.from_pixels(pixels, n_threads=threads)
+        np.testing.assert_array_equal(again.counts, counts)
 
 
-def test_the_c_histogram_checks_its_input():
-    ccolors = histogram._ccolors
-    if ccolors is None:
-        pytest.skip("the C extension was not built")
+@pytest.mark.parametrize(("dtype", "channels"), [(np.uint8, 1), (np.uint8, 2), (np.uint16, 1)])
+def test_narrow_keys_count_in_the_bitmap_too(dtype, channels):
+    rng = np.random.default_rng(9)
+    top = np.iinfo(dtype).max
+    pixels = rng.integers(0, top, size=(50_000, channels), endpoint=True).astype(dtype)
+    pixels[0] = top  # the largest key, the bitmap's last bit
+    hist = ColorHistogram.from_pixels(pixels)
+    colors, counts = np.unique(pixels, axis=0, return_counts=True)
+    order = np.lexsort(hist.colors.T[::-1])
+    np.testing.assert_array_equal(hist.colors[order], colors)
+    np.testing.assert_array_equal(hist.counts[order], counts)
+
+
+def test_the_colour_kernels_check_their_input():
+    from napari_kmeans_vq.core import _colors
+
     bits = np.zeros(1 << 18, np.uint64)
-    pixels = np.array([[1, 2, 3], [4, 5, 6]], np.uint8)
-    ccolors.mark(pixels[:1], bits, 1)
+    keys = np.array([1 | 2 << 8 | 3 << 16, 4 | 5 << 8 | 6 << 16], np.uint32)
+    _colors.mark(keys[:1], bits)
     before = np.empty(1 << 18, np.uint32)
-    assert ccolors.index(bits, before) == 1
+    assert _colors.rank(bits, before) == 1
     with pytest.raises(ValueError, match="not in the table"):
-        ccolors.tally(pixels, bits, before, np.zeros(1, np.int64), 2, 1)
-    with pytest.raises(ValueError, match="expected 262144 items of uint64"):
-        ccolors.mark(pixels, bits[:10], 2)
-    with pytest.raises(ValueError, match="expected 6 items of uint8"):
-        ccolors.mark(pixels.astype(np.int16), bits, 2)
+        _colors.tally(keys, bits, before, np.zeros(1, np.int64))
+    with pytest.raises(ValueError, match="larger than the bitmap"):
+        _colors.mark(keys, bits[:10])
+    with pytest.raises(ValueError, match="wrong size"):
+        _colors.set_keys(bits, np.zeros(3, np.uint32))
+    with pytest.raises(ValueError, match="pack_rgb8"):
+        _colors.pack_rgb8(np.zeros((2, 4), np.uint8), np.zeros(2, np.uint32), 1)
+    with pytest.raises(ValueError, match="dtype"):  # wrong dtype
+        _colors.mark(keys.astype(np.int64), bits)
 
 
 @pytest.mark.parametrize("label_type", [np.uint8, np.uint16])
-def test_encode_decode_in_c_equals_lookup_and_take(ihc, monkeypatch, label_type):
-    from napari_kmeans_vq.core import _threads
+def test_encode_decode_equals_lookup_and_take(ihc, label_type):
     from napari_kmeans_vq.core.histogram import encode_decode
 
     pixels = ihc.reshape(-1, 3)
@@ -110,84 +118,29 @@ def test_encode_decode_in_c_equals_lookup_and_take(ihc, monkeypatch, label_type)
     values = (hist.keys % n_labels).astype(label_type)
     palette = np.random.default_rng(0).integers(0, 256, (n_labels, 3), dtype=np.uint8)
     expected = hist.lookup(pixels, values)
-    diff = pixels.astype(np.int64) - palette[expected]
-    expected_stats = [*np.bincount(expected, minlength=n_labels), int((diff**2).sum())]
-    stats = [np.zeros(n_labels + 1, np.int64) for _ in range(3)]
-    results = [encode_decode(hist, pixels, values, palette, chunk=100_000, stats=stats[0])]
-    with _threads.one_thread():
-        results.append(encode_decode(hist, pixels, values, palette, stats=stats[1]))
-    monkeypatch.setattr(hist._codec, "rgb8", False)  # the numpy path
-    results.append(encode_decode(hist, pixels, values, palette, stats=stats[2]))
-    for (labels, codewords), measured in zip(results, stats, strict=True):
-        assert labels.dtype == label_type
+    results = [
+        encode_decode(hist, pixels, values, palette, chunk=100_000, n_threads=2),
+        encode_decode(hist, pixels, values, palette, n_threads=1),
+        encode_decode(hist, pixels, values.astype(np.int64), palette),  # the numpy path
+    ]
+    for labels, codewords in results:
         np.testing.assert_array_equal(labels, expected)
         np.testing.assert_array_equal(codewords, palette[expected])
-        assert measured.tolist() == expected_stats
 
 
 def test_encode_decode_rejects_a_label_outside_the_palette(ihc):
     from napari_kmeans_vq.core.histogram import encode_decode
 
-    if histogram._ccolors is None:
-        pytest.skip("the C extension was not built")
     pixels = ihc[:64].reshape(-1, 3)
     hist = ColorHistogram.from_pixels(pixels)
     values = np.full(len(hist.keys), 4, np.uint8)
     with pytest.raises(ValueError, match="a label is 4 or more"):
         encode_decode(hist, pixels, values, np.zeros((4, 3), np.uint8))
-
-
-def test_nearest_codewords_per_pixel_equal_the_lookup():
-    # Many distinct colours and K <= 4: encode_decode computes each pixel's nearest
-    # codeword instead of looking it up; ties (a repeated codeword) go to the lower index.
-    from napari_kmeans_vq.core.histogram import encode_decode
-    from napari_kmeans_vq.core.kmeans import assign
-
-    rng = np.random.default_rng(4)
-    pixels = rng.integers(0, 256, (200_000, 3), dtype=np.uint8)
-    hist = ColorHistogram.from_pixels(pixels)
-    palette = np.array([[10, 200, 30], [128, 128, 128], [10, 200, 30], [250, 5, 90]], np.uint8)
-    values = assign(hist.colors.astype(np.float64), palette.astype(np.float64)).astype(np.uint8)
-    assert 2 not in values  # the repeated codeword loses every tie
-    looked_up = encode_decode(hist, pixels, values, palette)
-    stats = np.zeros(5, np.int64)
-    computed = encode_decode(hist, pixels, values[:0], palette, nearest=True, stats=stats)
-    # (no values needed per pixel; J and the counts measured on the way)
-    diff = pixels.astype(np.int64) - palette[computed[0]]
-    assert stats.tolist() == [*np.bincount(computed[0], minlength=4), int((diff**2).sum())]
     with pytest.raises(ValueError, match="one per colour"):
-        encode_decode(hist, pixels, values[:0], palette)
-    # (the per-pixel path is taken: many distinct colours, K = 4)
-    assert len(hist.keys) >= histogram._NEAREST_MIN_DISTINCT * len(pixels)
-    for labels, codewords in (computed, looked_up):
-        np.testing.assert_array_equal(labels, hist.lookup(pixels, values))
-        np.testing.assert_array_equal(codewords, palette[labels])
+        encode_decode(hist, pixels, values[:3], np.zeros((5, 3), np.uint8))
 
 
-@pytest.mark.parametrize("k", [1, 2, 3, 4, 6])
-def test_each_pixels_nearest_codeword_in_c_for_any_palette_size(k):
-    # Up to four entries take an unrolled loop over a padded palette, more the general
-    # one; both must give the nearest entry, ties to the lower index (entry 2 repeats 0).
-    from napari_kmeans_vq.core.histogram import _ccolors
-    from napari_kmeans_vq.core.kmeans import assign
-
-    if _ccolors is None:
-        pytest.skip("the C extension was not built")
-    rng = np.random.default_rng(k)
-    pixels = rng.integers(0, 256, (5_000, 3), dtype=np.uint8)
-    palette = np.array(
-        [[10, 200, 30], [128, 128, 128], [10, 200, 30], [250, 5, 90], [0, 0, 0], [99, 1, 7]],
-        np.uint8,
-    )[:k]
-    labels = np.empty(len(pixels), np.uint8)
-    out = np.empty_like(pixels)
-    _ccolors.encode_decode(pixels, None, palette, labels, out, len(pixels), k, 1, 1)
-    expected = assign(pixels.astype(np.float64), palette.astype(np.float64))
-    np.testing.assert_array_equal(labels, expected)
-    np.testing.assert_array_equal(out, palette[expected])
-
-
-def test_small_rgb_histograms_equal_numpys_unique(ihc, colors_path):
+def test_small_rgb_histograms_equal_numpys_unique(ihc):
     pixels = ihc.reshape(-1, 3)
     hist = ColorHistogram.from_pixels(pixels)
     colors, counts = np.unique(pixels, axis=0, return_counts=True)
@@ -195,22 +148,3 @@ def test_small_rgb_histograms_equal_numpys_unique(ihc, colors_path):
     np.testing.assert_array_equal(hist.colors, colors[order])
     np.testing.assert_array_equal(hist.counts, counts[order])
     assert hist.counts.dtype == np.int64 and hist.keys.dtype == np.uint32
-
-
-def test_c_runs_need_sorted_keys():
-    if histogram._ccolors is None:
-        pytest.skip("the C extension was not built")
-    keys = np.array([5, 3, 3], np.uint32)
-    with pytest.raises(ValueError, match="not sorted"):
-        histogram._ccolors.runs(keys, 3, None, None, None, 0)
-
-
-def test_c_runs_reject_keys_that_are_not_sorted_24_bit_ones():
-    if histogram._ccolors is None:
-        pytest.skip("the C extension was not built")
-    for bad in ([0xFFFFFFFF], [5, 3, 5], [1, 1 << 24]):
-        keys = np.array(bad, np.uint32)
-        m = len(set(bad))
-        out = np.zeros(m, np.uint32), np.zeros(m, np.int64), np.zeros((m, 3), np.uint8)
-        with pytest.raises(ValueError, match="not sorted"):
-            histogram._ccolors.runs(keys, len(keys), *out, m)

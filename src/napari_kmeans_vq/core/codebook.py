@@ -8,13 +8,13 @@ import warnings
 import numpy as np
 
 from .._limits import index_dtype, peak_value
+from ._threads import resolve
 from .colorspace import rgb_to_lab
-from .histogram import ColorHistogram, encode_decode, encodes_per_pixel, take_rows
-from .kmeans import assign, prepare, weighted_error, weighted_kmeans
+from .histogram import ColorHistogram, encode_decode, take_rows
+from .kmeans import DEFAULT_EFFORT, Plan, assign, check_effort, weighted_error, weighted_kmeans
 from .validation import COLOR_SPACES, check_choice, check_image, check_int, check_n_colors
 
 ALPHA_MODES = ("ignore", "quantize")
-AUTO_N_INIT = 5
 
 
 class FewColorsWarning(UserWarning):
@@ -40,9 +40,9 @@ class Codebook:
     random_state : int, numpy Generator or None, default 0
         Seed of the k-means++ seeding; the same seed and data give the same codebook.
     n_init : int or "auto", default "auto"
-        Seedings to run, keeping the lowest distortion. "auto" is 5: restarts converge on a
-        summary of the colours first, so they are cheap, and they avoid the odd poor local
-        minimum (1-2% higher J) a single seeding can land in.
+        Seedings to run, keeping the lowest distortion. "auto" follows ``effort`` (10 at
+        the default): restarts converge on a summary of the colours first, so they are
+        cheap, and they avoid the poor local minima a single seeding can land in.
     max_iter : int, default 300
         Most Lloyd iterations per seeding.
     tol : float, default 1e-4
@@ -54,6 +54,14 @@ class Codebook:
         four channels.
     channel_axis : int or None, default -1
         Axis of the colour channels; None for a scalar (one-channel) image with no colour axis.
+    effort : int, default 5
+        Speed against quality, 1 to 10: the seedings, the size of the colour summary the
+        seedings converge on, and how many of their optima are finished on every colour
+        all follow from it (see ``docs/how-it-works.md``). At 5 the distortion is within
+        0.5% of scikit-learn's best of 10 restarts (see ``docs/benchmarks.md``).
+    n_threads : int or None, default None
+        Threads for the compiled engine; None uses the cores this process may run on.
+        The palette and labels do not depend on it.
 
     Attributes
     ----------
@@ -97,6 +105,8 @@ class Codebook:
         tol: float = 1e-4,
         alpha: str = "ignore",
         channel_axis: int | None = -1,
+        effort: int = DEFAULT_EFFORT,
+        n_threads: int | None = None,
     ):
         self.n_colors = n_colors
         self.color_space = color_space
@@ -106,6 +116,8 @@ class Codebook:
         self.tol = tol
         self.alpha = alpha
         self.channel_axis = channel_axis
+        self.effort = effort
+        self.n_threads = n_threads
 
     def __repr__(self) -> str:
         state = f", fitted K={self.n_colors_}" if self.is_fitted else ""
@@ -145,9 +157,12 @@ class Codebook:
                     f"{first.shape[-1]} of {first.dtype}; a codebook is fitted to images of "
                     "one kind."
                 )
+        threads = resolve(self.n_threads)
         hist = ColorHistogram.merge(
             [
-                ColorHistogram.from_pixels(c.reshape(-1, c.shape[-1]), progress=progress)
+                ColorHistogram.from_pixels(
+                    c.reshape(-1, c.shape[-1]), progress=progress, n_threads=threads
+                )
                 for c in colors
             ]
         )
@@ -159,8 +174,10 @@ class Codebook:
         n_colors = check_n_colors(self.n_colors)
         space = check_choice(self.color_space, "color_space", COLOR_SPACES)
         check_choice(self.alpha, "alpha", ALPHA_MODES)
+        effort = check_effort(self.effort)
+        resolve(self.n_threads)  # (validates it)
         if self.n_init == "auto":
-            n_init = AUTO_N_INIT
+            n_init = Plan.from_effort(effort, n_colors).n_init
         else:
             n_init = check_int(self.n_init, "n_init")
             if n_init < 1:
@@ -193,9 +210,19 @@ class Codebook:
         return arr, None
 
     def _to_space(self, colors: np.ndarray) -> np.ndarray:
-        """Colours (M, C) in the image dtype -> float64 points in the clustering space."""
+        """Colours (M, C) in the image dtype -> points in the clustering space: 8- and
+        16-bit colours as they are (the engine sums them exactly), others as float64."""
         if self.color_space.lower() == "lab":
-            return rgb_to_lab(colors / peak_value(colors.dtype))
+            with np.errstate(all="ignore"):
+                lab = rgb_to_lab(colors / peak_value(colors.dtype))
+            if not np.isfinite(lab).all():
+                raise ValueError(
+                    "color_space='lab': the colours are too large to convert to CIELAB "
+                    "(expected values in 0 .. 1 for float images); use color_space='rgb'."
+                )
+            return lab
+        if colors.dtype in (np.uint8, np.uint16):
+            return colors
         return colors.astype(np.float64)
 
     def fit_histogram(self, hist: ColorHistogram, dtype: np.dtype, progress=None) -> np.ndarray:
@@ -217,18 +244,11 @@ class Codebook:
         """
         return self._fit_histogram(hist, dtype, progress)
 
-    def _fit_histogram(self, hist, dtype, progress=None, label_colors=True):
-        """:meth:`fit_histogram`; with ``label_colors`` False the caller encodes every
-        pixel against the palette itself and measures J and the cluster sizes there (see
-        fit_encode): after an 8-bit RGB fit the colours are then not labelled against the
-        rounded palette (a pass over them), ``inertia_`` and ``cluster_sizes_`` are left
-        to the caller, and None is returned."""
+    def _fit_histogram(self, hist, dtype, progress=None):
         n_colors, space, n_init, max_iter = self.check_params()
-        prepare()
+        threads = resolve(self.n_threads)
         start = time.perf_counter()
-        # 8-bit RGB colours go to the fit as they are (see weighted_kmeans).
-        rgb8 = space == "rgb" and hist.colors.dtype == np.uint8
-        points = hist.colors if rgb8 else self._to_space(hist.colors)
+        points = self._to_space(hist.colors)
         weights = hist.counts.astype(np.float64)  # converted once, for the fit and the error
         n_distinct = hist.colors.shape[0]
         if n_distinct <= n_colors:
@@ -250,37 +270,32 @@ class Codebook:
                 weights,
                 n_colors,
                 n_init=n_init,
+                effort=self.effort,
                 max_iter=max_iter,
                 tol=self.tol,
                 random_state=self.random_state,
                 progress=progress,
-                # Colours of 8- and 16-bit images and their counts: integers, and sums
-                # of counts times values stay below 2**52 up to 2**36 pixels.
-                integral=True
-                if space == "rgb" and _integer_colors(dtype, hist.n_pixels)
-                else None,
-                values=hist.colors if rgb8 else None,
+                n_threads=threads,
             )
             centers, labels = result.centers, result.labels
             n_iter, runs, converged = result.n_iter, result.n_init, result.converged
         k = centers.shape[0]
-        error = None
         if space == "rgb":
             palette = _to_dtype(centers, dtype)
             order = _canonical_order(palette, centers)
             palette, centers = palette[order], centers[order]
-            if result is not None:
+            if result is None:
+                labels = np.argsort(order)[labels]
+            else:
                 result = result.reorder(order)
-            labels = np.argsort(order)[labels] if result is None else result.labels
-            # Encode against the codewords a decoder really has (rounded), not the means;
-            # ties between codewords break as in encode().
-            if np.issubdtype(dtype, np.integer) and result is not None:
-                if label_colors:
+                labels = result.labels
+                # Encode against the codewords a decoder really has (rounded, or in a
+                # narrower float type), not the means; ties break as in encode().
+                if np.dtype(dtype) != np.float64:
                     labels = result.relabel(palette.astype(np.float64))
-                    error = result.relabelled_error()
-                else:
-                    labels = error = None
             self._encode_centers = palette.astype(np.float64)
+            error_points = points
+            error_centers = self._encode_centers
         else:
             # The decoder's colour for a Lab cluster is the mean of its members in RGB.
             mass = np.bincount(labels, weights=hist.counts, minlength=k)
@@ -296,6 +311,8 @@ class Codebook:
             palette, centers = palette[order], centers[order]
             labels = np.argsort(order)[labels]
             self._encode_centers = centers
+            error_points = hist.colors
+            error_centers = palette.astype(np.float64)
         self.palette_ = palette
         self.centroids_ = centers
         self.n_colors_ = k
@@ -305,14 +322,9 @@ class Codebook:
         self.n_init_ = runs
         self.converged_ = converged
         self.n_distinct_colors_ = n_distinct
-        if labels is None:
-            self.inertia_ = self.cluster_sizes_ = None
-        else:
-            if error is None:
-                colors = points if space == "rgb" else hist.colors.astype(np.float64)
-                error = weighted_error(colors, weights, palette.astype(np.float64), labels)
-            self.inertia_, counts = error
-            self.cluster_sizes_ = np.rint(counts).astype(np.int64)
+        error, counts = weighted_error(error_points, weights, error_centers, labels, threads)
+        self.inertia_ = float(error)
+        self.cluster_sizes_ = np.rint(counts).astype(np.int64)
         self.fit_seconds_ = time.perf_counter() - start
         return labels
 
@@ -343,13 +355,13 @@ class Codebook:
                 f"on {self.channels_}."
             )
         pixels = colors.reshape(-1, colors.shape[-1])
-        hist = ColorHistogram.from_pixels(pixels)
+        hist = ColorHistogram.from_pixels(pixels, n_threads=self.n_threads)
         return hist.lookup(pixels, self.label_colors(hist.colors)).reshape(colors.shape[:-1])
 
     def label_colors(self, colors: np.ndarray) -> np.ndarray:
         """The nearest codeword's index for each of a list of colours (M, C), image dtype."""
         self.check_fitted()
-        per_color = assign(self._to_space(colors), self._encode_centers)
+        per_color = assign(self._to_space(colors), self._encode_centers, self.n_threads)
         return per_color.astype(index_dtype(self.n_colors_))
 
     def fit_encode(self, image, *, progress=None) -> tuple[np.ndarray, np.ndarray]:
@@ -374,31 +386,17 @@ class Codebook:
         arr = self._check(image)
         colors, kept_alpha = self._colors(arr)
         pixels = colors.reshape(-1, colors.shape[-1])
-        hist = ColorHistogram.from_pixels(pixels, progress=progress)
-        rgb = self.color_space.lower() == "rgb"
-        # Pixels encoded one by one (few codewords, many colours) need no labels per colour:
-        # J and the cluster sizes are then measured while encoding, exactly (integers).
-        per_pixel = rgb and encodes_per_pixel(hist, pixels.shape[0], self.check_params()[0])
-        per_color = self._fit_histogram(hist, arr.dtype, progress, label_colors=not per_pixel)
-        stats = None
-        if per_color is None:
-            stats = np.zeros(self.n_colors_ + 1, dtype=np.int64)
-            values = np.empty(0, dtype=index_dtype(self.n_colors_))
-        else:
-            values = per_color.astype(index_dtype(self.n_colors_))
+        threads = resolve(self.n_threads)
+        hist = ColorHistogram.from_pixels(pixels, progress=progress, n_threads=threads)
+        per_color = self._fit_histogram(hist, arr.dtype, progress)
         labels, codewords = encode_decode(
             hist,
             pixels,
-            values,
+            per_color.astype(index_dtype(self.n_colors_)),
             self.palette_,
             progress=progress,
-            # RGB fits label each colour with its nearest codeword (see fit_histogram).
-            nearest=rgb,
-            stats=stats,
+            n_threads=threads,
         )
-        if stats is not None:
-            self.inertia_ = float(stats[-1])
-            self.cluster_sizes_ = np.asarray(stats[:-1], dtype=np.int64).copy()
         labels = labels.reshape(colors.shape[:-1])
         codewords = codewords.reshape(colors.shape)
         if kept_alpha is None:
@@ -439,20 +437,11 @@ def _canonical_order(palette: np.ndarray, centers: np.ndarray) -> np.ndarray:
     return np.lexsort((*centers.T[::-1], *palette.T[::-1]))
 
 
-def _integer_colors(dtype: np.dtype, n_pixels: int) -> bool:
-    """Whether colours of this dtype, counted over n_pixels, sum exactly in float64."""
-    dtype = np.dtype(dtype)
-    return (
-        np.issubdtype(dtype, np.integer)
-        and dtype.itemsize <= 2
-        and n_pixels * float(np.iinfo(dtype).max) < 2.0**52
-    )
-
-
 def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Float colours -> the image dtype: rounded to nearest and clipped for integers."""
+    """Float colours -> the image dtype: rounded to nearest and clipped to its range."""
     dtype = np.dtype(dtype)
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
         return np.clip(np.rint(values), info.min, info.max).astype(dtype)
-    return values.astype(dtype)
+    info = np.finfo(dtype)
+    return np.clip(values, info.min, info.max).astype(dtype)

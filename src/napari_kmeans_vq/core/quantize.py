@@ -11,6 +11,7 @@ import numpy as np
 from .._limits import peak_value
 from .bits import BitReport, bit_report, label_entropy_bits
 from .codebook import Codebook
+from .kmeans import DEFAULT_EFFORT
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,6 +90,8 @@ def quantize(
     alpha: str = "ignore",
     channel_axis: int | None = -1,
     progress=None,
+    effort: int = DEFAULT_EFFORT,
+    n_threads: int | None = None,
 ) -> Quantization:
     """Quantize an image to K colours with k-means: fit, encode, decode, count the bits.
 
@@ -124,6 +127,11 @@ def quantize(
         Called as ``progress(stage, fraction_done)`` while it works, with stage
         ``"histogram"``, ``"fit"`` or ``"encode"``. An exception raised in it propagates
         and stops the work: a GUI cancels this way, and nothing is left half made.
+    effort : int, default 5
+        Speed against quality, 1 to 10 (see :class:`Codebook`).
+    n_threads : int or None, default None
+        Threads for the compiled engine (None: the cores this process may run on). The
+        result is the same, byte for byte, with any number.
 
     Returns
     -------
@@ -159,6 +167,8 @@ def quantize(
         tol=tol,
         alpha=alpha,
         channel_axis=channel_axis,
+        effort=effort,
+        n_threads=n_threads,
     )
     labels, reconstruction = codebook.fit_encode(image, progress=progress)
     n_pixels = labels.size
@@ -192,11 +202,12 @@ def fit_summary(codebook: Codebook, n_pixels: int, fitted_pixels: int):
     """
     distortion = codebook.inertia_ / fitted_pixels
     channels = codebook.channels_
-    psnr = (
-        10 * math.log10(peak_value(codebook.dtype_) ** 2 / (distortion / channels))
-        if distortion > 0
-        else math.inf
-    )
+    if distortion == 0:
+        psnr = math.inf
+    elif math.isfinite(distortion):
+        psnr = 10 * math.log10(peak_value(codebook.dtype_) ** 2 / (distortion / channels))
+    else:  # colours near float64's limits: J overflows
+        psnr = -math.inf
     sizes = codebook.cluster_sizes_
     entropy = label_entropy_bits(sizes) * n_pixels / max(int(sizes.sum()), 1)
     report = bit_report(

@@ -1,0 +1,567 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, nonecheck=False
+"""The k-means kernels: the one compiled implementation of every hot loop of the fit.
+
+Points are an image's distinct colours (uint8 or uint16 for integer images, float64 else)
+weighted by their pixel counts. Every function releases the GIL and splits its points into
+fixed chunks of ``CHUNK`` points that OpenMP threads take in any order; the results do not
+depend on the number of threads nor on which thread ran which chunk:
+
+* a point's distances are sums of squared differences taken axis by axis in order, in
+  float64, with no fused multiply-add (the build passes ``-ffp-contract=off``);
+* integer points' cluster sums are int64, exact in any order (per-thread buffers, reduced
+  at the end);
+* float sums are made per chunk and the chunks' partial sums added in chunk order, or the
+  points are added in point order on one thread;
+* ties between centres go to the lower index.
+
+Shapes and label ranges are checked here, before any loop, so that nothing a caller
+passes can make the loops read or write out of bounds.
+"""
+
+from cython.parallel cimport prange, threadid
+from libc.math cimport INFINITY, sqrt
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memset
+
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    #define NKVQ_OPENMP _OPENMP
+    #define nkvq_max_threads() omp_get_max_threads()
+    #else
+    #define NKVQ_OPENMP 0
+    #define nkvq_max_threads() 1
+    #endif
+    """
+    int NKVQ_OPENMP
+    int nkvq_max_threads() nogil
+
+cdef extern from *:
+    """
+    #define NKVQ_STR2(x) #x
+    #define NKVQ_STR(x) NKVQ_STR2(x)
+    #if defined(__clang__)
+    #define NKVQ_COMPILER "clang " __clang_version__
+    #elif defined(__GNUC__)
+    #define NKVQ_COMPILER "gcc " __VERSION__
+    #elif defined(_MSC_VER)
+    #define NKVQ_COMPILER "msvc " NKVQ_STR(_MSC_VER)
+    #else
+    #define NKVQ_COMPILER "unknown"
+    #endif
+    #if defined(__SANITIZE_ADDRESS__)
+    #define NKVQ_ASAN 1
+    #elif defined(__has_feature)
+    #if __has_feature(address_sanitizer)
+    #define NKVQ_ASAN 1
+    #endif
+    #endif
+    #ifndef NKVQ_ASAN
+    #define NKVQ_ASAN 0
+    #endif
+    """
+    const char* NKVQ_COMPILER
+    int NKVQ_ASAN
+
+ctypedef fused point_t:
+    uint8_t
+    uint16_t
+    double
+
+# Points per chunk: the unit of work of a thread and of a float partial sum.
+cdef enum:
+    CHUNK = 1024
+# Relative margin on Hamerly's bounds: they are updated in floating point, and a point is
+# skipped only when its bounds prove, with this margin, that its centre did not change.
+cdef double LOOSEN = 1e-9
+
+
+def max_threads():
+    """OpenMP's default team size for the calling thread (threadpoolctl limits it)."""
+    return nkvq_max_threads()
+
+
+def compiler():
+    """The C compiler that built the extension, and whether AddressSanitizer was on."""
+    return (<bytes>NKVQ_COMPILER).decode("ascii", "replace"), bool(NKVQ_ASAN)
+
+
+def openmp_version():
+    """The OpenMP version the extension was built with (yyyymm)."""
+    return NKVQ_OPENMP
+
+
+cdef inline double dist2(const point_t* x, const double* c, Py_ssize_t d) noexcept nogil:
+    """Squared distance, summed axis by axis in order."""
+    cdef double s = 0.0
+    cdef double t
+    cdef Py_ssize_t j
+    for j in range(d):
+        t = <double>x[j] - c[j]
+        s = s + t * t
+    return s
+
+
+cdef inline int32_t search(
+    const point_t* x, const double* centers, Py_ssize_t k, Py_ssize_t d,
+    double* first, double* second,
+) noexcept nogil:
+    """Nearest centre (ties to the lower index); its squared distance and the second's."""
+    cdef double b1 = INFINITY
+    cdef double b2 = INFINITY
+    cdef double s
+    cdef int32_t best = 0
+    cdef Py_ssize_t j
+    for j in range(k):
+        s = dist2(x, centers + j * d, d)
+        if s < b1:
+            b2 = b1
+            b1 = s
+            best = <int32_t>j
+        elif s < b2:
+            b2 = s
+    first[0] = b1
+    second[0] = b2
+    return best
+
+
+cdef inline Py_ssize_t n_chunks(Py_ssize_t m) noexcept nogil:
+    return (m + CHUNK - 1) // CHUNK
+
+
+def _check_points(x, w, Py_ssize_t d=-1):
+    if w is not None and w.shape[0] != x.shape[0]:
+        raise ValueError(f"weights: expected {x.shape[0]}, got {w.shape[0]}")
+    if d >= 0 and x.shape[1] != d:
+        raise ValueError(f"points have {x.shape[1]} coordinates, centers {d}")
+
+
+def nearest(
+    const point_t[:, ::1] x,
+    const double[:, ::1] centers,
+    int32_t[::1] labels,
+    double[::1] upper,
+    double[::1] lower,
+    int n_threads,
+):
+    """Every point's nearest centre, the distance to it (``upper``) and to the second
+    nearest (``lower``, inf for one centre)."""
+    cdef Py_ssize_t m = x.shape[0], d = x.shape[1], k = centers.shape[0]
+    cdef Py_ssize_t c, i, stop
+    cdef double b1, b2
+    _check_points(x, None, centers.shape[1])
+    if labels.shape[0] != m or upper.shape[0] != m or lower.shape[0] != m:
+        raise ValueError("labels and bounds need one entry per point")
+    if k < 1:
+        raise ValueError("need at least one centre")
+    with nogil:
+        for c in prange(n_chunks(m), schedule="dynamic", num_threads=n_threads):
+            stop = min(m, (c + 1) * CHUNK)
+            for i in range(c * CHUNK, stop):
+                b1 = b2 = 0.0  # (assigned here, so that each thread has its own)
+                labels[i] = search(&x[i, 0], &centers[0, 0], k, d, &b1, &b2)
+                upper[i] = sqrt(b1)
+                lower[i] = sqrt(b2)
+
+
+def geometry(
+    const double[:, ::1] old, const double[:, ::1] new, double[::1] shift, double[::1] half_gap,
+    int n_threads,
+):
+    """How far each centre moved, and half the distance from each new centre to the
+    nearest other one (0 for a single centre)."""
+    cdef Py_ssize_t k = new.shape[0], d = new.shape[1], j, i
+    cdef double best, s
+    if old.shape[0] != k or old.shape[1] != d or shift.shape[0] != k or half_gap.shape[0] != k:
+        raise ValueError("centres, shifts and gaps must have matching shapes")
+    with nogil:
+        for j in prange(k, schedule="static", num_threads=n_threads):
+            shift[j] = sqrt(dist2(&old[j, 0], &new[j, 0], d))
+            best = INFINITY
+            for i in range(k):
+                if i != j:
+                    s = dist2(&new[i, 0], &new[j, 0], d)
+                    if s < best:
+                        best = s
+            half_gap[j] = 0.5 * sqrt(best) if k > 1 else 0.0
+
+
+def move(
+    const point_t[:, ::1] x,
+    const double[::1] w,
+    const double[:, ::1] centers,
+    const double[::1] shift,
+    const double[::1] half_gap,
+    int32_t[::1] labels,
+    double[::1] upper,
+    double[::1] lower,
+    int64_t[:, :, ::1] delta,
+    int n_threads,
+):
+    """Reassign the points after the centres moved by ``shift`` (Hamerly's bounds): only
+    points whose bounds leave doubt (ties included) are searched again, so the labels are
+    those of a full search. For integer points, ``delta`` (threads, K, D + 1) receives each
+    thread's change of the clusters' int64 sums and weights. Returns how many points
+    changed cluster."""
+    cdef Py_ssize_t m = x.shape[0], d = x.shape[1], k = centers.shape[0]
+    cdef Py_ssize_t c, i, j, stop, t
+    cdef int32_t a, b
+    cdef double u, l, bound, b1, b2, step
+    cdef double max1 = 0.0, max2 = 0.0
+    cdef Py_ssize_t far = -1
+    cdef Py_ssize_t changed = 0, bad = 0
+    cdef int64_t wi
+    cdef int64_t* row
+    cdef bint track = point_t is not double
+    _check_points(x, w, centers.shape[1])
+    if labels.shape[0] != m or upper.shape[0] != m or lower.shape[0] != m:
+        raise ValueError("labels and bounds need one entry per point")
+    if shift.shape[0] != k or half_gap.shape[0] != k or k < 1:
+        raise ValueError("shift and half_gap need one entry per centre")
+    if track and (delta.shape[0] < n_threads or delta.shape[1] != k or delta.shape[2] != d + 1):
+        raise ValueError("delta: expected (threads, K, D + 1)")
+    for j in range(k):  # the largest shift, and the largest of the others
+        if shift[j] > max1:
+            max2 = max1
+            max1 = shift[j]
+            far = j
+        elif shift[j] > max2:
+            max2 = shift[j]
+    with nogil:
+        for c in prange(n_chunks(m), schedule="dynamic", num_threads=n_threads):
+            t = threadid()
+            stop = min(m, (c + 1) * CHUNK)
+            for i in range(c * CHUNK, stop):
+                a = labels[i]
+                if a < 0 or a >= k:
+                    bad += 1
+                    continue
+                u = (upper[i] + shift[a]) * (1.0 + LOOSEN)
+                step = max2 if a == far else max1
+                l = lower[i] * (1.0 - LOOSEN) - step * (1.0 + LOOSEN)
+                bound = half_gap[a] * (1.0 - LOOSEN)
+                if l > bound:
+                    bound = l
+                if u < bound:
+                    upper[i] = u
+                    lower[i] = l
+                    continue
+                u = sqrt(dist2(&x[i, 0], &centers[a, 0], d))
+                if u < bound:
+                    upper[i] = u
+                    lower[i] = l
+                    continue
+                b1 = b2 = 0.0  # (assigned here, so that each thread has its own)
+                b = search(&x[i, 0], &centers[0, 0], k, d, &b1, &b2)
+                upper[i] = sqrt(b1)
+                lower[i] = sqrt(b2)
+                if b != a:
+                    labels[i] = b
+                    changed += 1
+                    if track:
+                        wi = <int64_t>w[i]
+                        row = &delta[t, a, 0]
+                        for j in range(d):
+                            row[j] = row[j] - wi * <int64_t>x[i, j]
+                        row[d] = row[d] - wi
+                        row = &delta[t, b, 0]
+                        for j in range(d):
+                            row[j] = row[j] + wi * <int64_t>x[i, j]
+                        row[d] = row[d] + wi
+    if bad:
+        raise ValueError("labels out of range")
+    return changed
+
+
+def cluster_sums(
+    const point_t[:, ::1] x,
+    const double[::1] w,
+    const int32_t[::1] labels,
+    double[:, ::1] sums,
+    double[::1] mass,
+    int n_threads,
+):
+    """Each cluster's weighted sum of points (K, D) and weight (K,). Integer points: int64
+    sums per thread, added at the end (exact, any order; weights must be whole numbers).
+    Float points: added in point order on one thread."""
+    cdef Py_ssize_t m = x.shape[0], d = x.shape[1], k = sums.shape[0]
+    cdef Py_ssize_t c, i, j, stop, t, nt = max(1, n_threads), bad = 0
+    cdef int32_t a
+    cdef int64_t wi
+    cdef int64_t* buf
+    cdef int64_t* row
+    _check_points(x, w, sums.shape[1])
+    if labels.shape[0] != m or mass.shape[0] != k:
+        raise ValueError("labels need one entry per point, mass one per cluster")
+    if point_t is double:
+        with nogil:
+            sums[:, :] = 0.0
+            mass[:] = 0.0
+            for i in range(m):
+                a = labels[i]
+                if a < 0 or a >= k:
+                    bad += 1
+                    break
+                for j in range(d):
+                    sums[a, j] = sums[a, j] + w[i] * x[i, j]
+                mass[a] = mass[a] + w[i]
+    else:
+        buf = <int64_t*>calloc(nt * k * (d + 1), sizeof(int64_t))
+        if buf == NULL:
+            raise MemoryError()
+        with nogil:
+            for c in prange(n_chunks(m), schedule="static", num_threads=nt):
+                t = threadid()
+                stop = min(m, (c + 1) * CHUNK)
+                for i in range(c * CHUNK, stop):
+                    a = labels[i]
+                    if a < 0 or a >= k:
+                        bad += 1
+                        continue
+                    wi = <int64_t>w[i]
+                    row = buf + (t * k + a) * (d + 1)
+                    for j in range(d):
+                        row[j] = row[j] + wi * <int64_t>x[i, j]
+                    row[d] = row[d] + wi
+            for a in range(k):
+                for j in range(d + 1):
+                    wi = 0
+                    for t in range(nt):
+                        wi = wi + buf[(t * k + a) * (d + 1) + j]
+                    if j < d:
+                        sums[a, j] = <double>wi
+                    else:
+                        mass[a] = <double>wi
+        free(buf)
+    if bad:
+        raise ValueError("labels out of range")
+
+
+def apply_delta(int64_t[:, :, ::1] delta, int64_t[:, ::1] total):
+    """Add every thread's change of the int64 sums to ``total`` (K, D + 1), then clear it."""
+    cdef Py_ssize_t nt = delta.shape[0], k = delta.shape[1], e = delta.shape[2], t, a, j
+    if total.shape[0] != k or total.shape[1] != e:
+        raise ValueError("total: expected (K, D + 1)")
+    with nogil:
+        for t in range(nt):
+            for a in range(k):
+                for j in range(e):
+                    total[a, j] = total[a, j] + delta[t, a, j]
+                    delta[t, a, j] = 0
+
+
+def weighted_error(
+    const point_t[:, ::1] x,
+    const double[::1] w,
+    const double[:, ::1] centers,
+    const int32_t[::1] labels,
+    double[::1] mass,
+    int n_threads,
+):
+    """Sum of weight times squared distance to the labelled centre (per-chunk partial sums
+    added in chunk order), and each centre's total weight into ``mass``."""
+    cdef Py_ssize_t m = x.shape[0], d = x.shape[1], k = centers.shape[0]
+    cdef Py_ssize_t c, i, stop, nc = n_chunks(m), bad = 0
+    cdef int32_t a
+    cdef double s, total = 0.0
+    cdef double* part
+    _check_points(x, w, centers.shape[1])
+    if labels.shape[0] != m or mass.shape[0] != k:
+        raise ValueError("labels need one entry per point, mass one per centre")
+    part = <double*>malloc(max(nc, 1) * sizeof(double))
+    if part == NULL:
+        raise MemoryError()
+    with nogil:
+        for c in prange(nc, schedule="static", num_threads=n_threads):
+            s = 0.0
+            stop = min(m, (c + 1) * CHUNK)
+            for i in range(c * CHUNK, stop):
+                a = labels[i]
+                if a < 0 or a >= k:
+                    bad += 1
+                    continue
+                s = s + w[i] * dist2(&x[i, 0], &centers[a, 0], d)
+            part[c] = s
+        for c in range(nc):
+            total = total + part[c]
+        mass[:] = 0.0
+        if not bad:
+            for i in range(m):
+                mass[labels[i]] = mass[labels[i]] + w[i]
+    free(part)
+    if bad:
+        raise ValueError("labels out of range")
+    return total
+
+
+def moments(const point_t[:, ::1] x, const double[::1] w, double[::1] out, int n_threads):
+    """[sum w, sum w x (D), sum w x**2 (D)]: per-chunk partial sums added in chunk order."""
+    cdef Py_ssize_t m = x.shape[0], d = x.shape[1], e = 1 + 2 * d
+    cdef Py_ssize_t c, i, j, stop, nc = n_chunks(m)
+    cdef double v
+    cdef double* part
+    cdef double* p
+    _check_points(x, w)
+    if out.shape[0] != e:
+        raise ValueError("out: expected 1 + 2 D entries")
+    part = <double*>calloc(max(nc, 1) * e, sizeof(double))
+    if part == NULL:
+        raise MemoryError()
+    with nogil:
+        for c in prange(nc, schedule="static", num_threads=n_threads):
+            p = part + c * e
+            stop = min(m, (c + 1) * CHUNK)
+            for i in range(c * CHUNK, stop):
+                p[0] = p[0] + w[i]
+                for j in range(d):
+                    v = w[i] * x[i, j]
+                    p[1 + j] = p[1 + j] + v
+                    p[1 + d + j] = p[1 + d + j] + v * x[i, j]
+        out[:] = 0.0
+        for c in range(nc):
+            for j in range(e):
+                out[j] = out[j] + part[c * e + j]
+    free(part)
+
+
+def seed_potentials(
+    const double[:, ::1] x,
+    const double[::1] w,
+    const double[::1] closest,
+    const double[:, ::1] candidates,
+    double[::1] potential,
+    int n_threads,
+):
+    """For each candidate centre: sum over points of weight times the squared distance to
+    the nearer of the candidate and the closest centre so far (k-means++'s potential).
+    Per-chunk partial sums added in chunk order."""
+    cdef Py_ssize_t m = x.shape[0], d = x.shape[1], nt = candidates.shape[0]
+    cdef Py_ssize_t c, i, t, stop, nc = n_chunks(m)
+    cdef double s
+    cdef double* part
+    _check_points(x, w, candidates.shape[1])
+    if closest.shape[0] != m or potential.shape[0] != nt:
+        raise ValueError("closest needs one entry per point, potential one per candidate")
+    part = <double*>calloc(max(nc, 1) * max(nt, 1), sizeof(double))
+    if part == NULL:
+        raise MemoryError()
+    with nogil:
+        for c in prange(nc, schedule="static", num_threads=n_threads):
+            stop = min(m, (c + 1) * CHUNK)
+            for i in range(c * CHUNK, stop):
+                for t in range(nt):
+                    s = dist2(&x[i, 0], &candidates[t, 0], d)
+                    if closest[i] < s:
+                        s = closest[i]
+                    part[c * nt + t] = part[c * nt + t] + w[i] * s
+        potential[:] = 0.0
+        for c in range(nc):
+            for t in range(nt):
+                potential[t] = potential[t] + part[c * nt + t]
+    free(part)
+
+
+def seed_update(
+    const double[:, ::1] x, const double[::1] center, double[::1] closest, int n_threads
+):
+    """closest = min(closest, squared distance to ``center``), point by point."""
+    cdef Py_ssize_t m = x.shape[0], d = x.shape[1], i
+    cdef double s
+    if center.shape[0] != d or closest.shape[0] != m:
+        raise ValueError("center needs D entries, closest one per point")
+    with nogil:
+        for i in prange(m, schedule="static", num_threads=n_threads):
+            s = dist2(&x[i, 0], &center[0], d)
+            if s < closest[i]:
+                closest[i] = s
+
+
+def grid_keys(
+    const point_t[:, ::1] x,
+    const double[::1] low,
+    const double[::1] factor,
+    int64_t cells,
+    int64_t[::1] keys,
+    int n_threads,
+):
+    """Each point's cell in a grid of ``cells`` per axis: (x - low) * factor, truncated and
+    clipped to 0 .. cells - 1 per axis, numbered row-major. The caller keeps cells**D
+    within int64 (and NaN, which cannot come from finite inputs, lands in cell 0)."""
+    cdef Py_ssize_t m = x.shape[0], d = x.shape[1], i, j
+    cdef double v
+    cdef int64_t key, cell
+    if low.shape[0] != d or factor.shape[0] != d or keys.shape[0] != m:
+        raise ValueError("low and factor need D entries, keys one per point")
+    if cells < 1:
+        raise ValueError("cells must be positive")
+    with nogil:
+        for i in prange(m, schedule="static", num_threads=n_threads):
+            key = 0
+            for j in range(d):
+                v = (<double>x[i, j] - low[j]) * factor[j]
+                if v >= <double>cells:
+                    cell = cells - 1
+                elif v >= 1.0:
+                    cell = <int64_t>v
+                else:
+                    cell = 0
+                key = key * cells + cell
+            keys[i] = key
+
+
+def cell_sums(
+    const point_t[:, ::1] x,
+    const double[::1] w,
+    const int64_t[::1] cells,
+    double[:, ::1] sums,
+    double[::1] total,
+):
+    """Each cell's weighted sum of points and its weight, added in point order."""
+    cdef Py_ssize_t m = x.shape[0], d = x.shape[1], n = sums.shape[0], i, j, bad = 0
+    cdef int64_t a
+    _check_points(x, w, sums.shape[1])
+    if cells.shape[0] != m or total.shape[0] != n:
+        raise ValueError("cells need one entry per point, total one per cell")
+    with nogil:
+        sums[:, :] = 0.0
+        total[:] = 0.0
+        for i in range(m):
+            a = cells[i]
+            if a < 0 or a >= n:
+                bad = 1
+                break
+            for j in range(d):
+                sums[a, j] = sums[a, j] + w[i] * x[i, j]
+            total[a] = total[a] + w[i]
+    if bad:
+        raise ValueError("cell index out of range")
+
+
+def reseed_costs(
+    const point_t[:, ::1] x,
+    const double[::1] w,
+    const double[:, ::1] centers,
+    const int32_t[::1] labels,
+    double[::1] cost,
+    int n_threads,
+):
+    """Each point's weight times its squared distance to its centre."""
+    cdef Py_ssize_t m = x.shape[0], d = x.shape[1], k = centers.shape[0], i, bad = 0
+    cdef int32_t a
+    _check_points(x, w, centers.shape[1])
+    if labels.shape[0] != m or cost.shape[0] != m:
+        raise ValueError("labels and cost need one entry per point")
+    with nogil:
+        for i in prange(m, schedule="static", num_threads=n_threads):
+            a = labels[i]
+            if a < 0 or a >= k:
+                bad += 1
+                cost[i] = 0.0
+            else:
+                cost[i] = w[i] * dist2(&x[i, 0], &centers[a, 0], d)
+    if bad:
+        raise ValueError("labels out of range")
