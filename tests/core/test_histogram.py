@@ -101,7 +101,7 @@ def test_the_colour_kernels_check_their_input():
     with pytest.raises(ValueError, match="larger than the bitmap"):
         _colors.mark(keys, bits[:10])
     with pytest.raises(ValueError, match="wrong size"):
-        _colors.set_keys(bits, np.zeros(3, np.uint32))
+        _colors.set_keys(bits, np.zeros(3, np.uint32), np.zeros((3, 3), np.uint8))
     with pytest.raises(ValueError, match="pack_rgb8"):
         _colors.pack_rgb8(np.zeros((2, 4), np.uint8), np.zeros(2, np.uint32), 1)
     with pytest.raises(ValueError, match="dtype"):  # wrong dtype

@@ -250,29 +250,30 @@ def test_kernels_reject_arrays_of_the_wrong_size_or_labels_out_of_range():
     x = np.zeros((10, 3))
     centers = np.zeros((2, 3))
     labels = np.zeros(10, np.int32)
+    nbr, gap = np.zeros((2, 1), np.int32), np.zeros((2, 1))
+    bounds = np.zeros(10), np.zeros(10)
     with pytest.raises(ValueError, match="one entry per point"):
-        _kmeans.nearest(x, centers, labels[:5], np.zeros(10), np.zeros(10), 1)
+        _kmeans.nearest(x, centers, labels[:5], *bounds, nbr, gap, False, 1)
     with pytest.raises(ValueError, match="coordinates"):
-        _kmeans.nearest(x, np.zeros((2, 4)), labels, np.zeros(10), np.zeros(10), 1)
+        _kmeans.nearest(x, np.zeros((2, 4)), labels, *bounds, nbr, gap, False, 1)
+    bad = np.full(10, 5, np.int32)
+    with pytest.raises(ValueError, match="out of range"):
+        _kmeans.nearest(x, centers, bad, *bounds, nbr, gap, True, 1)
+    with pytest.raises(ValueError, match="width"):
+        _kmeans.nearest(x, centers, labels, *bounds, np.zeros((2, 2), np.int32), gap, True, 1)
     with pytest.raises(ValueError, match="weights"):
         _kmeans.cluster_sums(x, np.ones(9), labels, np.zeros((2, 3)), np.zeros(2), 1)
-    bad = np.full(10, 5, np.int32)
     with pytest.raises(ValueError, match="out of range"):
         _kmeans.cluster_sums(x, np.ones(10), bad, np.zeros((2, 3)), np.zeros(2), 1)
     with pytest.raises(ValueError, match="out of range"):
         _kmeans.weighted_error(x, np.ones(10), centers, bad, np.zeros(2), 2)
     delta = np.zeros((2, 2, 4), np.int64)
+    args = x.astype(np.uint8), np.ones(10), centers, np.zeros(2), np.zeros(2), nbr, gap
     with pytest.raises(ValueError, match="out of range"):
-        _kmeans.move(
-            x.astype(np.uint8), np.ones(10), centers, np.zeros(2), np.zeros(2), bad,
-            np.zeros(10), np.zeros(10), delta, 2,
-        )  # fmt: skip
+        _kmeans.move(*args, bad, *bounds, delta, 2)
     with pytest.raises(ValueError, match="delta"):
-        _kmeans.move(
-            x.astype(np.uint8), np.ones(10), centers, np.zeros(2), np.zeros(2), labels,
-            np.zeros(10), np.zeros(10), delta[:1], 2,
-        )  # fmt: skip
+        _kmeans.move(*args, labels, *bounds, delta[:1], 2)
     with pytest.raises(ValueError, match="cell index"):
         _kmeans.cell_sums(x, np.ones(10), np.full(10, 3, np.int64), np.zeros((2, 3)), np.zeros(2))
     with pytest.raises(TypeError, match="signature"):  # wrong dtype: no specialisation
-        _kmeans.nearest(x.astype(np.float32), centers, labels, np.zeros(10), np.zeros(10), 1)
+        _kmeans.nearest(x.astype(np.float32), centers, labels, *bounds, nbr, gap, False, 1)

@@ -15,7 +15,7 @@ from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef extern from *:
     """
-    #if defined(__GNUC__) || defined(__clang__)
+    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__POPCNT__) || defined(__aarch64__))
     static inline int nkvq_popcount(unsigned long long v) { return __builtin_popcountll(v); }
     #else
     static inline int nkvq_popcount(unsigned long long v) {
@@ -77,10 +77,15 @@ def rank(const uint64_t[::1] bits, uint32_t[::1] before):
     return total
 
 
-def set_keys(const uint64_t[::1] bits, uint32_t[::1] keys):
-    """The keys whose bit is set, in increasing order (``keys`` must hold them all)."""
-    cdef Py_ssize_t words = bits.shape[0], m = keys.shape[0], i, j = 0, bad = 0
+def set_keys(const uint64_t[::1] bits, uint32_t[::1] keys, uint8_t[:, ::1] colors):
+    """The keys whose bit is set, in increasing order (``keys`` must hold them all), and
+    each key's little-endian bytes in the row of ``colors`` (m, bytes per colour)."""
+    cdef Py_ssize_t words = bits.shape[0], m = keys.shape[0], i, j = 0, b, bad = 0
+    cdef Py_ssize_t nbytes = colors.shape[1]
     cdef uint64_t v, low
+    cdef uint32_t key
+    if colors.shape[0] != m or nbytes > 4:
+        raise ValueError("colors: expected (m, at most 4)")
     with nogil:
         for i in range(words):
             v = bits[i]
@@ -89,7 +94,10 @@ def set_keys(const uint64_t[::1] bits, uint32_t[::1] keys):
                 if j >= m:
                     bad = 1
                     break
-                keys[j] = <uint32_t>(i * 64 + nkvq_popcount(low - 1))
+                key = <uint32_t>(i * 64 + nkvq_popcount(low - 1))
+                keys[j] = key
+                for b in range(nbytes):
+                    colors[j, b] = (key >> (8 * b)) & 255
                 j += 1
                 v ^= low
             if bad:
@@ -118,7 +126,7 @@ def tally(
                 bad = 1
                 break
             word = bits[key >> 6]
-            below = ((<uint64_t>1) << (key & 63))
+            below = (<uint64_t>1) << (key & 63)
             if not (word & below):
                 bad = 1
                 break

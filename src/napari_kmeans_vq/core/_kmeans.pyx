@@ -129,6 +129,43 @@ cdef inline int32_t search(
     return best
 
 
+cdef inline int32_t search_from(
+    const point_t* x, const double* centers, Py_ssize_t k, Py_ssize_t d,
+    int32_t a, double r2, const int32_t* nbr, const double* gap, Py_ssize_t width,
+    double* first, double* second,
+) noexcept nogil:
+    """:func:`search` starting from centre ``a`` (at squared distance ``r2``) and going
+    through its nearest other centres in order of distance (``nbr``, ``gap``: ``width`` of
+    them). Once a centre is farther from ``a`` than r + (second best distance), no centre
+    after it can be nearer than the best two (triangle inequality), so the search stops:
+    the same answer as a full search, ties to the lower index included. A list run through
+    without stopping falls back to the full search."""
+    cdef double b1 = r2
+    cdef double b2 = INFINITY
+    cdef double r = sqrt(r2)
+    cdef double s
+    cdef int32_t best = a, j
+    cdef Py_ssize_t n
+    for n in range(width):
+        if gap[n] > (r + sqrt(b2)) * (1.0 + LOOSEN):
+            first[0] = b1
+            second[0] = b2
+            return best
+        j = nbr[n]
+        s = dist2(x, centers + j * d, d)
+        if s < b1 or (s == b1 and j < best):
+            b2 = b1
+            b1 = s
+            best = j
+        elif s < b2:
+            b2 = s
+    if width == k - 1:
+        first[0] = b1
+        second[0] = b2
+        return best
+    return search(x, centers, k, d, first, second)
+
+
 cdef inline Py_ssize_t n_chunks(Py_ssize_t m) noexcept nogil:
     return (m + CHUNK - 1) // CHUNK
 
@@ -146,48 +183,97 @@ def nearest(
     int32_t[::1] labels,
     double[::1] upper,
     double[::1] lower,
+    const int32_t[:, ::1] nbr,
+    const double[:, ::1] gap,
+    bint guess,
     int n_threads,
 ):
     """Every point's nearest centre, the distance to it (``upper``) and to the second
-    nearest (``lower``, inf for one centre)."""
+    nearest (``lower``, inf for one centre). With ``guess``, ``labels`` holds a centre near
+    each point to start from, and the search goes through that centre's neighbours
+    (``nbr``, ``gap`` from :func:`geometry`); the answer is that of a full search."""
     cdef Py_ssize_t m = x.shape[0], d = x.shape[1], k = centers.shape[0]
-    cdef Py_ssize_t c, i, stop
+    cdef Py_ssize_t c, i, stop, width = nbr.shape[1], bad = 0
     cdef double b1, b2
+    cdef int32_t a
     _check_points(x, None, centers.shape[1])
     if labels.shape[0] != m or upper.shape[0] != m or lower.shape[0] != m:
         raise ValueError("labels and bounds need one entry per point")
     if k < 1:
         raise ValueError("need at least one centre")
+    if guess and (nbr.shape[0] != k or gap.shape[0] != k or gap.shape[1] != width or width > k - 1):
+        raise ValueError("nbr and gap: expected (K, width) with width < K")
     with nogil:
         for c in prange(n_chunks(m), schedule="dynamic", num_threads=n_threads):
             stop = min(m, (c + 1) * CHUNK)
             for i in range(c * CHUNK, stop):
                 b1 = b2 = 0.0  # (assigned here, so that each thread has its own)
-                labels[i] = search(&x[i, 0], &centers[0, 0], k, d, &b1, &b2)
+                if guess:
+                    a = labels[i]
+                    if a < 0 or a >= k:
+                        bad += 1
+                        continue
+                    labels[i] = search_from(
+                        &x[i, 0], &centers[0, 0], k, d, a, dist2(&x[i, 0], &centers[a, 0], d),
+                        &nbr[a, 0], &gap[a, 0], width, &b1, &b2,
+                    )
+                else:
+                    labels[i] = search(&x[i, 0], &centers[0, 0], k, d, &b1, &b2)
                 upper[i] = sqrt(b1)
                 lower[i] = sqrt(b2)
+    if bad:
+        raise ValueError("labels out of range")
 
 
 def geometry(
-    const double[:, ::1] old, const double[:, ::1] new, double[::1] shift, double[::1] half_gap,
+    const double[:, ::1] old,
+    const double[:, ::1] new,
+    double[::1] shift,
+    double[::1] half_gap,
+    int32_t[:, ::1] nbr,
+    double[:, ::1] gap,
     int n_threads,
 ):
-    """How far each centre moved, and half the distance from each new centre to the
-    nearest other one (0 for a single centre)."""
-    cdef Py_ssize_t k = new.shape[0], d = new.shape[1], j, i
-    cdef double best, s
+    """How far each centre moved; half the distance from each new centre to the nearest
+    other one (0 for a single centre); and each new centre's ``width`` nearest other
+    centres, nearest first, with their distances (``nbr``, ``gap``: (K, width))."""
+    cdef Py_ssize_t k = new.shape[0], d = new.shape[1], width = nbr.shape[1], j, i, n
+    cdef double s
+    cdef Py_ssize_t filled
     if old.shape[0] != k or old.shape[1] != d or shift.shape[0] != k or half_gap.shape[0] != k:
         raise ValueError("centres, shifts and gaps must have matching shapes")
+    if nbr.shape[0] != k or gap.shape[0] != k or gap.shape[1] != width or width > k - 1:
+        raise ValueError("nbr and gap: expected (K, width) with width < K")
     with nogil:
-        for j in prange(k, schedule="static", num_threads=n_threads):
+        for j in prange(k, schedule="dynamic", num_threads=n_threads):
             shift[j] = sqrt(dist2(&old[j, 0], &new[j, 0], d))
-            best = INFINITY
+            filled = 0
             for i in range(k):
-                if i != j:
-                    s = dist2(&new[i, 0], &new[j, 0], d)
-                    if s < best:
-                        best = s
-            half_gap[j] = 0.5 * sqrt(best) if k > 1 else 0.0
+                if i == j:
+                    continue
+                s = sqrt(dist2(&new[i, 0], &new[j, 0], d))
+                if filled == width and (width == 0 or s >= gap[j, width - 1]):
+                    continue
+                # insert (s, i) in the sorted list, after equal distances
+                n = filled if filled < width else width - 1
+                while n > 0 and gap[j, n - 1] > s:
+                    gap[j, n] = gap[j, n - 1]
+                    nbr[j, n] = nbr[j, n - 1]
+                    n = n - 1
+                gap[j, n] = s
+                nbr[j, n] = <int32_t>i
+                if filled < width:
+                    filled = filled + 1
+            if k > 1 and width > 0:
+                half_gap[j] = 0.5 * gap[j, 0]
+            elif k > 1:
+                s = INFINITY
+                for i in range(k):
+                    if i != j and sqrt(dist2(&new[i, 0], &new[j, 0], d)) < s:
+                        s = sqrt(dist2(&new[i, 0], &new[j, 0], d))
+                half_gap[j] = 0.5 * s
+            else:
+                half_gap[j] = 0.0
 
 
 def move(
@@ -196,6 +282,8 @@ def move(
     const double[:, ::1] centers,
     const double[::1] shift,
     const double[::1] half_gap,
+    const int32_t[:, ::1] nbr,
+    const double[:, ::1] gap,
     int32_t[::1] labels,
     double[::1] upper,
     double[::1] lower,
@@ -208,9 +296,9 @@ def move(
     thread's change of the clusters' int64 sums and weights. Returns how many points
     changed cluster."""
     cdef Py_ssize_t m = x.shape[0], d = x.shape[1], k = centers.shape[0]
-    cdef Py_ssize_t c, i, j, stop, t
+    cdef Py_ssize_t c, i, j, stop, t, width = nbr.shape[1]
     cdef int32_t a, b
-    cdef double u, l, bound, b1, b2, step
+    cdef double u, u2, l, bound, b1, b2, step
     cdef double max1 = 0.0, max2 = 0.0
     cdef Py_ssize_t far = -1
     cdef Py_ssize_t changed = 0, bad = 0
@@ -222,6 +310,8 @@ def move(
         raise ValueError("labels and bounds need one entry per point")
     if shift.shape[0] != k or half_gap.shape[0] != k or k < 1:
         raise ValueError("shift and half_gap need one entry per centre")
+    if nbr.shape[0] != k or gap.shape[0] != k or gap.shape[1] != width or width > k - 1:
+        raise ValueError("nbr and gap: expected (K, width) with width < K")
     if track and (delta.shape[0] < n_threads or delta.shape[1] != k or delta.shape[2] != d + 1):
         raise ValueError("delta: expected (threads, K, D + 1)")
     for j in range(k):  # the largest shift, and the largest of the others
@@ -250,13 +340,17 @@ def move(
                     upper[i] = u
                     lower[i] = l
                     continue
-                u = sqrt(dist2(&x[i, 0], &centers[a, 0], d))
+                u2 = dist2(&x[i, 0], &centers[a, 0], d)
+                u = sqrt(u2)
                 if u < bound:
                     upper[i] = u
                     lower[i] = l
                     continue
                 b1 = b2 = 0.0  # (assigned here, so that each thread has its own)
-                b = search(&x[i, 0], &centers[0, 0], k, d, &b1, &b2)
+                b = search_from(
+                    &x[i, 0], &centers[0, 0], k, d, a, u2, &nbr[a, 0], &gap[a, 0], width,
+                    &b1, &b2,
+                )
                 upper[i] = sqrt(b1)
                 lower[i] = sqrt(b2)
                 if b != a:

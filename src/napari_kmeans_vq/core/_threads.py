@@ -21,6 +21,11 @@ from . import _colors, _kmeans
 from .validation import check_positive_int
 
 _local = threading.local()
+# A thread of a parallel pass gets at least this much work (points, or points x centres):
+# starting and joining a team costs more than a few chunks of points, and far more when
+# the cores are shared with other processes (a thread waiting for a time slice holds up
+# the whole pass).
+WORK_PER_THREAD = 1 << 15
 
 
 def available_cores() -> int:
@@ -42,6 +47,12 @@ def resolve(n_threads=None) -> int:
     one inside :func:`one_thread`."""
     n = default_threads() if n_threads is None else check_positive_int(n_threads, "n_threads")
     return min(n, thread_limit())
+
+
+def team(threads: int, work: int) -> int:
+    """Threads for one pass of ``work`` units: at most ``threads``, at least one, and no
+    more than one per WORK_PER_THREAD units."""
+    return max(1, min(threads, work // WORK_PER_THREAD))
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _colors
-from ._threads import resolve
+from ._threads import resolve, team
 
 CHUNK_PIXELS = 1 << 20
 # Per-chunk counts of wide keys are merged every this many chunks, to bound memory.
@@ -54,7 +54,8 @@ class KeyCodec:
         n = pixels.shape[0]
         if self.rgb8:
             keys = np.empty(n, dtype=np.uint32) if out is None else out
-            _colors.pack_rgb8(pixels, keys, resolve(n_threads))
+            # (one thread: packing is cheaper than waking a team, and memory-bound)
+            _colors.pack_rgb8(pixels, keys, 1)
             return keys
         if self.width == self.nbytes:
             return np.ascontiguousarray(pixels).view(self.key_dtype).reshape(n).copy()
@@ -148,7 +149,8 @@ class ColorHistogram:
         before = np.empty(words, dtype=np.uint32)
         m = _colors.rank(bits, before)
         distinct = np.empty(m, dtype=np.uint32)
-        _colors.set_keys(bits, distinct)
+        raw = np.empty((m, codec.nbytes), dtype=np.uint8)
+        _colors.set_keys(bits, distinct, raw)
         counts = np.zeros(m, dtype=np.int64)
         for start in range(0, n, chunk):
             if not one_chunk:
@@ -156,8 +158,8 @@ class ColorHistogram:
             _colors.tally(keys, bits, before, counts)
             if progress is not None:
                 progress("histogram", 0.5 + 0.5 * min(1.0, (start + chunk) / n))
-        distinct = distinct.astype(codec.key_dtype, copy=False)
-        return cls(codec.colors(distinct), counts, distinct, None, codec)
+        colors = raw.view(codec.dtype).reshape(m, codec.channels)
+        return cls(colors, counts, distinct.astype(codec.key_dtype, copy=False), None, codec)
 
     @classmethod
     def merge(cls, hists: list[ColorHistogram]) -> ColorHistogram:
@@ -244,7 +246,9 @@ def encode_decode(
                 keys = codec.keys(part, out=buffer[: len(part)], n_threads=threads)
             else:
                 keys = codec.keys(part).astype(np.uint32)
-            _colors.lookup_decode(keys, table, palette, labels[start:end], out[start:end], threads)
+            _colors.lookup_decode(
+                keys, table, palette, labels[start:end], out[start:end], team(threads, len(part))
+            )
             if progress is not None:
                 progress("encode", end / n)
     return labels, out

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _kmeans
-from ._threads import resolve
+from ._threads import resolve, team
 
 DEFAULT_EFFORT = 5
 MAX_EFFORT = 10
@@ -41,12 +41,14 @@ class Plan:
     Attributes
     ----------
     n_init : int
-        Seedings (k-means++), each run to convergence on the summary: ``2 * effort``.
+        Seedings (k-means++), each run to convergence on the summary:
+        ``ceil(2 * effort * min(1, sqrt(16 / K)))``, at least 2. Restarts matter most with
+        few clusters; with many, their optima differ less and each costs K**2 more.
     summary : int
         About how many points stand for the data in the coarse stage:
         ``effort * max(1024, 8 K)``.
     finish : int
-        Best coarse optima run to convergence on every point: ``1 + effort // 3``.
+        Best coarse optima run to convergence on every point: ``1 + effort // 6``.
     """
 
     n_init: int
@@ -56,10 +58,12 @@ class Plan:
     @classmethod
     def from_effort(cls, effort: int, n_clusters: int, n_init: int | None = None) -> Plan:
         effort = check_effort(effort)
+        if n_init is None:
+            n_init = max(2, math.ceil(2 * effort * min(1.0, math.sqrt(16 / n_clusters))))
         return cls(
-            n_init=2 * effort if n_init is None else int(n_init),
+            n_init=int(n_init),
             summary=effort * max(1024, 8 * n_clusters),
-            finish=1 + effort // 3,
+            finish=1 + effort // 6,
         )
 
 
@@ -128,20 +132,45 @@ class _Run:
     float points' sums are recomputed in point order after each pass.
     """
 
-    def __init__(self, x, w, centers, n_threads, scale=1.0):
-        self.x, self.w, self.threads, self.scale = x, w, n_threads, scale
+    def __init__(self, x, w, centers, n_threads, scale=1.0, guess=None):
+        self.x, self.w, self.scale = x, w, scale
         self.exact = x.dtype != np.float64
         self.centers = np.array(centers, dtype=np.float64, order="C")
         k, d = self.centers.shape
         m = x.shape[0]
+        self.threads = team(n_threads, m)
+        self.search_threads = team(n_threads, m * k)
+        self.geometry_threads = team(n_threads, k * k)
         self.labels = np.empty(m, dtype=np.int32)
         self.upper, self.lower = np.empty(m), np.empty(m)
-        self.delta = np.zeros((n_threads if self.exact else 1, k, d + 1), dtype=np.int64)
-        self._full()
+        self.delta = np.zeros((self.threads if self.exact else 1, k, d + 1), dtype=np.int64)
+        width = min(k - 1, _NEIGHBOURS)
+        self.nbr, self.gap = np.empty((k, width), dtype=np.int32), np.empty((k, width))
+        self.shift, self.half_gap = np.empty(k), np.empty(k)
+        self._geometry(self.centers)
+        if guess is not None:
+            self.labels[:] = guess
+        self._full(guess is not None)
 
-    def _full(self):
-        """Search every point, and sum the clusters afresh."""
-        _kmeans.nearest(self.x, self.centers, self.labels, self.upper, self.lower, self.threads)
+    def _geometry(self, new):
+        _kmeans.geometry(
+            self.centers, new, self.shift, self.half_gap, self.nbr, self.gap, self.geometry_threads
+        )
+
+    def _full(self, guess=False):
+        """Search every point (from the centre in ``labels`` with ``guess``), and sum the
+        clusters afresh."""
+        _kmeans.nearest(
+            self.x,
+            self.centers,
+            self.labels,
+            self.upper,
+            self.lower,
+            self.nbr,
+            self.gap,
+            guess,
+            self.search_threads,
+        )
         self._sum()
 
     def _sum(self):
@@ -160,16 +189,16 @@ class _Run:
         return self.labels.copy()
 
     def _move(self, new: np.ndarray) -> int:
-        k = new.shape[0]
-        shift, half_gap = np.empty(k), np.empty(k)
-        _kmeans.geometry(self.centers, new, shift, half_gap, self.threads)
+        self._geometry(new)
         self.centers = new
         changed = _kmeans.move(
             self.x,
             self.w,
             new,
-            shift,
-            half_gap,
+            self.shift,
+            self.half_gap,
+            self.nbr,
+            self.gap,
             self.labels,
             self.upper,
             self.lower,
@@ -192,8 +221,10 @@ class _Run:
         cost = np.empty(self.x.shape[0])
         _kmeans.reseed_costs(self.x, self.w, self.centers, self.labels, cost, self.threads)
         far = np.argsort(-cost, kind="stable")[: int(empty.sum())]
-        self.centers = self.centers.copy()
-        self.centers[np.flatnonzero(empty)] = self.x[far]
+        new = self.centers.copy()
+        new[np.flatnonzero(empty)] = self.x[far]
+        self._geometry(new)
+        self.centers = new
         self._full()
 
     def iterate(self, max_iter: int, tol_abs: float, step=None) -> tuple[int, bool]:
@@ -224,6 +255,7 @@ class _Run:
 
     def reorder(self, order, inverse):
         """Renumber the clusters: centre ``order[i]`` becomes centre ``i``."""
+        self._geometry(self.centers[order])  # (the neighbour lists, renumbered)
         self.centers = self.centers[order]
         self.labels[:] = inverse[self.labels]
         self.sums, self.mass = self.sums[order], self.mass[order]
@@ -287,7 +319,7 @@ def weighted_kmeans(
     if x.shape[0] < n_clusters:
         raise ValueError(f"need at least {n_clusters} distinct points, got {x.shape[0]}")
     moments = np.empty(1 + 2 * x.shape[1])
-    _kmeans.moments(x, w, moments, threads)
+    _kmeans.moments(x, w, moments, team(threads, x.shape[0]))
     d = x.shape[1]
     mean = moments[1 : 1 + d] / moments[0]
     variance = np.maximum(moments[1 + d :] / moments[0] - mean * mean, 0.0)
@@ -304,31 +336,34 @@ def weighted_kmeans(
     summary = _summary(x, w, plan.summary, threads)
     if summary is not None and summary[0].shape[0] < 4 * n_clusters:
         summary = None  # a few crowded cells (an outlier stretched the grid) cannot seed K
-    sx, sw = summary if summary is not None else (np.asarray(x, dtype=np.float64), w)
-    coarse_share = 0.5 if summary is not None else 1.0
+    if summary is None:
+        sx, sw, cell = np.asarray(x, dtype=np.float64), w, None
+    else:
+        sx, sw, cell = summary
+    coarse_share = 0.5 if cell is not None else 1.0
     share = coarse_share / plan.n_init
     runs = []
     for i in range(plan.n_init):
         start = _plusplus(sx, sw, n_clusters, rng, threads)
-        points = sx if summary is not None else x
-        run = _Run(points, sw, start, threads, scale)
+        run = _Run(sx if cell is not None else x, sw, start, threads, scale)
         n_iter, converged = run.iterate(max_iter, tol_abs, _stage(progress, i * share, share))
         runs.append((run.inertia(), i, run, n_iter, converged))
     runs.sort(key=lambda r: (r[0], r[1]))
-    if summary is None:
+    if cell is None:
         _, _, run, n_iter, converged = runs[0]
         return _result(run, n_iter, plan.n_init, converged)
-    # Fine: the best coarse optima (distinct ones) go on to convergence on every point.
+    # Fine: the best coarse optima (distinct ones) go on to convergence on every point,
+    # each point's search starting from its cell's centre.
     starts = []
     for _, _, run, _, _ in runs:
         if len(starts) == plan.finish:
             break
-        if not any(_same_centers(run.centers, other) for other in starts):
-            starts.append(run.centers)
+        if not any(_same_centers(run.centers, other.centers) for other in starts):
+            starts.append(run)
     share = 0.5 / len(starts)
     best = None
-    for i, start in enumerate(starts):
-        run = _Run(x, w, start, threads, scale)
+    for i, coarse in enumerate(starts):
+        run = _Run(x, w, coarse.centers, threads, scale, guess=coarse.labels[cell])
         n_iter, converged = run.iterate(
             max_iter, tol_abs, _stage(progress, 0.5 + i * share, share)
         )
@@ -420,6 +455,7 @@ def kmeans_plusplus(
 
 def _plusplus(x, w, n_clusters, rng, threads) -> np.ndarray:
     trials = 2 + int(np.log(n_clusters))
+    threads = team(threads, x.shape[0] * trials)
     centers = np.empty((n_clusters, x.shape[1]))
     first = _draw(np.cumsum(w), rng.random(1))[0]
     centers[0] = x[first]
@@ -448,7 +484,9 @@ def assign(points: np.ndarray, centers: np.ndarray, n_threads: int | None = None
     m = x.shape[0]
     labels = np.empty(m, dtype=np.int32)
     if m:
-        _kmeans.nearest(x, c, labels, np.empty(m), np.empty(m), resolve(n_threads))
+        none = np.empty((len(c), 0), dtype=np.int32), np.empty((len(c), 0))
+        threads = team(resolve(n_threads), m * len(c))
+        _kmeans.nearest(x, c, labels, np.empty(m), np.empty(m), *none, False, threads)
     return labels.astype(np.intp)
 
 
@@ -468,20 +506,24 @@ def weighted_error(
     w = np.ascontiguousarray(weights, dtype=np.float64)
     c = np.ascontiguousarray(centers, dtype=np.float64)
     mass = np.empty(c.shape[0])
+    threads = team(resolve(n_threads), x.shape[0])
     error = _kmeans.weighted_error(
-        x, w, c, np.ascontiguousarray(labels, dtype=np.int32), mass, resolve(n_threads)
+        x, w, c, np.ascontiguousarray(labels, dtype=np.int32), mass, threads
     )
     return error, mass
 
 
+# Each centre keeps this many nearest other centres for the searches that start from it
+# (any number gives the same labels; more makes the geometry dearer, fewer the searches).
+_NEIGHBOURS = 64
 # The grid summary holds at most this many cells (its occupancy count is an int64 array).
 _SUMMARY_MAX_CELLS = 1 << 22
 
 
 def _summary(x: np.ndarray, w: np.ndarray, target: int, threads: int):
     """About ``target`` weighted points that stand for ``x``: occupied grid cells' weighted
-    means and weights; None when ``x`` is small enough already or the cells would not be
-    much fewer than the points."""
+    means and weights, and each point's cell; None when ``x`` is small enough already or
+    the cells would not be much fewer than the points."""
     m, dim = x.shape
     if m <= target:
         return None
@@ -490,6 +532,7 @@ def _summary(x: np.ndarray, w: np.ndarray, target: int, threads: int):
     limit = max(2, int(_SUMMARY_MAX_CELLS ** (1.0 / dim)))
     cells = min(limit, max(2, math.ceil(target ** (1.0 / dim))))
     keys = np.empty(m, dtype=np.int64)
+    threads = team(threads, m)
     while True:
         factor = np.divide(cells, span, out=np.zeros(dim), where=span > 0)
         _kmeans.grid_keys(x, low, factor, cells, keys, threads)
@@ -506,8 +549,9 @@ def _summary(x: np.ndarray, w: np.ndarray, target: int, threads: int):
     remap[occupied] = np.arange(len(occupied))
     n = len(occupied)
     sums, total = np.empty((n, dim)), np.empty(n)
-    _kmeans.cell_sums(x, w, remap[keys], sums, total)
-    return sums / total[:, np.newaxis], total
+    cell = remap[keys]
+    _kmeans.cell_sums(x, w, cell, sums, total)
+    return sums / total[:, np.newaxis], total, cell
 
 
 def prepare() -> None:
