@@ -17,8 +17,7 @@ from PIL import Image
 
 from napari_kmeans_vq import bit_report, quantize
 from napari_kmeans_vq.cli import main
-from napari_kmeans_vq.io._atomic import write_store
-from napari_kmeans_vq.io import load, png_bit_depth
+from napari_kmeans_vq.io import load, png_bit_depth, write_store
 
 
 def _command() -> list[str]:
@@ -100,6 +99,44 @@ def test_compress_writes_kvq_and_prints_the_report(photo, photo_array, tmp_path)
     assert "formula" in result.stdout and ".kvq deflated" in result.stdout
     assert f"{q.report.total_bits:,}" in result.stdout
     assert "quantizing" in result.stderr  # progress goes to stderr
+
+
+def test_compress_writes_the_bytes_it_measured(photo, photo_array, tmp_path):
+    # One encoding per format: the file written is the one measured, and its size is
+    # read back from the disk.
+    from napari_kmeans_vq.io import size_report
+
+    out = tmp_path / "crop.kvq"
+    report = json.loads(run("compress", photo, "-k", 6, "-o", out, "--json", "-q").stdout)
+    files = report["sizes"]["files"]
+    assert files["kvq_deflated"] == report["output"]["bytes"] == out.stat().st_size
+    assert files["kvq_index_layout"] == load(out).index_layout == "bytes"  # b = 3
+    expected = size_report(quantize(photo_array, 6), input_bytes=photo.stat().st_size)
+    assert files == expected["files"] and report["sizes"]["ratios"] == expected["ratios"]
+
+    raw = tmp_path / "raw.kvq"
+    report = json.loads(
+        run("compress", photo, "-k", 6, "-o", raw, "--no-deflate", "--json").stdout
+    )
+    assert report["output"]["bytes"] == raw.stat().st_size == report["sizes"]["files"]["kvq_raw"]
+
+
+def test_compress_reads_a_16_bit_colour_tiff(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    image = np.random.default_rng(0).integers(0, 4000, (40, 50, 3), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "deep.tif", image, photometric="rgb")
+    out = tmp_path / "deep.kvq"
+    assert main(["compress", str(tmp_path / "deep.tif"), "-k", "5", "-o", str(out), "-q"]) == 0
+    data = load(out)
+    assert data.palette.dtype == np.uint16 and data.labels.shape == (40, 50)
+    assert np.array_equal(data.labels, quantize(image, 5).labels)
+
+
+def test_runs_as_a_module():
+    result = subprocess.run(
+        [sys.executable, "-m", "napari_kmeans_vq.cli", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "usage: napari-kmeans-vq" in result.stdout
 
 
 def test_compress_json(photo, tmp_path):
@@ -349,7 +386,6 @@ def test_compress_zarr_streams_ome_zarr_labels(zarr_input, tile, tmp_path):
 
 def test_ome_zarr_output_reads_with_ome_zarr_py(zarr_input, tile, tmp_path):
     pytest.importorskip("ome_zarr")
-    from ome_zarr.format import FormatV04
     from ome_zarr.io import parse_url
     from ome_zarr.reader import Label, Multiscales, Reader
 
@@ -357,7 +393,7 @@ def test_ome_zarr_output_reads_with_ome_zarr_py(zarr_input, tile, tmp_path):
     result = run("compress", zarr_input, "-k", 6, "-o", out, "--with-image", "original", "-q")
     assert result.returncode == 0, result.stderr
     q = quantize(tile, 6)
-    nodes = list(Reader(parse_url(str(out), fmt=FormatV04()))())
+    nodes = list(Reader(parse_url(str(out)))())  # NGFF 0.5, told from the store itself
     image = next(n for n in nodes if n.load(Multiscales) and not n.load(Label))
     label = next(n for n in nodes if n.load(Label))
     assert np.array_equal(np.asarray(image.data[0]), np.moveaxis(tile, -1, 0))
@@ -430,7 +466,8 @@ def test_grey_image_stored_with_its_labels(tmp_path):
         result = run("compress", grey, "-k", 4, "-o", out, "--with-image", with_image, "-q")
         assert result.returncode == 0, result.stderr
         root = zarr.open_group(str(out), mode="r")
-        axes = [axis["name"] for axis in root.attrs["multiscales"][0]["axes"]]
+        attrs = root.attrs.asdict()
+        axes = [axis["name"] for axis in attrs.get("ome", attrs)["multiscales"][0]["axes"]]
         assert axes == ["c", "y", "x"] and root["0"].shape == (1, 40, 50)
         labels = read_store(out)[0] - 1
         if with_image == "original":

@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 
 from napari_kmeans_vq import bit_report, quantize
 from napari_kmeans_vq.io import (
+    DEFAULT_LEVEL,
     MAX_PIXELS,
     KVQError,
     atomic_write,
+    auto_index_layout,
     decode_kvq,
     encode_kvq,
     header_size,
@@ -67,12 +69,14 @@ def test_pack_is_msb_first_big_endian():
     assert pack_indices(np.array([1, 0, 1]), 1).tolist() == [0b10100000]
 
 
-def test_pack_spans_chunks():
-    # More values than one packing step, with a width that does not divide a byte.
+@pytest.mark.parametrize("bits", [1, 2, 4, 5])
+def test_pack_spans_chunks(bits):
+    # More values than one packing step, with widths that do and do not divide a byte.
     rng = np.random.default_rng(3)
-    values = rng.integers(0, 32, size=(1 << 20) + 12345)
-    packed = pack_indices(values, 5)
-    assert np.array_equal(unpack_indices(packed, values.size, 5), values)
+    values = rng.integers(0, 1 << bits, size=(1 << 20) + 12345)
+    packed = pack_indices(values, bits)
+    assert packed.size == math.ceil(values.size * bits / 8)
+    assert np.array_equal(unpack_indices(packed, values.size, bits), values)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,21 +129,54 @@ def test_byte_layout_payload_is_the_indices_as_bytes():
     assert zlib.decompress(blob[head:]) == labels.astype(np.uint8).tobytes()
 
 
-def test_auto_layout_is_never_larger_than_packed_deflate(ihc):
-    # Real labels at every b, and noisy ones where neither layout compresses well.
-    cases = [(quantize(ihc, k).labels, k) for k in (2, 4, 8, 16, 32, 64, 128, 256)]
-    cases += [(random_codes(k, (64, 64), seed=k)[0], k) for k in (3, 6, 17, 300, 5000)]
+@pytest.mark.parametrize("k", [*KS, 5, 8, 64, 128, 1024, 5000, 65536])
+def test_auto_layout_is_chosen_by_k(k):
+    labels, palette = random_codes(k, (9, 11), seed=k)
+    b = (k - 1).bit_length()
+    expected = "packed" if b in (0, 1, 2, 4, 8, 16) else "bytes"
+    assert auto_index_layout(k) == expected
+    data = decode_kvq(encode_kvq(labels, palette))
+    assert data.index_layout == expected and np.array_equal(data.labels, labels)
+    assert data.version == (2 if expected == "bytes" else 1)
+
+
+def test_auto_layout_is_the_smaller_file_on_the_slide(ihc):
+    # The rule stands for a measurement: on real labels it picks the smaller of the two
+    # layouts at every b, and byte-aligned indices pay off where packed ones straddle bytes.
     smaller = 0
-    for labels, k in cases:
+    for k in (2, 4, 8, 16, 32, 64, 128, 256):
+        labels = quantize(ihc, k).labels
         palette = np.zeros((k, 3), dtype=np.uint8)
         packed = encode_kvq(labels, palette, index_layout="packed")
         bytes_ = encode_kvq(labels, palette, index_layout="bytes")
         auto = encode_kvq(labels, palette)
-        assert len(auto) == min(len(packed), len(bytes_))
-        assert len(auto) <= len(packed)
+        assert len(auto) == min(len(packed), len(bytes_)), k
         smaller += len(auto) < len(packed)
         assert np.array_equal(decode_kvq(auto).labels, labels)
-    assert smaller >= 3  # b = 3, 5, 6, 7 on the IHC slide: the reason the layout exists
+    assert smaller >= 3  # b = 3, 5, 6, 7: the reason the byte-aligned layout exists
+
+
+def test_one_deflate_per_file_at_the_default_level(monkeypatch):
+    calls = []
+    compress = zlib.compress
+
+    def counting(data, level=-1):
+        calls.append(level)
+        return compress(data, level)
+
+    monkeypatch.setattr(zlib, "compress", counting)
+    for k in (2, 5, 16, 40, 300):
+        labels, palette = random_codes(k, (30, 40), seed=k)
+        calls.clear()
+        blob = encode_kvq(labels, palette)
+        assert calls == [DEFAULT_LEVEL] == [6]
+        assert np.array_equal(decode_kvq(blob).labels, labels)
+        calls.clear()
+        encode_kvq(labels, palette, level=1)
+        assert calls == [1]
+    monkeypatch.undo()
+    labels, palette = random_codes(6, (64, 64), seed=1)
+    assert decode_kvq(encode_kvq(labels, palette, level=0)).deflated  # stored, still valid
 
 
 def test_index_layout_choices_are_checked():

@@ -17,6 +17,7 @@ from napari_kmeans_vq.io import (
     KVQError,
     decode_indexed_png,
     encode_indexed_png,
+    encode_kvq,
     encoded_sizes,
     load,
     png_bit_depth,
@@ -24,6 +25,7 @@ from napari_kmeans_vq.io import (
     size_report,
     smallest_bit_depth,
 )
+from napari_kmeans_vq.io.kvq import decode_kvq as load_bytes
 
 
 def codes(k, shape=(19, 23), channels=3, seed=0):
@@ -69,15 +71,23 @@ def test_smallest_bit_depth_in_the_ihdr_and_pillow_decodes_exactly(k, depth):
 
 
 @pytest.mark.parametrize("k", [2, 3, 6, 16])
-def test_auto_depth_keeps_the_smaller_file(k, ihc_crop):
+def test_auto_depth_is_the_smallest_deflated_once(k, ihc_crop, monkeypatch):
     q = quantize(ihc_crop, k)
-    auto = encode_indexed_png(q.labels, q.palette)
-    smallest = encode_indexed_png(q.labels, q.palette, bit_depth="smallest")
     eight = encode_indexed_png(q.labels, q.palette, bit_depth=8)
-    assert len(auto) == min(len(smallest), len(eight))
-    assert png_bit_depth(auto) in (smallest_bit_depth(k), 8)
+    smallest = encode_indexed_png(q.labels, q.palette, bit_depth="smallest")
+    calls = []
+    compress = zlib.compress
+    monkeypatch.setattr(
+        zlib, "compress", lambda data, level: calls.append(level) or compress(data, level)
+    )
+    auto = encode_indexed_png(q.labels, q.palette)
+    monkeypatch.undo()
+    assert calls == [6]  # one deflate, at zlib's default level
+    assert auto == smallest and png_bit_depth(auto) == smallest_bit_depth(k)
+    assert len(auto) <= len(eight)  # measured: the smallest depth is also the smaller file
     with Image.open(io.BytesIO(auto)) as im:
         assert np.array_equal(np.asarray(im.convert("RGB")), q.reconstruction)
+    assert len(encode_indexed_png(q.labels, q.palette, level=0)) > len(auto)  # stored
 
 
 def test_real_image_file(tmp_path, ihc):
@@ -151,7 +161,12 @@ def test_sizes_and_report(ihc_crop):
     sizes = encoded_sizes(q)
     assert sizes["kvq_raw"] == 56 + 18 + (96 * 128 * 3 + 7) // 8
     assert sizes["png"] == len(encode_indexed_png(q.labels, q.palette))
-    assert sizes["png_bit_depth"] in (4, 8)
+    assert sizes["png_bit_depth"] == 4
+    assert sizes["kvq_deflated"] == len(encode_kvq(q.labels, q.palette))
+    assert sizes["kvq_index_layout"] == "bytes"  # b = 3
+    contents = {}
+    assert encoded_sizes(q, contents=contents, level=1)["png"] == len(contents["png"])
+    assert load_bytes(contents["kvq"]).n_colors == 6
     report = size_report(q, input_bytes=10_000)
     assert report["raw_bytes"] == 96 * 128 * 3
     assert report["formula"]["formula_bytes"] == -(-q.report.total_bits // 8)

@@ -1,5 +1,11 @@
-"""The napari-kmeans-vq command."""
+"""The ``napari-kmeans-vq`` command.
 
-from .commands import main
+``parser`` holds the options, ``commands`` runs each subcommand through the library, and
+``render`` lays out what it prints. ``main`` is the console script's entry point.
+"""
 
-__all__ = ["main"]
+from ..io.images import LAZY_TIFF_BYTES
+from .commands import CLIError, main
+from .parser import build_parser
+
+__all__ = ["LAZY_TIFF_BYTES", "CLIError", "build_parser", "main"]

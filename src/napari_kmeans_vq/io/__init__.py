@@ -12,16 +12,33 @@ with K <= 256 at a palette bit depth of 1, 2, 4 or 8, for any image viewer.
 
 Reading a damaged or foreign file raises :class:`KVQError` (a ``ValueError``), the only error
 type for bad files.
+
+Also here: ordinary image files (:mod:`.images`: ``read_image``, ``encode_image``), the
+sample images (:mod:`.samples`), OME-Zarr labels (:mod:`.omezarr`, needs the ``large``
+extra), and writes that complete or leave nothing (``atomic_write``, ``save_ome_zarr``).
 """
 
-from ._atomic import atomic_write
+from ._atomic import atomic_write, write_store
 from .data import KVQData, KVQError
-from .files import encode, encoded_sizes, format_for_path, load, save, size_report
+from .files import (
+    encode,
+    encoded_sizes,
+    format_for_path,
+    load,
+    save,
+    save_ome_zarr,
+    size_report,
+    sizes_with_ratios,
+    tree_size,
+)
+from .images import encode_image, read_image
 from .kvq import (
+    DEFAULT_LEVEL,
     MAX_CHANNELS,
     MAX_COLORS,
     MAX_NDIM,
     MAX_PIXELS,
+    auto_index_layout,
     decode_kvq,
     encode_kvq,
     header_size,
@@ -39,6 +56,7 @@ from .png import (
 )
 
 __all__ = [
+    "DEFAULT_LEVEL",
     "MAX_CHANNELS",
     "MAX_COLORS",
     "MAX_NDIM",
@@ -46,9 +64,11 @@ __all__ = [
     "KVQData",
     "KVQError",
     "atomic_write",
+    "auto_index_layout",
     "decode_indexed_png",
     "decode_kvq",
     "encode",
+    "encode_image",
     "encode_indexed_png",
     "encode_kvq",
     "encoded_sizes",
@@ -58,10 +78,15 @@ __all__ = [
     "load",
     "pack_indices",
     "png_bit_depth",
+    "read_image",
     "read_indexed_png",
     "read_kvq",
     "save",
+    "save_ome_zarr",
     "size_report",
+    "sizes_with_ratios",
     "smallest_bit_depth",
+    "tree_size",
     "unpack_indices",
+    "write_store",
 ]

@@ -1,18 +1,30 @@
-"""save() and load(): a quantized image to a file and back, in either format."""
+"""save() and load(): a quantized image to a file and back, in either format; what the
+files weigh (:func:`size_report`); OME-Zarr stores written whole or not at all."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_write
+from ._atomic import atomic_write, write_store
 from .data import KVQData, KVQError
-from .kvq import FLAG_BYTES, MAGIC, MAX_PIXELS, decode_kvq, encode_kvq, kvq_size
+from .kvq import DEFAULT_LEVEL, FLAG_BYTES, MAGIC, MAX_PIXELS, decode_kvq, encode_kvq, kvq_size
 from .png import PNG_SIGNATURE, decode_indexed_png, encode_indexed_png
 
-__all__ = ["encode", "encoded_sizes", "format_for_path", "load", "save", "size_report"]
+__all__ = [
+    "encode",
+    "encoded_sizes",
+    "format_for_path",
+    "load",
+    "save",
+    "save_ome_zarr",
+    "size_report",
+    "sizes_with_ratios",
+    "tree_size",
+]
 
 _FORMATS = ("kvq", "png")
 
@@ -72,15 +84,21 @@ def encode(
     bit_depth: int | str = "auto",
     scalar: bool = False,
     index_layout: str = "auto",
+    level: int = DEFAULT_LEVEL,
 ) -> bytes:
     """The bytes :func:`save` would write (see there), without touching the disk."""
     labels, palette, scalar = _unpack(data, palette, scalar)
     format = format_for_path("", format)
     if format == "kvq":
         return encode_kvq(
-            labels, palette, deflate=deflate, scalar=scalar, index_layout=index_layout
+            labels,
+            palette,
+            deflate=deflate,
+            scalar=scalar,
+            index_layout=index_layout,
+            level=level,
         )
-    return encode_indexed_png(labels, palette, bit_depth=bit_depth, scalar=scalar)
+    return encode_indexed_png(labels, palette, bit_depth=bit_depth, scalar=scalar, level=level)
 
 
 def save(
@@ -94,6 +112,7 @@ def save(
     scalar: bool = False,
     overwrite: bool = True,
     index_layout: str = "auto",
+    level: int = DEFAULT_LEVEL,
 ) -> Path:
     """Save a quantized image as a ``.kvq`` container or an indexed PNG.
 
@@ -123,8 +142,10 @@ def save(
         When False, an existing file raises ``FileExistsError``.
     index_layout : {"auto", "packed", "bytes"}, default "auto"
         ``.kvq`` with ``deflate`` only: deflate the indices packed at ``ceil(log2 K)`` bits
-        or as whole bytes; ``"auto"`` keeps whichever file is smaller (see
+        or as whole bytes; ``"auto"`` picks one from K (see
         :func:`~napari_kmeans_vq.io.encode_kvq`).
+    level : int, default 6
+        zlib compression level of the deflated payload (0 .. 9).
 
     Returns
     -------
@@ -159,6 +180,7 @@ def save(
         bit_depth=bit_depth,
         scalar=scalar,
         index_layout=index_layout,
+        level=level,
     )
     return atomic_write(path, content, overwrite=overwrite)
 
@@ -199,9 +221,17 @@ def load(path, *, max_pixels: int = MAX_PIXELS) -> KVQData:
 
 
 def encoded_sizes(
-    data, palette=None, *, scalar: bool = False, contents: dict | None = None
+    data,
+    palette=None,
+    *,
+    scalar: bool = False,
+    contents: dict | None = None,
+    level: int = DEFAULT_LEVEL,
 ) -> dict:
     """Real bytes on disk of a quantized image in each format, encoded in memory.
+
+    Each format is encoded once, as :func:`save` writes it by default (a deflated ``.kvq``
+    in the layout ``index_layout="auto"`` picks, an indexed PNG at the smallest bit depth).
 
     Parameters
     ----------
@@ -211,21 +241,23 @@ def encoded_sizes(
         When given, receives the encoded files: ``contents["kvq"]`` (deflated ``.kvq``) and
         ``contents["png"]`` (when there is one), so a caller can write them without
         encoding again.
+    level : int, default 6
+        zlib compression level (0 .. 9).
 
     Returns
     -------
     dict
         ``kvq_raw`` (undeflated ``.kvq``, computed: header + palette + ``ceil(N*b/8)``),
-        ``kvq_deflated`` (encoded, indices packed or byte-aligned, whichever is smaller),
-        ``kvq_index_layout`` (``"packed"`` or ``"bytes"``: the one kept), ``png`` (bytes of
-        the indexed PNG, or None when the image is not 2D, K > 256 or the palette is not
-        uint8 grey/RGB/RGBA), ``png_bit_depth`` and, when there is no PNG, ``png_reason``.
+        ``kvq_deflated`` (encoded), ``kvq_index_layout`` (``"packed"`` or ``"bytes"``),
+        ``png`` (bytes of the indexed PNG, or None when the image is not 2D, K > 256 or the
+        palette is not uint8 grey/RGB/RGBA), ``png_bit_depth`` and, when there is no PNG,
+        ``png_reason``.
     """
     labels, palette, scalar = _unpack(data, palette, scalar)
     palette = np.asarray(palette)
     if palette.ndim == 1:
         palette = palette[:, None]
-    kvq = encode_kvq(labels, palette, deflate=True, scalar=scalar)
+    kvq = encode_kvq(labels, palette, deflate=True, scalar=scalar, level=level)
     sizes: dict = {
         "kvq_raw": kvq_size(labels.shape, palette.shape[0], palette.shape[1], palette.itemsize),
         "kvq_deflated": len(kvq),
@@ -236,7 +268,7 @@ def encoded_sizes(
     if contents is not None:
         contents["kvq"] = kvq
     try:
-        png = encode_indexed_png(labels, palette, scalar=scalar)
+        png = encode_indexed_png(labels, palette, scalar=scalar, level=level)
     except ValueError as exc:
         sizes["png_reason"] = str(exc)
     else:
@@ -247,6 +279,21 @@ def encoded_sizes(
     return sizes
 
 
+def _lazy_sizes(result) -> dict:
+    """:func:`encoded_sizes`' layout for a lazy result: only the computed undeflated size
+    (its labels are not in memory, so nothing is encoded)."""
+    palette = result.palette if result.palette.ndim == 2 else result.palette[:, None]
+    shape = result.levels[0].shape
+    return {
+        "kvq_raw": kvq_size(shape, palette.shape[0], palette.shape[1], palette.itemsize),
+        "kvq_deflated": None,
+        "kvq_index_layout": None,
+        "png": None,
+        "png_bit_depth": None,
+        "png_reason": "not encoded for a streamed image",
+    }
+
+
 def size_report(
     data,
     palette=None,
@@ -254,17 +301,22 @@ def size_report(
     scalar: bool = False,
     input_bytes: int | None = None,
     contents: dict | None = None,
+    level: int = DEFAULT_LEVEL,
 ) -> dict:
     """Formula bits next to real bytes: what the seed computes and what the files weigh.
 
     Parameters
     ----------
     data, palette, scalar
-        As for :func:`save`.
+        As for :func:`save`; also a :class:`~napari_kmeans_vq.LazyQuantization`, whose
+        labels are not in memory: its report has the formula and the computed undeflated
+        ``.kvq`` size, and no encoded sizes (``kvq_deflated`` and ``png`` are None).
     input_bytes : int, optional
         Size of the source file (a PNG or JPEG on disk), for a ratio against it.
     contents : dict, optional
         See :func:`encoded_sizes`.
+    level : int, default 6
+        zlib compression level of the files measured (0 .. 9).
 
     Returns
     -------
@@ -276,7 +328,12 @@ def size_report(
         and over ``input_bytes`` (``vs_input``, when given).
     """
     from ..core.bits import bit_report
+    from ..large.lazy import LazyQuantization
 
+    if isinstance(data, LazyQuantization):
+        if palette is not None:
+            raise TypeError("palette must not be given with a LazyQuantization")
+        return sizes_with_ratios(data.report, _lazy_sizes(data), input_bytes)
     labels, palette, scalar = _unpack(data, palette, scalar)
     palette = np.asarray(palette)
     if palette.ndim == 1:
@@ -289,24 +346,26 @@ def size_report(
             channels=int(palette.shape[1]),
             bits_per_channel=palette.itemsize * 8,
         )
-    files = encoded_sizes(labels, palette, scalar=scalar, contents=contents)
+    files = encoded_sizes(labels, palette, scalar=scalar, contents=contents, level=level)
     return sizes_with_ratios(report, files, input_bytes)
+
+
+#: The entries of ``files`` that :func:`sizes_with_ratios` turns into ratios.
+_SIZED = ("kvq_raw", "kvq_deflated", "png", "ome_zarr")
 
 
 def sizes_with_ratios(report, files: dict, input_bytes: int | None) -> dict:
     """The formula beside the real file sizes, each as a ratio of the raw and input bytes.
 
-    ``files`` maps ``kvq_raw``, ``kvq_deflated`` and ``png`` to byte counts (None when not
-    encoded); this is the layout :func:`size_report` returns and the CLI prints.
+    ``files`` maps ``kvq_raw``, ``kvq_deflated``, ``png`` and, for a store written,
+    ``ome_zarr`` to byte counts (None when not encoded); this is the layout
+    :func:`size_report` returns and the command line prints. Call it again after changing
+    ``files`` (a file written, its size measured) to update the ratios.
     """
     formula = {**report.to_dict(), "formula_bytes": -(-report.total_bits // 8)}
     raw_bytes = report.original_bits // 8
-    sizes = {
-        "formula": formula["formula_bytes"],
-        "kvq_raw": files.get("kvq_raw"),
-        "kvq_deflated": files.get("kvq_deflated"),
-        "png": files.get("png"),
-    }
+    sizes = {"formula": formula["formula_bytes"]}
+    sizes |= {name: files.get(name) for name in _SIZED}
     ratios: dict = {"vs_raw": {}, "vs_input": {}}
     for name, value in sizes.items():
         if value is None:
@@ -321,3 +380,64 @@ def sizes_with_ratios(report, files: dict, input_bytes: int | None) -> dict:
         "files": files,
         "ratios": ratios,
     }
+
+
+def tree_size(path) -> tuple[int, int]:
+    """Bytes of a file, or of every file under a directory (a zarr store), and the bytes
+    allocated for them on disk (whole blocks; the same as the size where the system does
+    not say)."""
+    path = Path(path)
+
+    def sizes(stat) -> tuple[int, int]:
+        return stat.st_size, getattr(stat, "st_blocks", 0) * 512 or stat.st_size
+
+    if not path.is_dir():
+        return sizes(path.stat())
+    size = allocated = 0
+    for root, _, names in os.walk(path):
+        for name in names:
+            nbytes, blocks = sizes(os.stat(os.path.join(root, name)))
+            size += nbytes
+            allocated += blocks
+    return size, allocated
+
+
+def save_ome_zarr(
+    path, result, *, image=None, overwrite: bool = False, progress=None, **options
+) -> Path:
+    """Write a quantization's labels as an OME-Zarr store that appears whole or not at all.
+
+    :func:`napari_kmeans_vq.io.omezarr.write_labels` fills a temporary directory beside
+    ``path``, which is then renamed to ``path`` (an existing store is replaced, with
+    ``overwrite``, only once the new one is complete); a failure or an interruption leaves
+    no partial store.
+
+    Parameters
+    ----------
+    path : str or Path
+        The store to write (``.ome.zarr`` by convention).
+    result : Quantization or LazyQuantization
+    image : array or "reconstruction", optional
+        Also store the original or the quantized image (see ``write_labels``).
+    overwrite : bool, default False
+        When False, an existing ``path`` raises ``FileExistsError``.
+    progress : callable, optional
+        ``progress("write", fraction_done)``, as for ``write_labels``.
+    **options
+        Passed to ``write_labels`` (``name``, ``chunk``, ``n_levels``, ...).
+
+    Returns
+    -------
+    Path
+    """
+    from . import omezarr
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; refusing to overwrite it")
+
+    def write(tmp: Path) -> None:
+        omezarr.write_labels(tmp, result, image=image, progress=progress, **options)
+
+    write_store(path, write, overwrite=overwrite)
+    return path

@@ -23,7 +23,7 @@ import numpy as np
 
 from .._limits import index_dtype
 from .data import KVQData, KVQError, check_labels_palette, fail
-from .kvq import MAX_PIXELS, pack_indices
+from .kvq import DEFAULT_LEVEL, MAX_PIXELS, pack_indices
 
 __all__ = [
     "PNG_SIGNATURE",
@@ -119,7 +119,12 @@ def _encode(
 
 
 def encode_indexed_png(
-    labels, palette, *, bit_depth: int | str = "auto", level: int = 9, scalar: bool = False
+    labels,
+    palette,
+    *,
+    bit_depth: int | str = "auto",
+    level: int = DEFAULT_LEVEL,
+    scalar: bool = False,
 ) -> bytes:
     """Encode a 2D K-colour image as the bytes of an indexed PNG.
 
@@ -131,11 +136,13 @@ def encode_indexed_png(
         K <= 256 colours; C = 3 (RGB), 4 (RGBA: alphas go to ``tRNS``) or 1 (grey, written
         as R = G = B).
     bit_depth : {"auto", "smallest", 1, 2, 4, 8}, default "auto"
-        ``"smallest"``: the smallest depth that holds K. ``"auto"``: that, or 8 when 8 bits per
-        pixel deflates smaller (it sometimes does: whole-byte indices give deflate repeats
-        that sub-byte packing hides). A number forces that depth (it must hold K).
-    level : int, default 9
-        zlib compression level.
+        ``"smallest"``: the smallest depth that holds K (:func:`smallest_bit_depth`).
+        ``"auto"``: the same, encoded once. (PNG's depths 1, 2 and 4 never split an index
+        across bytes; on stained slides at zlib level 6 the smallest depth gave the
+        smaller file at every K tried, 8 bits per pixel only sometimes at level 9.) A
+        number forces that depth (it must hold K).
+    level : int, default 6
+        zlib compression level (0 .. 9; 6 is zlib's default).
     scalar : bool, default False
         The image had no colour axis (one channel): recorded in the text chunk so that
         :func:`decode_indexed_png` gives back the same reconstruction shape.
@@ -155,18 +162,17 @@ def encode_indexed_png(
         raise ValueError(f"scalar=True needs a one-channel palette, got C = {palette.shape[1]}")
     smallest = smallest_bit_depth(palette.shape[0])
     if bit_depth in ("auto", "smallest"):
-        candidates = [smallest] if bit_depth == "smallest" or smallest == 8 else [smallest, 8]
+        depth = smallest
     elif bit_depth in (1, 2, 4, 8) and not isinstance(bit_depth, bool):
         if bit_depth < smallest:
             raise ValueError(
                 f"bit_depth {bit_depth} cannot hold {palette.shape[0]} colours; use "
                 f"{smallest} or more"
             )
-        candidates = [int(bit_depth)]
+        depth = int(bit_depth)
     else:
         raise ValueError(f"bit_depth must be 'auto', 'smallest', 1, 2, 4 or 8, got {bit_depth!r}")
-    encoded = [_encode(labels, palette, depth, level, scalar) for depth in candidates]
-    return min(encoded, key=len)  # ties keep the smaller depth (listed first)
+    return _encode(labels, palette, depth, level, scalar)
 
 
 def png_bit_depth(data) -> int:

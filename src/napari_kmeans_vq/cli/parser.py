@@ -1,0 +1,211 @@
+"""The ``napari-kmeans-vq`` argument parser: options, their checks and their help; nothing else.
+
+Imports only argparse and the package's constants, so ``--help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..io.images import LAZY_TIFF_BYTES
+
+PROG = "napari-kmeans-vq"
+#: The seed tutorial's comparison.
+SEED_KS = (2, 3, 6, 16)
+
+
+def _k_value(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"K must be a whole number, got {text!r}") from None
+    if not 1 <= value <= 65536:
+        raise argparse.ArgumentTypeError(f"K must be between 1 and 65536, got {value}")
+    return value
+
+
+def _k_list(text: str) -> list[int]:
+    parts = [p for p in text.replace(",", " ").split() if p]
+    if not parts:
+        raise argparse.ArgumentTypeError("give K values such as 2,3,6,16")
+    values: list[int] = []
+    for part in parts:
+        value = _k_value(part)
+        if value not in values:
+            values.append(value)
+    return values
+
+
+def _whole_number(text: str, what: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{what}, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    return _whole_number(text, "the seed must be a whole number >= 0", 0)
+
+
+def _restarts(text: str) -> int | str:
+    if text == "auto":
+        return text
+    return _whole_number(text, "restarts must be 'auto' or >= 1", 1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", help="show the full traceback when something fails"
+    )
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+
+    fit = argparse.ArgumentParser(add_help=False)
+    fit.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    fit.add_argument(
+        "--space",
+        choices=("rgb", "lab"),
+        default="rgb",
+        help="colour space to cluster in (default rgb)",
+    )
+    fit.add_argument(
+        "--restarts",
+        type=_restarts,
+        default="auto",
+        metavar="N",
+        help="k-means++ seedings to try, keeping the best (default auto)",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "K-Means vector quantization of colour images: compress to K colours, write "
+            "real .kvq and indexed PNG files, and compare the seed tutorial's bit counts "
+            "with the bytes on disk."
+        ),
+        epilog="Exit status: 0 success, 1 failure, 2 usage error. See docs/cli.md.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser(
+        "compress",
+        parents=[common, fit],
+        help="quantize an image to K colours and report bits and bytes",
+        description=(
+            "Quantize IMAGE to K colours and print the report: the seed's formula bits, the "
+            "real bytes of the .kvq file (packed and deflated) and of the indexed PNG, and "
+            "ratios against the raw 24-bit image and against the input file. With -o, "
+            "also write the .kvq, indexed PNG or OME-Zarr labels. A .zarr input, a TIFF "
+            f"over {LAZY_TIFF_BYTES // 2**20} MiB, or --lazy streams the image block by "
+            "block (bounded memory) and writes OME-Zarr labels (-o OUT.ome.zarr)."
+        ),
+    )
+    p.add_argument(
+        "image",
+        metavar="IMAGE",
+        help="PNG, JPEG, TIFF... (Pillow), .npy, or a zarr / OME-Zarr directory",
+    )
+    p.add_argument(
+        "-k", "--colors", type=_k_value, required=True, metavar="K", help="colours, 1 .. 65536"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="write OUT.kvq, OUT.png (indexed; 2D, K <= 256) or OUT.ome.zarr (OME-Zarr labels)",
+    )
+    p.add_argument(
+        "--lazy",
+        action="store_true",
+        help="stream a zarr or TIFF input block by block, whatever its size",
+    )
+    p.add_argument(
+        "--with-image",
+        choices=("none", "original", "reconstruction"),
+        default="none",
+        help="OME-Zarr output: also store the original or quantized image (default none)",
+    )
+    p.add_argument(
+        "--no-deflate", action="store_true", help=".kvq: store the packed indices as they are"
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+
+    p = sub.add_parser(
+        "decompress",
+        parents=[common],
+        help="decode a .kvq (or indexed PNG) to an ordinary image",
+        description=(
+            "Decode IN (.kvq or indexed PNG) and write its reconstruction, palette[labels], "
+            "as OUT: .png and other Pillow formats for 8-bit images, .npy for any image."
+        ),
+    )
+    p.add_argument("input", metavar="IN", help="a .kvq file or an indexed PNG")
+    p.add_argument("-o", "--output", metavar="OUT", required=True, help="OUT.png, OUT.npy...")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+
+    p = sub.add_parser(
+        "info",
+        parents=[common],
+        help="describe a .kvq file (or indexed PNG)",
+        description="Check IN fully (header, sizes, checksum, indices) and describe it.",
+    )
+    p.add_argument("input", metavar="IN", help="a .kvq file or an indexed PNG")
+    p.add_argument("--json", action="store_true", help="print the description as JSON")
+
+    p = sub.add_parser(
+        "sweep",
+        parents=[common, fit],
+        help="the seed's comparison: one quantization per K, as a table",
+        description=(
+            "Quantize IMAGE at each K and print K against bits, ratio, real bytes, J and "
+            "PSNR; optionally write the reconstructions side by side as a picture."
+        ),
+    )
+    p.add_argument("image", metavar="IMAGE", help="PNG, JPEG, TIFF... (Pillow) or .npy")
+    p.add_argument(
+        "-k",
+        "--colors",
+        type=_k_list,
+        default=list(SEED_KS),
+        metavar="K,K,...",
+        help="K values (default 2,3,6,16)",
+    )
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_true", help="print the table as CSV")
+    fmt.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.add_argument("--gallery", metavar="OUT.png", help="write the side-by-side picture")
+    p.add_argument("--force", action="store_true", help="overwrite an existing gallery")
+
+    p = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="run the seed's comparison on the built-in sample and write the files",
+        description=(
+            "Quantize scikit-image's immunohistochemistry slide at K = 2, 3, 6 and 16, write "
+            "the source, each .kvq and indexed PNG, and a side-by-side gallery into DIR, and "
+            "print the table."
+        ),
+    )
+    p.add_argument("--out", metavar="DIR", default="kvq-demo", help="(default ./kvq-demo)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.add_argument("--force", action="store_true", help="overwrite existing files in DIR")
+    for name, subparser in sub.choices.items():
+        subparser.set_defaults(parser_=subparser, command=name)
+    return parser
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("napari-kmeans-vq")
+    except Exception:  # not installed: running from a source tree
+        return "unknown"

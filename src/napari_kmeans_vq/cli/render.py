@@ -1,0 +1,267 @@
+"""What the command line shows: progress on stderr, tables, JSON and CSV on stdout, and the
+sweep's gallery picture. Nothing here computes a result; it only lays one out."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from .parser import PROG
+
+# ---------------------------------------------------------------------------------------------
+# progress
+
+
+class Progress:
+    """Progress lines on stderr, each with the seconds since the command started; silenced
+    by ``--quiet``."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.start = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet:
+            elapsed = time.perf_counter() - self.start
+            print(f"{PROG}: [{elapsed:6.2f}s] {message}", file=sys.stderr, flush=True)
+
+    def stages(self):
+        """A ``progress(stage, fraction)`` callback (as ``quantize`` and ``write_labels``
+        call it) printing a line per stage and per 10 %."""
+        state = {"stage": None, "next": 0.0}
+
+        def report(stage: str, fraction: float) -> None:
+            if stage != state["stage"]:
+                state["stage"], state["next"] = stage, 0.0
+            if fraction >= state["next"] or fraction >= 1.0:
+                self(f"{stage}: {100 * fraction:3.0f}%")
+                state["next"] = math.floor(fraction * 10 + 1) / 10
+                if fraction >= 1.0:
+                    state["next"] = math.inf
+
+        return report
+
+
+def note(message: str) -> None:
+    """A note on stderr that ``--quiet`` does not silence."""
+    print(f"{PROG}: note: {message}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON and CSV
+
+
+def jsonable(value):
+    """Numpy scalars and arrays, paths and non-finite floats as plain JSON values."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def print_json(data) -> None:
+    print(json.dumps(jsonable(data), indent=2, allow_nan=False))
+
+
+def print_csv(rows: list[dict]) -> None:
+    import csv
+
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# text
+
+
+def _fmt_int(value) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _fmt_pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def shape_text(shape, dtype) -> str:
+    return " x ".join(str(s) for s in shape) + f" {dtype}"
+
+
+def size_table(report, sizes: dict) -> list[str]:
+    """The compress report's rows: the raw image, the formula and each file's bytes."""
+    files = sizes["files"]
+    raw = sizes["raw_bytes"]
+    input_bytes = sizes["input_bytes"]
+    png_name = (
+        f"indexed PNG ({files['png_bit_depth']}-bit)" if files["png"] else "indexed PNG (n/a)"
+    )
+    kvq_name = ".kvq deflated" + (
+        " (byte-aligned)" if files.get("kvq_index_layout") == "bytes" else ""
+    )
+    rows = [
+        (
+            f"raw image ({report.bits_per_channel * report.channels}-bit)",
+            report.original_bits,
+            raw,
+        ),
+        ("formula (seed: indices + codebook)", report.total_bits, -(-report.total_bits // 8)),
+        (".kvq packed", None, files["kvq_raw"]),
+        (kvq_name, None, files["kvq_deflated"]),
+        (png_name, None, files["png"]),
+    ]
+    if files.get("ome_zarr") is not None:
+        rows.append(("OME-Zarr labels (store)", None, files["ome_zarr"]))
+    out = [f"{'':36}{'bits':>14}{'bytes':>12}{'vs raw':>10}{'vs input':>10}"]
+    for name, bits, size in rows:
+        vs_raw = None if size is None else size / raw
+        vs_in = None if size is None or not input_bytes else size / input_bytes
+        out.append(
+            f"{name:36}{_fmt_int(bits):>14}{_fmt_int(size):>12}{_fmt_pct(vs_raw):>10}"
+            f"{_fmt_pct(vs_in):>10}"
+        )
+    return out
+
+
+def print_compress(args, q, image_line: str, sizes: dict, written: dict | None) -> None:
+    """compress's report: the image, the codebook, the quality and the size table."""
+    report = q.report
+    fit = q.info.get("fit", "exact")
+    lines = [
+        f"image      {args.image}: {image_line}",
+        f"codebook   K = {q.n_colors} ({report.bits_per_index} bits per index), seed "
+        f"{args.seed}, {args.space}" + ("" if fit == "exact" else f", {fit} fit"),
+        f"quality    J = {q.distortion:.2f}, PSNR = {q.psnr:.2f} dB",
+        "",
+        *size_table(report, sizes),
+    ]
+    if written:
+        lines += ["", f"wrote {written['path']} ({written['bytes']:,} bytes)"]
+    print("\n".join(lines))
+
+
+def print_info(path, data) -> None:
+    """info's description of a loaded ``.kvq`` file or indexed PNG."""
+    report = data.report
+    kind = ".kvq" if data.format == "kvq" else "indexed PNG"
+    version = f" version {data.version}" if data.format == "kvq" else ""
+    stored = (
+        f"{data.bit_depth} bits per index"
+        + (" (byte-aligned)" if data.index_layout == "bytes" else "")
+        + (", deflated" if data.deflated else ", not deflated")
+        + f", {data.payload_bytes:,} payload bytes"
+    )
+    lines = [
+        f"file         {path}: {kind}{version}, {data.file_size:,} bytes, checks passed",
+        f"image        {' x '.join(map(str, data.shape))} {data.dtype}"
+        + (" (no colour axis)" if data.scalar else f" ({data.channels} channels)"),
+        f"pixels       {data.n_pixels:,}",
+        f"codebook     K = {data.n_colors}, ceil(log2 K) = {data.bits_per_index} bits",
+        f"stored       {stored}",
+        f"formula      {report.total_bits:,} bits = {report.index_bits:,} index + "
+        f"{report.codebook_bits:,} codebook ({100 * report.ratio:.2f}% of "
+        f"{report.original_bits:,} raw bits)",
+        f"on disk      {data.file_size:,} bytes = "
+        f"{100 * data.file_size * 8 / report.original_bits:.2f}% of the raw image",
+    ]
+    shown = min(data.n_colors, 16)
+    lines.append(f"palette      first {shown} of {data.n_colors}:")
+    for index in range(shown):
+        lines.append(f"  {index:5d}  {data.palette[index].tolist()}")
+    print("\n".join(lines))
+
+
+_TABLE = (
+    ("K", "K", "{:d}"),
+    ("b", "bits_per_index", "{:d}"),
+    ("formula bits", "total_bits", "{:,}"),
+    ("ratio", "ratio", "{:.2%}"),
+    (".kvq B", "kvq_bytes", "{:,}"),
+    ("deflated B", "kvq_deflated_bytes", "{:,}"),
+    ("PNG B", "png_bytes", "{:,}"),
+    ("best/raw", "best_vs_raw", "{:.2%}"),
+    ("best/input", "best_vs_input", "{:.2%}"),
+    ("J", "J", "{:.1f}"),
+    ("PSNR dB", "psnr", "{:.2f}"),
+    ("s", "seconds", "{:.2f}"),
+)
+
+
+def print_table(rows: list[dict], raw_bytes: int, input_bytes) -> None:
+    """The sweep's table, one row per K, right-aligned, with a note on the units."""
+    cells = [[title for title, _, _ in _TABLE]]
+    for row in rows:
+        line = []
+        for _, key, fmt in _TABLE:
+            value = row.get(key)
+            line.append("-" if value is None or value == math.inf else fmt.format(value))
+        cells.append(line)
+    widths = [max(len(r[i]) for r in cells) for i in range(len(_TABLE))]
+    for line in cells:
+        print("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)))
+    text = f"raw image {raw_bytes:,} bytes"
+    if input_bytes:
+        text += f"; input file {input_bytes:,} bytes"
+    print(text)
+    print("ratio = formula bits / raw bits; B = bytes on disk; best = smaller real file")
+
+
+# ---------------------------------------------------------------------------------------------
+# the gallery
+
+
+def gallery_png(image, results, *, max_side: int = 512) -> bytes:
+    """A side-by-side picture: the image, then each reconstruction, captioned with K.
+
+    Tiles are shrunk (nearest neighbour, so palette colours stay exact) to ``max_side``.
+    """
+    import io
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    def as_rgb(array):
+        array = np.asarray(array)
+        if array.ndim == 3 and array.shape[-1] == 1:
+            array = array[..., 0]
+        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+            raise ValueError(f"a gallery needs a 2D grey or colour image, not {array.shape}")
+        if array.dtype == np.uint16:
+            array = (array // 257).astype(np.uint8)
+        elif array.dtype.kind == "f":
+            array = np.clip(np.rint(array * 255), 0, 255).astype(np.uint8)
+        elif array.dtype != np.uint8:
+            array = np.clip(array, 0, 255).astype(np.uint8)
+        tile = Image.fromarray(array).convert("RGB")
+        tile.thumbnail((max_side, max_side), Image.Resampling.NEAREST)
+        return tile
+
+    tiles = [("original", as_rgb(image))]
+    tiles += [(f"K = {q.n_colors}", as_rgb(q.reconstruction)) for q in results]
+    caption, gap = 22, 8
+    width = sum(t.width for _, t in tiles) + gap * (len(tiles) + 1)
+    height = max(t.height for _, t in tiles) + caption + 2 * gap
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    x = gap
+    for title, tile in tiles:
+        canvas.paste(tile, (x, gap + caption))
+        draw.text((x, gap + 4), title, fill="black")
+        x += tile.width + gap
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return buffer.getvalue()
