@@ -17,6 +17,7 @@ Flags, by compiler:
 """
 
 import os
+import shlex
 import sys
 import tempfile
 import textwrap
@@ -92,8 +93,10 @@ class BuildEngine(build_ext):
                 objects = self.compiler.compile(
                     [source], output_dir=tmp, extra_postargs=compile_args
                 )
+                # (LDFLAGS too: a sanitizer build's CFLAGS need their runtime to link)
+                extra = shlex.split(os.environ.get("LDFLAGS", ""))
                 self.compiler.link_executable(
-                    objects, "omp_test", output_dir=tmp, extra_postargs=link_args
+                    objects, "omp_test", output_dir=tmp, extra_postargs=link_args + extra
                 )
             except Exception:
                 return False

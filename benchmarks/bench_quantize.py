@@ -198,6 +198,19 @@ def _celebi(image: np.ndarray, k: int) -> np.ndarray:
     return palette[_nearest_palette_index(image, palette)].reshape(image.shape)
 
 
+def _ref10(image: np.ndarray, k: int) -> np.ndarray:
+    """The quality reference: scikit-learn's best of 10 k-means++ restarts on the distinct
+    colours weighted by their pixel counts (exactly k-means on every pixel)."""
+    from sklearn.cluster import KMeans
+
+    colors, counts = np.unique(image.reshape(-1, 3), axis=0, return_counts=True)
+    km = KMeans(n_clusters=min(k, len(colors)), n_init=10, random_state=0)
+    km.fit(colors.astype(np.float64), sample_weight=counts.astype(np.float64))
+    palette = _round_palette(km.cluster_centers_)
+    # every pixel to its nearest rounded codeword, as ours encodes
+    return palette[_nearest_palette_index(image, palette)].reshape(image.shape)
+
+
 @dataclass(frozen=True)
 class Method:
     key: str
@@ -216,6 +229,7 @@ METHODS = (
     Method("imagequant", "libimagequant", _imagequant, "imagequant", 256),
     Method("faiss", "faiss k-means", _faiss, "faiss"),
     Method("celebi", "Celebi (materialyoucolor)", _celebi, "materialyoucolor.quantize", 256),
+    Method("ref10", "sklearn best of 10 (distinct colours)", _ref10, "sklearn"),
 )
 METHOD_BY_KEY = {m.key: m for m in METHODS}
 
@@ -238,6 +252,11 @@ METHODS_MD = [
     " initialisation, then weighted sort-means in CIELAB); it returns a palette only, so every"
     " pixel is assigned to the nearest palette colour in RGB (computed once per distinct"
     " colour via a 2^24 lookup table). The list conversion and the assignment are timed.",
+    "- sklearn best of 10 (the quality reference): `KMeans(n_clusters=K, n_init=10,"
+    " random_state=0)` fitted on the distinct colours with their pixel counts as"
+    " `sample_weight` (k-means on every pixel), centroids rounded to uint8, every pixel"
+    " decoded to its nearest rounded codeword (as ours is). The table's last section gives"
+    " the worst J(ours) / J(reference) over all images and K.",
 ]
 
 
@@ -535,6 +554,34 @@ def render_image_table(name, shape, results, keys) -> tuple[list[str], list[str]
     return lines, failures
 
 
+def render_reference(rows) -> list[str]:
+    """The worst ratio J(ours) / J(sklearn best of 10) over every image and K."""
+    ratios = [
+        (row["ours"].j / row["ref10"].j, name, k)
+        for name, k, row in rows
+        if row["ours"].j is not None and row["ref10"].j  # (J = 0: both lossless)
+    ]
+    if not ratios:
+        return []
+    worst = max(ratios)
+    over = [r for r in ratios if r[0] > QUALITY_SLACK]
+    return [
+        "## Quality against the reference",
+        "",
+        f"J(ours) / J(sklearn best of 10) over {len(ratios)} image x K cells: worst"
+        f" {worst[0]:.4f} ({worst[1]}, K={worst[2]}), median"
+        f" {sorted(r[0] for r in ratios)[len(ratios) // 2]:.4f}; cells above"
+        f" {QUALITY_SLACK}: {len(over)}"
+        + (
+            ": " + ", ".join(f"{n} K={k} ({r:.4f})" for r, n, k in sorted(over)[::-1])
+            if over
+            else ""
+        )
+        + ".",
+        "",
+    ]
+
+
 def count_distinct(image: np.ndarray) -> int:
     flat = image.reshape(-1, 3).astype(np.int32)
     seen = np.zeros(1 << 24, dtype=bool)
@@ -776,6 +823,7 @@ def main(argv=None) -> int:
         ]
     print("\n".join(out), flush=True)
     failures = []
+    all_rows = []
     for name, img, kk, repeat, skip in jobs:
         results = {"distinct": count_distinct(img), "rows": {}}
         for k in kk:
@@ -796,6 +844,7 @@ def main(argv=None) -> int:
                         print(f"[{name} K={k} {key}] {exc!r}", file=sys.stderr)
                 print(f"  [{name} K={k}] {key}: {fmt_cell(row[key])}", file=sys.stderr, flush=True)
             results["rows"][k] = row
+        all_rows += [(name, k, row) for k, row in results["rows"].items()]
         lines, fails = render_image_table(name, img.shape, results, keys)
         failures += fails
         out += lines
@@ -804,6 +853,11 @@ def main(argv=None) -> int:
     if not args.no_memory and not args.no_ours and available.get("ours"):
         print("  [memory] measuring in subprocesses ...", file=sys.stderr, flush=True)
         lines = render_memory(measure_memory(mosaic, _int_list(args.memory_k), args.threads))
+        out += lines
+        print("\n".join(lines), flush=True)
+
+    if "ours" in keys and "ref10" in keys:
+        lines = render_reference(all_rows)
         out += lines
         print("\n".join(lines), flush=True)
 

@@ -128,7 +128,7 @@ def test_plan_follows_effort():
     low, high = kmeans.Plan.from_effort(1, 16), kmeans.Plan.from_effort(10, 16)
     assert low.n_init < high.n_init and low.summary < high.summary
     assert low.finish <= high.finish
-    assert kmeans.Plan.from_effort(5, 256).summary > kmeans.Plan.from_effort(5, 16).summary
+    assert kmeans.Plan.from_effort(5, 1024).summary > kmeans.Plan.from_effort(5, 16).summary
 
 
 # -- threads ---------------------------------------------------------------------------

@@ -46,9 +46,9 @@ class Plan:
         few clusters; with many, their optima differ less and each costs K**2 more.
     summary : int
         About how many points stand for the data in the coarse stage:
-        ``effort * max(1024, 8 K)``.
+        ``effort * max(4096, 16 K)``.
     finish : int
-        Best coarse optima run to convergence on every point: ``1 + effort // 6``.
+        Best coarse optima run to convergence on every point: ``1 + effort // 3``.
     """
 
     n_init: int
@@ -62,8 +62,8 @@ class Plan:
             n_init = max(2, math.ceil(2 * effort * min(1.0, math.sqrt(16 / n_clusters))))
         return cls(
             n_init=int(n_init),
-            summary=effort * max(1024, 8 * n_clusters),
-            finish=1 + effort // 6,
+            summary=effort * max(4096, 16 * n_clusters),
+            finish=1 + effort // 3,
         )
 
 
