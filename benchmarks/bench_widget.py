@@ -1,27 +1,36 @@
-"""How long the widget takes from Run to layers on screen, and how long napari freezes meanwhile.
+"""How quickly the napari widget answers: Run to layers, Run to file sizes, and Cancel.
 
 Run under a display (a virtual one is fine)::
 
-    xvfb-run -a python benchmarks/bench_widget.py [--size 2048] [--k 16] [--repeats 3] [--wait 0.2]
+    xvfb-run -a python benchmarks/bench_widget.py [--size 2048] [--k 16] [--repeats 3]
 
-A QTimer ticks every 5 ms on napari's event loop; the longest gap between ticks while a run
-is in progress is the longest time napari could not respond (the target is under 100 ms).
-"Run to layers" ends when the output layers are in the viewer and shown; "run to sizes" when
-the real file sizes (a .kvq and an indexed PNG encoded in memory, after the layers) are in
-the report; "run to drawn" when the canvas has then finished drawing them. "add/update" is
-the main-thread time spent adding or updating layers (the only part of a run on napari's
-thread; one layer per event-loop turn), "longest step" the longest of those. "full GC" is
-time spent in Python's full garbage collections during the run (the widget keeps the
-objects that existed at Run out of them while it runs). The first run adds the
-layers; later runs update the same layers in place. ``--wait`` is how long the user looks
-at the dock before the first Run: the widget warms up in the background meanwhile (imports
-and caches of a session's first run), and the longest pause of that wait is printed too.
+On a generated H&E-like RGB image (``stain_patches``) in a shown napari window, the widget
+docked, it prints:
+
+- the runs: *Run->layers* ends when the layers are in the viewer and the report shows
+  (the widget's main-thread step is done), *Run->sizes* when the real file sizes are in
+  the report too (the run is over). *engine* is the engine's own seconds; *main step* the
+  widget's one main-thread step (adding the layers, the report), of which *napari
+  add/update* is spent in napari adding or updating the two layers; *then busy* how long
+  napari's event loop stays busy after the step (napari slicing and drawing the new
+  layers); *longest pause* the longest gap of a 5 ms timer on napari's event loop during
+  the run (how long napari could not answer). The first run adds the layers;
+  later runs update them in place. The first run of a session also pays napari's one-off
+  cost of its first Labels layer (numba compiles the direct label colormap, pandas is
+  imported for the features table), printed on its own line.
+- cancel latency: Cancel is pressed (``widget.cancel()`` on the main thread) as soon as
+  the engine reports a stage. *to idle* is when the widget is idle again, with nothing
+  more to add; *worker stopped* when the worker thread has ended, i.e. the engine really
+  stopped (the size measurement is one library call, so its worker runs it to the end,
+  its result thrown away); *stopped in* is the stage the engine raised in. The 4-million-
+  colour noise image shows the engine's longest stretch without a progress report (the
+  k-means++ seeding, between the histogram and the first Lloyd iteration).
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
+import os
 import platform
 import time
 
@@ -33,145 +42,186 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2048, help="image height and width")
     parser.add_argument("--k", type=int, default=16, help="K, the number of colours")
     parser.add_argument("--repeats", type=int, default=3, help="runs to time")
-    parser.add_argument(
-        "--wait", type=float, default=0.2, help="seconds from opening the dock to the first Run"
-    )
     args = parser.parse_args()
 
-    import napari
+    import qtpy
+    from napari.layers import Layer
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
+    import napari
     from napari_kmeans_vq.napari.sample_data import stain_patches
 
     app = QApplication.instance() or napari.qt.get_qapp()
     viewer = napari.Viewer(show=True)
     image = stain_patches(args.size, seed=1)
-    viewer.add_image(image, name="bench", rgb=True)
-    settle = time.perf_counter() + 0.5  # the viewer's first paints, before the dock opens
-    while time.perf_counter() < settle:
-        app.processEvents()
-        time.sleep(0.001)
+    source = viewer.add_image(image, name="stain", rgb=True)
     _, widget = viewer.window.add_plugin_dock_widget(
         "napari-kmeans-vq", "K-Means colour quantization"
     )
+    widget.image.value = source
     widget.n_colors.value = args.k
-    ticks = []
+
+    def pump(seconds=0.0, until=None, timeout=120.0):
+        """Run napari's event loop for ``seconds``, or until ``until()`` is true."""
+        end = time.perf_counter() + (timeout if until else seconds)
+        while time.perf_counter() < end and not (until and until()):
+            app.processEvents()
+            time.sleep(0.001)
+
+    pump(0.5)  # the window's first paints
+
+    # Instruments: the main-thread step that adds the layers, napari's part of it, and
+    # napari's layer constructors (the first Labels layer of a session is slow).
+    marks: dict = {}
+    timed_put, created = [], []
+    on_yielded, put, create = widget._on_yielded, widget._put, Layer.create
+
+    def yielded(*a, **kw):
+        marks.setdefault("step", time.perf_counter())
+        on_yielded(*a, **kw)
+        marks.setdefault("layers", time.perf_counter())
+
+    def put_layer(*a, **kw):
+        start = time.perf_counter()
+        try:
+            return put(*a, **kw)
+        finally:
+            timed_put.append(time.perf_counter() - start)
+
+    def create_layer(data, meta=None, layer_type="image"):
+        start = time.perf_counter()
+        try:
+            return create(data, meta, layer_type)
+        finally:
+            created.append((layer_type, time.perf_counter() - start))
+
+    widget._on_yielded, widget._put = yielded, put_layer
+    Layer.create = create_layer
+
+    ticks: list[float] = []
     timer = QTimer()
     timer.setInterval(5)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start()
-    opened = time.perf_counter()
-    while time.perf_counter() < opened + args.wait:
-        app.processEvents()
-        time.sleep(0.001)
-    wait_gaps = np.diff([opened, *ticks]) if ticks else np.array([args.wait])
 
-    # Time spent in the main-thread result callback.
-    main_thread = []
-    original = widget._put
-
-    def timed_apply(*a, **kw):
-        t = time.perf_counter()
-        original(*a, **kw)
-        main_thread.append(time.perf_counter() - t)
-
-    widget._put = timed_apply
-
-    # Canvas draws, to know when the layers are on screen.
-    draws = []
-    canvas = viewer.window._qt_viewer.canvas._scene_canvas
-    canvas.events.draw.connect(lambda _event: draws.append(time.perf_counter()))
-
-    # Full (generation 2) garbage collections: with napari's large object graph each one
-    # stops the interpreter for a few hundred ms, whoever triggered it.
-    gc_pauses = []
-    gc_started = []
-
-    def on_gc(phase, info):
-        if info["generation"] == 2:
-            if phase == "start":
-                gc_started.append(time.perf_counter())
-            elif gc_started:
-                gc_pauses.append((gc_started[-1], time.perf_counter() - gc_started[-1]))
-
-    gc.callbacks.append(on_gc)
-
-    rows = []
+    runs = []
     for repeat in range(args.repeats):
+        marks.clear()
+        timed_put.clear()
+        created.clear()
+        pump(0.3)
         ticks.clear()
-        draws.clear()
-        n_main = len(main_thread)
         start = time.perf_counter()
-        worker = widget.run()
-        assert worker is not None
-        # The layers go in first; the real file sizes for the report follow.
-        while widget.running and not widget._layers_done:
-            app.processEvents()
-            time.sleep(0.001)
-        added = time.perf_counter()
-        # Wait for the canvas to draw the new layers.
-        deadline = time.perf_counter() + 0.5
-        while not [d for d in draws if d >= added] and time.perf_counter() < deadline:
-            app.processEvents()
-            time.sleep(0.001)
-        drawn_at = [d for d in draws if d >= added]
-        # Layers added step by step may already be drawn before the last step ends.
-        drawn = drawn_at[0] if drawn_at else added
-        while widget.running:
-            app.processEvents()
-            time.sleep(0.001)
-        measured = time.perf_counter()
-        # Let the loop settle, then measure pauses over the whole run.
-        settle = time.perf_counter() + 0.1
-        while time.perf_counter() < settle:
-            app.processEvents()
-            time.sleep(0.001)
-        end = max(drawn, measured)
-        window = [t for t in ticks if start <= t <= end + 0.05]
-        gaps = np.diff([start, *window]) if window else np.array([np.nan])
-        engine = widget.last_result and viewer.layers[-1].metadata["napari_kmeans_vq"]["seconds"]
-        rows.append(
+        assert widget.run() is not None
+        pump(until=lambda: not widget.running)
+        end = time.perf_counter()
+        window = [start, *[t for t in ticks if start <= t <= end], end]
+        after = [t for t in window if t > marks["layers"]]
+        runs.append(
             {
-                "run": "add" if repeat == 0 else "update",
-                "to_layers": added - start,
-                "to_drawn": drawn - start,
-                "to_sizes": measured - start,
-                "engine": engine,
-                "main": sum(main_thread[n_main:]),
-                "longest_step": max(main_thread[n_main:], default=float("nan")),
-                "max_pause_ms": 1000 * float(np.max(gaps)),
-                "ticks": len(window),
-                "gc_ms": 1000 * sum(d for t, d in gc_pauses if start <= t <= end),
+                "run": "first (adds)" if repeat == 0 else "again (updates)",
+                "layers": marks["layers"] - start,
+                "sizes": end - start,
+                "engine": widget.last_result and widget._last_q.info["seconds"],
+                "step": marks["layers"] - marks["step"],
+                "napari": sum(timed_put),
+                "redraw": after[0] - marks["layers"] if after else float("nan"),
+                "labels_create": sum(s for kind, s in created if kind == "labels"),
+                "pause_ms": 1000 * float(np.max(np.diff(window))),
+                "status": widget.status.value,
             }
         )
     timer.stop()
-    gc.callbacks.remove(on_gc)
+    widget._on_yielded, widget._put = on_yielded, put
+    Layer.create = create
+
+    # Cancel latency: press Cancel when the engine first reports a stage.
+    rng = np.random.default_rng(0)
+    noise = viewer.add_image(
+        rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8), name="noise"
+    )
+    noise.visible = False
+    cancels = []
+    moments = [
+        (source, "histogram", 0),
+        (source, "fit", 0),
+        (source, "encode", 0),
+        (source, "sizes", 0),
+        (noise, "histogram", 10),  # the histogram is done: the seeding starts
+        (noise, "fit", 50),
+    ]
+    for layer, stage, percent in moments:
+        pump(0.3)
+        pressed = {}
+
+        def press(run_id, reported, at, stage=stage, percent=percent, pressed=pressed):
+            if reported == stage and at >= percent and not pressed and widget.running:
+                pressed["run"] = widget._run
+                pressed["at"] = time.perf_counter()
+                widget.cancel()
+                pressed["idle"] = time.perf_counter()
+
+        widget._relay.progressed.connect(press)
+        worker = widget.run(layer=layer)
+        finished: list[float] = []
+        worker.finished.connect(lambda finished=finished: finished.append(time.perf_counter()))
+        pump(until=lambda finished=finished: bool(finished) and not widget.running)
+        stopped = finished[0]
+        widget._relay.progressed.disconnect(press)
+        name = "stain" if layer is source else "noise (4M colours)"
+        if not pressed:
+            cancels.append((name, stage, None, None, "run ended first"))
+            continue
+        run = pressed["run"]
+        where = run.reporter.stopped_in or ("size_report" if stage == "sizes" else "a step")
+        cancels.append(
+            (
+                name,
+                f"{stage} {percent}%" if percent else stage,
+                1000 * (pressed["idle"] - pressed["at"]),
+                1000 * (stopped - pressed["at"]),
+                where,
+            )
+        )
 
     print(
-        f"napari {napari.__version__}, Python {platform.python_version()}, "
-        f"{platform.machine()}, image {args.size} x {args.size} RGB uint8, K = {args.k}"
+        f"napari {napari.__version__} ({qtpy.API_NAME}), Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs; image {args.size} x {args.size} RGB uint8 "
+        f"(stain_patches), K = {args.k}"
     )
-    print(
-        f"dock open -> first Run {args.wait:.1f} s: longest pause "
-        f"{1000 * float(np.max(wait_gaps)):.1f} ms"
-    )
+    print()
     header = (
-        f"{'run':<7} {'Run->layers s':>13} {'Run->drawn s':>12} {'Run->sizes s':>12} "
-        f"{'engine s':>9} "
-        f"{'add/update s':>12} {'longest step ms':>15} {'longest pause ms':>16} "
-        f"{'full GC ms':>10} {'ticks':>6}"
+        f"{'run':<16} {'Run->layers s':>13} {'Run->sizes s':>12} {'engine s':>9} "
+        f"{'main step ms':>12} {'napari add/update ms':>20} {'then busy ms':>12} "
+        f"{'longest pause ms':>16}"
     )
     print(header)
     print("-" * len(header))
-    rows.sort(key=lambda r: r["run"] != "add")
-    for r in rows:
+    for r in runs:
         print(
-            f"{r['run']:<7} {r['to_layers']:>13.3f} {r['to_drawn']:>12.3f} "
-            f"{r['to_sizes']:>12.3f} {r['engine']:>9.3f} "
-            f"{r['main']:>12.3f} {1000 * r['longest_step']:>15.1f} {r['max_pause_ms']:>16.1f} "
-            f"{r['gc_ms']:>10.0f} {r['ticks']:>6d}"
+            f"{r['run']:<16} {r['layers']:>13.3f} {r['sizes']:>12.3f} {r['engine']:>9.3f} "
+            f"{1000 * r['step']:>12.1f} {1000 * r['napari']:>20.1f} "
+            f"{1000 * r['redraw']:>12.1f} {r['pause_ms']:>16.1f}"
         )
+    print(
+        f"napari's first Labels layer of the session (numba-compiled colormap, pandas for "
+        f"features): {runs[0]['labels_create']:.3f} s of the first run's napari time; "
+        f"{runs[-1]['labels_create']:.3f} s later"
+    )
+    print(f"last status: {runs[-1]['status']}")
+    print()
+    header = (
+        f"{'image':<19} {'Cancel during':<14} {'to idle ms':>10} {'worker stopped ms':>17}  "
+        f"stopped in"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, moment, idle, stopped, where in cancels:
+        if idle is None:
+            print(f"{name:<19} {moment:<14} {'-':>10} {'-':>17}  {where}")
+        else:
+            print(f"{name:<19} {moment:<14} {idle:>10.1f} {stopped:>17.1f}  {where}")
     viewer.close()
 
 

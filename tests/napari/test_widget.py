@@ -1,8 +1,12 @@
-"""The napari widget, through the plugin manifest, in a real viewer (needs a display: xvfb)."""
+"""The napari widget, through the plugin manifest, in a real viewer (needs a display: xvfb).
+
+Runs, sweeps, cancels and closes the dock or the viewer mid-run under the Qt binding the
+venv has (PyQt6). Long runs are cancelled once the engine reports progress, never after a
+fixed wait.
+"""
 
 from __future__ import annotations
 
-import gc
 import os
 import threading
 
@@ -15,7 +19,7 @@ pytest.importorskip("pytestqt")
 from napari.layers import Image, Labels
 from napari.utils.notifications import notification_manager
 
-from napari_kmeans_vq import bit_report, quantize
+from napari_kmeans_vq import MAX_COLORS, bit_report, quantize
 from napari_kmeans_vq.io import save
 from napari_kmeans_vq.napari import widget as widget_module
 from napari_kmeans_vq.napari.layers import METADATA_KEY
@@ -32,9 +36,13 @@ def viewer(make_napari_viewer):
 
 
 @pytest.fixture
-def widget(viewer):
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-    return widget
+def docked(viewer):
+    return viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+
+
+@pytest.fixture
+def widget(docked):
+    return docked[1]
 
 
 def run_and_wait(qtbot, widget, **kwargs):
@@ -67,22 +75,54 @@ def errors():
     return new
 
 
+@pytest.fixture
+def noise(viewer):
+    """2048 x 2048 random colours (about 4 million distinct): a fit that takes seconds."""
+    rng = np.random.default_rng(0)
+    return viewer.add_image(rng.integers(0, 256, (2048, 2048, 3), dtype=np.uint8), name="big")
+
+
+@pytest.fixture
+def held_sizes(monkeypatch):
+    """Hold the file-size measurement until the test sets the returned event."""
+    gate = threading.Event()
+    measure = widget_module.size_report
+
+    def held(*args, **kwargs):
+        gate.wait(30)
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(widget_module, "size_report", held)
+    yield gate
+    gate.set()
+
+
+def wait_for_stage(qtbot, widget, stages, timeout=60_000):
+    """Wait until the running engine reports one of ``stages`` (on the main thread)."""
+    qtbot.waitUntil(
+        lambda: widget._run is not None and widget._run.stage in stages, timeout=timeout
+    )
+    return widget._run
+
+
 def test_manifest_run_makes_two_exact_layers(viewer, widget, qtbot):
     (source,) = viewer.open_sample(PLUGIN, "ihc")
     before = source.data.copy()
     assert widget.image.value is source
+    assert widget.status.value == "Ready."
     widget.n_colors.value = 8
     run_and_wait(qtbot, widget)
 
     (recon,) = outputs(viewer, "reconstruction")
     (labels,) = outputs(viewer, "labels")
     assert isinstance(recon, Image) and recon.rgb and recon.data.dtype == np.uint8
-    assert recon.visible and labels.visible  # added hidden, shown by a later step
+    assert recon.visible and labels.visible
     assert isinstance(labels, Labels) and labels.data.dtype == np.uint8
     assert recon.data.shape == source.data.shape
     assert labels.data.shape == source.data.shape[:2]
     assert recon.name == "immunohistochemistry K=8 reconstruction"
     assert labels.name == "immunohistochemistry K=8 labels"
+    assert widget.image.value is source  # the next run quantizes the source again
 
     summary = labels.metadata[METADATA_KEY]
     palette = np.array(summary["palette"], dtype=np.uint8)
@@ -112,7 +152,15 @@ def test_manifest_run_makes_two_exact_layers(viewer, widget, qtbot):
     assert recon.metadata[METADATA_KEY]["report"] == report
     assert summary["seed"] == 0 and summary["color_space"] == "rgb"
     assert widget.last_result["report"]["total_bits"] == report["total_bits"]
-    assert "786,624 bits" in widget.report.value  # the total, in the panel
+
+    # The panel: classes, bits, compression ratio, J and PSNR.
+    panel = widget.report.value
+    assert "786,624 bits" in panel and "3/pixel" in panel
+    assert "0.1250 (12.5% of original)" in panel
+    assert f"{labels.metadata[METADATA_KEY]['distortion']:.3f}" in panel
+    assert f"{summary['psnr']:.2f} dB" in panel
+    assert ".kvq file" in panel
+    assert widget.status.value.startswith("Done")
 
     # Hovering shows the cluster: features indexed by label value.
     features = labels.features
@@ -121,7 +169,6 @@ def test_manifest_run_makes_two_exact_layers(viewer, widget, qtbot):
     np.testing.assert_array_equal(
         features["pixels"], np.bincount(labels.data.ravel(), minlength=9)[1:]
     )
-    assert np.array_equal(source.data, before)
     assert source.data.tobytes() == before.tobytes()
 
 
@@ -159,96 +206,89 @@ def test_second_run_updates_in_place(viewer, widget, qtbot):
     assert len(labels.features) == 300
 
 
-def cancel_mid_run(widget, qtbot):
-    """Start a run, cancel it while the engine is busy, and wait until the worker is gone.
-
-    The run is made long (K = 64 on the caller's large image, as the engine got faster a
-    K = 4 run could end before a fixed wait did), and cancelled once the engine reports
-    progress, not after a set time."""
+def cancel_mid_run(widget, qtbot, stages=("fit",)):
+    """Start a long run, cancel it once the engine reports one of ``stages``, and wait
+    until the worker is gone."""
     worker = widget.run(n_colors=64)
-    qtbot.waitUntil(lambda: worker.is_running and widget._control.fraction > 0, timeout=30_000)
+    run = wait_for_stage(qtbot, widget, stages)
+    assert widget.cancel_button.enabled
     widget.cancel()
-    assert not widget.running and widget.run_button.enabled
-    qtbot.waitUntil(lambda: not worker.is_running, timeout=60_000)
-    qtbot.wait(50)
+    assert not widget.running and widget.run_button.enabled and not widget.cancel_button.enabled
     assert "Cancelled" in widget.status.value
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
+    qtbot.wait(50)
+    return run
 
 
-def test_cancelled_run_adds_nothing(viewer, widget, qtbot):
-    rng = np.random.default_rng(0)
-    big = viewer.add_image(rng.integers(0, 256, (2048, 2048, 3), dtype=np.uint8), name="big")
-    widget.image.value = big
+def test_cancelled_run_adds_nothing(viewer, widget, qtbot, noise):
+    widget.image.value = noise
     n_layers = len(viewer.layers)
-    cancel_mid_run(widget, qtbot)
+    run = cancel_mid_run(widget, qtbot)
     assert len(viewer.layers) == n_layers
-    # The engine itself stopped: it never reached the end of encoding.
-    assert widget._control.abort.is_set()
-    assert widget._control.fraction < 1.0
+    # The engine itself stopped: its progress callback raised during the fit.
+    assert run.reporter.stopped_in == "fit"
+    assert run.progress.disable  # napari's progress bar is closed
 
     # napari is still usable: a next run on a small image works.
-    small = viewer.add_image(np.ascontiguousarray(big.data[:32, :32]), name="small")
+    small = viewer.add_image(np.ascontiguousarray(noise.data[:32, :32]), name="small")
     widget.image.value = small
     widget.n_colors.value = 3
     run_and_wait(qtbot, widget)
     assert [layer.name for layer in outputs(viewer, "labels")] == ["small K=3 labels"]
 
 
-def test_objects_kept_out_of_gc_only_while_running(viewer, widget, qtbot):
-    (source,) = viewer.open_sample(PLUGIN, "stain_patches")
-    widget.n_colors.value = 4
-    qtbot.waitUntil(widget_module._warmed.is_set, timeout=60_000)  # it holds GC too
-    assert gc.get_freeze_count() == 0
-    assert widget.run() is not None
-    assert gc.get_freeze_count() > 0
-    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
-    assert gc.get_freeze_count() == 0
+def test_activity_dock_cancel_button_cancels(viewer, widget, qtbot, noise):
+    widget.image.value = noise
+    n_layers = len(viewer.layers)
+    worker = widget.run(n_colors=64)
+    run = wait_for_stage(qtbot, widget, ("fit",))
+    run.progress.cancel()  # what the Cancel button next to napari's progress bar does
+    assert not widget.running and "Cancelled" in widget.status.value
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
+    qtbot.wait(50)
+    assert len(viewer.layers) == n_layers
+
+
+def test_progress_is_napari_progress(viewer, widget, qtbot, noise):
+    from napari.utils import progress
+
+    widget.image.value = noise
+    worker = widget.run(n_colors=64)
+    run = wait_for_stage(qtbot, widget, ("fit",))
+    assert isinstance(run.progress, progress) and run.progress.n > 0
+    assert "fit" in widget.status.value and "%" in widget.status.value
+    widget.cancel()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
+
+
+def test_cancel_while_measuring_files_keeps_layers(viewer, widget, qtbot, held_sizes):
+    viewer.open_sample(PLUGIN, "ihc")
+    widget.n_colors.value = 8
+    worker = widget.run()
+    run = wait_for_stage(qtbot, widget, ("sizes",))
+    # The layers are in, the report too; Cancel is still on while the files are measured.
     assert len(outputs(viewer, "labels")) == 1
-
-    # Cancelled: released as well.
-    rng = np.random.default_rng(1)
-    widget.image.value = viewer.add_image(rng.integers(0, 256, (2048, 2048, 3), dtype=np.uint8))
-    cancel_mid_run(widget, qtbot)
-    assert gc.get_freeze_count() == 0
-    widget.image.value = source
-
-    # Someone else's freeze is neither added to nor undone.
-    gc.freeze()
-    try:
-        run_and_wait(qtbot, widget)
-        assert gc.get_freeze_count() > 0  # still frozen: not ours to undo
-    finally:
-        gc.unfreeze()
+    assert "measuring" in widget.report.value
+    assert widget.cancel_button.enabled and widget.run_button.enabled
+    widget.cancel()
+    assert not widget.running and "the layers stay" in widget.status.value
+    assert "not measured: cancelled" in widget.report.value
+    held_sizes.set()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
+    qtbot.wait(50)
+    (labels,) = outputs(viewer, "labels")
+    assert "storage" not in labels.metadata[METADATA_KEY]
+    assert run.progress.disable
 
 
-def test_dock_warms_up_in_the_background_with_gc_held(viewer, qtbot, monkeypatch):
-    seen = []
-
-    def prepare():  # stands for the engine's warm-up: slow, and watched
-        seen.append((threading.current_thread() is threading.main_thread(), gc.get_freeze_count()))
-
-    monkeypatch.setattr(widget_module, "_warmed", threading.Event())
-    monkeypatch.setattr(widget_module, "prepare", prepare)
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-    qtbot.waitUntil(widget_module._warmed.is_set, timeout=60_000)
-    ((on_main_thread, frozen),) = seen  # once, in another thread, with objects frozen
-    assert not on_main_thread and frozen > 0
-    qtbot.waitUntil(lambda: gc.get_freeze_count() == 0, timeout=10_000)
-    # a second dock does not warm up again, and runs still work
-    viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET, tabify=True)
-    viewer.open_sample(PLUGIN, "stain_patches")
-    widget.n_colors.value = 3
-    run_and_wait(qtbot, widget)
-    assert len(seen) == 1
-
-
-def test_sweep_one_layer_per_k_grid_on(viewer, widget, qtbot):
+def test_sweep_one_layer_per_k_in_grid(viewer, widget, qtbot):
     (source,) = viewer.open_sample(PLUGIN, "stain_patches")
+    run_and_wait(qtbot, widget, n_colors=4)  # a single run's layers, hidden by the grid
     widget.sweep.value = "2, 3, 6, 16"
-    widget.run_sweep()
+    assert widget.run_sweep() is not None
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     sweep = outputs(viewer, "sweep")
     assert [layer.name for layer in sweep] == [f"stain patches K={k} sweep" for k in (2, 3, 6, 16)]
-    assert viewer.grid.enabled
     assert [row["K"] for row in widget.sweep_rows] == [2, 3, 6, 16]
     n = source.data.shape[0] * source.data.shape[1]
     for row, layer in zip(widget.sweep_rows, sweep, strict=True):
@@ -259,7 +299,21 @@ def test_sweep_one_layer_per_k_grid_on(viewer, widget, qtbot):
     assert all(
         a["J"] > b["J"] for a, b in zip(widget.sweep_rows[:-1], widget.sweep_rows[1:], strict=True)
     )
-    assert "<th" in widget.report.value
+    assert "<th" in widget.report.value and widget.status.value.startswith("Sweep done")
+
+    # The grid (napari 0.9's viewer.canvas.grid) holds only the sweep, each tile named...
+    grid = viewer.canvas.grid
+    assert grid.enabled
+    assert [layer for layer in viewer.layers if layer.visible] == sweep
+    assert all(layer.name_overlay.visible for layer in sweep)
+    rows, cols = grid.actual_shape(viewer.layers)
+    assert rows * cols == 4
+    # ... and the camera shows each tile's whole image.
+    tile = np.asarray(viewer.canvas.viewbox_size(viewer.layers))
+    extent = np.asarray(source.data.shape[:2])
+    assert np.all(viewer.scene.camera.zoom * extent <= tile + 1e-6)
+    assert np.max(viewer.scene.camera.zoom * extent / tile) > 0.9
+    np.testing.assert_allclose(viewer.scene.camera.center[-2:], (extent - 1) / 2, atol=1)
 
     # A second sweep with other K updates the common ones and drops the rest.
     first = sweep[0]
@@ -268,6 +322,23 @@ def test_sweep_one_layer_per_k_grid_on(viewer, widget, qtbot):
     names = [layer.name for layer in outputs(viewer, "sweep")]
     assert names == ["stain patches K=2 sweep", "stain patches K=4 sweep"]
     assert outputs(viewer, "sweep")[0] is first
+
+    # Leaving the grid shows again what it hid; a single run leaves it by itself.
+    run_and_wait(qtbot, widget, n_colors=5)
+    assert not grid.enabled
+    assert source.visible and all(layer.visible for layer in outputs(viewer, "labels"))
+    assert not any(layer.name_overlay.visible for layer in outputs(viewer, "sweep"))
+
+
+def test_cancelled_sweep_adds_nothing(viewer, widget, qtbot, noise):
+    widget.image.value = noise
+    n_layers = len(viewer.layers)
+    worker = widget.run_sweep(ks="2, 64")
+    qtbot.waitUntil(lambda: widget._run is not None and widget._run.percent >= 50, timeout=60_000)
+    widget.cancel()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
+    qtbot.wait(50)
+    assert len(viewer.layers) == n_layers and not viewer.canvas.grid.enabled
 
 
 def test_canvas_shows_palette_colours(make_napari_viewer, qtbot):
@@ -294,8 +365,8 @@ def test_canvas_shows_palette_colours(make_napari_viewer, qtbot):
     qtbot.wait(100)
     shot = viewer.screenshot(canvas_only=True, flash=False)
     h, w = shot.shape[:2]
-    zoom = viewer.camera.zoom
-    cy, cx = viewer.camera.center[-2:]
+    zoom = viewer.scene.camera.zoom
+    cy, cx = viewer.scene.camera.center[-2:]
     for y, x in [(16, 16), (16, 48), (48, 16), (48, 48)]:
         row = round(h / 2 + (y - cy) * zoom)
         col = round(w / 2 + (x - cx) * zoom)
@@ -317,41 +388,157 @@ def test_single_channel_image(viewer, widget, qtbot):
     np.testing.assert_array_equal(recon.data, palette[labels.data - 1])
 
 
-def test_bad_input_notifies_and_adds_nothing(viewer, widget, qtbot, errors):
+def test_bad_input_says_why_and_adds_nothing(viewer, widget, qtbot, errors):
     # No image at all, a labels layer active.
     viewer.add_labels(np.zeros((8, 8), dtype=np.uint8), name="seg")
     assert widget.run() is None
     assert "is a Labels layer" in errors()[-1].message
+    assert "is a Labels layer" in widget.status.value
     rng = np.random.default_rng(0)
     base = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    # Lab needs a colour axis.
+    # The status keeps the error: choosing another layer does not say "Ready." over it.
     grey = viewer.add_image(base[..., 0], name="grey")
+    widget.image.value = grey
+    assert "is a Labels layer" in widget.status.value
+    # Lab needs a colour axis.
     widget.color_space.value = "lab"
     assert widget.run(layer=grey) is None
     assert "no colour axis" in errors()[-1].message
     widget.color_space.value = "rgb"
-    # K out of range, and a bad sweep.
+    # Two channels are refused, not clustered one value at a time.
+    two = viewer.add_image(base[..., :2].copy(), name="two")
+    assert widget.run(layer=two) is None
+    assert "2 values per pixel" in widget.status.value
+    # K out of range (the library's limit), and a bad sweep.
     rgb = viewer.add_image(base, name="rgb")
-    for k in (0, 65537):
+    before = rgb.data.copy()
+    for k in (0, MAX_COLORS + 1):
         assert widget.run(layer=rgb, n_colors=k) is None
         assert "out of range" in errors()[-1].message
+        assert f"1 to {MAX_COLORS}" in widget.status.value
     assert widget.run_sweep(layer=rgb, ks="2, three") is None
     assert "not a whole number" in errors()[-1].message
-    assert widget.run_sweep(layer=rgb, ks="2, 70000") is None
+    assert widget.run_sweep(layer=rgb, ks=f"2, {MAX_COLORS + 1}") is None
     assert "out of range" in errors()[-1].message
-    # The engine's own refusal (NaN pixels), raised in the worker, becomes a notification.
+    assert "Ready" not in widget.status.value
+    # The engine's own refusal (NaN pixels), in the worker, is said the same way.
     nan = np.full((8, 8, 3), 0.5)
     nan[0, 0, 0] = np.nan
     bad = viewer.add_image(nan, rgb=True, name="nan")
     n_errors = len(errors())
-    worker = widget.run(layer=bad, n_colors=2)
-    assert worker is not None
+    assert widget.run(layer=bad, n_colors=2) is not None
     qtbot.waitUntil(lambda: not widget.running, timeout=10_000)
     assert len(errors()) == n_errors + 1
     assert "Cannot quantize" in errors()[-1].message
+    assert "Cannot quantize" in widget.status.value
 
     assert not any(METADATA_KEY in layer.metadata for layer in viewer.layers)
-    assert (widget.n_colors.min, widget.n_colors.max) == (1, 65536)
+    assert rgb.data.tobytes() == before.tobytes()
+    assert (widget.n_colors.min, widget.n_colors.max) == (1, MAX_COLORS)
+
+
+def test_unexpected_error_ends_the_run(viewer, widget, qtbot, errors, monkeypatch):
+    # A RuntimeError raised in a superqt worker would silence its signals: the job returns
+    # failures instead, and the widget says so.
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(widget_module, "quantization_layer_data", broken)
+    (source,) = viewer.open_sample(PLUGIN, "stain_patches")
+    n_layers = len(viewer.layers)
+    run_and_wait(qtbot, widget, layer=source, n_colors=4)
+    assert "failed (RuntimeError): boom" in widget.status.value
+    assert "boom" in errors()[-1].message
+    assert len(viewer.layers) == n_layers and widget.run_button.enabled
+
+
+def test_one_colour_reports_no_negative_zero(viewer, widget, qtbot, errors):
+    source = viewer.add_image(np.full((16, 16, 3), 7, dtype=np.uint8), name="flat")
+    run_and_wait(qtbot, widget, layer=source, n_colors=1)
+    panel = widget.report.value
+    assert "-0" not in panel
+    assert "0 bits (0.0 KiB), 0/pixel" in panel
+    # More K than colours: the engine's warning reaches napari, the report says so too.
+    run_and_wait(qtbot, widget, layer=source, n_colors=4)
+    assert "1 (asked 4)" in widget.report.value and "-0" not in widget.report.value
+    assert "distinct" in errors()[-1].message
+
+
+def test_report_says_why_there_is_no_png(viewer, widget, qtbot):
+    rng = np.random.default_rng(2)
+    deep = rng.integers(0, 65536, (32, 32, 3), dtype=np.uint16)
+    source = viewer.add_image(deep, rgb=True, name="deep")
+    run_and_wait(qtbot, widget, layer=source, n_colors=4)
+    (labels,) = outputs(viewer, "labels")
+    files = labels.metadata[METADATA_KEY]["storage"]["files"]
+    assert files["png"] is None and files["png_reason"]
+    assert f"none: {files['png_reason']}"[:40] in widget.report.value.replace("&#x27;", "'")
+
+
+def test_report_does_not_widen_the_dock(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    qtbot.wait(50)
+    width, minimum = dock.width(), widget.native.minimumSizeHint().width()
+    (source,) = viewer.open_sample(PLUGIN, "ihc")
+    widget.sweep.value = "2, 3, 6, 16, 64, 256"
+    widget.run_sweep()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    run_and_wait(qtbot, widget, layer=source, n_colors=300)  # the longest report
+    widget._set_status("A long message " * 20, error=True)
+    qtbot.wait(50)
+    assert widget.native.minimumSizeHint().width() <= minimum
+    assert dock.width() == width
+
+
+def close_mid_run(viewer, qtbot, capfd, close, stage, gate):
+    """Close the dock or the viewer while a run is in ``stage``; nothing may follow."""
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    if stage == "sizes":
+        (source,) = viewer.open_sample(PLUGIN, "stain_patches")
+        worker = widget.run(layer=source, n_colors=8)
+    else:
+        rng = np.random.default_rng(0)
+        big = rng.integers(0, 256, (2048, 2048, 3), dtype=np.uint8)
+        worker = widget.run(layer=viewer.add_image(big, name="big"), n_colors=64)
+    run = wait_for_stage(qtbot, widget, (stage,))
+    names = [layer.name for layer in viewer.layers]
+    close(viewer, widget)
+    gate.set()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
+    qtbot.wait(100)
+    assert run.stop.is_set()
+    assert [layer.name for layer in viewer.layers] in (names, [])  # [] if the viewer closed
+    out = capfd.readouterr()
+    assert "has been deleted" not in out.out + out.err
+    assert "Traceback" not in out.err
+
+
+def close_dock(viewer, widget):
+    viewer.window.remove_dock_widget(widget.native)  # what the dock's close button does
+
+
+def close_viewer(viewer, widget):
+    viewer.close()
+
+
+@pytest.mark.parametrize("stage", ["fit", "sizes"])
+@pytest.mark.parametrize("close", [close_dock, close_viewer], ids=["dock", "viewer"])
+def test_closing_mid_run_is_clean(make_napari_viewer, qtbot, capfd, close, stage, held_sizes):
+    close_mid_run(make_napari_viewer(), qtbot, capfd, close, stage, held_sizes)
+
+
+def test_closed_dock_adds_nothing_later(viewer, docked, qtbot, noise):
+    # The run is past its fit when the dock closes; its layers must not appear afterwards.
+    _, widget = docked
+    worker = widget.run(layer=noise, n_colors=64)
+    wait_for_stage(qtbot, widget, ("fit",))
+    n_layers = len(viewer.layers)
+    close_dock(viewer, widget)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
+    qtbot.wait(100)
+    assert len(viewer.layers) == n_layers
+    assert not widget.running
 
 
 def test_report_has_real_bytes_on_disk(viewer, widget, qtbot, tmp_path, ihc):
@@ -484,6 +671,24 @@ def test_cancel_multiscale_run_adds_nothing(viewer, widget, qtbot):
     source = viewer.add_image(levels, multiscale=True, rgb=True, name="noise")
     widget.image.value = source
     n_layers = len(viewer.layers)
-    cancel_mid_run(widget, qtbot)
+    run = cancel_mid_run(widget, qtbot, stages=("histogram", "fit"))
     assert len(viewer.layers) == n_layers
-    assert widget._control.abort.is_set()
+    assert run.reporter.stopped_in in ("histogram", "fit")
+
+
+def test_widget_has_no_workarounds():
+    """The issue's workarounds stay gone: no frozen GC, pandas, private imports or timers."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(widget_module.__file__).read_text())
+    imported = {
+        (node.module or "") if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert not {"gc", "pandas", "vispy"} & {name.split(".")[0] for name in imported}
+    assert not any(name.startswith(("napari._", "qtpy._")) for name in imported)
+    names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    assert not {"QTimer", "freeze"} & names

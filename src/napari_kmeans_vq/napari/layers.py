@@ -25,7 +25,9 @@ Two layers come out of one quantization:
 Both carry the same summary in ``metadata["napari_kmeans_vq"]``: the bit report, J, PSNR, seed,
 K, colour space and palette. A lazy result (a dask, zarr or multiscale input) gives the same
 two layers holding dask arrays, multiscale when the input was, computed block by block only
-when napari draws them. No napari or Qt import happens here, not even lazily.
+when napari draws them. The widget's report panel (:func:`report_rows`, :func:`sweep_table`)
+is written here too, as plain text rows. No napari or Qt import happens here, not even
+lazily.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .._limits import label_dtype, peak_value
+from .._limits import MAX_COLORS, label_dtype, peak_value
 from ..core.colorspace import palette_rgba
 from ..core.quantize import Quantization
 from ..large import quantize
@@ -48,13 +50,17 @@ __all__ = [
     "is_lazy_quantization",
     "label_colormap",
     "layer_data",
+    "layer_snapshot",
     "lazy_coded_layer_data",
     "parse_k_list",
     "quantization_layer_data",
+    "report_rows",
     "spatial_kwargs",
+    "storage_rows",
     "sweep_item",
     "sweep_layer_data",
     "sweep_row",
+    "sweep_table",
 ]
 
 #: Key under which both output layers keep their summary in ``layer.metadata``.
@@ -181,6 +187,32 @@ def spatial_kwargs(source_layer) -> dict:
             continue
         kwargs[name] = _plain(value)
     return kwargs
+
+
+def layer_snapshot(source_layer) -> SimpleNamespace:
+    """A plain copy of everything the builders here read from a source layer.
+
+    Read it on napari's thread and pass the copy as ``source_layer`` to builders run in
+    another thread, which then never touch a live napari layer: the name and
+    ``unique_id`` (the outputs' names and ``source_id`` tag), the placement (see
+    :func:`spatial_kwargs`), and the contrast limits and colormap name that a one-channel
+    reconstruction copies.
+    """
+    snapshot = SimpleNamespace(
+        name=getattr(source_layer, "name", None),
+        unique_id=getattr(source_layer, "unique_id", None),
+        **spatial_kwargs(source_layer),
+    )
+    try:
+        limits = source_layer.contrast_limits
+    except Exception:  # not an image layer, or a property that cannot answer
+        limits = None
+    if limits is not None:
+        snapshot.contrast_limits = tuple(float(v) for v in limits)
+    colormap = getattr(getattr(source_layer, "colormap", None), "name", None)
+    if isinstance(colormap, str):
+        snapshot.colormap = SimpleNamespace(name=colormap)
+    return snapshot
 
 
 def _source_info(source_layer, name: str | None) -> tuple[str, dict]:
@@ -553,8 +585,8 @@ def parse_k_list(text: str | Iterable[int]) -> list[int]:
                 f"'{part}' in the sweep is not a whole number; write K values such as "
                 "'2, 3, 6, 16'"
             ) from None
-        if not 1 <= value <= 65536:
-            raise ValueError(f"K = {value} in the sweep is out of range; use 1 to 65536")
+        if not 1 <= value <= MAX_COLORS:
+            raise ValueError(f"K = {value} in the sweep is out of range; use 1 to {MAX_COLORS}")
         if value not in values:
             values.append(value)
     return values
@@ -619,3 +651,93 @@ def sweep_item(q: Quantization, *, source_layer=None, options: dict | None = Non
     meta["name"] = f"{base} K={k_requested} sweep"
     meta["metadata"] = {METADATA_KEY: {**meta["metadata"][METADATA_KEY], "role": "sweep"}}
     return (recon, meta, kind)
+
+
+# -- the widget's report, as text rows -------------------------------------------------------
+
+
+def _bits_text(bits: float) -> str:
+    bits = bits if bits > 0 else 0  # a zero entropy comes out as -0.0
+    return f"{bits:,.0f} bits ({bits / 8 / 1024:,.1f} KiB)"
+
+
+def _psnr_text(psnr: float | None) -> str:
+    if psnr is None or not math.isfinite(psnr):
+        return "inf (lossless)"
+    return f"{psnr:.2f} dB"
+
+
+def storage_rows(sizes: dict | None) -> list[tuple[str, str]]:
+    """Report rows for real file sizes, as :func:`napari_kmeans_vq.io.size_report` gives
+    them (or ``{"skipped": reason}`` when they were not measured)."""
+    if not sizes:
+        return []
+    if "skipped" in sizes:
+        rows = [("files", f"not measured: {sizes['skipped']}")]
+    else:
+        files, raw = sizes["files"], sizes["raw_bytes"]
+        kvq, png = files["kvq_deflated"], files.get("png")
+        rows = [
+            (".kvq file", f"{kvq:,} B, {100 * kvq / raw:.1f}% of raw"),
+            (".kvq packed", f"{files['kvq_raw']:,} B, before deflate"),
+            ("PNG file", f"{png:,} B, {100 * png / raw:.1f}% of raw")
+            if png is not None
+            else ("PNG file", f"none: {files.get('png_reason', 'not possible')}"),
+        ]
+    source = sizes.get("input_bytes")
+    if source:
+        rows.append(("source file", f"{source:,} B"))
+        if "files" in sizes:
+            rows.append((".kvq / source", f"{100 * sizes['files']['kvq_deflated'] / source:.1f}%"))
+    return rows
+
+
+def report_rows(q, seconds: float | None = None, sizes: dict | None = None) -> list:
+    """The widget's report for one quantization: ``(name, value)`` text rows.
+
+    ``seconds`` is the time from Run to the layers, ``sizes`` the real file sizes
+    (see :func:`storage_rows`).
+    """
+    r = q.report
+    asked = q.info.get("n_colors_requested", q.n_colors)
+    rows = [
+        ("pixels", f"{r.n_pixels:,}"),
+        ("K", f"{q.n_colors}" if asked == q.n_colors else f"{q.n_colors} (asked {asked})"),
+        ("original", _bits_text(r.original_bits)),
+        ("index", f"{_bits_text(r.index_bits)}, {r.bits_per_index}/pixel"),
+        ("codebook", _bits_text(r.codebook_bits)),
+        ("total", _bits_text(r.total_bits)),
+        ("ratio", f"{r.ratio:.4f} ({100 * r.ratio:.1f}% of original)"),
+        ("saving", f"{100 * r.saving:.1f}%"),
+        *storage_rows(sizes),
+    ]
+    if r.entropy_bits is not None:
+        rows.append(("entropy bound", _bits_text(r.entropy_bits)))
+    rows += [
+        ("J (MSE)", f"{q.distortion if q.distortion > 0 else 0.0:.3f}"),
+        ("PSNR", _psnr_text(q.psnr)),
+        ("engine time", f"{q.info.get('seconds', float('nan')):.3f} s"),
+    ]
+    if seconds is not None:
+        rows.append(("run to layers", f"{seconds:.3f} s"))
+    if q.info.get("n_levels", 1) > 1:
+        fit = f"{q.info.get('fit')}, level {q.info.get('fit_level')} of {q.info['n_levels']}"
+        rows.append(("fit", fit))
+    return rows
+
+
+def sweep_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """The sweep's comparison table from :func:`sweep_row` dicts: header and text rows."""
+    header = ["K", "bits", "ratio", "J", "PSNR", "time"]
+    body = [
+        [
+            str(r["K"]),
+            f"{r['total_bits']:,}",
+            f"{r['ratio']:.4f}",
+            f"{r['J'] if r['J'] > 0 else 0.0:.2f}",
+            _psnr_text(r["psnr"]),
+            f"{r['seconds']:.2f} s" if r.get("seconds") is not None else "",
+        ]
+        for r in rows
+    ]
+    return header, body

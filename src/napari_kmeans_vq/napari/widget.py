@@ -1,113 +1,86 @@
 """The napari dock widget: quantize an image layer to K colours, in a worker thread.
 
-A thin shell around :mod:`napari_kmeans_vq.layers`: the worker thread runs
-:func:`~napari_kmeans_vq.quantize` and builds the layer-data tuples; the main thread only
-adds or updates layers, so napari stays responsive while the engine works.
+A thin shell. The numerics are :func:`napari_kmeans_vq.quantize`; the layer tuples and the
+report's rows come from :mod:`napari_kmeans_vq.napari.layers`; the real file sizes from
+:func:`napari_kmeans_vq.io.size_report`. Each run is one napari ``thread_worker`` that
+yields the layer tuples (the main thread adds or updates the layers in one step), then
+measures the files and returns their sizes. Progress shows in napari's activity dock.
 
-Multiscale (pyramid) and dask- or zarr-backed layers go through
-:func:`~napari_kmeans_vq.chunked.quantize_lazy`: the codebook is fitted block by block (on
-full resolution, or on the level chosen under "fit level"), and the outputs are lazy dask
-layers, multiscale when the source is, that napari computes tile by tile as it draws them.
-
-The worker also encodes the result in memory to report the real bytes of a ``.kvq`` file and
-an indexed PNG (and the source file's own size), beside the formula's bits.
+Cancel sets a flag that the engine's ``progress(stage, fraction)`` callback checks: the
+callback raises and the engine stops where it is; between steps the worker checks the
+flag itself. Signals from a run that is no longer current are ignored, so a cancelled run,
+or one whose dock or viewer was closed, adds nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import html
-import math
 import os
 import threading
 import time
 import warnings
-from types import SimpleNamespace
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING
 
-import napari
 import numpy as np
 from magicgui.widgets import (
     ComboBox,
     Container,
     Label,
     LineEdit,
-    ProgressBar,
     PushButton,
     SpinBox,
     create_widget,
 )
 from napari.layers import Image, Labels, Layer
-from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error, show_warning
-from qtpy.QtCore import QTimer
+from napari.qt.threading import thread_worker
+from napari.utils import cancelable_progress
+from napari.utils.notifications import notification_manager, show_error, show_warning
+from qtpy.QtCore import QEvent, QObject, Qt, Signal
+from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy
 
+from .. import quantize
+from .._limits import MAX_COLORS
 from ..core._threads import one_thread
-from ..core.kmeans import prepare
-from ..core.quantize import quantize
 from ..io import size_report
-from ..large import dask_progress, is_lazy_input, quantize_lazy
+from ..large import Cancelled, dask_progress, is_lazy_input
 from .layers import (
     _SPATIAL,
     METADATA_KEY,
     is_lazy_quantization,
+    layer_snapshot,
     parse_k_list,
     quantization_layer_data,
+    report_rows,
     sweep_item,
     sweep_row,
+    sweep_table,
 )
 
-__all__ = ["QuantizeWidget"]
+if TYPE_CHECKING:
+    import napari
 
-MAX_COLORS = 65536
-# Lazy results up to this many full-resolution pixels are encoded in the worker for the
-# real-bytes report (and, when not multiscale, handed to napari as numpy arrays); larger
-# ones stay lazy and their file sizes are not measured.
+__all__ = ["InputError", "QuantizeWidget", "check_k", "check_source"]
+
+# Lazy (dask, zarr, multiscale) results up to this many full-resolution pixels are
+# computed in the worker: napari then gets numpy layers (unless multiscale) and the files
+# can be measured. Larger ones stay lazy, and their files are not measured.
 IN_MEMORY_PIXELS = 1 << 25
+
+# Share of a quantization's progress bar that each engine stage takes.
+_STAGES = {"histogram": (0.0, 0.1), "fit": (0.1, 0.85), "encode": (0.85, 1.0)}
 
 
 class InputError(ValueError):
-    """A user's mistake: shown as a notification, never as a traceback."""
-
-
-def _snapshot(layer: Layer) -> SimpleNamespace:
-    """The source layer's name, identity and placement, read on the main thread.
-
-    The worker thread builds the layer tuples from this copy, so it never touches a live
-    napari object.
-    """
-    snap = {"name": layer.name, "unique_id": layer.unique_id}
-    try:
-        path = layer.source.path
-    except Exception:  # layers made in scripts have no source file
-        path = None
-    snap["source_path"] = str(path) if path else None
-    for attr in (*_SPATIAL, "contrast_limits"):
-        try:
-            value = getattr(layer, attr)
-        except Exception:
-            continue
-        snap[attr] = np.array(value) if isinstance(value, np.ndarray) else value
-    try:
-        snap["affine"] = np.array(layer.affine.affine_matrix)
-    except Exception:
-        snap.pop("affine", None)
-    colormap = getattr(layer, "colormap", None)
-    if colormap is not None and not getattr(layer, "rgb", False):
-        snap["colormap"] = SimpleNamespace(name=getattr(colormap, "name", None))
-    return SimpleNamespace(**snap)
+    """A user's mistake: said in the widget and in a notification, never a traceback."""
 
 
 def check_source(layer, color_space: str):
-    """Check that a layer can be quantized; return its pixels and the channel axis.
+    """``(data, channel_axis)`` of a layer that can be quantized, or an :class:`InputError`.
 
-    The pixels are a numpy array, the layer's own dask or zarr array (left lazy), or for a
-    multiscale layer the list of its levels, full resolution first.
-
-    Raises
-    ------
-    InputError
-        With a message that says what is wrong and what to do.
+    ``data`` is a numpy array, the layer's own dask or zarr array (left lazy) or the list of
+    a multiscale layer's levels; ``channel_axis`` is -1 for RGB(A), None for one channel.
     """
     if layer is None:
         raise InputError(
@@ -115,366 +88,261 @@ def check_source(layer, color_space: str):
             "K-Means Colour Quantization) and choose it under 'image'."
         )
     if not isinstance(layer, Image):
-        kind = layer.__class__.__name__  # plugins get proxies; __class__ is the layer's
         raise InputError(
-            f"'{layer.name}' is a {kind} layer, not an image. Choose an image layer (RGB, "
-            "RGBA or single-channel) under 'image'."
+            f"'{layer.name}' is a {layer.__class__.__name__} layer, not an image. Choose an "
+            "image layer (RGB, RGBA or single-channel) under 'image'."
         )
-    if layer.rgb:
-        channel_axis = -1
-    else:
-        if color_space == "lab":
-            raise InputError(
-                f"'{layer.name}' has no colour axis (it is a single-channel image), and Lab "
-                "clustering needs RGB colours. Choose colour space 'rgb', or an RGB layer."
-            )
-        channel_axis = None
-    if layer.multiscale:
-        data = list(layer.data)  # napari's MultiScaleData: its levels, nothing read
-        dtype = np.dtype(data[0].dtype)
-    else:
-        data = layer.data if is_lazy_input(layer.data) else np.asarray(layer.data)
-        dtype = np.dtype(data.dtype)
-    if dtype.kind not in "uif":
+    data = list(layer.data) if layer.multiscale else layer.data
+    first = data[0] if layer.multiscale else data
+    if np.dtype(first.dtype).kind not in "uif":
         raise InputError(
-            f"'{layer.name}' holds {dtype} values; the quantizer needs integer or "
+            f"'{layer.name}' holds {first.dtype} values; the quantizer needs integer or "
             "floating-point pixels. Convert the image, or choose another layer."
         )
-    return data, channel_axis
+    if layer.rgb:
+        return data, -1
+    # napari shows a last axis of 2 as two grey planes; clustering those as scalars would
+    # give each pixel two labels. Say so rather than guess.
+    if len(first.shape) >= 3 and first.shape[-1] == 2:
+        raise InputError(
+            f"'{layer.name}' has 2 values per pixel (shape {tuple(first.shape)}); the widget "
+            "quantizes RGB, RGBA or single-channel images. To cluster both channels together "
+            "call napari_kmeans_vq.quantize(layer.data, K) in the console; to quantize one, "
+            "split the layer first (right-click > Split Stack)."
+        )
+    if color_space == "lab":
+        raise InputError(
+            f"'{layer.name}' has no colour axis (it is a single-channel image), and Lab "
+            "clustering needs RGB colours. Choose colour space 'rgb', or an RGB layer."
+        )
+    if not layer.multiscale and not is_lazy_input(data):
+        data = np.asarray(data)
+    return data, None
 
 
 def check_k(k) -> int:
-    """K as an int in 1 .. 65,536, or an :class:`InputError` saying so."""
+    """K as an int in 1 .. MAX_COLORS, or an :class:`InputError` saying so."""
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_COLORS:
-        raise InputError(f"K = {k!r} is out of range: choose a whole number from 1 to 65536.")
+        raise InputError(
+            f"K = {k!r} is out of range: choose a whole number from 1 to {MAX_COLORS}."
+        )
     return int(k)
 
 
-_warmed = threading.Event()
-_warm_lock = threading.Lock()
+# -- the worker thread -------------------------------------------------------------------
 
 
-def _warm_up():
-    """Do off napari's thread the one-off work of a session's first run.
-
-    napari imports pandas lazily, the first time a layer gets features: on the main thread
-    that import alone freezes napari for about half a second. The first labels layer of a
-    session builds vispy's dash patterns for its polygon outline, about 90 ms of pure
-    Python; vispy caches them (``lru_cache``), so building one atlas here fills the cache.
-    The engine's compiled kernel is loaded too. Runs once; a run that starts while the
-    warm-up is under way waits for it.
-    """
-    with _warm_lock:
-        if _warmed.is_set():
-            return
-        import pandas  # noqa: F401
-
-        prepare()
-        try:
-            from vispy.visuals.line.dash_atlas import DashAtlas
-        except ImportError:  # another vispy layout: napari just pays the cost itself
-            pass
-        else:
-            DashAtlas()
-        _warmed.set()
+class _Stop(Exception):
+    """Raised in the engine's progress callback to stop a cancelled run. Not a
+    RuntimeError: superqt takes those for a deleted worker and skips its signals."""
 
 
-def _warm_up_in_background():
-    """Start the warm-up when the dock opens, so that it is usually done before Run.
+class _Relay(QObject):
+    """Carries progress from the worker thread to the main thread (a queued Qt signal)."""
 
-    Importing creates enough objects to trigger a full garbage collection, which froze
-    napari for 130-150 ms in the middle of the warm-up: the objects that exist are held
-    out of full collections while it lasts, as during a run.
-    """
-    if _warmed.is_set() or _warm_lock.locked():
-        return
-
-    def warm():
-        held = _hold_gc()
-        try:
-            with contextlib.suppress(Exception):  # a run warms up again and reports errors
-                _warm_up()
-        finally:
-            if held:
-                _release_gc()
-
-    threading.Thread(target=warm, name="napari-kmeans-vq warm-up", daemon=True).start()
+    progressed = Signal(int, str, int)  # run id, stage, percent
 
 
-_gc_lock = threading.Lock()
-_gc_holders = 0
+class _Reporter:
+    """The engine's ``progress(stage, fraction)`` callback, in the worker thread: raises
+    :class:`_Stop` once the run is cancelled, and relays each new whole percent."""
+
+    def __init__(self, run_id: int, stop: threading.Event, relay: _Relay):
+        self.run_id, self.stop, self.relay = run_id, stop, relay
+        self.span = (0.0, 1.0)  # the part of the bar this quantization fills (sweeps)
+        self.stopped_in: str | None = None  # the stage the engine was stopped in
+        self._last = None
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if self.stop.is_set():
+            self.stopped_in = stage
+            raise _Stop
+        start, end = _STAGES.get(stage, (0.0, 1.0))
+        low, high = self.span
+        percent = int(100 * (low + (high - low) * (start + (end - start) * fraction)))
+        if (stage, percent) != self._last:
+            self._last = (stage, percent)
+            self.send(stage, percent)
+
+    def send(self, stage: str, percent: int) -> None:
+        self.relay.progressed.emit(self.run_id, stage, percent)
 
 
-def _hold_gc() -> bool:
-    """Keep the objects that exist now out of Python's full collections until released.
-
-    A full collection walks all of napari's objects and holds the GIL for 100 ms or more,
-    freezing napari whichever thread triggers it. Holds nest (the warm-up, runs); the last
-    release unfreezes, so nothing leaks: garbage among the frozen objects is only collected
-    later. If someone else has frozen objects, nothing is held (returns False) and their
-    freeze is left alone.
-    """
-    global _gc_holders
-    with _gc_lock:
-        if _gc_holders == 0 and gc.get_freeze_count() > 0:
-            return False
-        gc.freeze()
-        _gc_holders += 1
-        return True
+@dataclass
+class _Layers:  # yielded: the layer tuples of a single run
+    quantization: object
+    tuples: list
 
 
-def _release_gc() -> None:
-    global _gc_holders
-    with _gc_lock:
-        _gc_holders -= 1
-        if _gc_holders == 0:
-            gc.unfreeze()
+@dataclass
+class _Result:  # returned: the file sizes, a sweep's layers, or what went wrong
+    sizes: dict | None = None
+    tuples: list | None = None
+    rows: list | None = None
+    refused: Exception | None = None  # the engine's refusal of the input
+    failed: Exception | None = None  # anything else: a bug, memory...
 
 
-# Milliseconds between the main-thread steps that add a run's layers.
-_STEP_GAP_MS = 5
-
-# The file sizes of a single run have not arrived yet.
-_PENDING = object()
-
-
-class _Cancelled(Exception):
-    """Raised inside the engine's progress callback to stop a cancelled run."""
-
-
-# Share of a run's progress bar that each engine stage takes.
-_STAGE_SPAN = {"histogram": (0.0, 0.1), "fit": (0.1, 0.85), "encode": (0.85, 1.0)}
-
-
-class _RunControl:
-    """The engine's progress callback: records how far it got, and stops it on cancel.
-
-    The worker thread writes, the main thread reads (a float and a flag: no lock needed).
-    """
-
-    def __init__(self):
-        self.abort = threading.Event()
-        self.fraction = 0.0
-
-    def __call__(self, stage: str, fraction: float):
-        if self.abort.is_set():
-            raise _Cancelled
-        start, stop = _STAGE_SPAN.get(stage, (0.0, 1.0))
-        self.fraction = start + (stop - start) * fraction
-
-
-def _quantize(image, k, options, control):
-    """The engine call: eager for numpy pixels, block by block for lazy ones.
-
-    The engine's C passes keep to one thread here, leaving a core to napari's drawing.
-    Measured on 2 cores (2048 x 2048, K = 16, four runs each): napari's longest pause on a
-    first run 74-83 ms with one thread, 77-96 ms with two; the engine took 0.12-0.13 s
-    against 0.13-0.16 s.
-    """
+def _quantize(image, k, options, reporter):
+    """The engine, kept to one thread: the other core stays with napari's drawing."""
     options = dict(options)
-    fit_level = options.pop("fit_level", 0)
+    if not is_lazy_input(image):
+        options.pop("fit_level", None)
     with one_thread():
-        if is_lazy_input(image):
-            return quantize_lazy(image, k, fit_level=fit_level, progress=control, **options)
-        return quantize(image, k, progress=control, **options)
+        return quantize(image, k, progress=reporter, **options)
 
 
-def source_file_bytes(path) -> int | None:
-    """Size of the source layer's file (or of all files in a directory store), or None."""
-    if not path:
-        return None
-    try:
-        if os.path.isfile(path):
-            return os.path.getsize(path)
-        if os.path.isdir(path):  # a zarr store
-            return sum(
-                os.path.getsize(os.path.join(root, name))
-                for root, _, names in os.walk(path)
-                for name in names
-            )
-    except OSError:
-        return None
-    return None
-
-
-def _compute(arrays, control):
-    """Compute dask arrays in the worker, reporting "encode" progress; cancel stops it."""
+def _compute(arrays, reporter):
+    """Compute dask arrays as the "encode" stage; a cancel stops them between blocks."""
     import dask
 
-    report = lambda done, total: control("encode", done / max(total, 1))  # noqa: E731
-    with dask_progress(report, control.abort.is_set):
+    report = lambda done, total: reporter("encode", done / max(total, 1))  # noqa: E731
+    with dask_progress(report, reporter.stop.is_set):
         return dask.compute(*arrays)
 
 
-def _storage_sizes(q, labels, scalar: bool, input_bytes: int | None) -> dict:
-    """Formula bits and real encoded bytes (``storage.size_report``) plus the source file."""
+def _file_bytes(path) -> int | None:
+    """Size of the source's file (or of all files of a directory store), or None."""
+    try:
+        if path and os.path.isdir(path):
+            walk = os.walk(path)
+            return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in walk for f in fs)
+        return os.path.getsize(path) if path else None
+    except OSError:
+        return None
+
+
+def _measure(q, source_path, scalar: bool, reporter) -> dict:
+    """The real bytes of a .kvq file and an indexed PNG of ``q``, encoded in memory."""
+    input_bytes = _file_bytes(source_path)
+    if is_lazy_quantization(q) and q.report.n_pixels > IN_MEMORY_PIXELS:
+        return {"skipped": "too large to encode in memory", "input_bytes": input_bytes}
     with warnings.catch_warnings():
-        # alpha kept outside the palette is not stored: the sizes are the palette's.
+        # An alpha channel kept out of the palette is not stored; the sizes are the
+        # palette's, which is what the report means.
         warnings.simplefilter("ignore", UserWarning)
-        report = size_report(labels, q.palette, scalar=scalar, input_bytes=input_bytes)
-    report["formula"] = {**report["formula"], **q.report.to_dict()}
-    return report
+        if not is_lazy_quantization(q):
+            return size_report(q, input_bytes=input_bytes)
+        (labels,) = _compute([q.levels[0]], reporter)  # multiscale: full resolution
+        return size_report(labels, q.palette, scalar=scalar, input_bytes=input_bytes)
 
 
-def _single_job(image, k, options, source, control):
-    """Worker: quantize and build the two layer tuples; then measure the files.
-
-    The layer tuples are yielded (the main thread adds them at once), and the file sizes,
-    which take longer than the fit on a large image, are returned after them.
-    """
-    _warm_up()
-    yield 0
-    q = _quantize(image, k, options, control)
-    yield 1  # a cancellation point: quit() takes effect here
+@thread_worker(ignore_errors=True)
+def _single_job(image, k, options, source_path, source, reporter):
+    """Quantize and yield the layer tuples; then measure the files, return their sizes."""
     channel_axis = options.get("channel_axis", -1)
-    big = is_lazy_quantization(q) and q.report.n_pixels > IN_MEMORY_PIXELS
-    if is_lazy_quantization(q) and not big and not getattr(q, "multiscale", False):
-        # Small enough: encoded here, so napari gets numpy layers and never computes.
-        q = q.with_arrays(*_compute([q.labels, q.reconstruction], control))
-    control("encode", 1.0)
-    layers = quantization_layer_data(q, source_layer=source, channel_axis=channel_axis)
-    yield {"layers": layers, "quantization": q, "prebuilt": _prebuilt_layers(layers)}
-
-    input_bytes = source_file_bytes(getattr(source, "source_path", None))
-    if big:
-        return {
-            "storage": {
-                "skipped": f"{q.report.n_pixels:,} pixels: too large to encode in memory; "
-                "write OME-Zarr labels instead",
-                "input_bytes": input_bytes,
-            }
-        }
-    labels = q.labels
-    if getattr(q, "multiscale", False):
-        # napari draws the levels lazily; only full resolution is encoded, for its size.
-        (labels,) = _compute([q.levels[0]], control)
-    return {"storage": _storage_sizes(q, labels, channel_axis is None, input_bytes)}
-
-
-def _sweep_job(image, ks, options, source, control):
-    """Worker: one quantization per K, each one a cancellation point."""
-    _warm_up()
-    layers, rows = [], []
-    for done, k in enumerate(ks):
-        yield done
-        q = _quantize(image, k, options, control)
-        layers.append(sweep_item(q, source_layer=source, options=options))
-        rows.append(sweep_row(q))
-    yield len(ks)
-    return {"layers": layers, "rows": rows, "prebuilt": _prebuilt_layers(layers)}
+    try:
+        q = _quantize(image, k, options, reporter)
+        small = is_lazy_quantization(q) and q.report.n_pixels <= IN_MEMORY_PIXELS
+        if small and not q.multiscale:  # napari gets numpy layers, never computes blocks
+            q = q.with_arrays(*_compute([q.labels, q.reconstruction], reporter))
+        tuples = quantization_layer_data(q, source_layer=source, channel_axis=channel_axis)
+    except (_Stop, Cancelled):
+        return None
+    except (ValueError, TypeError) as err:  # the engine's refusals name the problem
+        return _Result(refused=err)
+    except Exception as err:  # returned, not raised: superqt drops a RuntimeError's signals
+        return _Result(failed=err)
+    yield _Layers(q, tuples)
+    if reporter.stop.is_set():  # superqt also stops at the yield once quit() is called
+        return None
+    reporter.send("sizes", 0)
+    try:
+        return _Result(sizes=_measure(q, source_path, channel_axis is None, reporter))
+    except (_Stop, Cancelled):
+        return None
+    except Exception as err:  # the layers are in: say why the sizes are missing
+        return _Result(sizes={"skipped": f"{type(err).__name__}: {err}"})
 
 
-def _prebuilt_layers(tuples) -> list[Layer | None]:
-    """The napari layers of ``tuples``, hidden; built here so napari's thread only adds them.
-
-    A layer model is plain Python (no Qt), so building it in the worker is safe; it saves
-    the main thread 5-15 ms per layer. A layer that fails to build here is built there.
-    """
-    made = []
-    for data, meta, kind in tuples:
+@thread_worker(ignore_errors=True)
+def _sweep_job(image, ks, options, source, reporter):
+    """One quantization per K; the layer tuples and the table come back together."""
+    tuples, rows = [], []
+    for i, k in enumerate(ks):
+        reporter.span = (i / len(ks), (i + 1) / len(ks))
         try:
-            made.append(Layer.create(data, {**meta, "visible": False}, kind))
-        except Exception:  # the main thread retries and reports
-            made.append(None)
-    return made
+            q = _quantize(image, k, options, reporter)
+        except (_Stop, Cancelled):
+            return None
+        except (ValueError, TypeError) as err:
+            return _Result(refused=err)
+        except Exception as err:
+            return _Result(failed=err)
+        tuples.append(sweep_item(q, source_layer=source, options=options))
+        rows.append(sweep_row(q))
+        yield None  # a cancellation point between K
+    return _Result(tuples=tuples, rows=rows)
 
 
-def _fmt_bits(bits: int) -> str:
-    return f"{bits:,} bits ({bits / 8 / 1024:,.1f} KiB)"
+# -- the main thread ---------------------------------------------------------------------
 
 
-def _fmt_psnr(psnr: float | None) -> str:
-    if psnr is None or not math.isfinite(psnr):
-        return "inf (lossless)"
-    return f"{psnr:.2f} dB"
-
-
-def storage_rows(sizes: dict | None) -> list[tuple[str, str]]:
-    """The report panel's rows of real bytes: the files, and the source file.
-
-    Values stay short: the panel's width sets the dock's, and so how much canvas is left.
-    """
-    if not sizes:
-        return []
-    rows = []
-    if "skipped" in sizes:
-        rows.append(("files", "not measured (too large)"))
-    else:
-        files, raw = sizes["files"], sizes["raw_bytes"]
-        kvq = files["kvq_deflated"]
-        rows.append((".kvq file", f"{kvq:,} B, {100 * kvq / raw:.1f}% of raw"))
-        rows.append((".kvq packed", f"{files['kvq_raw']:,} B, before deflate"))
-        png = files.get("png")
-        if png is not None:
-            rows.append(("PNG file", f"{png:,} B, {100 * png / raw:.1f}% of raw"))
-        else:
-            rows.append(("PNG file", "none (2D, K <= 256 only)"))
-    source = sizes.get("input_bytes")
-    if source:
-        rows.append(("source file", f"{source:,} B"))
-        if "files" in sizes:
-            share = 100 * sizes["files"]["kvq_deflated"] / source
-            rows.append((".kvq / source", f"{share:.1f}%"))
-    return rows
-
-
-def report_rows(q, seconds: float | None = None, sizes: dict | None = None):
-    """The report panel's rows for one quantization (and its real file sizes)."""
-    r = q.report
-    k_asked = q.info.get("n_colors_requested", q.n_colors)
-    k_text = f"{q.n_colors}" if k_asked == q.n_colors else f"{q.n_colors} (asked {k_asked})"
-    rows = [
-        ("pixels", f"{r.n_pixels:,}"),
-        ("K", k_text),
-        ("original", _fmt_bits(r.original_bits)),
-        ("index", f"{_fmt_bits(r.index_bits)}, {r.bits_per_index}/pixel"),
-        ("codebook", _fmt_bits(r.codebook_bits)),
-        ("total", _fmt_bits(r.total_bits)),
-        ("ratio", f"{r.ratio:.4f} ({100 * r.ratio:.1f}% of original)"),
-        ("saving", f"{100 * r.saving:.1f}%"),
-    ]
-    rows += storage_rows(sizes)
-    if r.entropy_bits is not None:
-        rows.append(("entropy bound", f"{r.entropy_bits:,.0f} bits"))
-    rows += [
-        ("J (MSE)", f"{q.distortion:.3f}"),
-        ("PSNR", _fmt_psnr(q.psnr)),
-        ("engine time", f"{q.info.get('seconds', float('nan')):.3f} s"),
-    ]
-    if seconds is not None:
-        rows.append(("run to layers", f"{seconds:.3f} s"))
-    info = getattr(q, "info", {}) or {}
-    if info.get("n_levels", 1) > 1:
-        rows.append(
-            ("fit", f"{info.get('fit')}, level {info.get('fit_level')} of {info['n_levels']}")
-        )
-    return rows
-
-
-def _html_table(header: list[str] | None, rows: list[list[str]]) -> str:
+def _html_table(header: list[str] | None, rows: list) -> str:
+    """Rows of text as a compact HTML table; the first column names rows without a header."""
     cells = []
     if header:
-        cells.append("<tr>" + "".join(f"<th align='right'>{h}</th>" for h in header) + "</tr>")
+        cells.append("<tr>" + "".join(f"<th align='right'>{h}&nbsp;</th>" for h in header))
     for row in rows:
-        cells.append(
-            "<tr>"
-            + "".join(
-                f"<td align='{'left' if i == 0 and not header else 'right'}'>"
-                f"{html.escape(str(c))}&nbsp;&nbsp;</td>"
-                for i, c in enumerate(row)
-            )
-            + "</tr>"
-        )
+        tds = [
+            f"<td align='{'left' if i == 0 and not header else 'right'}'>"
+            f"{html.escape(str(c))}&nbsp;</td>"
+            for i, c in enumerate(row)
+        ]
+        cells.append("<tr>" + "".join(tds) + "</tr>")
     return "<table cellspacing='0' cellpadding='1'>" + "".join(cells) + "</table>"
+
+
+class _RunProgress(cancelable_progress):
+    """napari's progress bar, whose Cancel button (activity dock) stops the run at once.
+    napari's own class calls ``cancel_callback`` only while it iterates; a run is no loop."""
+
+    def cancel(self) -> None:
+        super().cancel()
+        if self.cancel_callback is not None:
+            self.cancel_callback()
+
+
+class _CloseWatch(QObject):
+    """Sees napari close the dock: it takes the widget out (parent None), not deletes it."""
+
+    def __init__(self, on_close):
+        super().__init__()
+        self._on_close = on_close
+
+    def eventFilter(self, obj, event):
+        if event.type() == QEvent.Type.ParentChange and obj.parent() is None:
+            self._on_close()
+        return False
+
+
+@dataclass(eq=False)
+class _Run:
+    """One run in flight: what it quantizes, how to stop it, how far it got."""
+
+    id: int
+    source: Layer
+    title: str
+    reporter: _Reporter
+    worker: object = None
+    progress: _RunProgress | None = None
+    started: float = field(default_factory=time.perf_counter)
+    layers_at: float | None = None  # when a single run's layers went in
+    stage: str = ""
+    percent: int = 0
+
+    @property
+    def stop(self) -> threading.Event:
+        return self.reporter.stop
 
 
 class QuantizeWidget(Container):
     """Dock widget: quantize an image layer to K colours with k-means.
 
-    Adds (or, on a re-run on the same source, updates) a reconstruction image layer and a
-    cluster-labels layer coloured with the palette; a sweep over several K adds one
-    reconstruction per K and turns on napari's grid view. The engine runs in a worker
-    thread; Cancel discards its result.
+    *Run* adds (re-run on the same source: updates in place) a reconstruction image layer
+    and a labels layer coloured with the palette, then reports the bits and the real file
+    sizes. *Run sweep* adds one reconstruction per K and shows them in napari's grid view,
+    with a comparison table.
 
     Parameters
     ----------
@@ -485,64 +353,23 @@ class QuantizeWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
         self._viewer = viewer
-        _warm_up_in_background()
-        self.image = create_widget(
-            annotation=Image,
-            label="image",
-            options={"tooltip": "Image layer to quantize: RGB, RGBA or single-channel."},
-        )
-        self.n_colors = SpinBox(
-            value=16,
-            min=1,
-            max=MAX_COLORS,
-            label="K (colours)",
-            tooltip="Codebook size K, 1 to 65536. Each pixel is stored as a "
-            "ceil(log2 K)-bit index into K colours.",
-        )
-        self.seed = SpinBox(
-            value=0,
-            min=0,
-            max=2**31 - 1,
-            label="seed",
-            tooltip="Random seed for k-means++ seeding; the same seed gives the same result.",
-        )
-        self.color_space = ComboBox(
-            choices=["rgb", "lab"],
-            value="rgb",
-            label="colour space",
-            tooltip="Where colours are clustered: 'rgb' (as the seed tutorial does) or "
-            "'lab' (CIELAB, perceptual; the classic recipe for stain segmentation). The "
-            "palette and the error are always in the image's own colours.",
-        )
-        self.n_init = SpinBox(
-            value=0,
-            min=0,
-            max=100,
-            label="restarts",
-            tooltip="k-means seedings to try, keeping the best (n_init); 0 = automatic.",
-        )
-        self.fit_level = SpinBox(
-            value=0,
-            min=0,
-            max=0,
-            label="fit level",
-            tooltip="Multiscale images: the resolution level the codebook is fitted on "
-            "(0 = full resolution, exact; higher levels are faster). Every level is then "
-            "encoded with that one codebook.",
-        )
-        self.sweep = LineEdit(
-            value="2, 3, 6, 16",
-            label="sweep K",
-            tooltip="K values for 'Run sweep', separated by commas: one reconstruction "
-            "each, side by side in grid view, and a comparison table.",
-        )
-        self.run_button = PushButton(text="Run", tooltip="Quantize the image at K colours.")
-        self.sweep_button = PushButton(
-            text="Run sweep", tooltip="Quantize at every K in 'sweep K' and compare."
-        )
-        self.cancel_button = PushButton(
-            text="Cancel", enabled=False, tooltip="Stop the run; nothing is added."
-        )
+        self.image = create_widget(annotation=Image, label="image")
+        self.image.tooltip = "Image layer to quantize: RGB, RGBA or single-channel."
+        self.n_colors = SpinBox(value=16, min=1, max=MAX_COLORS, label="K (colours)")
+        self.n_colors.tooltip = "Codebook size K: each pixel becomes a ceil(log2 K)-bit index."
+        self.seed = SpinBox(value=0, min=0, max=2**31 - 1, label="seed")
+        self.seed.tooltip = "Seed of the k-means++ seeding: the same seed, the same result."
+        self.color_space = ComboBox(choices=["rgb", "lab"], value="rgb", label="colour space")
+        self.color_space.tooltip = "Where colours are clustered: RGB, or CIELAB (perceptual)."
+        self.n_init = SpinBox(value=0, min=0, max=100, label="restarts")
+        self.n_init.tooltip = "Seedings to try, keeping the best (n_init); 0 = automatic."
+        self.fit_level = SpinBox(value=0, min=0, max=0, label="fit level")
+        self.fit_level.tooltip = "Multiscale images: the level the codebook is fitted on."
+        self.sweep = LineEdit(value="2, 3, 6, 16", label="sweep K")
+        self.sweep.tooltip = "K values for 'Run sweep', compared side by side in grid view."
+        self.run_button = PushButton(text="Run")
+        self.sweep_button = PushButton(text="Run sweep")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
         buttons = Container(
             widgets=[self.run_button, self.sweep_button, self.cancel_button],
             layout="horizontal",
@@ -550,80 +377,75 @@ class QuantizeWidget(Container):
             label="",
         )
         buttons.margins = (0, 0, 0, 0)
-        # Always shown (empty when idle): showing and hiding it would resize the dock, and
-        # the canvas with it, forcing a redraw in the middle of a run.
-        self.progress = ProgressBar(value=0, min=0, max=1, label="")
-        self.progress.native.setTextVisible(False)
         self.status = Label(value="Ready.", label="")
-        self.report = Label(value="", label="")
-        self.report.native.setTextFormat(1)  # Qt.RichText
-        self.report.native.setTextInteractionFlags(
-            self.report.native.textInteractionFlags() | 1  # selectable, to copy numbers
-        )
-        self.extend(
-            [
-                self.image,
-                self.n_colors,
-                self.seed,
-                self.color_space,
-                self.n_init,
-                self.fit_level,
-                self.sweep,
-                buttons,
-                self.progress,
-                self.status,
-                self.report,
-            ]
-        )
+        self.report = Label(value="")
+        widgets = [self.image, self.n_colors, self.seed, self.color_space, self.n_init]
+        self.extend([*widgets, self.fit_level, self.sweep, buttons, self.status])
+        # Text wraps, and the report scrolls, rather than widen the dock after a run
+        # (magicgui makes labels Fixed: as wide as their text).
+        preferred = QSizePolicy.Policy.Preferred
+        for label in (self.status.native, self.report.native):
+            label.setWordWrap(True)
+            label.setSizePolicy(preferred, preferred)
+        self.report.native.setTextFormat(Qt.TextFormat.RichText)
+        self.report.native.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.report.native.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        scroll = QScrollArea()
+        scroll.setWidget(self.report.native)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Expanding)
+        self.native.layout().addWidget(scroll)
+
+        self.last_result: dict | None = None  # what the report shows, for scripts
+        self.sweep_rows: list[dict] = []
+        self._last_q = None
+        self._run: _Run | None = None
+        self._runs = 0
+        self._closed = False
+        self._grid_hidden: list[Layer] = []  # layers hidden while the sweep's grid is on
+        self._grid_named: list[Layer] = []  # sweep layers whose names the grid shows
+        self._relay = _Relay()
+        self._relay.progressed.connect(self._on_progress)
+        self._close_watch = _CloseWatch(self._close)
+        self.native.installEventFilter(self._close_watch)
+        # A bound method, which PyQt holds weakly: a partial would keep the widget alive.
+        self.native.destroyed.connect(self._on_destroyed)
+        viewer.canvas.grid.events.enabled.connect(self._on_grid_toggled)
         self.run_button.changed.connect(lambda: self.run())
         self.sweep_button.changed.connect(lambda: self.run_sweep())
         self.cancel_button.changed.connect(self.cancel)
         self.image.changed.connect(self._on_image_changed)
         self._on_image_changed()
 
-        self.worker = None
-        self._applying = False
-        self.last_result: dict | None = None  # what the report panel shows, for scripts
-        self.sweep_rows: list[dict] = []
-        self._run_id = 0
-        self._cancelled: set[int] = set()
-        # When napari closes the dock (or the viewer), a run still in flight must not touch
-        # the deleted Qt widgets or the closed viewer when its result arrives.
-        self._closed = False
-        self._gc_frozen = False
-        self._hidden: list[Layer] = []  # added by this run, shown by a later step
-        self.native.destroyed.connect(self._on_destroyed)
-        self._control = _RunControl()
-        self._sizes = None
-        self._layers_done = False
-        self._last_q = None
-        self._poll = QTimer()
-        self._poll.setInterval(100)
-        self._poll.timeout.connect(self._show_progress)
-
     # -- public actions ------------------------------------------------------------------
 
     @property
     def running(self) -> bool:
-        """True from Run until the layers are in the viewer (or the run was cancelled)."""
-        return self.worker is not None or self._applying
+        """True from Run until the run ends (its files measured), or is cancelled."""
+        return self._run is not None
+
+    @property
+    def worker(self):
+        """The running worker, or None."""
+        return self._run.worker if self._run is not None else None
 
     def run(self, layer: Layer | None = None, n_colors: int | None = None):
-        """Quantize ``layer`` (default: the one chosen in the widget) at K colours.
+        """Quantize ``layer`` (default: the one chosen) at K colours (default: the field's).
 
-        Returns the started worker, or None when the input was refused (a notification
-        then says why).
+        Returns the started worker, or None when the input was refused (the widget and a
+        notification say why).
         """
         try:
             source, image, options = self._prepare(layer)
             k = check_k(self.n_colors.value if n_colors is None else n_colors)
         except InputError as err:
-            show_error(str(err))
-            return None
-        return self._start(_single_job, image, k, options, source, mode="single")
+            return self._refuse(str(err))
+        path = getattr(getattr(source, "source", None), "path", None)
+        return self._start(_single_job, source, str(k), image, k, options, path)
 
     def run_sweep(self, layer: Layer | None = None, ks: str | list[int] | None = None):
-        """Quantize at every K of the sweep field (or ``ks``); one reconstruction per K."""
+        """Quantize at every K of the sweep field (or ``ks``): one reconstruction per K."""
         try:
             source, image, options = self._prepare(layer)
             try:
@@ -631,37 +453,25 @@ class QuantizeWidget(Container):
             except ValueError as err:
                 raise InputError(f"{err}.") from None
         except InputError as err:
-            show_error(str(err))
-            return None
-        return self._start(_sweep_job, image, values, options, source, mode="sweep")
+            return self._refuse(str(err))
+        return self._start(_sweep_job, source, ", ".join(map(str, values)), image, values, options)
 
-    def cancel(self):
-        """Stop the running worker; its result, if it arrives, is thrown away."""
-        if self.worker is None or self._applying:
-            return
-        self._cancelled.add(self._run_id)
-        self._control.abort.set()  # stops the engine at its next progress report
-        self.worker.quit()
-        self.status.value = "Cancelled; nothing was added."
-        self._idle()
+    def cancel(self) -> None:
+        """Stop the run in flight. Before its layers are in, nothing is added."""
+        run = self._run
+        if run is not None and run.layers_at is None:
+            self._end(run, "Cancelled; nothing was added.")
+        elif run is not None:
+            self._end(run, "Cancelled measuring the files; the layers stay.")
+            self._show_sizes({"skipped": "cancelled"})
 
-    # -- internals -----------------------------------------------------------------------
-
-    def _on_image_changed(self, *_):
-        """Offer the fit level only for multiscale sources, bounded by their levels."""
-        layer = self.image.value
-        n_levels = len(layer.data) if isinstance(layer, Image) and layer.multiscale else 1
-        self.fit_level.max = max(n_levels - 1, 0)
-        self.fit_level.enabled = n_levels > 1
-        self.fit_level.visible = n_levels > 1
+    # -- a run ---------------------------------------------------------------------------
 
     def _prepare(self, layer):
-        if self.running:
-            raise InputError("A quantization is already running; wait for it or press Cancel.")
+        if self._run is not None and self._run.layers_at is None:
+            raise InputError("A quantization is running; wait for it or press Cancel.")
         if layer is None:
-            layer = self.image.value
-            if layer is None:
-                layer = self._viewer.layers.selection.active
+            layer = self.image.value or self._viewer.layers.selection.active
         data, channel_axis = check_source(layer, self.color_space.value)
         options = {
             "random_state": int(self.seed.value),
@@ -674,183 +484,107 @@ class QuantizeWidget(Container):
             options["fit_level"] = min(level, len(data) - 1)
         return layer, data, options
 
-    def _start(self, job, image, what, options, source, *, mode):
-        self._run_id += 1
-        run_id = self._run_id
-        snapshot = _snapshot(source)
-        started = time.perf_counter()
-        self._control = control = _RunControl()
-        self._layers_done = False
-        self._gc_hold()
-        worker = create_worker(job, image, what, options, snapshot, control, _ignore_errors=True)
-        worker.returned.connect(
-            lambda result: self._on_returned(run_id, mode, source, result, started)
+    def _start(self, job, source, k_text, *args):
+        """Run ``job(*args, snapshot, reporter)`` in a worker thread for ``source``."""
+        if self._run is not None:  # only its file sizes are pending: this run replaces them
+            self._end(self._run, "")
+            self._show_sizes({"skipped": "a new run started"})
+        self._runs += 1
+        reporter = _Reporter(self._runs, threading.Event(), self._relay)
+        run = _Run(self._runs, source, f"'{source.name}' at K = {k_text}", reporter)
+        self._run = run
+        self._set_status(f"Quantizing {run.title}…")
+        self._set_buttons(quantizing=True)
+        # The worker reads a plain copy of the source layer, never the live one.
+        run.worker = job(*args, layer_snapshot(source), reporter)
+        run.worker.yielded.connect(partial(self._on_yielded, run))
+        run.worker.returned.connect(partial(self._on_returned, run))
+        run.worker.errored.connect(partial(self._on_errored, run))
+        run.worker.finished.connect(partial(self._on_finished, run))
+        run.worker.warned.connect(partial(self._on_warned, run))
+        # napari's progress bar; making it processes events, so a cancel may come first.
+        run.progress = _RunProgress(
+            total=100, desc=f"K-means {run.title}", cancel_callback=partial(self._cancel, run)
         )
-        worker.yielded.connect(lambda step: self._on_yielded(run_id, mode, source, step, started))
-        worker.errored.connect(lambda err: self._on_errored(run_id, source, err))
-        worker.finished.connect(lambda: self._on_finished(run_id))
-        self.worker = worker
-        self.run_button.enabled = self.sweep_button.enabled = False
-        self.cancel_button.enabled = True
-        total = len(what) if mode == "sweep" else 0
-        if total:
-            self.progress.min, self.progress.max, self.progress.value = 0, total, 0
-            self.progress.native.setFormat("%v of %m K done")
+        if self._run is run:
+            run.worker.start()
         else:
-            # The engine reports its progress; the bar follows it from the main thread.
-            self.progress.min, self.progress.max, self.progress.value = 0, 100, 0
-            self.progress.native.setFormat("%p%")
-            self._poll.start()
-        self.progress.native.setTextVisible(True)
-        k_text = ", ".join(map(str, what)) if mode == "sweep" else str(what)
-        self.status.value = f"Quantizing '{source.name}' at K = {k_text}…"
-        worker.start()
-        return worker
+            run.progress.close()
+        return run.worker
 
-    def _current(self, run_id: int) -> bool:
-        return not self._closed and run_id == self._run_id and run_id not in self._cancelled
+    def _cancel(self, run: _Run) -> None:
+        if run is self._run:
+            self.cancel()
 
-    def _on_destroyed(self, *_):
-        self._closed = True
-        self._gc_release()
-        self._poll.stop()
-        self._control.abort.set()
-        if self.worker is not None:
-            self.worker.quit()
-
-    def _show_progress(self):
-        if self.worker is not None and not self._applying:
-            self.progress.value = int(100 * self._control.fraction)
-
-    def _on_yielded(self, run_id, mode, source, step, started):
-        if not self._current(run_id):
+    def _end(self, run: _Run, message: str, *, error: bool = False) -> None:
+        """Finish ``run``: stop its worker, close its progress bar, make the widget idle."""
+        if run is not self._run:
             return
-        if mode == "sweep":
-            self.progress.value = step
-        elif isinstance(step, dict):  # the layers are ready; the file sizes follow
-            self._apply_single(run_id, source, step, started)
+        self._run = None
+        run.stop.set()  # the engine raises at its next progress report
+        run.worker.quit()  # the worker stops at its next yield
+        if run.progress is not None:
+            run.progress.close()
+        if not self._closed:
+            if message:
+                self._set_status(message, error=error)
+            self._set_buttons(quantizing=False)
 
-    def _on_errored(self, run_id, source, err):
-        if not self._current(run_id) or isinstance(err, _Cancelled):
-            return
-        if self._applying and self._sizes is _PENDING:
-            # The layers are in; only measuring the files failed.
-            show_warning(f"The file sizes could not be measured ({type(err).__name__}): {err}")
-            self._sizes_arrived(run_id, source, None)
-            return
-        # Errors from the engine are about the input (its ValueError/TypeError messages name
-        # the parameter); anything else is a bug, reported the same way but labelled.
-        if isinstance(err, ValueError | TypeError):
-            show_error(f"Cannot quantize: {err}")
-        else:
-            show_error(f"Quantization failed ({type(err).__name__}): {err}")
-        self.status.value = "Failed; nothing was added."
+    def _on_destroyed(self, *_) -> None:
+        self._close(deleted=True)
 
-    def _on_finished(self, run_id):
-        # A returned result is still being applied step by step; that chain ends the run.
+    def _close(self, *, deleted: bool = False) -> None:
+        """The dock was closed, or the widget deleted with its viewer: stop the run.
+
+        A deleted widget touches no Qt object; napari closes its progress bars itself.
+        """
         if self._closed:
-            self.worker = None
             return
-        if run_id == self._run_id and not self._applying:
-            self._idle()
+        if self._run is not None and not deleted:
+            self._end(self._run, "")
+        elif self._run is not None:
+            self._run.stop.set()
+            self._run.worker.quit()
+            self._run = None
+        self._closed = True
+        self._viewer.canvas.grid.events.enabled.disconnect(self._on_grid_toggled)
 
-    def _gc_hold(self):
-        """Keep the objects that exist at Run out of full collections until idle (a run
-        creates enough objects to trigger one; see :func:`_hold_gc`)."""
-        if not self._gc_frozen:
-            self._gc_frozen = _hold_gc()
+    # -- the worker's signals, delivered on the main thread ------------------------------
 
-    def _gc_release(self):
-        if self._gc_frozen:
-            self._gc_frozen = False
-            _release_gc()
+    def _current(self, run: _Run) -> bool:
+        """Whether ``run`` may still change the viewer (not cancelled, closed or orphaned)."""
+        if self._closed or run is not self._run:
+            return False
+        if run.source not in self._viewer.layers:  # closing a viewer removes every layer
+            self._end(run, f"'{run.source.name}' is no longer in the viewer; nothing added.")
+            return False
+        return True
 
-    def _idle(self):
-        self._gc_release()
-        self._poll.stop()
-        self.worker = None
-        self._applying = False
-        self.run_button.enabled = self.sweep_button.enabled = True
-        self.cancel_button.enabled = False
-        self.progress.min, self.progress.max, self.progress.value = 0, 1, 0
-        self.progress.native.setTextVisible(False)
-
-    def _on_returned(self, run_id, mode, source, result, started):
-        if not self._current(run_id):
-            return  # cancelled or superseded: discard
-        if mode == "single":
-            self._sizes_arrived(run_id, source, result.get("storage"))
+    def _on_progress(self, run_id: int, stage: str, percent: int) -> None:
+        run = self._run
+        if self._closed or run is None or run.id != run_id:
             return
-        # From here the run is committed: adding layers is quick main-thread work, done one
-        # layer per event-loop turn so napari keeps drawing and answering in between.
-        self._applying = True
-        self.cancel_button.enabled = False
-        self.status.value = "Adding layers…"
-        steps = self._sweep_steps(source, result["layers"], result["prebuilt"])
-        steps.append(lambda: self._report_sweep(result["rows"]))
-        steps.append(lambda: self._select(source))
-        steps.append(self._idle)
-        self._run_steps(run_id, steps)
+        run.stage, run.percent = stage, percent
+        # napari's bar processes pending events when its value or text changes, so that
+        # comes last: a nested event may end the run.
+        if stage == "sizes":
+            self._set_status(f"Layers added: {run.title}. Measuring the files…")
+            run.progress.total = 0  # an indeterminate bar
+            run.progress.set_description(f"{run.title}: measuring the files")
+        else:
+            self._set_status(f"Quantizing {run.title}: {stage} {percent}%")
+            if percent > run.progress.n:
+                run.progress.update(percent - run.progress.n)
 
-    def _apply_single(self, run_id, source, payload, started):
-        """Add the two layers (committing the run); the report's file sizes come later."""
-        self._applying = True
-        self.cancel_button.enabled = False
-        self.status.value = "Adding layers…"
-        self._sizes = _PENDING
-        self._layers_done = False
-        q = payload["quantization"]
-        steps = self._single_steps(source, payload["layers"], payload["prebuilt"])
-        steps.append(lambda: self._report_single(source, q, started))
-        steps.append(lambda: self._select(source))
-        steps.append(lambda: self._layers_added(run_id, source))
-        self._run_steps(run_id, steps)
-
-    def _layers_added(self, run_id, source):
-        self._layers_done = True
-        self.status.value = "Measuring the files…"
-        if self._sizes is not _PENDING:
-            self._finish_single(source)
-
-    def _sizes_arrived(self, run_id, source, sizes):
-        if not self._applying:
+    def _on_yielded(self, run: _Run, item) -> None:
+        if not isinstance(item, _Layers) or not self._current(run):
             return
-        self._sizes = sizes
-        if self._layers_done:
-            self._finish_single(source)
-
-    def _finish_single(self, source):
-        """Store the real file sizes in both layers' metadata and the panel; end the run."""
-        sizes = self._sizes
-        if sizes is not None and source in self._viewer.layers:
-            for role in ("reconstruction", "labels"):
-                for layer in self._outputs(source).get(role, []):
-                    tag = {**layer.metadata[METADATA_KEY], "storage": sizes}
-                    layer.metadata = {**layer.metadata, METADATA_KEY: tag}
-        if self.last_result is not None:
-            self.last_result["storage"] = sizes
-            rows = report_rows(self._last_q, self.last_result["seconds"], sizes)
-            self.report.value = _html_table(None, [list(r) for r in rows])
-        self.status.value = f"Done: '{source.name}' at K = {self._last_q.n_colors}."
-        self._idle()
-
-    def _run_steps(self, run_id, steps):
-        if self._closed or run_id != self._run_id or not steps:
-            return
-        try:
-            steps.pop(0)()
-        except Exception as err:  # napari refused a layer: say so, keep the widget usable
-            show_error(f"Could not add the layers ({type(err).__name__}): {err}")
-            self.status.value = "Failed while adding layers."
-            self._idle()
-            return
-        if steps:
-            # A short delay, not 0: a zero timer can run before napari's pending timers
-            # and paints, so consecutive steps would add up to one long freeze.
-            QTimer.singleShot(_STEP_GAP_MS, lambda: self._run_steps(run_id, steps))
-
-    def _report_single(self, source, q, started):
-        seconds = time.perf_counter() - started
+        self._leave_grid()
+        outputs = self._outputs(run.source)
+        for data, meta, kind in item.tuples:
+            self._put(outputs.get(meta["metadata"][METADATA_KEY]["role"], []), data, meta, kind)
+        run.layers_at = time.perf_counter()
+        q, seconds = item.quantization, run.layers_at - run.started
         self._last_q = q
         self.last_result = {
             "report": q.report.to_dict(),
@@ -860,100 +594,154 @@ class QuantizeWidget(Container):
             "seconds": seconds,
             "storage": None,
         }
-        rows = [*report_rows(q, seconds), ("files", "measuring…")]
-        self.report.value = _html_table(None, [list(r) for r in rows])
-        if q.n_colors < q.info.get("n_colors_requested", q.n_colors):
-            show_warning(
-                f"'{source.name}' has only {q.n_colors} distinct colours, so K = "
-                f"{q.n_colors} was used."
-            )
+        self.report.value = _html_table(None, [*report_rows(q, seconds), ("files", "measuring…")])
+        self._keep_source_chosen(run.source)
+        self._set_buttons(quantizing=False, measuring=True)
 
-    def _report_sweep(self, rows):
-        self.sweep_rows = rows
-        self.report.value = _sweep_table(rows)
-        self.status.value = f"Sweep done: {len(rows)} reconstructions, in grid view."
+    def _on_returned(self, run: _Run, result: _Result | None) -> None:
+        if not self._current(run):
+            return
+        if result is None:  # the job saw the cancel first (the activity dock's button)
+            self._end(run, "Cancelled; nothing was added.")
+        elif result.refused is not None:
+            self._end(run, f"Cannot quantize: {result.refused}", error=True)
+            show_error(f"Cannot quantize: {result.refused}")
+        elif result.failed is not None:
+            self._on_errored(run, result.failed)
+        elif result.sizes is not None:
+            outputs = self._outputs(run.source)
+            for layer in [*outputs.get("reconstruction", []), *outputs.get("labels", [])]:
+                tag = {**layer.metadata[METADATA_KEY], "storage": result.sizes}
+                layer.metadata = {**layer.metadata, METADATA_KEY: tag}
+            self._show_sizes(result.sizes)
+            self._end(run, f"Done: '{run.source.name}' at K = {self._last_q.n_colors}.")
+        else:
+            self._show_sweep(run.source, result.tuples, result.rows)
+            n = len(result.rows)
+            self._end(run, f"Sweep done: {n} reconstructions of '{run.source.name}'.")
+
+    def _on_errored(self, run: _Run, err: Exception) -> None:
+        # A bug or an environment problem, not the input: the notification carries the
+        # traceback, the widget says what stopped.
+        if run is self._run and not self._closed:
+            what = "Quantization" if run.layers_at is None else "Measuring the files"
+            self._end(run, f"{what} failed ({type(err).__name__}): {err}", error=True)
+            notification_manager.receive_error(type(err), err, err.__traceback__)
+
+    def _on_warned(self, run: _Run, args: tuple) -> None:
+        # The engine's warnings (such as fewer distinct colours than K), caught by the worker.
+        if run is self._run and not self._closed:
+            show_warning(str(args[0]))
+
+    def _on_finished(self, run: _Run) -> None:
+        # Ended without a result: napari asked the worker to quit (its viewer closing).
+        if run is self._run and not self._closed:
+            self._end(run, "Stopped." if run.layers_at is None else "Stopped measuring the files.")
+
+    # -- layers --------------------------------------------------------------------------
 
     def _outputs(self, source) -> dict[str, list[Layer]]:
         """This widget's output layers for ``source``, by role."""
         found: dict[str, list[Layer]] = {}
-        source_id = str(source.unique_id)
         for layer in self._viewer.layers:
             tag = layer.metadata.get(METADATA_KEY) if isinstance(layer.metadata, dict) else None
-            if isinstance(tag, dict) and tag.get("source_id") == source_id:
+            if isinstance(tag, dict) and tag.get("source_id") == str(source.unique_id):
                 found.setdefault(tag.get("role"), []).append(layer)
         return found
 
-    def _put(self, old: list[Layer], data, meta, kind, prebuilt: Layer | None = None) -> None:
-        """Update the first of ``old`` in place, or replace them all with a new layer.
-
-        A new layer goes in hidden and is shown by a later step (:meth:`_reveal`): napari
-        builds a layer's visuals and controls when it is added, but slices and uploads
-        its data when it becomes visible; one event-loop turn for each halves the freeze.
-        """
+    def _put(self, old: list[Layer], data, meta: dict, kind: str) -> Layer:
+        """Update the first of ``old`` in place, or replace them all with a new layer."""
         if old and _update_in_place(old[0], data, meta, kind):
-            return
+            return old[0]
         for layer in old:
-            if layer in self._viewer.layers:
-                self._viewer.layers.remove(layer)
-        layer = prebuilt or Layer.create(data, {**meta, "visible": False}, kind)
-        self._viewer.add_layer(layer)
-        if meta.get("visible", True):
-            self._hidden.append(layer)
+            self._viewer.layers.remove(layer)
+        return self._viewer.add_layer(Layer.create(data, meta, kind))
 
-    def _reveal(self):
-        """Show the next layer that :meth:`_put` added hidden (if it is still there)."""
-        if self._hidden:
-            layer = self._hidden.pop(0)
-            if layer in self._viewer.layers:
-                layer.visible = True
+    def _show_sizes(self, sizes: dict) -> None:
+        if self.last_result is not None and not self._closed:
+            self.last_result["storage"] = sizes
+            rows = report_rows(self._last_q, self.last_result["seconds"], sizes)
+            self.report.value = _html_table(None, rows)
 
-    def _single_steps(self, source, tuples, prebuilt) -> list:
-        existing = self._outputs(source)
-        self._hidden = []
-        steps = []
-        for (data, meta, kind), made in zip(tuples, prebuilt, strict=True):
-            old = existing.get(meta["metadata"][METADATA_KEY]["role"], [])
-            steps.append(lambda o=old, d=data, m=meta, k=kind, h=made: self._put(o, d, m, k, h))
-        steps += [self._reveal] * len(tuples)
-        return steps
-
-    def _sweep_steps(self, source, tuples, prebuilt) -> list:
-        self._hidden = []
+    def _show_sweep(self, source, tuples, rows) -> None:
+        """Add or update one layer per K, drop the last sweep's others, show them in a grid."""
         old = {
             layer.metadata[METADATA_KEY].get("n_colors_requested"): layer
             for layer in self._outputs(source).get("sweep", [])
         }
-        new_ks = {
-            meta["metadata"][METADATA_KEY].get("n_colors_requested") for _, meta, _ in tuples
-        }
-        steps = [
-            lambda layer=layer: self._viewer.layers.remove(layer)
-            for k, layer in old.items()
-            if k not in new_ks
+        new_ks = [m["metadata"][METADATA_KEY].get("n_colors_requested") for _, m, _ in tuples]
+        for k in set(old) - set(new_ks):
+            self._viewer.layers.remove(old[k])
+        layers = [
+            self._put([old[k]] if k in old else [], data, meta, kind)
+            for k, (data, meta, kind) in zip(new_ks, tuples, strict=True)
         ]
-        for (data, meta, kind), made in zip(tuples, prebuilt, strict=True):
-            k = meta["metadata"][METADATA_KEY].get("n_colors_requested")
-            previous = [old[k]] if k in old else []
-            steps.append(
-                lambda p=previous, d=data, m=meta, t=kind, h=made: self._put(p, d, m, t, h)
-            )
-        steps += [self._reveal] * len(tuples)
-        steps.append(lambda: setattr(self._viewer.grid, "enabled", True))
-        return steps
+        self.sweep_rows = rows
+        self.report.value = _html_table(*sweep_table(rows))
+        self._keep_source_chosen(source)
+        # The grid shows every visible layer: only the sweep's, each tile named with its K,
+        # the camera reset so each tile shows its whole image.
+        for layer in self._viewer.layers:
+            if layer in layers:
+                layer.visible = layer.name_overlay.visible = True
+                self._grid_named.append(layer)
+            elif layer.visible:
+                layer.visible = False
+                self._grid_hidden.append(layer)
+        self._viewer.canvas.grid.enabled = True
+        self._viewer.reset_view(layers=layers)
 
-    def _select(self, source):
-        # Keep the source chosen for the next run; napari selects newly added layers.
-        if source in self._viewer.layers and self.image.value is not source:
+    def _leave_grid(self) -> None:
+        """A single run's layers overlay their source: leave the sweep's grid view."""
+        if self._grid_hidden or self._grid_named:
+            self._viewer.canvas.grid.enabled = False  # _on_grid_toggled restores
+
+    def _on_grid_toggled(self, event) -> None:
+        """Grid view turned off (by the user or a run): show what the sweep hid."""
+        if event.value:
+            return
+        for layer in self._grid_hidden:
+            if layer in self._viewer.layers:
+                layer.visible = True
+        for layer in self._grid_named:
+            layer.name_overlay.visible = False
+        self._grid_hidden, self._grid_named = [], []
+
+    def _keep_source_chosen(self, source) -> None:
+        # napari selects new layers; the next run should still quantize the source.
+        if self.image.value is not source:
             self.reset_choices()
             if source in self.image.choices:
                 self.image.value = source
+
+    # -- widget state --------------------------------------------------------------------
+
+    def _refuse(self, message: str) -> None:
+        self._set_status(message, error=True)
+        show_error(message)
+
+    def _set_status(self, message: str, *, error: bool = False) -> None:
+        self.status.value = message
+        self.status.native.setStyleSheet("color: #e5534b;" if error else "")
+
+    def _set_buttons(self, *, quantizing: bool, measuring: bool = False) -> None:
+        # While only the files are measured, Run is on: a new run drops that measurement.
+        self.run_button.enabled = self.sweep_button.enabled = not quantizing
+        self.cancel_button.enabled = quantizing or measuring
+
+    def _on_image_changed(self, *_) -> None:
+        """Offer the fit level only for multiscale sources, bounded by their levels."""
+        layer = self.image.value
+        n_levels = len(layer.data) if isinstance(layer, Image) and layer.multiscale else 1
+        self.fit_level.max = max(n_levels - 1, 0)
+        self.fit_level.enabled = self.fit_level.visible = n_levels > 1
 
 
 def _update_in_place(layer: Layer, data, meta: dict, kind: str) -> bool:
     """Give an existing output layer new data and attributes; False when it cannot be."""
     expected = {"image": Image, "labels": Labels}[kind]
     if not isinstance(layer, expected) or layer.multiscale or meta.get("multiscale"):
-        return False  # multiscale outputs are replaced: napari cannot swap pyramids in place
+        return False  # napari cannot swap a pyramid in place: replaced instead
     if np.ndim(layer.data) != np.ndim(data):
         return False
     if kind == "image" and layer.rgb != meta.get("rgb", False):
@@ -964,10 +752,9 @@ def _update_in_place(layer: Layer, data, meta: dict, kind: str) -> bool:
     for attr in ("features", "metadata", "name"):
         if attr in meta:
             setattr(layer, attr, meta[attr])
-    # Each spatial or contrast change re-slices the layer: set only what really changed.
-    for attr in ("contrast_limits", *_SPATIAL):
-        if attr not in meta:
-            continue
+    # Each spatial or display change re-slices the layer: set only what really changed.
+    display = ("contrast_limits", "colormap") if kind == "image" else ()
+    for attr in (a for a in (*display, *_SPATIAL) if a in meta):
         try:
             if not _same(getattr(layer, attr), meta[attr]):
                 setattr(layer, attr, meta[attr])
@@ -980,23 +767,9 @@ def _same(current, new) -> bool:
     """Whether a layer attribute already has a value (arrays, tuples, transforms, units)."""
     current = getattr(current, "affine_matrix", current)
     new = getattr(new, "affine_matrix", new)
+    if isinstance(new, str):  # a colormap against its name
+        return getattr(current, "name", current) == new
     try:
         return bool(np.array_equal(np.asarray(current, float), np.asarray(new, float)))
     except (TypeError, ValueError):
         return tuple(map(str, current)) == tuple(map(str, new))
-
-
-def _sweep_table(rows: list[dict]) -> str:
-    header = ["K", "bits", "ratio", "J", "PSNR", "time"]
-    body = [
-        [
-            str(r["K"]),
-            f"{r['total_bits']:,}",
-            f"{r['ratio']:.4f}",
-            f"{r['J']:.2f}",
-            _fmt_psnr(r["psnr"]),
-            f"{r['seconds']:.2f} s" if r.get("seconds") is not None else "",
-        ]
-        for r in rows
-    ]
-    return _html_table(header, body)
