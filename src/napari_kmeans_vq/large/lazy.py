@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._limits import index_dtype
+from .._limits import MAX_COLORS, index_dtype
 from ..core.bits import BitReport
 from ..core.codebook import Codebook
 from ..core.histogram import ColorHistogram, KeyCodec
@@ -46,7 +46,7 @@ class LabelTable:
         if codec.dense and hist is not None and hist.keys is not None:
             # One spare value above K marks colours the table does not know.
             k = codebook.n_colors_
-            table_dtype = index_dtype(k + 1) if k + 1 <= 65_536 else np.dtype(np.uint32)
+            table_dtype = index_dtype(k + 1) if k + 1 <= MAX_COLORS else np.dtype(np.uint32)
             self.unknown = np.iinfo(table_dtype).max
             self.table = np.full(1 << (8 * codec.nbytes), self.unknown, dtype=table_dtype)
             self.table[hist.keys] = per_color

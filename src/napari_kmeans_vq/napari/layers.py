@@ -528,7 +528,7 @@ def layer_data(image, n_colors: int, *, source_layer=None, **options) -> list[tu
         The image, colour axis last (or where ``channel_axis`` says; ``channel_axis=None``
         for a one-channel image). It is not modified.
     n_colors : int
-        K, from 1 to 65,536.
+        K, from 1 to ``MAX_COLORS`` (65,536).
     source_layer : object, optional
         The napari layer the image comes from (or any object with ``name``, ``scale``,
         ``translate``...): names the outputs and places them where the source is.

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._limits import MAX_COLORS, index_dtype
+
 __all__ = ["codes_from_layers", "write_indexed_png", "write_kvq"]
 
 _KEY = "napari_kmeans_vq"
@@ -103,7 +105,7 @@ def codes_from_layers(layer_data) -> tuple[np.ndarray, np.ndarray, bool]:
                 f"the labels layer's values run from {low} to {high}, but its palette has "
                 f"labels 1 .. {k} (label 0, the background, has no colour)"
             )
-        indices = (labels - 1).astype(np.uint8 if k <= 256 else np.uint16)
+        indices = (labels - 1).astype(index_dtype(k))
         if image is not None:
             scalar = image.ndim == labels.ndim
         else:
@@ -115,8 +117,10 @@ def codes_from_layers(layer_data) -> tuple[np.ndarray, np.ndarray, bool]:
             "together with its image layer, whose mean colour per label becomes the palette"
         )
     values, inverse = np.unique(labels.reshape(-1), return_inverse=True)
-    if values.size > 65536:
-        raise ValueError(f"a .kvq holds at most 65,536 colours; the labels have {values.size}")
+    if values.size > MAX_COLORS:
+        raise ValueError(
+            f"a .kvq holds at most {MAX_COLORS:,} colours; the labels have {values.size:,}"
+        )
     scalar = image.ndim == labels.ndim
     pixels = image.reshape(inverse.size, -1)
     counts = np.bincount(inverse, minlength=values.size)
@@ -136,7 +140,7 @@ def codes_from_layers(layer_data) -> tuple[np.ndarray, np.ndarray, bool]:
         info = np.iinfo(image.dtype)
         means = np.clip(np.rint(means), info.min, info.max)
     palette = means.astype(image.dtype)
-    indices = inverse.reshape(labels.shape).astype(np.uint8 if values.size <= 256 else np.uint16)
+    indices = inverse.reshape(labels.shape).astype(index_dtype(values.size))
     return indices, palette, scalar
 
 
