@@ -44,12 +44,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs to time")
     args = parser.parse_args()
 
+    import napari
     import qtpy
     from napari.layers import Layer
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
-    import napari
     from napari_kmeans_vq.napari.sample_data import stain_patches
 
     app = QApplication.instance() or napari.qt.get_qapp()
