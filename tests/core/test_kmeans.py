@@ -239,11 +239,12 @@ def test_any_finite_float_image_is_processed_or_refused_clearly(values):
     assert np.sign(q.reconstruction[0, 0, 0]) == np.sign(values[0]) or values[0] == 0
 
 
-def test_extreme_floats_in_lab_are_refused_clearly():
+@pytest.mark.parametrize("space", ["lab", "oklab"])
+def test_extreme_floats_in_perceptual_spaces_are_refused_clearly(space):
     img = np.random.default_rng(0).random((8, 8, 3))
     img[0, 0] = 1e308
-    with pytest.raises(ValueError, match="CIELAB"):
-        quantize(img, 4, color_space="lab")
+    with pytest.raises(ValueError, match=f"color_space='{space}'.*too large"):
+        quantize(img, 4, color_space=space)
 
 
 def test_kernels_reject_arrays_of_the_wrong_size_or_labels_out_of_range():

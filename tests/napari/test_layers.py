@@ -329,3 +329,13 @@ def test_lazy_scalar_multiscale_gets_contrast_limits(ihc):
     palette = q.palette.reshape(-1)
     assert rmeta["contrast_limits"] == (float(palette.min()), float(palette.max()))
     np.testing.assert_array_equal(recon[0].compute(), palette[labels[0].compute() - 1])
+
+
+def test_masked_pixels_are_napari_background(ihc_crop):
+    mask = np.zeros(ihc_crop.shape[:2], dtype=bool)
+    mask[10:50, 20:90] = True
+    q = quantize(ihc_crop, 3, mask=mask)
+    (_, _, _), (labels, _, kind) = quantization_layer_data(q)
+    assert kind == "labels"
+    assert (labels[~mask] == 0).all() and (labels[mask] >= 1).all()
+    assert np.array_equal(labels[mask] - 1, q.labels[mask])

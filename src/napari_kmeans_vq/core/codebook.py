@@ -9,10 +9,10 @@ import numpy as np
 
 from .._limits import index_dtype, peak_value
 from ._threads import resolve
-from .colorspace import rgb_to_lab
+from .colorspace import COLOR_SPACES, STAIN_SPACES, stain_space, to_space
 from .histogram import ColorHistogram, encode_decode, take_rows
 from .kmeans import DEFAULT_EFFORT, Plan, assign, check_effort, weighted_error, weighted_kmeans
-from .validation import COLOR_SPACES, check_choice, check_image, check_int, check_n_colors
+from .validation import check_choice, check_image, check_int, check_mask, check_n_colors
 
 ALPHA_MODES = ("ignore", "quantize")
 
@@ -33,10 +33,17 @@ class Codebook:
     ----------
     n_colors : int, default 16
         Codebook size K, from 1 to 65,536.
-    color_space : {"rgb", "lab"}, default "rgb"
-        Space in which colours are clustered. ``"rgb"`` is the image's own values;
-        ``"lab"`` is CIELAB (3-channel images only), closer to perceived colour
-        differences. The palette is always in the image's own space and dtype.
+    color_space : {"rgb", "lab", "oklab", "od", "hed", "hdab", "stains"}, default "rgb"
+        Space in which colours are clustered (see :mod:`.colorspace`). ``"rgb"`` is the
+        image's own values; ``"lab"`` (CIELAB) and ``"oklab"`` are perceptual; ``"od"`` is
+        optical density; ``"hed"`` and ``"hdab"`` split it into the amounts of
+        hematoxylin and eosin, or hematoxylin and DAB (Ruifrok and Johnston's vectors),
+        and ``"stains"`` into those of ``stain_vectors``. All but ``"rgb"`` need RGB. The
+        palette, the reconstruction and J are always in the image's own colours and dtype.
+    stain_vectors : array of shape (2, 3) or (3, 3), optional
+        Optical-density vectors (R, G, B) of the stains, for ``"stains"`` (or to replace
+        the standard ones of ``"hed"`` / ``"hdab"``); a third, when two are given, is
+        their cross product.
     random_state : int, numpy Generator or None, default 0
         Seed of the k-means++ seeding; the same seed and data give the same codebook.
     n_init : int or "auto", default "auto"
@@ -70,7 +77,9 @@ class Codebook:
         images), in a canonical order: sorted by colour (first channel first), ties by
         centroid, so that the order never depends on which seeding won.
     centroids_ : ndarray, shape (K, D)
-        The unrounded cluster means in the clustering space.
+        The unrounded cluster means in the clustering space (for the stain spaces, each
+        stain's amount divided by its standard deviation over the pixels fitted,
+        ``space_scale_``, so that every stain weighs alike).
     n_colors_ : int
         K actually fitted: the requested K, or the number of distinct colours if that is
         smaller (the codebook is then those colours, and a :class:`FewColorsWarning` says so).
@@ -107,9 +116,11 @@ class Codebook:
         channel_axis: int | None = -1,
         effort: int = DEFAULT_EFFORT,
         n_threads: int | None = None,
+        stain_vectors=None,
     ):
         self.n_colors = n_colors
         self.color_space = color_space
+        self.stain_vectors = stain_vectors
         self.random_state = random_state
         self.n_init = n_init
         self.max_iter = max_iter
@@ -129,7 +140,7 @@ class Codebook:
 
     # -- fitting -----------------------------------------------------------------------
 
-    def fit(self, images, *, progress=None) -> Codebook:
+    def fit(self, images, *, mask=None, progress=None) -> Codebook:
         """Fit the codebook to an image, or to several images together.
 
         Parameters
@@ -137,6 +148,8 @@ class Codebook:
         images : array or list of arrays
             Each of shape (..., C) (colour axis at ``channel_axis``); all with the same C
             and dtype.
+        mask : bool array, or a list of them (one per image, None for all pixels), optional
+            Fit only the pixels where the mask is True (tissue, say).
         progress : callable, optional
             Called as ``progress(stage, fraction_done)`` with stage ``"histogram"`` or
             ``"fit"``; an exception raised in it stops the fit (use it to cancel).
@@ -149,6 +162,15 @@ class Codebook:
         if not imgs:
             raise ValueError("images is an empty list; pass at least one image.")
         colors = [self._colors(self._check(img, f"images[{i}]"))[0] for i, img in enumerate(imgs)]
+        masks = list(mask) if isinstance(mask, list | tuple) else [mask] * len(imgs)
+        if len(masks) != len(imgs):
+            raise ValueError(f"mask: expected one per image ({len(imgs)}), got {len(masks)}.")
+        pixels = [
+            c.reshape(-1, c.shape[-1])
+            if m is None
+            else c[check_mask(m, c.shape[:-1], f"mask[{i}]" if len(imgs) > 1 else "mask")]
+            for i, (c, m) in enumerate(zip(colors, masks, strict=True))
+        ]
         first = colors[0]
         for i, c in enumerate(colors[1:], 1):
             if c.shape[-1] != first.shape[-1] or c.dtype != first.dtype:
@@ -159,12 +181,7 @@ class Codebook:
                 )
         threads = resolve(self.n_threads)
         hist = ColorHistogram.merge(
-            [
-                ColorHistogram.from_pixels(
-                    c.reshape(-1, c.shape[-1]), progress=progress, n_threads=threads
-                )
-                for c in colors
-            ]
+            [ColorHistogram.from_pixels(p, progress=progress, n_threads=threads) for p in pixels]
         )
         self.fit_histogram(hist, first.dtype, progress=progress)
         return self
@@ -173,6 +190,12 @@ class Codebook:
         """Validate the parameters; return K, colour space, seedings and iterations."""
         n_colors = check_n_colors(self.n_colors)
         space = check_choice(self.color_space, "color_space", COLOR_SPACES)
+        if space in STAIN_SPACES:
+            stain_space(space, self.stain_vectors)  # (validates the vectors)
+        elif self.stain_vectors is not None:
+            raise ValueError(
+                f"stain_vectors are for the stain spaces {STAIN_SPACES}; color_space is {space!r}."
+            )
         check_choice(self.alpha, "alpha", ALPHA_MODES)
         effort = check_effort(self.effort)
         resolve(self.n_threads)  # (validates it)
@@ -192,12 +215,17 @@ class Codebook:
     def _check(self, image, name="image") -> np.ndarray:
         self.check_params()
         arr = check_image(image, channel_axis=self.channel_axis, name=name)
-        if self.color_space.lower() == "lab" and self.clustered_channels(arr.shape[-1]) != 3:
-            raise ValueError(
-                f"color_space='lab' needs RGB (3 channels, or RGBA with alpha='ignore'); "
-                f"{name} has {arr.shape[-1]} channels. Use color_space='rgb'."
-            )
+        self.check_channels(arr.shape[-1], name)
         return arr
+
+    def check_channels(self, channels: int, name: str = "image") -> None:
+        """Raise ValueError if the colour space cannot cluster images of ``channels``."""
+        space = self.color_space.lower()
+        if space != "rgb" and self.clustered_channels(channels) != 3:
+            raise ValueError(
+                f"color_space={space!r} needs RGB (3 channels, or RGBA with alpha='ignore'); "
+                f"{name} has {channels} channel(s). Use color_space='rgb'."
+            )
 
     def clustered_channels(self, channels: int) -> int:
         """Channels clustered for an image of ``channels``: 3 for RGBA with alpha ignored."""
@@ -212,15 +240,16 @@ class Codebook:
     def _to_space(self, colors: np.ndarray) -> np.ndarray:
         """Colours (M, C) in the image dtype -> points in the clustering space: 8- and
         16-bit colours as they are (the engine sums them exactly), others as float64."""
-        if self.color_space.lower() == "lab":
+        space = self.color_space.lower()
+        if space != "rgb":
             with np.errstate(all="ignore"):
-                lab = rgb_to_lab(colors / peak_value(colors.dtype))
-            if not np.isfinite(lab).all():
+                points = to_space(colors, space, peak_value(colors.dtype), self.stain_vectors)
+            if not np.isfinite(points).all():
                 raise ValueError(
-                    "color_space='lab': the colours are too large to convert to CIELAB "
-                    "(expected values in 0 .. 1 for float images); use color_space='rgb'."
+                    f"color_space={space!r}: the colours are too large to convert (expected "
+                    "values in 0 .. 1 for float images); use color_space='rgb'."
                 )
-            return lab
+            return points * getattr(self, "space_scale_", 1.0)
         if colors.dtype in (np.uint8, np.uint16):
             return colors
         return colors.astype(np.float64)
@@ -248,8 +277,16 @@ class Codebook:
         n_colors, space, n_init, max_iter = self.check_params()
         threads = resolve(self.n_threads)
         start = time.perf_counter()
+        self.space_scale_ = 1.0
         points = self._to_space(hist.colors)
         weights = hist.counts.astype(np.float64)  # converted once, for the fit and the error
+        if space in STAIN_SPACES:
+            # Each stain counts alike: its amounts over its spread in the pixels fitted
+            # (raw, the densest stain would decide every split).
+            mean = weights @ points / weights.sum()
+            spread = np.sqrt(np.maximum(weights @ (points - mean) ** 2 / weights.sum(), 0.0))
+            self.space_scale_ = 1.0 / np.where(spread > 0, spread, 1.0)
+            points = points * self.space_scale_
         n_distinct = hist.colors.shape[0]
         if n_distinct <= n_colors:
             if n_distinct < n_colors:
@@ -364,7 +401,7 @@ class Codebook:
         per_color = assign(self._to_space(colors), self._encode_centers, self.n_threads)
         return per_color.astype(index_dtype(self.n_colors_))
 
-    def fit_encode(self, image, *, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    def fit_encode(self, image, *, mask=None, progress=None) -> tuple[np.ndarray, np.ndarray]:
         """Fit to one in-memory image, then encode and decode it in one pass over its pixels.
 
         The same as ``fit(image)``, ``labels = encode(image)``, ``decode(labels)`` (with
@@ -374,6 +411,9 @@ class Codebook:
         ----------
         image : array, shape (..., C)
             As for :meth:`fit`.
+        mask : bool array, ``image``'s shape without the colour axis, optional
+            Fit and encode only these pixels: the others get label 0 and keep their colour
+            in the reconstruction.
         progress : callable, optional
             ``progress(stage, fraction_done)`` with stages ``"histogram"``, ``"fit"`` and
             ``"encode"``; an exception raised in it stops the work.
@@ -385,7 +425,8 @@ class Codebook:
         """
         arr = self._check(image)
         colors, kept_alpha = self._colors(arr)
-        pixels = colors.reshape(-1, colors.shape[-1])
+        inside = None if mask is None else check_mask(mask, colors.shape[:-1])
+        pixels = colors.reshape(-1, colors.shape[-1]) if inside is None else colors[inside]
         threads = resolve(self.n_threads)
         hist = ColorHistogram.from_pixels(pixels, progress=progress, n_threads=threads)
         per_color = self._fit_histogram(hist, arr.dtype, progress)
@@ -397,6 +438,12 @@ class Codebook:
             progress=progress,
             n_threads=threads,
         )
+        if inside is not None:
+            full = np.zeros(colors.shape[:-1], dtype=labels.dtype)
+            full[inside] = labels
+            reconstruction = np.array(arr, copy=True)
+            reconstruction[inside, : colors.shape[-1]] = codewords
+            return full, reconstruction
         labels = labels.reshape(colors.shape[:-1])
         codewords = codewords.reshape(colors.shape)
         if kept_alpha is None:

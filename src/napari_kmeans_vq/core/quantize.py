@@ -10,8 +10,11 @@ import numpy as np
 
 from .._limits import peak_value
 from .bits import BitReport, bit_report, label_entropy_bits
+from .classes import class_table
 from .codebook import Codebook
 from .kmeans import DEFAULT_EFFORT
+from .regions import merge_small_regions
+from .validation import check_image
 
 
 @dataclass(frozen=True, eq=False)
@@ -22,7 +25,9 @@ class Quantization:
     ----------
     labels : ndarray
         Codeword index of every pixel, shape ``image.shape[:-1]`` (the image's shape for a
-        scalar image), uint8 when K <= 256, else uint16.
+        scalar image), uint8 when K <= 256, else uint16. With a ``mask``, pixels outside it
+        hold 0 (tell them apart with ``mask``; napari's labels layer leaves them 0, its
+        background).
     palette : ndarray, shape (K, C)
         The codebook as stored and decoded, in the image's dtype (rounded means for integer
         images).
@@ -30,10 +35,10 @@ class Quantization:
         Unrounded cluster means in the clustering colour space.
     reconstruction : ndarray
         ``palette[labels]``, the image's shape and dtype (an ignored alpha channel is carried
-        over unchanged).
+        over unchanged, and so are the pixels outside a ``mask``).
     distortion : float
-        J: the mean over pixels of the squared error summed over the clustered channels,
-        between the image and the reconstruction a decoder produces.
+        J: the mean over the pixels segmented (all, or the mask's) of the squared error
+        summed over the clustered channels, between the image and the reconstruction.
     psnr : float
         ``10 log10(peak**2 / (J / C))`` in dB with C the clustered channels and peak 255 for
         uint8, 65535 for uint16, 1.0 for float images; ``inf`` for a lossless result.
@@ -46,6 +51,8 @@ class Quantization:
     info : dict
         What the fit did: requested K, colour space, seed, seedings, iterations,
         convergence, distinct colours, and seconds spent.
+    mask : ndarray of bool or None
+        The pixels segmented, when ``quantize`` was given a mask.
     """
 
     labels: np.ndarray
@@ -58,11 +65,31 @@ class Quantization:
     n_colors: int
     codebook: Codebook = field(repr=False)
     info: dict = field(default_factory=dict)
+    mask: np.ndarray | None = field(default=None, repr=False)
+    counts: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def cluster_sizes(self) -> np.ndarray:
-        """Pixels in each cluster, shape (K,)."""
-        return self.codebook.cluster_sizes_
+        """Pixels in each cluster (among those segmented), shape (K,)."""
+        return self.codebook.cluster_sizes_ if self.counts is None else self.counts
+
+    def class_table(self, names=None, *, pixel_size=None, unit: str = "um"):
+        """One row per class: label, name, colour, pixels, share, area, mean stains.
+
+        See :func:`napari_kmeans_vq.core.classes.class_table`; ``pixel_size`` (in ``unit``)
+        gives the area column.
+        """
+        cb = self.codebook
+        return class_table(
+            self.palette,
+            self.cluster_sizes,
+            names=names,
+            pixel_size=pixel_size,
+            unit=unit,
+            color_space=cb.color_space.lower(),
+            centroids=self.centroids / getattr(cb, "space_scale_", 1.0),
+            stain_vectors=cb.stain_vectors,
+        )
 
     def to_dict(self) -> dict:
         """A JSON-serialisable summary: report, distortion, PSNR, palette and fit details."""
@@ -92,6 +119,9 @@ def quantize(
     progress=None,
     effort: int = DEFAULT_EFFORT,
     n_threads: int | None = None,
+    stain_vectors=None,
+    mask=None,
+    min_region: int = 0,
 ) -> Quantization:
     """Quantize an image to K colours with k-means: fit, encode, decode, count the bits.
 
@@ -111,8 +141,9 @@ def quantize(
         K, from 1 to 65,536.
     random_state : int, numpy Generator or None, default 0
         Seed; the same image and seed give the same palette and labels.
-    color_space : {"rgb", "lab"}, default "rgb"
-        Where colours are clustered; palette and distortion are always in the image's space.
+    color_space : {"rgb", "lab", "oklab", "od", "hed", "hdab", "stains"}, default "rgb"
+        Where colours are clustered (see :class:`Codebook`); the palette and the distortion
+        are always in the image's own colours.
     n_init : int or "auto", default "auto"
         Seedings to try, keeping the best.
     max_iter : int, default 300
@@ -132,6 +163,16 @@ def quantize(
     n_threads : int or None, default None
         Threads for the compiled engine (None: the cores this process may run on). The
         result is the same, byte for byte, with any number.
+    stain_vectors : array (2, 3) or (3, 3), optional
+        The stains' optical-density vectors, for ``color_space="stains"``.
+    mask : bool array, the image's shape without the colour axis, optional
+        Segment only these pixels (tissue, say: see
+        :func:`napari_kmeans_vq.core.tissue.tissue_mask`); the others get label 0, keep
+        their colour, and count nowhere (J, bits, classes).
+    min_region : int, default 0
+        Spatial clean-up: connected regions smaller than this many pixels take their
+        neighbours' majority label (see :mod:`.regions`); J, the bits and the classes then
+        describe the labels produced.
 
     Returns
     -------
@@ -169,10 +210,18 @@ def quantize(
         channel_axis=channel_axis,
         effort=effort,
         n_threads=n_threads,
+        stain_vectors=stain_vectors,
     )
-    labels, reconstruction = codebook.fit_encode(image, progress=progress)
-    n_pixels = labels.size
-    distortion, psnr, report = fit_summary(codebook, n_pixels, n_pixels)
+    labels, reconstruction = codebook.fit_encode(image, mask=mask, progress=progress)
+    inside = None if mask is None else np.asarray(mask)
+    n_pixels = labels.size if inside is None else int(inside.sum())
+    counts = None
+    if min_region:
+        labels = merge_small_regions(labels, min_region, mask=inside)
+        counts, inertia = _remeasure(codebook, image, labels, reconstruction, inside)
+        distortion, psnr, report = fit_summary(codebook, n_pixels, n_pixels, inertia, counts)
+    else:
+        distortion, psnr, report = fit_summary(codebook, n_pixels, n_pixels)
     has_alpha = reconstruction.shape[-1] == 4
     if channel_axis is None:
         reconstruction = reconstruction[..., 0]
@@ -191,16 +240,32 @@ def quantize(
         n_colors=codebook.n_colors_,
         codebook=codebook,
         info=info,
+        mask=inside,
+        counts=counts,
     )
 
 
-def fit_summary(codebook: Codebook, n_pixels: int, fitted_pixels: int):
+def _remeasure(codebook, image, labels, reconstruction, inside):
+    """After relabelling: the reconstruction made again (in place, colour axis last), each
+    class's pixels and the squared error, over the pixels segmented."""
+    arr = check_image(image, channel_axis=codebook.channel_axis)
+    c = codebook.channels_
+    where = np.ones(labels.shape, dtype=bool) if inside is None else inside
+    reconstruction[where, :c] = codebook.palette_[labels[where]]
+    counts = np.bincount(labels[where], minlength=codebook.n_colors_)
+    diff = arr[where][:, :c].astype(np.float64) - reconstruction[where][:, :c]
+    return counts.astype(np.int64), float(np.einsum("ij,ij->", diff, diff))
+
+
+def fit_summary(codebook: Codebook, n_pixels: int, fitted_pixels: int, inertia=None, sizes=None):
     """J, PSNR and the bit report of a fitted codebook applied to ``n_pixels`` pixels.
 
     ``fitted_pixels`` is how many pixels the fit saw (fewer than ``n_pixels`` for a fit on
-    a sample or a coarse level): J and the entropy are measured there.
+    a sample or a coarse level): J and the entropy are measured there. ``inertia`` and
+    ``sizes``, when given, replace the fit's (labels changed after it).
     """
-    distortion = codebook.inertia_ / fitted_pixels
+    inertia = codebook.inertia_ if inertia is None else inertia
+    distortion = inertia / fitted_pixels
     channels = codebook.channels_
     if distortion == 0:
         psnr = math.inf
@@ -208,7 +273,7 @@ def fit_summary(codebook: Codebook, n_pixels: int, fitted_pixels: int):
         psnr = 10 * math.log10(peak_value(codebook.dtype_) ** 2 / (distortion / channels))
     else:  # colours near float64's limits: J overflows
         psnr = -math.inf
-    sizes = codebook.cluster_sizes_
+    sizes = codebook.cluster_sizes_ if sizes is None else sizes
     entropy = label_entropy_bits(sizes) * n_pixels / max(int(sizes.sum()), 1)
     report = bit_report(
         n_pixels,

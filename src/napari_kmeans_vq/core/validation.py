@@ -8,8 +8,6 @@ import numpy as np
 
 from .._limits import MAX_CHANNELS, MAX_COLORS
 
-COLOR_SPACES = ("rgb", "lab")
-
 
 def check_int(value, name: str) -> int:
     """Return ``value`` as an int, or raise TypeError if it is not an integer."""
@@ -102,4 +100,22 @@ def check_image(image, *, channel_axis: int | None = -1, name: str = "image") ->
         )
     if np.issubdtype(arr.dtype, np.signedinteger) and arr.min() < 0:
         raise ValueError(f"{name} has negative values; integer images must be non-negative.")
+    return arr
+
+
+def check_mask(mask, shape: tuple, name: str = "mask") -> np.ndarray:
+    """A boolean mask of ``shape`` (True: pixels to segment) that selects some pixels."""
+    arr = np.asarray(mask)
+    if arr.dtype != bool:
+        raise TypeError(
+            f"{name} must be a boolean array (True for the pixels to segment), got dtype "
+            f"{arr.dtype}; from a labels layer use `labels > 0`."
+        )
+    if arr.shape != tuple(shape):
+        raise ValueError(
+            f"{name} has shape {arr.shape}, but the image without its colour axis has shape "
+            f"{tuple(shape)}; they must match."
+        )
+    if not arr.any():
+        raise ValueError(f"{name} selects no pixels: nothing to segment.")
     return arr

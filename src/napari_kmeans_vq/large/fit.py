@@ -192,11 +192,7 @@ def fit_histogram_or_sample(
         )
     x = image_levels[fit_level]
     channels = codebook.clustered_channels(x.shape[-1])
-    if codebook.color_space.lower() == "lab" and channels != 3:
-        raise ValueError(
-            f"color_space='lab' needs RGB (3 channels, or RGBA with alpha='ignore'); "
-            f"image has {x.shape[-1]} channels. Use color_space='rgb'."
-        )
+    codebook.check_channels(x.shape[-1])
     if mode == "auto":
         mode = "exact" if KeyCodec(x.dtype, channels).dense else "sample"
     start = time.perf_counter()

@@ -251,6 +251,7 @@ def coded_layer_data(
     source_layer=None,
     counts: np.ndarray | None = None,
     dtype=None,
+    mask: np.ndarray | None = None,
 ) -> list[tuple]:
     """Reconstruction and labels layer tuples from codeword indices and a palette.
 
@@ -277,6 +278,8 @@ def coded_layer_data(
         Pixels per cluster; counted from ``labels`` when not given.
     dtype : dtype, optional
         The image's dtype, for display colours; defaults to the palette's.
+    mask : bool array of ``labels.shape``, optional
+        The pixels segmented; the others get napari's background label 0.
 
     Returns
     -------
@@ -301,6 +304,8 @@ def coded_layer_data(
     # (Widen first, then add: uint8 index 255 + 1 must become 256, not wrap to 0.)
     coded = labels.astype(label_dtype(k), copy=True)
     coded += 1
+    if mask is not None:
+        coded[~mask] = 0
 
     recon_meta, labels_meta = _layer_metas(
         palette,
@@ -516,6 +521,7 @@ def quantization_layer_data(
         source_layer=source_layer,
         counts=q.cluster_sizes,
         dtype=q.palette.dtype,
+        mask=q.mask,
     )
 
 

@@ -43,6 +43,7 @@ from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy
 from .. import quantize
 from .._limits import MAX_COLORS
 from ..core._threads import one_thread
+from ..core.colorspace import COLOR_SPACES
 from ..io import size_report
 from ..large import Cancelled, dask_progress, is_lazy_input
 from .layers import (
@@ -110,10 +111,11 @@ def check_source(layer, color_space: str):
             "call napari_kmeans_vq.quantize(layer.data, K) in the console; to quantize one, "
             "split the layer first (right-click > Split Stack)."
         )
-    if color_space == "lab":
+    if color_space != "rgb":
         raise InputError(
-            f"'{layer.name}' has no colour axis (it is a single-channel image), and Lab "
-            "clustering needs RGB colours. Choose colour space 'rgb', or an RGB layer."
+            f"'{layer.name}' has no colour axis (it is a single-channel image), and "
+            f"'{color_space}' clustering needs RGB colours. Choose colour space 'rgb', or an "
+            "RGB layer."
         )
     if not layer.multiscale and not is_lazy_input(data):
         data = np.asarray(data)
@@ -359,8 +361,13 @@ class QuantizeWidget(Container):
         self.n_colors.tooltip = "Codebook size K: each pixel becomes a ceil(log2 K)-bit index."
         self.seed = SpinBox(value=0, min=0, max=2**31 - 1, label="seed")
         self.seed.tooltip = "Seed of the k-means++ seeding: the same seed, the same result."
-        self.color_space = ComboBox(choices=["rgb", "lab"], value="rgb", label="colour space")
-        self.color_space.tooltip = "Where colours are clustered: RGB, or CIELAB (perceptual)."
+        # (the custom "stains" space needs vectors, which the panel does not ask for)
+        spaces = [space for space in COLOR_SPACES if space not in ("stains",)]
+        self.color_space = ComboBox(choices=spaces, value="rgb", label="colour space")
+        self.color_space.tooltip = (
+            "Where colours are clustered: RGB; CIELAB or Oklab (perceptual); optical "
+            "density; H&E or H-DAB stain amounts (colour deconvolution)."
+        )
         self.n_init = SpinBox(value=0, min=0, max=100, label="restarts")
         self.n_init.tooltip = "Seedings to try, keeping the best (n_init); 0 = automatic."
         self.fit_level = SpinBox(value=0, min=0, max=0, label="fit level")
