@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 import warnings
 
@@ -137,6 +138,144 @@ class Codebook:
     @property
     def is_fitted(self) -> bool:
         return hasattr(self, "palette_")
+
+    # -- scikit-learn conventions ---------------------------------------------------------
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [name for name in signature.parameters if name != "self"]
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor's parameters, as scikit-learn's ``get_params`` gives them (so
+        ``sklearn.base.clone`` works)."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params) -> Codebook:
+        """Set constructor parameters (scikit-learn's ``set_params``); returns self."""
+        valid = self._param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(
+                    f"{name!r} is not a parameter of Codebook; the parameters are "
+                    f"{', '.join(valid)}."
+                )
+            setattr(self, name, value)
+        return self
+
+    def predict(self, image) -> np.ndarray:
+        """The same as :meth:`encode` (scikit-learn's name)."""
+        return self.encode(image)
+
+    def fit_predict(self, image, *, mask=None) -> np.ndarray:
+        """Fit to ``image`` and return its labels (see :meth:`fit_encode`)."""
+        return self.fit_encode(image, mask=mask)[0]
+
+    # -- as data --------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        """A fitted codebook as JSON-serialisable data: the parameters, the palette (in its
+        dtype), the centroids and scale of the clustering space, and what the fit did.
+        :meth:`from_dict` gives back a codebook that encodes every image to the same
+        labels (floats are stored exactly: JSON keeps a float64's shortest repr)."""
+        self.check_fitted()
+        params = self.get_params()
+        if isinstance(params["random_state"], np.random.Generator):
+            params["random_state"] = None
+        if params["stain_vectors"] is not None:
+            params["stain_vectors"] = np.asarray(params["stain_vectors"], float).tolist()
+        scale = np.asarray(self.space_scale_, dtype=np.float64)
+        return {
+            "format": "napari-kmeans-vq codebook",
+            "version": 1,
+            "params": params,
+            "dtype": self.dtype_.str,
+            "palette": self.palette_.tolist(),
+            "centroids": self.centroids_.tolist(),
+            "space_scale": scale.tolist(),
+            "fit": {
+                "n_iter": self.n_iter_,
+                "n_init": self.n_init_,
+                "converged": self.converged_,
+                "n_distinct_colors": self.n_distinct_colors_,
+                "inertia": self.inertia_,
+                "cluster_sizes": self.cluster_sizes_.tolist(),
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Codebook:
+        """The codebook :meth:`to_dict` described (checked: a clear ValueError otherwise)."""
+        if not isinstance(data, dict) or data.get("format") != "napari-kmeans-vq codebook":
+            raise ValueError("not a napari-kmeans-vq codebook (no 'format' entry saying so).")
+        if data.get("version") != 1:
+            raise ValueError(f"codebook version {data.get('version')!r} is not supported (1).")
+        try:
+            codebook = cls(**data["params"])
+            codebook.check_params()
+            dtype = np.dtype(data["dtype"])
+            palette = np.asarray(data["palette"], dtype=dtype)
+            centroids = np.asarray(data["centroids"], dtype=np.float64)
+            fit = data["fit"]
+            sizes = np.asarray(fit["cluster_sizes"], dtype=np.int64)
+            scale = np.asarray(data["space_scale"], dtype=np.float64)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"codebook data is incomplete or malformed: {exc}") from None
+        k = palette.shape[0] if palette.ndim == 2 else 0
+        if k < 1 or centroids.ndim != 2 or centroids.shape[0] != k or sizes.shape != (k,):
+            raise ValueError("codebook data: palette, centroids and cluster sizes disagree.")
+        codebook._set_fitted(palette, centroids, dtype, scale if scale.ndim else float(scale))
+        codebook.n_iter_, codebook.n_init_ = int(fit["n_iter"]), int(fit["n_init"])
+        codebook.converged_ = bool(fit["converged"])
+        codebook.n_distinct_colors_ = int(fit["n_distinct_colors"])
+        codebook.inertia_ = float(fit["inertia"])
+        codebook.cluster_sizes_ = sizes
+        codebook.fit_seconds_ = 0.0
+        return codebook
+
+    @classmethod
+    def from_palette(cls, palette, *, dtype=None, **params) -> Codebook:
+        """A codebook of given colours (a user's palette, or one from another tool).
+
+        Parameters
+        ----------
+        palette : array (K, C)
+            The codewords; for a colour space other than ``"rgb"`` they are RGB and are
+            encoded against in that space.
+        dtype : dtype, optional
+            The images' dtype; default the palette's.
+        **params
+            Codebook parameters (``color_space``, ``stain_vectors``, ...).
+        """
+        palette = np.asarray(palette)
+        if palette.ndim == 1:
+            palette = palette[:, np.newaxis]
+        if palette.ndim != 2 or palette.shape[0] < 1:
+            raise ValueError(f"palette must have shape (K, C), got {palette.shape}.")
+        palette = palette.astype(palette.dtype if dtype is None else dtype)
+        codebook = cls(palette.shape[0], **params)
+        codebook.check_params()
+        codebook.check_channels(palette.shape[1], "palette")
+        codebook.space_scale_ = 1.0
+        centroids = np.asarray(codebook._to_space(palette), dtype=np.float64)
+        codebook._set_fitted(palette, centroids, palette.dtype, 1.0)
+        codebook.n_iter_ = codebook.n_init_ = codebook.n_distinct_colors_ = 0
+        codebook.converged_ = True
+        codebook.inertia_ = float("nan")
+        codebook.cluster_sizes_ = np.zeros(palette.shape[0], dtype=np.int64)
+        codebook.fit_seconds_ = 0.0
+        return codebook
+
+    def _set_fitted(self, palette, centroids, dtype, scale) -> None:
+        """The state that encoding and decoding need."""
+        self.space_scale_ = scale
+        self.palette_ = palette
+        self.centroids_ = centroids
+        rgb = self.color_space.lower() == "rgb"
+        self._encode_centers = palette.astype(np.float64) if rgb else centroids
+        self.n_colors_ = palette.shape[0]
+        self.dtype_ = np.dtype(dtype)
+        self.channels_ = palette.shape[1]
 
     # -- fitting -----------------------------------------------------------------------
 
