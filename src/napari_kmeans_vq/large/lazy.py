@@ -274,18 +274,12 @@ def quantize_lazy(
     image,
     n_colors: int,
     *,
-    random_state=0,
-    color_space: str = "rgb",
-    n_init="auto",
-    max_iter: int = 300,
-    tol: float = 1e-4,
-    alpha: str = "ignore",
-    channel_axis: int | None = -1,
     fit: str = "auto",
     fit_level: int = 0,
     n_samples: int = DEFAULT_SAMPLE,
     block_pixels: int = BLOCK_PIXELS,
     progress=None,
+    **options,
 ) -> LazyQuantization:
     """:func:`napari_kmeans_vq.quantize` for images larger than memory.
 
@@ -300,8 +294,8 @@ def quantize_lazy(
         numpy (or memory-mapped), dask or zarr array; a multiscale image (list of arrays,
         full resolution first: napari's multiscale layer data); or a zarr / OME-Zarr /
         TIFF path.
-    n_colors, random_state, color_space, n_init, max_iter, tol, alpha, channel_axis
-        As for :func:`napari_kmeans_vq.quantize`.
+    n_colors : int
+        K.
     fit : {"auto", "exact", "sample"}, default "auto"
         See :func:`fit_chunked`.
     fit_level : int, default 0
@@ -315,6 +309,11 @@ def quantize_lazy(
         local schedulers) and ``"fit"``. Encoding happens later, when the dask arrays are
         computed (:func:`dask_progress` reports that). An exception raised in it stops the
         work, as for :func:`napari_kmeans_vq.quantize`.
+    **options
+        The :class:`~napari_kmeans_vq.Codebook` parameters (``random_state``,
+        ``color_space``, ``stain_vectors``, ``n_init``, ``max_iter``, ``tol``, ``alpha``,
+        ``channel_axis``, ``effort``, ``n_threads``), as for
+        :func:`napari_kmeans_vq.quantize`.
 
     Returns
     -------
@@ -324,16 +323,8 @@ def quantize_lazy(
         sample otherwise (``info["fit"]`` and ``info["fit_level"]`` say which).
     """
     start = time.perf_counter()
-    codebook = Codebook(
-        n_colors,
-        color_space=color_space,
-        random_state=random_state,
-        n_init=n_init,
-        max_iter=max_iter,
-        tol=tol,
-        alpha=alpha,
-        channel_axis=channel_axis,
-    )
+    codebook = Codebook(n_colors, **options)
+    channel_axis, alpha = codebook.channel_axis, codebook.alpha
     hist, per_color, state = fit_histogram_or_sample(
         codebook, image, fit, fit_level, n_samples, block_pixels, progress
     )
@@ -350,7 +341,10 @@ def quantize_lazy(
     n_pixels = math.prod(image_levels[0].shape[:-1])
     distortion, psnr, report = fit_summary(codebook, n_pixels, fitted)
     info = fit_info(
-        codebook, n_colors, random_state, alpha if image_levels[0].shape[-1] == 4 else None
+        codebook,
+        n_colors,
+        codebook.random_state,
+        alpha if image_levels[0].shape[-1] == 4 else None,
     )
     info |= {
         "fit": state["fit"],
