@@ -14,11 +14,18 @@ from napari_kmeans_vq._limits import label_dtype
 from napari_kmeans_vq.core.colorspace import palette_rgba
 from napari_kmeans_vq.napari.layers import (
     METADATA_KEY,
+    PixelSize,
+    class_table_for,
+    class_table_view,
     cluster_features,
     coded_layer_data,
+    default_names,
     label_colormap,
     layer_data,
+    merge_classes,
+    merge_names,
     parse_k_list,
+    pixel_size,
     quantization_layer_data,
     spatial_kwargs,
     sweep_layer_data,
@@ -339,3 +346,126 @@ def test_masked_pixels_are_napari_background(ihc_crop):
     assert kind == "labels"
     assert (labels[~mask] == 0).all() and (labels[mask] >= 1).all()
     assert np.array_equal(labels[mask] - 1, q.labels[mask])
+
+
+# -- classes: names, areas, merges -----------------------------------------------------------
+
+
+def test_names_reach_features_and_metadata(ihc_crop):
+    q = quantize(ihc_crop, 3)
+    (_, rmeta, _), (_, lmeta, _) = quantization_layer_data(q, names=["nuclei", None, "stroma"])
+    assert list(lmeta["features"]["name"]) == ["nuclei", "class 2", "stroma"]
+    for meta in (rmeta, lmeta):
+        summary = meta["metadata"][METADATA_KEY]
+        assert summary["names"] == ["nuclei", "class 2", "stroma"]
+        assert [row["name"] for row in summary["classes"]] == summary["names"]
+        assert [row["pixels"] for row in summary["classes"]] == q.cluster_sizes.tolist()
+    # Default names, and the reader's path (labels and palette only) has them too.
+    (_, _, _), (_, meta, _) = coded_layer_data(q.labels, q.palette)
+    assert meta["metadata"][METADATA_KEY]["names"] == default_names(3)
+    assert list(cluster_features(q.palette, q.cluster_sizes)["name"]) == default_names(3)
+    with pytest.raises(ValueError, match="names"):
+        quantization_layer_data(q, names=["a", "b"])
+
+
+def test_pixel_size_from_scale_and_units():
+    size = pixel_size(SimpleNamespace(scale=(0.5, 0.25), units=("micrometer", "micrometer")))
+    assert size == PixelSize((0.5, 0.25), "um", "µm")
+    # The column axis converted to the row axis' unit.
+    mixed = pixel_size(SimpleNamespace(scale=(1.0, 0.5, 250.0), units=("s", "um", "nm")))
+    assert mixed.unit == "um" and mixed.sides == pytest.approx((0.5, 0.25))
+    # napari's default unit (pixel), no units, or nonsense: no physical size.
+    assert pixel_size(SimpleNamespace(scale=(2.0, 2.0), units=("pixel", "pixel"))) is None
+    assert pixel_size(SimpleNamespace(scale=(2.0, 2.0))) is None
+    assert pixel_size(SimpleNamespace(scale=(0.0, 1.0), units=("um", "um"))) is None
+    assert pixel_size(SimpleNamespace(scale=(1.0, 1.0), units=("banana", "um"))) is None
+    assert pixel_size(None) is None
+
+
+def test_class_table_areas_from_the_source_layer(ihc_crop):
+    q = quantize(ihc_crop, 4, color_space="hdab")
+    source = SimpleNamespace(name="tile", scale=(0.5, 0.25), units=("micrometer",) * 2)
+    table = class_table_for(q, names=["a", "b", "c", "d"], source_layer=source)
+    assert "area_um2" in table.columns and "mean_DAB" in table.columns
+    assert table.column("area_um2") == pytest.approx(list(q.cluster_sizes * 0.125))
+    header, rows = class_table_view(table)
+    assert header[:4] == ["class", "name", "share", "area (µm²)"]
+    assert header[4:] == ["hematoxylin", "DAB", "residual"]
+    assert rows[0][:2] == ["1", "a"] and rows[0][2].endswith("%")
+    assert rows[0][3] == f"{q.cluster_sizes[0] * 0.125:,.1f}"
+    # Without a physical pixel size the area is the pixel count.
+    header, rows = class_table_view(class_table_for(quantize(ihc_crop, 2)))
+    assert header == ["class", "name", "share", "area (pixels)"]
+    assert rows[1][3] == f"{quantize(ihc_crop, 2).cluster_sizes[1]:,}"
+
+
+def test_lazy_class_table_scales_a_coarse_fit(ihc):
+    da = pytest.importorskip("dask.array")
+    levels = [da.from_array(ihc[:: 2**i, :: 2**i], chunks=(128, 128, 3)) for i in range(2)]
+    lazy = quantize(levels, 3, fit_level=1)
+    table = class_table_for(lazy)
+    assert sum(table.column("pixels")) == pytest.approx(512 * 512, abs=3)
+    assert table.column("share") == pytest.approx(
+        list(lazy.cluster_sizes / lazy.cluster_sizes.sum()), abs=1e-4
+    )
+    with pytest.raises(ValueError, match="in memory"):
+        merge_classes(lazy, [1, 2], ihc)
+
+
+def _direct_j(image, q):
+    inside = np.ones(q.labels.shape, bool) if q.mask is None else q.mask
+    diff = image[inside].astype(float) - q.reconstruction[inside].astype(float)
+    return (diff**2).sum(axis=1).mean()
+
+
+def test_merge_classes_weighted_colour_and_exact_j(ihc_crop):
+    mask = np.zeros(ihc_crop.shape[:2], dtype=bool)
+    mask[5:90, 10:120] = True
+    q = quantize(ihc_crop, 5, color_space="hdab", mask=mask)
+    merged = merge_classes(q, [4, 2], ihc_crop)
+    assert merged.n_colors == 4 and merged.info["merges"] == [[2, 4]]
+    sizes = q.cluster_sizes
+    # Class 2 is the union, class 3 stays, old class 5 is now 4.
+    assert merged.cluster_sizes.tolist() == [sizes[0], sizes[1] + sizes[3], sizes[2], sizes[4]]
+    weights = sizes[[1, 3]] / sizes[[1, 3]].sum()
+    np.testing.assert_array_equal(
+        merged.palette[1], np.rint(weights @ q.palette[[1, 3]].astype(float)).astype(np.uint8)
+    )
+    np.testing.assert_allclose(merged.centroids[1], weights @ q.centroids[[1, 3]])
+    np.testing.assert_array_equal(merged.palette[[0, 2, 3]], q.palette[[0, 2, 4]])
+    lut = np.array([0, 1, 2, 1, 3])
+    np.testing.assert_array_equal(merged.labels[mask], lut[q.labels[mask]])
+    assert (merged.labels[~mask] == 0).all()
+    # The reconstruction: the palette inside the mask, the image outside; J measured again.
+    np.testing.assert_array_equal(merged.reconstruction[mask], merged.palette[merged.labels[mask]])
+    np.testing.assert_array_equal(merged.reconstruction[~mask], ihc_crop[~mask])
+    assert merged.distortion == pytest.approx(_direct_j(ihc_crop, merged), rel=1e-12)
+    assert merged.distortion > q.distortion
+    assert merged.report.n_colors == 4 and merged.report.n_pixels == int(mask.sum())
+    table = merged.class_table()
+    assert table.column("pixels") == merged.cluster_sizes.tolist()
+    assert q.n_colors == 5 and q.labels.max() == 4  # the input is left as it was
+
+
+def test_merge_classes_scalar_image_and_refusals(ihc_crop):
+    grey = np.ascontiguousarray(ihc_crop[..., 1])
+    q = quantize(grey, 4, channel_axis=None)
+    merged = merge_classes(q, [1, 2, 3, 4], grey, channel_axis=None)
+    assert merged.n_colors == 1 and (merged.labels == 0).all()
+    assert merged.reconstruction.shape == grey.shape
+    np.testing.assert_array_equal(merged.reconstruction, merged.palette[0, 0])
+    assert merged.distortion == pytest.approx(grey.astype(float).var(), rel=1e-3)
+    for bad, match in (([2], "at least two"), ([0, 1], "1 to 4"), ([3, 5], "1 to 4")):
+        with pytest.raises(ValueError, match=match):
+            merge_classes(q, bad, grey, channel_axis=None)
+    with pytest.raises(TypeError, match="labels"):
+        merge_classes(q, ["a", "b"], grey, channel_axis=None)
+    with pytest.raises(ValueError, match="image"):
+        merge_classes(q, [1, 2], grey[:10], channel_axis=None)
+
+
+def test_merge_names():
+    names = [None, "nuclei", None, "stroma"]
+    assert merge_names(names, [3, 4]) == [None, "nuclei", "stroma"]
+    assert merge_names(names, [4, 2]) == [None, "nuclei", None]
+    assert merge_names(names, [1, 3]) == [None, "nuclei", "stroma"]

@@ -692,3 +692,339 @@ def test_widget_has_no_workarounds():
     assert not any(name.startswith(("napari._", "qtpy._")) for name in imported)
     names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
     assert not {"QTimer", "freeze"} & names
+
+
+# -- mask, min region and the class table ------------------------------------------------
+
+
+@pytest.fixture
+def patches(viewer):
+    """The generated H&E-like sample, as napari's File > Open Sample gives it."""
+    (source,) = viewer.open_sample(PLUGIN, "stain_patches")
+    return source
+
+
+def test_mask_choices_follow_the_viewer(viewer, widget, patches):
+    combo = widget.mask.native
+    assert [combo.itemText(i) for i in range(combo.count())] == ["none", "automatic (tissue)"]
+    assert widget.mask.choices == ("none", "auto") and widget.mask.value == "none"
+    assert widget.tissue_threshold.native.isHidden()
+    seg = viewer.add_labels(np.zeros(patches.data.shape[:2], np.uint8), name="seg")
+    outline = viewer.add_shapes(name="outline")
+    assert widget.mask.choices[2:] == (seg, outline)
+    widget.mask.value = "auto"
+    assert widget.tissue_threshold.enabled and not widget.tissue_threshold.native.isHidden()
+    widget.mask.value = outline
+    assert widget.tissue_threshold.native.isHidden()
+    viewer.layers.remove(outline)
+    assert widget.mask.choices[2:] == (seg,)
+
+
+def test_mask_from_a_labels_layer(viewer, widget, qtbot, patches):
+    painted = np.zeros(patches.data.shape[:2], np.uint8)
+    painted[100:300, 50:400] = 2
+    painted[400:450, 400:500] = 7
+    widget.mask.value = viewer.add_labels(painted, name="tissue")
+    widget.n_colors.value = 3
+    run_and_wait(qtbot, widget, layer=patches)
+    (labels,) = outputs(viewer, "labels")
+    mask = painted > 0
+    expected = quantize(patches.data, 3, mask=mask)
+    assert (labels.data[~mask] == 0).all()
+    np.testing.assert_array_equal(labels.data[mask] - 1, expected.labels[mask])
+    (recon,) = outputs(viewer, "reconstruction")
+    np.testing.assert_array_equal(recon.data[~mask], patches.data[~mask])
+    assert sum(widget.class_table.column("pixels")) == mask.sum()
+    assert labels.metadata[METADATA_KEY]["masked"]
+    assert "inside the mask" in widget.status.value
+    assert "inside the mask" in widget.class_title.text()
+
+
+def test_mask_from_a_shapes_layer(viewer, widget, qtbot, patches):
+    square = np.array([[40, 60], [40, 300], [250, 300], [250, 60]], float)
+    ellipse = np.array([[300, 300], [300, 450], [450, 450], [450, 300]], float)
+    shapes = viewer.add_shapes(
+        [square, ellipse], shape_type=["polygon", "ellipse"], name="outline"
+    )
+    widget.mask.value = shapes
+    widget.n_colors.value = 3
+    run_and_wait(qtbot, widget, layer=patches)
+    (labels,) = outputs(viewer, "labels")
+    expected = shapes.to_masks(mask_shape=patches.data.shape[:2]).any(axis=0)
+    np.testing.assert_array_equal(labels.data > 0, expected)
+    assert 0.1 < expected.mean() < 0.5
+
+    # A shapes layer at twice the image's scale: its shapes land on the image's pixels
+    # through the world coordinates.
+    half = viewer.add_shapes([square / 2], shape_type="polygon", scale=(2, 2), name="half")
+    widget.mask.value = half
+    run_and_wait(qtbot, widget, layer=patches)
+    inside = labels.data > 0
+    drawn = viewer.add_shapes([square], shape_type="polygon").to_masks(
+        mask_shape=patches.data.shape[:2]
+    )[0]
+    np.testing.assert_array_equal(inside, drawn)
+
+
+def test_automatic_tissue_mask(viewer, widget, qtbot, patches):
+    from napari_kmeans_vq.core.tissue import tissue_mask
+
+    widget.mask.value = "auto"
+    widget.tissue_threshold.value = 0.2
+    widget.color_space.value = "hed"
+    widget.n_colors.value = 3
+    run_and_wait(qtbot, widget, layer=patches)
+    (labels,) = outputs(viewer, "labels")
+    mask = tissue_mask(patches.data, 0.2)
+    assert 0.5 < mask.mean() < 1  # the sample's white lumens are left out
+    np.testing.assert_array_equal(labels.data > 0, mask)
+    q = quantize(patches.data, 3, color_space="hed", mask=mask)
+    np.testing.assert_array_equal(labels.data[mask] - 1, q.labels[mask])
+    assert "mean_hematoxylin" in widget.class_table.columns
+    assert widget.class_view.horizontalHeaderItem(4).text() == "hematoxylin"
+    # The nuclei class is the one with the most hematoxylin.
+    table = widget.class_table
+    nuclei = int(np.argmax(table.column("mean_hematoxylin")))
+    assert table.rows[nuclei]["share"] < 0.2
+
+
+def test_bad_masks_are_refused_and_add_nothing(viewer, widget, qtbot, patches, errors):
+    n_layers = len(viewer.layers)
+    wrong = viewer.add_labels(np.ones((100, 120), np.uint8), name="wrong")
+    widget.mask.value = wrong
+    assert widget.run(layer=patches) is None
+    assert "has shape (100, 120)" in widget.status.value
+    assert "(512, 512)" in widget.status.value and "Nothing was added" in widget.status.value
+    assert "has shape (100, 120)" in errors()[-1].message
+    empty = viewer.add_labels(np.zeros((512, 512), np.uint8), name="empty")
+    widget.mask.value = empty
+    assert widget.run(layer=patches) is None
+    assert "selects no pixel" in widget.status.value
+    widget.mask.value = viewer.add_shapes(name="nothing drawn")
+    assert widget.run_sweep(layer=patches, ks="2, 3") is None
+    assert "has no shapes" in widget.status.value
+    # The automatic mask needs colour; on bare glass it finds nothing (in the worker).
+    grey = viewer.add_image(patches.data[..., 0], name="grey")
+    widget.mask.value = "auto"
+    assert widget.run(layer=grey) is None
+    assert "needs an RGB image" in widget.status.value
+    glass = viewer.add_image(np.full((64, 64, 3), 250, np.uint8), name="glass")
+    run_and_wait(qtbot, widget, layer=glass, n_colors=2)
+    assert "selects no pixels" in widget.status.value and "lower the" in widget.status.value
+    assert not outputs(viewer, "labels") and not outputs(viewer, "reconstruction")
+    assert len(viewer.layers) == n_layers + 5
+    assert widget.class_table is None and widget._class_panel.isHidden()
+
+
+def test_mask_on_lazy_images(viewer, widget, qtbot, ihc, ihc_crop):
+    da = pytest.importorskip("dask.array")
+    # A small dask image is computed in the worker, then masked.
+    lazy = viewer.add_image(da.from_array(ihc_crop, chunks=(48, 64, 3)), rgb=True, name="lazy")
+    widget.mask.value = "auto"
+    widget.min_region.value = 4
+    run_and_wait(qtbot, widget, layer=lazy, n_colors=3)
+    (labels,) = outputs(viewer, "labels")
+    from napari_kmeans_vq.core.tissue import tissue_mask
+
+    mask = tissue_mask(ihc_crop)
+    q = quantize(ihc_crop, 3, mask=mask, min_region=4)
+    np.testing.assert_array_equal(labels.data, np.where(mask, q.labels + 1, 0))
+    # A multiscale one is refused: the mask and the clean-up need it in memory.
+    levels = [da.from_array(ihc[:: 2**i, :: 2**i], chunks=(128, 128, 3)) for i in range(2)]
+    pyramid = viewer.add_image(levels, multiscale=True, rgb=True, name="pyramid")
+    assert widget.run(layer=pyramid) is None
+    assert "need the image in memory" in widget.status.value
+    assert "multiscale" in widget.status.value
+
+
+def test_min_region_cleans_up(viewer, widget, qtbot, patches):
+    widget.n_colors.value = 4
+    run_and_wait(qtbot, widget, layer=patches)
+    (labels,) = outputs(viewer, "labels")
+    speckled = labels.data.copy()
+    widget.min_region.value = 50
+    run_and_wait(qtbot, widget, layer=patches)
+    q = quantize(patches.data, 4, min_region=50)
+    np.testing.assert_array_equal(labels.data - 1, q.labels)
+    assert (labels.data != speckled).any()
+    from napari_kmeans_vq.core.regions import regions
+
+    assert regions(labels.data)[1] < regions(speckled)[1]
+    assert widget.class_table.column("pixels") == q.cluster_sizes.tolist()
+    summary = labels.metadata[METADATA_KEY]
+    assert summary["report"]["entropy_bits"] == pytest.approx(q.report.entropy_bits)
+
+
+def test_class_table_rows_and_areas_from_the_layer_scale(viewer, widget, qtbot, patches):
+    # No physical scale: areas in pixels.
+    widget.n_colors.value = 3
+    run_and_wait(qtbot, widget, layer=patches)
+    assert not widget._class_panel.isHidden()
+    assert widget.class_view.horizontalHeaderItem(3).text() == "area (pixels)"
+    assert "areas in pixels" in widget.class_title.text()
+    # A scale in micrometres (napari 0.9: layer.scale and pint layer.units).
+    source = viewer.add_image(patches.data, name="slide", scale=(0.5, 0.25), units="um")
+    run_and_wait(qtbot, widget, layer=source)
+    q = quantize(patches.data, 3)
+    table = widget.class_table
+    assert table.columns == ("label", "name", "color", "pixels", "share", "area_um2")
+    assert table.column("pixels") == q.cluster_sizes.tolist()
+    assert table.column("area_um2") == pytest.approx(list(q.cluster_sizes * 0.125))
+    assert table.column("share") == pytest.approx(list(q.cluster_sizes / q.cluster_sizes.sum()))
+    view = widget.class_view
+    assert view.rowCount() == 3
+    headers = [view.horizontalHeaderItem(i).text() for i in range(view.columnCount())]
+    assert headers == ["class", "name", "share", "area (µm²)"]
+    for r, row in enumerate(table.rows):
+        assert view.item(r, 0).text() == str(r + 1)
+        assert view.item(r, 1).text() == f"class {r + 1}"
+        assert view.item(r, 2).text() == f"{100 * row['share']:.1f}%"
+        assert view.item(r, 3).text() == f"{row['area_um2']:,.1f}"
+        swatch = view.item(r, 0).icon().pixmap(8, 8).toImage().pixelColor(4, 4)
+        assert swatch.name() == row["color"]
+    labels = next(lay for lay in outputs(viewer, "labels") if lay.name.startswith("slide"))
+    rows = labels.metadata[METADATA_KEY]["classes"]
+    assert [r["area_um2"] for r in rows] == pytest.approx(table.column("area_um2"))
+    # The report is folded under the table; its button opens it.
+    assert not widget.report_toggle.isChecked() and widget._report_scroll.isHidden()
+    widget.report_toggle.click()
+    assert not widget._report_scroll.isHidden() and ".kvq file" in widget.report.value
+
+
+def test_rename_propagates_to_features_and_metadata(viewer, widget, qtbot, patches, tmp_path):
+    widget.n_colors.value = 3
+    run_and_wait(qtbot, widget, layer=patches)
+    (labels,), (recon,) = outputs(viewer, "labels"), outputs(viewer, "reconstruction")
+    assert list(labels.features["name"]) == ["class 1", "class 2", "class 3"]
+    item = widget.class_view.item(0, 1)
+    assert item.flags() & item.flags().ItemIsEditable
+    assert not widget.class_view.item(0, 2).flags() & item.flags().ItemIsEditable
+    # A real edit: double-click opens an editor in the cell, Enter commits it.
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QLineEdit
+
+    view = widget.class_view
+    view.editItem(item)
+    (editor,) = view.viewport().findChildren(QLineEdit)
+    editor.setText("nuclei")
+    qtbot.keyClick(editor, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: widget.class_names[0] == "nuclei", timeout=5_000)
+    assert view.item(0, 1).text() == "nuclei"
+    widget.rename_class(3, "  stroma ")
+    assert widget.class_names == ["nuclei", "class 2", "stroma"]
+    assert widget.class_view.item(2, 1).text() == "stroma"
+    assert list(labels.features["name"]) == ["nuclei", "class 2", "stroma"]
+    for layer in (labels, recon):
+        assert layer.metadata[METADATA_KEY]["names"] == ["nuclei", "class 2", "stroma"]
+        classes = layer.metadata[METADATA_KEY]["classes"]
+        assert [row["name"] for row in classes] == widget.class_names
+    # An empty name gives back the default one.
+    widget.rename_class(3, "")
+    assert widget.class_names[2] == "class 3" and labels.features["name"][2] == "class 3"
+    # The names go out with the table.
+    path = widget.export_classes(tmp_path / "classes.csv")
+    assert "nuclei" in path.read_text()
+
+
+def test_merge_selected_classes(viewer, widget, qtbot, patches):
+    widget.n_colors.value = 5
+    widget.color_space.value = "hed"
+    run_and_wait(qtbot, widget, layer=patches)
+    (labels,), (recon,) = outputs(viewer, "labels"), outputs(viewer, "reconstruction")
+    before = quantize(patches.data, 5, color_space="hed")
+    widget.rename_class(4, "stroma")
+    view = widget.class_view
+    assert not widget.merge_button.isEnabled()
+    view.selectRow(1)
+    assert not widget.merge_button.isEnabled()  # one class: nothing to merge
+    selection = view.selectionModel()
+    flags = selection.SelectionFlag.Select | selection.SelectionFlag.Rows
+    selection.select(view.model().index(3, 0), flags)
+    assert widget.merge_button.isEnabled()
+    n_layers = len(viewer.layers)
+    widget.merge_button.click()
+
+    # The same layers, updated: K = 4, class 2 the union of 2 and 4, 5 became 4.
+    assert len(viewer.layers) == n_layers
+    assert outputs(viewer, "labels") == [labels] and outputs(viewer, "reconstruction") == [recon]
+    lut = np.array([0, 1, 2, 3, 2, 4])  # by label: 4 joins 2, 5 moves down
+    np.testing.assert_array_equal(labels.data, lut[before.labels + 1])
+    assert labels.name.endswith("K=4 labels")
+    summary = labels.metadata[METADATA_KEY]
+    palette = np.array(summary["palette"], np.uint8)
+    sizes = before.cluster_sizes
+    w = sizes[[1, 3]] / sizes[[1, 3]].sum()
+    np.testing.assert_array_equal(palette[1], np.rint(w @ before.palette[[1, 3]].astype(float)))
+    np.testing.assert_array_equal(recon.data, palette[labels.data - 1])
+    np.testing.assert_allclose(np.asarray(labels.colormap.color_dict[2])[:3], palette[1] / 255)
+    assert summary["n_colors"] == 4 and summary["report"]["n_colors"] == 4
+    diff = patches.data.astype(float) - recon.data.astype(float)
+    assert summary["distortion"] == pytest.approx((diff**2).sum(axis=2).mean())
+    assert summary["distortion"] > before.distortion
+    assert "storage" not in summary
+    assert widget.class_names == ["class 1", "stroma", "class 3", "class 4"]
+    assert list(labels.features["name"]) == widget.class_names
+    assert widget.class_table.column("pixels") == [
+        sizes[0],
+        sizes[1] + sizes[3],
+        sizes[2],
+        sizes[4],
+    ]
+    assert view.rowCount() == 4
+    assert "Merged classes 2, 4 into class 2" in widget.status.value
+    assert "not measured: classes merged" in widget.report.value
+    assert widget.last_result["n_colors"] == 4
+    # Refusals: one class, or no run yet.
+    assert widget.merge_classes([1]) is None and "at least two" in widget.status.value
+
+
+def test_export_classes_to_csv(viewer, widget, qtbot, patches, tmp_path, monkeypatch):
+    assert widget.export_classes(tmp_path / "none.csv") is None
+    assert "press Run first" in widget.status.value
+    assert not (tmp_path / "none.csv").exists()
+    source = viewer.add_image(patches.data, name="slide", scale=(0.5, 0.5), units="um")
+    widget.mask.value = "auto"
+    widget.color_space.value = "hed"
+    run_and_wait(qtbot, widget, layer=source, n_colors=3)
+    widget.rename_class(1, "nuclei")
+    path = widget.export_classes(tmp_path / "classes.csv")
+    text = path.read_text()
+    assert text == widget.class_table.to_csv()
+    import csv
+
+    rows = list(csv.DictReader(text.splitlines()))
+    assert list(rows[0]) == [
+        "label", "name", "color", "pixels", "share", "area_um2",
+        "mean_hematoxylin", "mean_eosin", "mean_residual",
+    ]  # fmt: skip
+    assert rows[0]["name"] == "nuclei"
+    assert float(rows[0]["area_um2"]) == pytest.approx(int(rows[0]["pixels"]) * 0.25)
+    assert "written to" in widget.status.value
+
+    # The button asks where, with napari's file dialog (here answered by the test).
+    asked = tmp_path / "asked.csv"
+    monkeypatch.setattr(
+        widget_module.QFileDialog, "getSaveFileName", lambda *a, **k: (str(asked), "")
+    )
+    widget.export_button.click()
+    assert asked.read_text() == text
+    monkeypatch.setattr(widget_module.QFileDialog, "getSaveFileName", lambda *a, **k: ("", ""))
+    assert widget.export_classes() is None  # cancelled
+    assert widget.export_classes(tmp_path / "missing" / "x.csv") is None
+    assert "Cannot write" in widget.status.value
+
+
+def test_sweep_with_a_mask_opens_the_report(viewer, widget, qtbot, patches):
+    from napari_kmeans_vq.core.tissue import tissue_mask
+
+    widget.mask.value = "auto"
+    widget.run_sweep(layer=patches, ks="2, 3")
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    mask = tissue_mask(patches.data)
+    for layer in outputs(viewer, "sweep"):
+        np.testing.assert_array_equal(layer.data[~mask], patches.data[~mask])
+    n = int(mask.sum())
+    assert [row["total_bits"] for row in widget.sweep_rows] == [
+        bit_report(n, k).total_bits for k in (2, 3)
+    ]
+    assert widget.report_toggle.isChecked() and not widget._report_scroll.isHidden()

@@ -34,25 +34,35 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import numpy as np
 
-from .._limits import MAX_COLORS, label_dtype, peak_value
+from .._limits import MAX_COLORS, index_dtype, label_dtype, peak_value
+from ..core.bits import bit_report, label_entropy_bits
 from ..core.colorspace import palette_rgba
 from ..core.quantize import Quantization
 from ..large import quantize
 
 __all__ = [
     "METADATA_KEY",
+    "PixelSize",
+    "class_table_for",
+    "class_table_view",
     "cluster_features",
     "coded_layer_data",
+    "default_names",
     "is_lazy_quantization",
     "label_colormap",
     "layer_data",
     "layer_snapshot",
     "lazy_coded_layer_data",
+    "merge_classes",
+    "merge_names",
     "parse_k_list",
+    "pixel_size",
     "quantization_layer_data",
     "report_rows",
     "spatial_kwargs",
@@ -101,7 +111,7 @@ def _hex(rgba_row: np.ndarray) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
-def cluster_features(palette: np.ndarray, counts: np.ndarray, dtype=None) -> dict:
+def cluster_features(palette: np.ndarray, counts: np.ndarray, dtype=None, names=None) -> dict:
     """The labels layer's ``features`` table: one row per cluster.
 
     Parameters
@@ -111,14 +121,17 @@ def cluster_features(palette: np.ndarray, counts: np.ndarray, dtype=None) -> dic
         Pixels in each cluster.
     dtype : dtype, optional
         See :func:`palette_rgba`.
+    names : sequence of K str, optional
+        Class names; default ``"class 1"`` .. ``"class K"`` (see :func:`default_names`).
 
     Returns
     -------
     dict of str to ndarray
         ``index`` (the label value, cluster + 1; napari matches rows to labels by it),
-        ``cluster`` (codeword index), ``hex`` (display colour), the channel values (``R``,
-        ``G``, ``B``, ``A`` for colour palettes, ``value`` for one channel, ``c0``... else),
-        ``pixels`` and ``share`` (fraction of the image).
+        ``name`` (the class name), ``cluster`` (codeword index), ``hex`` (display colour),
+        the channel values (``R``, ``G``, ``B``, ``A`` for colour palettes, ``value`` for one
+        channel, ``c0``... else), ``pixels`` and ``share`` (fraction of the pixels
+        segmented).
     """
     palette = np.asarray(palette)
     if palette.ndim == 1:
@@ -130,6 +143,7 @@ def cluster_features(palette: np.ndarray, counts: np.ndarray, dtype=None) -> dic
     rgba = palette_rgba(palette, dtype)
     features: dict = {
         "index": np.arange(1, k + 1, dtype=np.int64),
+        "name": np.array(_check_names(names, k), dtype=object),
         "cluster": np.arange(k, dtype=np.int64),
         "hex": np.array([_hex(row) for row in rgba], dtype=object),
     }
@@ -252,6 +266,7 @@ def coded_layer_data(
     counts: np.ndarray | None = None,
     dtype=None,
     mask: np.ndarray | None = None,
+    names=None,
 ) -> list[tuple]:
     """Reconstruction and labels layer tuples from codeword indices and a palette.
 
@@ -280,6 +295,9 @@ def coded_layer_data(
         The image's dtype, for display colours; defaults to the palette's.
     mask : bool array of ``labels.shape``, optional
         The pixels segmented; the others get napari's background label 0.
+    names : sequence of K str, optional
+        Class names, for the ``features`` table's ``name`` column and ``names`` in the
+        metadata; default ``"class 1"`` .. ``"class K"``.
 
     Returns
     -------
@@ -316,6 +334,7 @@ def coded_layer_data(
         metadata=metadata,
         source_layer=source_layer,
         dtype=dtype,
+        names=names,
     )
     return [(reconstruction, recon_meta, "image"), (coded, labels_meta, "labels")]
 
@@ -330,13 +349,25 @@ def _check_palette(palette) -> np.ndarray:
 
 
 def _layer_metas(
-    palette, counts, *, rgb, recon_dtype, name, metadata, source_layer, dtype, multiscale=False
+    palette,
+    counts,
+    *,
+    rgb,
+    recon_dtype,
+    name,
+    metadata,
+    source_layer,
+    dtype,
+    multiscale=False,
+    names=None,
 ) -> tuple[dict, dict]:
     """The two layers' meta dicts: names, colours, features, summary and placement."""
     k = palette.shape[0]
+    names = _check_names(names, k)
     summary = dict(metadata or {})
     summary.setdefault("n_colors", k)
     summary.setdefault("palette", palette.tolist())
+    summary["names"] = names
     spatial = spatial_kwargs(source_layer)
     title = f"{name} K={k}"
     display = _display_kwargs(source_layer, SimpleNamespace(dtype=np.dtype(recon_dtype)), rgb)
@@ -356,7 +387,7 @@ def _layer_metas(
     labels_meta = {
         "name": f"{title} labels",
         "colormap": label_colormap(palette, dtype),
-        "features": cluster_features(palette, counts, dtype),
+        "features": cluster_features(palette, counts, dtype, names),
         "metadata": {METADATA_KEY: {**summary, "role": "labels"}},
         **spatial,
     }
@@ -384,6 +415,7 @@ def lazy_coded_layer_data(
     source_layer=None,
     dtype=None,
     channel_axis: int | None = -1,
+    names=None,
 ) -> list[tuple]:
     """Layer tuples for lazy (dask) labels and reconstruction, nothing computed.
 
@@ -398,7 +430,7 @@ def lazy_coded_layer_data(
     multiscale : bool
         Whether ``labels`` and ``reconstruction`` are lists of levels; the layers are then
         napari multiscale layers.
-    name, metadata, source_layer, dtype
+    name, metadata, source_layer, dtype, names
         As for :func:`coded_layer_data`.
     channel_axis : int or None, default -1
         Where the reconstruction's colour axis is; moved last (lazily) for napari.
@@ -438,6 +470,7 @@ def lazy_coded_layer_data(
         source_layer=source_layer,
         dtype=dtype,
         multiscale=multiscale,
+        names=names,
     )
     if not multiscale:
         recon_meta.pop("multiscale", None)
@@ -465,12 +498,18 @@ def _summary(q: Quantization) -> dict:
         "distortion": float(q.distortion),
         "psnr": psnr,
         "seconds": q.info.get("seconds"),
+        "masked": getattr(q, "mask", None) is not None,
         "info": dict(q.info),
     }
 
 
 def quantization_layer_data(
-    q: Quantization, *, source_layer=None, name: str | None = None, channel_axis: int | None = -1
+    q: Quantization,
+    *,
+    source_layer=None,
+    name: str | None = None,
+    channel_axis: int | None = -1,
+    names=None,
 ) -> list[tuple]:
     """The reconstruction and labels layer tuples of a finished :func:`quantize` run.
 
@@ -489,13 +528,20 @@ def quantization_layer_data(
     channel_axis : int or None, default -1
         The ``channel_axis`` given to :func:`quantize`; napari shows colour last, so a
         reconstruction with its colour axis elsewhere is moved there (a view, no copy).
+    names : sequence of K str, optional
+        Class names (default ``"class 1"`` ..): the labels layer's ``name`` feature, and
+        ``names`` in both layers' metadata.
 
     Returns
     -------
     list of (data, meta, layer_type)
-        See :func:`coded_layer_data`.
+        See :func:`coded_layer_data`. The metadata also hold ``classes``, the rows of
+        :func:`class_table_for` (areas from the source layer's scale and units).
     """
     base, tag = _source_info(source_layer, name)
+    names = _check_names(names, q.n_colors)
+    table = class_table_for(q, names=names, source_layer=source_layer)
+    summary = {**_summary(q), **tag, "classes": [dict(row) for row in table.rows]}
     if is_lazy_quantization(q):
         return lazy_coded_layer_data(
             q.labels,
@@ -504,10 +550,11 @@ def quantization_layer_data(
             q.cluster_sizes,
             multiscale=bool(getattr(q, "multiscale", False)),
             name=base,
-            metadata={**_summary(q), **tag},
+            metadata=summary,
             source_layer=source_layer,
             dtype=q.palette.dtype,
             channel_axis=channel_axis,
+            names=names,
         )
     reconstruction = q.reconstruction
     if channel_axis is not None:
@@ -517,11 +564,12 @@ def quantization_layer_data(
         q.palette,
         reconstruction=reconstruction,
         name=base,
-        metadata={**_summary(q), **tag},
+        metadata=summary,
         source_layer=source_layer,
         counts=q.cluster_sizes,
         dtype=q.palette.dtype,
         mask=q.mask,
+        names=names,
     )
 
 
@@ -747,3 +795,250 @@ def sweep_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         for r in rows
     ]
     return header, body
+
+
+# -- classes: names, areas and merges ------------------------------------------------------
+
+
+def default_names(n_classes: int) -> list[str]:
+    """``"class 1"`` .. ``"class K"``: the names classes have until someone names them."""
+    return [f"class {i + 1}" for i in range(n_classes)]
+
+
+def _check_names(names, k: int) -> list[str]:
+    """K names as str; None (or a None entry) is the default name of its class."""
+    if names is None:
+        return default_names(k)
+    names = [f"class {i + 1}" if name is None else str(name) for i, name in enumerate(names)]
+    if len(names) != k:
+        raise ValueError(f"names: expected {k}, one per class, got {len(names)}.")
+    return names
+
+
+class PixelSize(NamedTuple):
+    """The size of a pixel in a unit of length, as a layer's ``scale`` and ``units`` say.
+
+    ``sides`` are the (row, column) sides in ``unit``; ``unit`` is ASCII (``"um"``, for
+    column names such as ``area_um2``), ``symbol`` is for display (``"µm"``).
+    """
+
+    sides: tuple[float, float]
+    unit: str
+    symbol: str
+
+
+def pixel_size(source_layer) -> PixelSize | None:
+    """The pixel size of a layer (or snapshot) whose last two axes have units of length.
+
+    napari 0.9 layers have ``scale`` (per axis) and ``units`` (pint units, ``pixel`` unless
+    set). Only when both of the last two axes are lengths is there a physical pixel size;
+    the column side is converted to the row axis' unit. None otherwise (areas then stay in
+    pixels).
+    """
+    try:
+        scale = getattr(source_layer, "scale", None)
+        units = getattr(source_layer, "units", None)
+        if scale is None or units is None or isinstance(units, str):
+            return None
+        scale, units = [float(v) for v in scale][-2:], list(units)[-2:]
+        if len(scale) < 2 or len(units) < 2:
+            return None
+        import pint
+
+        registry = pint.get_application_registry()
+        row_unit, col_unit = (registry.Unit(str(unit)) for unit in units)
+        length = registry.meter.dimensionality
+        if row_unit.dimensionality != length or col_unit.dimensionality != length:
+            return None
+        col_side = (scale[1] * col_unit).to(row_unit).magnitude
+        sides = (scale[0], float(col_side))
+        if not all(math.isfinite(v) and v > 0 for v in sides):
+            return None
+        symbol = format(row_unit, "~")
+    except Exception:  # no pint, or units pint cannot read: no physical size
+        return None
+    return PixelSize(sides, symbol.replace("µ", "u").replace(" ", ""), symbol)
+
+
+def class_table_for(q, *, names=None, source_layer=None):
+    """The class table of a quantization, areas from the source layer's pixel size.
+
+    Parameters
+    ----------
+    q : Quantization or LazyQuantization
+        For a lazy result fitted on a coarser level or a sample, the pixels per class are
+        the fit's shares of the full-resolution pixels (estimates).
+    names : sequence of K str, optional
+    source_layer : object, optional
+        A napari layer or a :func:`layer_snapshot`: its ``scale`` and ``units`` give the
+        ``area_<unit>2`` column (see :func:`pixel_size`).
+
+    Returns
+    -------
+    napari_kmeans_vq.core.classes.ClassTable
+    """
+    size = pixel_size(source_layer)
+    options = {"pixel_size": size.sides, "unit": size.unit} if size is not None else {}
+    if is_lazy_quantization(q):
+        sizes = np.asarray(q.cluster_sizes, dtype=np.float64)
+        counts = np.rint(sizes * q.report.n_pixels / max(sizes.sum(), 1.0)).astype(np.int64)
+        q = replace(q.with_arrays(None, None), counts=counts)
+    return q.class_table(_check_names(names, q.n_colors), **options)
+
+
+def class_table_view(table) -> tuple[list[str], list[list[str]]]:
+    """The widget's class table as text: a header and one row per class.
+
+    Columns: class (its label), name, share, area (``µm²`` and the like with a pixel size,
+    else pixels), then the mean of each stain (stain spaces).
+    """
+    area = next((c for c in table.columns if c.startswith("area_")), None)
+    stains = [c for c in table.columns if c.startswith("mean_")]
+    if area is not None:
+        unit = area[len("area_") : -1]
+        symbol = "µ" + unit[1:] if unit.startswith("u") and len(unit) == 2 else unit
+        area_header = f"area ({symbol}²)"
+    else:
+        area_header = "area (pixels)"
+    header = ["class", "name", "share", area_header, *(c[len("mean_") :] for c in stains)]
+    rows = []
+    for row in table.rows:
+        size = f"{row[area]:,.1f}" if area is not None else f"{row['pixels']:,}"
+        rows.append(
+            [
+                str(row["label"]),
+                row["name"],
+                f"{100 * row['share']:.1f}%",
+                size,
+                *(f"{row[c]:.3f}" for c in stains),
+            ]
+        )
+    return header, rows
+
+
+def merge_classes(q: Quantization, labels, image, *, channel_axis: int | None = -1):
+    """Merge classes into one: the quantization with fewer codewords.
+
+    The merged class takes the lowest of the labels merged; the classes above the others
+    move down, so labels stay ``1 .. K'``. Its codeword is the pixel-weighted mean of the
+    merged codewords (rounded for integer images): the k-means update step for the union,
+    the colour that keeps J lowest for those pixels, and its centroid the mean of theirs
+    (so the class table's mean stains stay the members' means). J, PSNR, the bit report
+    and the class sizes are measured again on the new labels; pixels outside a mask stay
+    as they were.
+
+    Parameters
+    ----------
+    q : Quantization
+        An in-memory result (a lazy one is refused: its labels are not in memory).
+    labels : iterable of int
+        The classes' labels (codeword + 1), at least two.
+    image : array
+        The image that was quantized (for J), colour axis at ``channel_axis``.
+    channel_axis : int or None, default -1
+        As given to :func:`napari_kmeans_vq.quantize`.
+
+    Returns
+    -------
+    Quantization
+        ``info["merges"]`` lists the label groups merged, in the numbering of their time.
+    """
+    if is_lazy_quantization(q):
+        raise ValueError(
+            "merging classes needs the labels in memory; this result is lazy (dask or multiscale)."
+        )
+    k = q.n_colors
+    try:
+        chosen = sorted({int(label) for label in labels})
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"labels: expected class labels (whole numbers), got {labels!r}."
+        ) from None
+    if len(chosen) < 2:
+        raise ValueError(f"labels: choose at least two classes to merge, got {chosen}.")
+    if chosen[0] < 1 or chosen[-1] > k:
+        raise ValueError(f"labels: classes are 1 to {k}, got {chosen}.")
+    merged = np.array(chosen) - 1
+    target = int(merged[0])
+    counts = np.asarray(q.cluster_sizes, dtype=np.int64)
+    weights = counts[merged].astype(np.float64)
+    weights = (
+        weights / weights.sum() if weights.sum() > 0 else np.full(len(merged), 1 / len(merged))
+    )
+
+    palette = q.palette.copy()
+    colour = weights @ palette[merged].astype(np.float64)
+    if palette.dtype.kind in "ui":
+        info = np.iinfo(palette.dtype)
+        colour = np.clip(np.rint(colour), info.min, info.max)
+    palette[target] = colour.astype(palette.dtype)
+    centroids = np.array(q.centroids, dtype=np.float64, copy=True)
+    centroids[target] = weights @ centroids[merged]
+
+    keep = np.ones(k, dtype=bool)
+    keep[merged[1:]] = False
+    renumber = np.cumsum(keep) - 1
+    lut = renumber.copy()
+    lut[merged] = renumber[target]
+    new_k = int(keep.sum())
+    new_labels = lut.astype(index_dtype(new_k))[q.labels]
+    new_counts = np.bincount(lut, weights=counts, minlength=new_k).astype(np.int64)
+
+    # Only the merged pixels change colour: J moves by their change of squared error.
+    moved = np.isin(q.labels, merged)
+    if q.mask is not None:
+        moved &= q.mask
+    c = palette.shape[1]
+    reconstruction = np.array(q.reconstruction, copy=True)
+    recon = (
+        reconstruction if channel_axis is None else np.moveaxis(reconstruction, channel_axis, -1)
+    )
+    pixels = np.asarray(image)
+    pixels = pixels[..., None] if channel_axis is None else np.moveaxis(pixels, channel_axis, -1)
+    if pixels.shape[:-1] != q.labels.shape:
+        raise ValueError(
+            f"image: shape {np.shape(image)} is not the quantized image's ({q.labels.shape} "
+            "without the colour axis)."
+        )
+    x = pixels[moved][:, :c].astype(np.float64)
+    old = (recon[moved] if channel_axis is None else recon[moved][:, :c]).reshape(-1, c)
+    if channel_axis is None:
+        recon[moved] = palette[target, 0]
+    else:
+        recon[moved, :c] = palette[target]
+    delta = float(((x - palette[target].astype(np.float64)) ** 2).sum())
+    delta -= float(((x - old.astype(np.float64)) ** 2).sum())
+
+    n = q.report.n_pixels
+    distortion = max(q.distortion + delta / max(n, 1), 0.0)
+    if distortion == 0:
+        psnr = math.inf
+    else:
+        psnr = 10 * math.log10(peak_value(palette.dtype) ** 2 / (distortion / c))
+    report = bit_report(
+        n, new_k, channels=c, bits_per_channel=q.report.bits_per_channel
+    ).with_entropy(label_entropy_bits(new_counts) * n / max(int(new_counts.sum()), 1))
+    info = {**q.info, "merges": [*q.info.get("merges", []), chosen]}
+    return replace(
+        q,
+        labels=new_labels,
+        palette=palette[keep],
+        centroids=centroids[keep],
+        reconstruction=reconstruction,
+        distortion=float(distortion),
+        psnr=float(psnr),
+        report=report,
+        n_colors=new_k,
+        info=info,
+        counts=new_counts,
+    )
+
+
+def merge_names(names: Sequence[str | None], labels) -> list[str | None]:
+    """Class names after :func:`merge_classes` of ``labels``: the merged class keeps the
+    first name given (None entries are unnamed classes), the others move down."""
+    chosen = sorted({int(label) for label in labels})
+    given = [names[i - 1] for i in chosen if names[i - 1] is not None]
+    out = [name for i, name in enumerate(names, start=1) if i not in chosen[1:]]
+    out[chosen[0] - 1] = given[0] if given else None
+    return out

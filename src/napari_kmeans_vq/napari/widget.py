@@ -1,10 +1,14 @@
 """The napari dock widget: quantize an image layer to K colours, in a worker thread.
 
-A thin shell. The numerics are :func:`napari_kmeans_vq.quantize`; the layer tuples and the
-report's rows come from :mod:`napari_kmeans_vq.napari.layers`; the real file sizes from
-:func:`napari_kmeans_vq.io.size_report`. Each run is one napari ``thread_worker`` that
-yields the layer tuples (the main thread adds or updates the layers in one step), then
-measures the files and returns their sizes. Progress shows in napari's activity dock.
+A thin shell. The numerics are :func:`napari_kmeans_vq.quantize` (with its ``mask``,
+:func:`~napari_kmeans_vq.core.tissue.tissue_mask` and ``min_region``); the layer tuples,
+the class table, merges and the report's rows come from
+:mod:`napari_kmeans_vq.napari.layers`; the real file sizes from
+:func:`napari_kmeans_vq.io.size_report`. A mask drawn in napari (a labels or shapes layer)
+is rasterised here by napari itself (``Shapes.to_masks``). Each run is one napari
+``thread_worker`` that yields the layer tuples (the main thread adds or updates the layers
+in one step), then measures the files and returns their sizes. Progress shows in napari's
+activity dock.
 
 Cancel sets a flag that the engine's ``progress(stage, fraction)`` callback checks: the
 callback raises and the engine stops where it is; between steps the worker checks the
@@ -21,36 +25,58 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui.widgets import (
     ComboBox,
     Container,
+    FloatSpinBox,
     Label,
     LineEdit,
     PushButton,
     SpinBox,
     create_widget,
 )
-from napari.layers import Image, Labels, Layer
+from napari.layers import Image, Labels, Layer, Shapes
 from napari.qt.threading import thread_worker
 from napari.utils import cancelable_progress
 from napari.utils.notifications import notification_manager, show_error, show_warning
 from qtpy.QtCore import QEvent, QObject, Qt, Signal
-from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy
+from qtpy.QtGui import QColor, QIcon, QPixmap
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QTableWidget,
+    QTableWidgetItem,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from .. import quantize
 from .._limits import MAX_COLORS
 from ..core._threads import one_thread
 from ..core.colorspace import COLOR_SPACES
+from ..core.tissue import DEFAULT_THRESHOLD, tissue_mask
 from ..io import size_report
 from ..large import Cancelled, dask_progress, is_lazy_input
 from .layers import (
     _SPATIAL,
     METADATA_KEY,
+    class_table_for,
+    class_table_view,
     is_lazy_quantization,
     layer_snapshot,
+    merge_classes,
+    merge_names,
     parse_k_list,
     quantization_layer_data,
     report_rows,
@@ -62,7 +88,7 @@ from .layers import (
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["InputError", "QuantizeWidget", "check_k", "check_source"]
+__all__ = ["InputError", "QuantizeWidget", "check_k", "check_source", "mask_from_layer"]
 
 # Lazy (dask, zarr, multiscale) results up to this many full-resolution pixels are
 # computed in the worker: napari then gets numpy layers (unless multiscale) and the files
@@ -131,6 +157,59 @@ def check_k(k) -> int:
     return int(k)
 
 
+def _spatial_shape(data, channel_axis) -> tuple[int, ...]:
+    """The image's shape without its colour axis (level 0 of a multiscale list)."""
+    first = data[0] if isinstance(data, list) else data
+    shape = tuple(int(n) for n in first.shape)
+    return shape if channel_axis is None else shape[:-1]
+
+
+def mask_from_layer(layer: Layer, source: Image, shape: tuple[int, ...]) -> np.ndarray:
+    """The boolean mask a labels layer (labels > 0) or a shapes layer (inside any shape)
+    gives for ``source``, an image of ``shape`` pixels; an :class:`InputError` if none.
+
+    Shapes are taken from their layer's data coordinates to the image's through the world
+    (so a shapes layer with another scale or translate still lands on the right pixels)
+    and rasterised by napari's ``Shapes.to_masks``.
+    """
+    if isinstance(layer, Labels):
+        data = layer.data[0] if layer.multiscale else layer.data
+        if tuple(data.shape) != shape:
+            raise InputError(
+                f"The mask layer '{layer.name}' has shape {tuple(data.shape)}, but "
+                f"'{source.name}' has {shape} pixels (without its colour axis): a mask must "
+                "cover the image pixel for pixel. Paint it on the image, or choose another "
+                "mask. Nothing was added."
+            )
+        mask = np.asarray(data) > 0
+    elif isinstance(layer, Shapes):
+        if layer.ndim != len(shape):
+            raise InputError(
+                f"The shapes layer '{layer.name}' has {layer.ndim} dimensions, but "
+                f"'{source.name}' has {len(shape)}: draw the shapes over the image, or "
+                "choose another mask. Nothing was added."
+            )
+        if layer.nshapes == 0:
+            raise InputError(
+                f"The shapes layer '{layer.name}' has no shapes: draw the tissue's outline, "
+                "or choose another mask."
+            )
+        vertices = [
+            np.array([source.world_to_data(layer.data_to_world(v)) for v in shape_data])
+            for shape_data in layer.data
+        ]
+        drawn = Shapes(vertices, shape_type=list(layer.shape_type))
+        mask = np.asarray(drawn.to_masks(mask_shape=shape)).any(axis=0)
+    else:
+        raise InputError(f"'{layer.name}' is neither a labels nor a shapes layer.")
+    if not mask.any():
+        raise InputError(
+            f"The mask '{layer.name}' selects no pixel of '{source.name}': paint or draw the "
+            "tissue over the image, or choose another mask."
+        )
+    return mask
+
+
 # -- the worker thread -------------------------------------------------------------------
 
 
@@ -185,6 +264,24 @@ class _Result:  # returned: the file sizes, a sweep's layers, or what went wrong
     failed: Exception | None = None  # anything else: a bug, memory...
 
 
+def _inputs(image, options, reporter):
+    """The image and the options for :func:`quantize`: a lazy image computed when a mask or
+    min region needs it in memory; the automatic tissue mask made."""
+    options = dict(options)
+    threshold = options.pop("tissue_threshold", None)
+    in_memory = threshold is not None or "mask" in options or options.get("min_region")
+    if in_memory and is_lazy_input(image):
+        (image,) = _compute([image], reporter)
+    if threshold is not None:
+        options["mask"] = tissue_mask(image, threshold, channel_axis=options["channel_axis"])
+        if not options["mask"].any():
+            raise ValueError(
+                f"the automatic tissue mask at threshold {threshold:g} selects no pixels (the "
+                "image looks like bare glass): lower the tissue threshold."
+            )
+    return image, options
+
+
 def _quantize(image, k, options, reporter):
     """The engine, kept to one thread: the other core stays with napari's drawing."""
     options = dict(options)
@@ -234,6 +331,7 @@ def _single_job(image, k, options, source_path, source, reporter):
     """Quantize and yield the layer tuples; then measure the files, return their sizes."""
     channel_axis = options.get("channel_axis", -1)
     try:
+        image, options = _inputs(image, options, reporter)
         q = _quantize(image, k, options, reporter)
         small = is_lazy_quantization(q) and q.report.n_pixels <= IN_MEMORY_PIXELS
         if small and not q.multiscale:  # napari gets numpy layers, never computes blocks
@@ -261,6 +359,14 @@ def _single_job(image, k, options, source_path, source, reporter):
 def _sweep_job(image, ks, options, source, reporter):
     """One quantization per K; the layer tuples and the table come back together."""
     tuples, rows = [], []
+    try:
+        image, options = _inputs(image, options, reporter)
+    except (_Stop, Cancelled):
+        return None
+    except (ValueError, TypeError) as err:
+        return _Result(refused=err)
+    except Exception as err:
+        return _Result(failed=err)
     for i, k in enumerate(ks):
         reporter.span = (i / len(ks), (i + 1) / len(ks))
         try:
@@ -326,6 +432,8 @@ class _Run:
     source: Layer
     title: str
     reporter: _Reporter
+    snapshot: object = None  # the source's plain copy the worker reads
+    channel_axis: int | None = -1
     worker: object = None
     progress: _RunProgress | None = None
     started: float = field(default_factory=time.perf_counter)
@@ -338,13 +446,33 @@ class _Run:
         return self.reporter.stop
 
 
+@dataclass(eq=False)
+class _Classes:
+    """The class table's state: the last single run's result, and the names given."""
+
+    q: object  # Quantization, or LazyQuantization (no merges then)
+    source: Layer
+    snapshot: object  # the source's placement at the run: areas come from its scale
+    channel_axis: int | None
+    names: list  # str, or None for a class not named yet
+
+
+def _swatch(hex_colour: str) -> QIcon:
+    pixmap = QPixmap(14, 14)
+    pixmap.fill(QColor(hex_colour))
+    return QIcon(pixmap)
+
+
 class QuantizeWidget(Container):
     """Dock widget: quantize an image layer to K colours with k-means.
 
     *Run* adds (re-run on the same source: updates in place) a reconstruction image layer
-    and a labels layer coloured with the palette, then reports the bits and the real file
-    sizes. *Run sweep* adds one reconstruction per K and shows them in napari's grid view,
-    with a comparison table.
+    and a labels layer coloured with the palette, fills the class table (one row per class:
+    colour, editable name, share, area, mean stains) and reports the bits and the real file
+    sizes, folded under the table. *Run sweep* adds one reconstruction per K and shows them
+    in napari's grid view, with a comparison table. A mask (a labels or shapes layer, or
+    the automatic tissue mask) limits the segmentation to its pixels; *min region* merges
+    smaller connected regions into their neighbours.
 
     Parameters
     ----------
@@ -370,6 +498,25 @@ class QuantizeWidget(Container):
         )
         self.n_init = SpinBox(value=0, min=0, max=100, label="restarts")
         self.n_init.tooltip = "Seedings to try, keeping the best (n_init); 0 = automatic."
+        self.mask = ComboBox(choices=self._mask_choices, label="mask")
+        self.mask.tooltip = (
+            "Pixels to segment: all ('none'); the labelled pixels of a labels layer or the "
+            "inside of a shapes layer's shapes, drawn over the image; or the tissue found "
+            "automatically (bright glass left out). The others get label 0 and count nowhere."
+        )
+        self.tissue_threshold = FloatSpinBox(
+            value=DEFAULT_THRESHOLD, min=0.0, max=3.0, step=0.01, label="tissue threshold"
+        )
+        self.tissue_threshold.tooltip = (
+            "Automatic mask: optical density, summed over R, G and B, above which a pixel is "
+            "tissue. Raise it (0.2-0.3) to leave out faint tissue or dust, lower it for pale "
+            "stains."
+        )
+        self.min_region = SpinBox(value=0, min=0, max=10**8, label="min region (px)")
+        self.min_region.tooltip = (
+            "Spatial clean-up: connected regions smaller than this many pixels take their "
+            "neighbours' majority class; 0 = off."
+        )
         self.fit_level = SpinBox(value=0, min=0, max=0, label="fit level")
         self.fit_level.tooltip = "Multiscale images: the level the codebook is fitted on."
         self.sweep = LineEdit(value="2, 3, 6, 16", label="sweep K")
@@ -387,7 +534,8 @@ class QuantizeWidget(Container):
         self.status = Label(value="Ready.", label="")
         self.report = Label(value="")
         widgets = [self.image, self.n_colors, self.seed, self.color_space, self.n_init]
-        self.extend([*widgets, self.fit_level, self.sweep, buttons, self.status])
+        masking = [self.mask, self.tissue_threshold, self.min_region]
+        self.extend([*widgets, *masking, self.fit_level, self.sweep, buttons, self.status])
         # Text wraps, and the report scrolls, rather than widen the dock after a run
         # (magicgui makes labels Fixed: as wide as their text).
         preferred = QSizePolicy.Policy.Preferred
@@ -397,16 +545,35 @@ class QuantizeWidget(Container):
         self.report.native.setTextFormat(Qt.TextFormat.RichText)
         self.report.native.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.report.native.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
-        scroll = QScrollArea()
+        self.native.layout().addWidget(self._make_class_panel())
+        # The bit report, folded under the class table: a button opens it.
+        self.report_toggle = QToolButton()
+        self.report_toggle.setText("Bits and files")
+        self.report_toggle.setCheckable(True)
+        self.report_toggle.setAutoRaise(True)
+        self.report_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.report_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.report_toggle.setToolTip("The bit accounting, J, PSNR and the real file sizes.")
+        self._report_scroll = scroll = QScrollArea()
         scroll.setWidget(self.report.native)
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Expanding)
+        scroll.setVisible(False)
+        self.report_toggle.toggled.connect(self._fold_report)
+        # While the report is folded this takes the dock's spare height, so the controls
+        # keep their spacing.
+        self._spare = QWidget()
+        self._spare.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Expanding)
+        self.native.layout().addWidget(self.report_toggle)
         self.native.layout().addWidget(scroll)
+        self.native.layout().addWidget(self._spare)
 
         self.last_result: dict | None = None  # what the report shows, for scripts
         self.sweep_rows: list[dict] = []
         self._last_q = None
+        self._classes: _Classes | None = None
+        self._filling = False  # the class table is being filled: edits are not renames
         self._run: _Run | None = None
         self._runs = 0
         self._closed = False
@@ -423,7 +590,53 @@ class QuantizeWidget(Container):
         self.sweep_button.changed.connect(lambda: self.run_sweep())
         self.cancel_button.changed.connect(self.cancel)
         self.image.changed.connect(self._on_image_changed)
+        self.mask.changed.connect(self._on_mask_changed)
         self._on_image_changed()
+        self._on_mask_changed()
+
+    def _make_class_panel(self) -> QWidget:
+        """The class table (hidden until a run) with its Merge and Export buttons."""
+        panel = QWidget()
+        layout = QVBoxLayout(panel)
+        layout.setContentsMargins(0, 4, 0, 0)
+        self.class_title = QLabel("Classes")
+        self.class_title.setWordWrap(True)
+        self.class_view = view = QTableWidget(0, 0)
+        view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        view.setEditTriggers(
+            QAbstractItemView.EditTrigger.DoubleClicked
+            | QAbstractItemView.EditTrigger.EditKeyPressed
+            | QAbstractItemView.EditTrigger.SelectedClicked
+        )
+        view.verticalHeader().setVisible(False)
+        view.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        view.setToolTip(
+            "One row per class. Double-click a name to rename the class; select rows "
+            "(Ctrl/Shift-click) to merge them."
+        )
+        view.itemChanged.connect(self._on_class_edited)
+        view.itemSelectionChanged.connect(self._set_class_buttons)
+        self.merge_button = QPushButton("Merge selected")
+        self.merge_button.setToolTip(
+            "Merge the selected classes into one: the lowest label, its colour the "
+            "pixel-weighted mean of theirs."
+        )
+        self.export_button = QPushButton("Export CSV…")
+        self.export_button.setToolTip("Write the class table to a CSV file.")
+        self.merge_button.clicked.connect(lambda: self.merge_classes())
+        self.export_button.clicked.connect(lambda: self.export_classes())
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.merge_button)
+        row.addWidget(self.export_button)
+        layout.addWidget(self.class_title)
+        layout.addWidget(view)
+        layout.addLayout(row)
+        panel.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        panel.setVisible(False)
+        self._class_panel = panel
+        return panel
 
     # -- public actions ------------------------------------------------------------------
 
@@ -449,7 +662,8 @@ class QuantizeWidget(Container):
         except InputError as err:
             return self._refuse(str(err))
         path = getattr(getattr(source, "source", None), "path", None)
-        return self._start(_single_job, source, str(k), image, k, options, path)
+        axis = options["channel_axis"]
+        return self._start(_single_job, source, str(k), image, k, options, path, channel_axis=axis)
 
     def run_sweep(self, layer: Layer | None = None, ks: str | list[int] | None = None):
         """Quantize at every K of the sweep field (or ``ks``): one reconstruction per K."""
@@ -472,6 +686,120 @@ class QuantizeWidget(Container):
             self._end(run, "Cancelled measuring the files; the layers stay.")
             self._show_sizes({"skipped": "cancelled"})
 
+    # -- the class table -----------------------------------------------------------------
+
+    @property
+    def class_table(self):
+        """The last run's class table with the names given
+        (:class:`~napari_kmeans_vq.core.classes.ClassTable`), or None before a run."""
+        c = self._classes
+        if c is None:
+            return None
+        return class_table_for(c.q, names=c.names, source_layer=c.snapshot)
+
+    @property
+    def class_names(self) -> list[str]:
+        """The classes' names, in label order (``"class 3"`` for one not named)."""
+        table = self.class_table
+        return [] if table is None else table.column("name")
+
+    def rename_class(self, label: int, name: str) -> None:
+        """Name class ``label`` (1 .. K); an empty name gives back its default name.
+
+        The name goes to the table, to the labels layer's ``features`` (``name``) and to
+        ``names`` and ``classes`` in both output layers' metadata.
+        """
+        c = self._classes
+        if c is None:
+            return self._refuse("No classes yet: press Run first.")
+        if not 1 <= int(label) <= len(c.names):
+            return self._refuse(f"There is no class {label}: classes are 1 to {len(c.names)}.")
+        c.names[int(label) - 1] = str(name).strip() or None
+        self._sync_class_layers()
+        # Only the name's cell changes (the table is not refilled: an edit may be ending).
+        item = self.class_view.item(int(label) - 1, 1)
+        if item is not None:
+            self._filling = True
+            try:
+                item.setText(self.class_names[int(label) - 1])
+                self.class_view.resizeColumnToContents(1)
+                self.class_view.resizeRowToContents(int(label) - 1)
+            finally:
+                self._filling = False
+
+    def merge_classes(self, labels=None):
+        """Merge classes (default: the rows selected) into one; returns the new result.
+
+        The merged class takes the lowest label (the labels above move down) and, as its
+        colour, the pixel-weighted mean of the merged colours; the labels and the
+        reconstruction layers are updated in place, and J, the bits and the table follow
+        (see :func:`napari_kmeans_vq.napari.layers.merge_classes`). None when refused.
+        """
+        c = self._classes
+        if self._run is not None:
+            return self._refuse(
+                "A run is still going (quantizing, or measuring its files): merge when it is "
+                "done, or press Cancel."
+            )
+        if c is None:
+            return self._refuse("No classes yet: press Run first.")
+        if labels is None:
+            rows = self.class_view.selectionModel().selectedRows()
+            labels = sorted(index.row() + 1 for index in rows)
+        if c.source not in self._viewer.layers:
+            return self._refuse(f"'{c.source.name}' is no longer in the viewer: run again.")
+        try:
+            q = merge_classes(c.q, labels, c.source.data, channel_axis=c.channel_axis)
+        except (ValueError, TypeError) as err:
+            return self._refuse(f"Cannot merge: {err}")
+        chosen = q.info["merges"][-1]
+        c.q, c.names = q, merge_names(c.names, chosen)
+        outputs = self._outputs(c.source)
+        tuples = quantization_layer_data(
+            q, source_layer=c.snapshot, channel_axis=c.channel_axis, names=c.names
+        )
+        for data, meta, kind in tuples:
+            self._put(outputs.get(meta["metadata"][METADATA_KEY]["role"], []), data, meta, kind)
+        self._last_q = q
+        seconds = None if self.last_result is None else self.last_result.get("seconds")
+        sizes = {"skipped": "classes merged after the run"}
+        self.last_result = {
+            "report": q.report.to_dict(),
+            "distortion": q.distortion,
+            "psnr": q.psnr,
+            "n_colors": q.n_colors,
+            "seconds": seconds,
+            "storage": sizes,
+        }
+        self.report.value = _html_table(None, report_rows(q, seconds, sizes))
+        self._fill_class_table()
+        merged = ", ".join(map(str, chosen))
+        self._set_status(f"Merged classes {merged} into class {chosen[0]}: K = {q.n_colors}.")
+        return q
+
+    def export_classes(self, path=None):
+        """Write the class table as CSV to ``path`` (None: ask with a file dialog).
+
+        Returns the path written, or None (no table yet, the dialog cancelled, or the
+        file could not be written: the status line says why).
+        """
+        table = self.class_table
+        if table is None:
+            return self._refuse("No class table yet: press Run first.")
+        if path is None:
+            default = f"{self._classes.source.name} classes.csv"
+            path, _ = QFileDialog.getSaveFileName(
+                self.native, "Export the class table", default, "CSV files (*.csv)"
+            )
+            if not path:
+                return None
+        try:
+            table.to_csv(path)
+        except OSError as err:
+            return self._refuse(f"Cannot write the class table to {path}: {err}")
+        self._set_status(f"Class table written to {path}.")
+        return Path(path)
+
     # -- a run ---------------------------------------------------------------------------
 
     def _prepare(self, layer):
@@ -486,12 +814,39 @@ class QuantizeWidget(Container):
             "n_init": "auto" if self.n_init.value == 0 else int(self.n_init.value),
             "channel_axis": channel_axis,
         }
+        options.update(self._mask_options(layer, data, channel_axis))
         if isinstance(data, list):
             level = int(self.fit_level.value) if layer is self.image.value else 0
             options["fit_level"] = min(level, len(data) - 1)
         return layer, data, options
 
-    def _start(self, job, source, k_text, *args):
+    def _mask_options(self, layer, data, channel_axis) -> dict:
+        """``mask``, ``tissue_threshold`` and ``min_region`` for the run, or an InputError."""
+        choice, options = self.mask.value, {}
+        shape = _spatial_shape(data, channel_axis)
+        if choice == "auto":
+            if channel_axis is None:
+                raise InputError(
+                    f"The automatic tissue mask needs an RGB image; '{layer.name}' has one "
+                    "channel. Choose mask 'none', or a labels or shapes layer."
+                )
+            options["tissue_threshold"] = float(self.tissue_threshold.value)
+        elif isinstance(choice, Layer):
+            if choice not in self._viewer.layers:
+                raise InputError(f"The mask layer '{choice.name}' is no longer in the viewer.")
+            options["mask"] = mask_from_layer(choice, layer, shape)
+        if self.min_region.value > 0:
+            options["min_region"] = int(self.min_region.value)
+        lazy = isinstance(data, list) or is_lazy_input(data)
+        if options and lazy and (isinstance(data, list) or np.prod(shape) > IN_MEMORY_PIXELS):
+            what = "a multiscale image" if isinstance(data, list) else "larger than 2^25 pixels"
+            raise InputError(
+                f"A mask and a min region need the image in memory, and '{layer.name}' is "
+                f"{what}. Choose mask 'none' and min region 0 for it, or quantize a crop."
+            )
+        return options
+
+    def _start(self, job, source, k_text, *args, channel_axis=-1):
         """Run ``job(*args, snapshot, reporter)`` in a worker thread for ``source``."""
         if self._run is not None:  # only its file sizes are pending: this run replaces them
             self._end(self._run, "")
@@ -499,11 +854,12 @@ class QuantizeWidget(Container):
         self._runs += 1
         reporter = _Reporter(self._runs, threading.Event(), self._relay)
         run = _Run(self._runs, source, f"'{source.name}' at K = {k_text}", reporter)
+        # The worker reads a plain copy of the source layer, never the live one.
+        run.snapshot, run.channel_axis = layer_snapshot(source), channel_axis
         self._run = run
         self._set_status(f"Quantizing {run.title}…")
         self._set_buttons(quantizing=True)
-        # The worker reads a plain copy of the source layer, never the live one.
-        run.worker = job(*args, layer_snapshot(source), reporter)
+        run.worker = job(*args, run.snapshot, reporter)
         run.worker.yielded.connect(partial(self._on_yielded, run))
         run.worker.returned.connect(partial(self._on_returned, run))
         run.worker.errored.connect(partial(self._on_errored, run))
@@ -602,6 +958,10 @@ class QuantizeWidget(Container):
             "storage": None,
         }
         self.report.value = _html_table(None, [*report_rows(q, seconds), ("files", "measuring…")])
+        self._classes = _Classes(
+            q, run.source, run.snapshot, run.channel_axis, [None] * q.n_colors
+        )
+        self._fill_class_table()
         self._keep_source_chosen(run.source)
         self._set_buttons(quantizing=False, measuring=True)
 
@@ -621,7 +981,10 @@ class QuantizeWidget(Container):
                 tag = {**layer.metadata[METADATA_KEY], "storage": result.sizes}
                 layer.metadata = {**layer.metadata, METADATA_KEY: tag}
             self._show_sizes(result.sizes)
-            self._end(run, f"Done: '{run.source.name}' at K = {self._last_q.n_colors}.")
+            q = self._last_q
+            inside = getattr(q, "mask", None)
+            where = "" if inside is None else f", inside the mask ({100 * inside.mean():.1f}%)"
+            self._end(run, f"Done: '{run.source.name}' at K = {q.n_colors}{where}.")
         else:
             self._show_sweep(run.source, result.tuples, result.rows)
             n = len(result.rows)
@@ -685,6 +1048,7 @@ class QuantizeWidget(Container):
         ]
         self.sweep_rows = rows
         self.report.value = _html_table(*sweep_table(rows))
+        self.report_toggle.setChecked(True)  # the table is the sweep's result
         self._keep_source_chosen(source)
         # The grid shows every visible layer: only the sweep's, each tile named with its K,
         # the camera reset so each tile shows its whole image.
@@ -735,6 +1099,104 @@ class QuantizeWidget(Container):
         # While only the files are measured, Run is on: a new run drops that measurement.
         self.run_button.enabled = self.sweep_button.enabled = not quantizing
         self.cancel_button.enabled = quantizing or measuring
+        self._set_class_buttons()
+
+    def _set_class_buttons(self) -> None:
+        c = self._classes
+        selected = len(self.class_view.selectionModel().selectedRows())
+        in_memory = c is not None and not is_lazy_quantization(c.q)
+        self.merge_button.setEnabled(in_memory and self._run is None and selected >= 2)
+        self.export_button.setEnabled(c is not None)
+
+    def _fold_report(self, shown: bool) -> None:
+        arrow = Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow
+        self.report_toggle.setArrowType(arrow)
+        self._report_scroll.setVisible(shown)
+        self._spare.setVisible(not shown)
+
+    def _mask_choices(self, _widget=None) -> list[tuple[str, object]]:
+        """'none', 'automatic (tissue)', then the viewer's labels and shapes layers (not
+        this widget's outputs)."""
+        choices: list[tuple[str, object]] = [("none", "none"), ("automatic (tissue)", "auto")]
+        for layer in self._viewer.layers:
+            ours = isinstance(layer.metadata, dict) and METADATA_KEY in layer.metadata
+            if isinstance(layer, Labels | Shapes) and not ours:
+                choices.append((layer.name, layer))
+        return choices
+
+    def _on_mask_changed(self, *_) -> None:
+        """The tissue threshold shows only for the automatic mask."""
+        auto = self.mask.value == "auto"
+        self.tissue_threshold.enabled = self.tissue_threshold.visible = auto
+
+    def _fill_class_table(self) -> None:
+        """Show the class table: swatch and label, name (editable), share, area, stains."""
+        table, view = self.class_table, self.class_view
+        header, cells = class_table_view(table)
+        selectable = Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEnabled
+        right = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+        self._filling = True
+        try:
+            view.clearContents()
+            view.setColumnCount(len(header))
+            view.setRowCount(len(cells))
+            view.setHorizontalHeaderLabels(header)
+            for r, (texts, row) in enumerate(zip(cells, table.rows, strict=True)):
+                for col, text in enumerate(texts):
+                    item = QTableWidgetItem(text)
+                    item.setFlags(
+                        selectable | Qt.ItemFlag.ItemIsEditable if col == 1 else selectable
+                    )
+                    if col == 0:
+                        item.setIcon(_swatch(row["color"]))
+                        item.setToolTip(f"label {row['label']}, colour {row['color']}")
+                    elif col > 1:
+                        item.setTextAlignment(right)
+                    view.setItem(r, col, item)
+            view.resizeColumnsToContents()
+            view.resizeRowsToContents()
+            self._fit_class_view()
+        finally:
+            self._filling = False
+        c = self._classes
+        inside = getattr(c.q, "mask", None)
+        where = "" if inside is None else ", inside the mask"
+        physical = any(h.startswith("area (") and "pixels" not in h for h in header)
+        area = "" if physical else "; areas in pixels (the layer has no physical scale)"
+        labels = self._outputs(c.source).get("labels")
+        name = labels[0].name if labels else c.source.name
+        self.class_title.setText(f"Classes of '{name}'{where}{area}")
+        self._class_panel.setVisible(True)
+        self._set_class_buttons()
+
+    def _fit_class_view(self, most_rows: int = 12) -> None:
+        """As tall as its rows (up to ``most_rows``, then it scrolls)."""
+        view = self.class_view
+        shown = min(view.rowCount(), most_rows)
+        height = view.horizontalHeader().sizeHint().height() + 2 * view.frameWidth()
+        height += sum(view.rowHeight(r) for r in range(shown))
+        height += view.horizontalScrollBar().sizeHint().height()  # room for it, if needed
+        view.setFixedHeight(height)
+
+    def _on_class_edited(self, item: QTableWidgetItem) -> None:
+        if not self._filling and item.column() == 1:
+            self.rename_class(item.row() + 1, item.text())
+
+    def _sync_class_layers(self) -> None:
+        """The names to the labels layer's features and to both layers' metadata."""
+        c = self._classes
+        table = self.class_table
+        names, rows = table.column("name"), [dict(row) for row in table.rows]
+        outputs = self._outputs(c.source)
+        for layer in outputs.get("labels", []):
+            features = layer.features
+            if len(features) == len(names):
+                features = features.copy()
+                features["name"] = names
+                layer.features = features
+        for layer in [*outputs.get("reconstruction", []), *outputs.get("labels", [])]:
+            tag = {**layer.metadata[METADATA_KEY], "names": names, "classes": rows}
+            layer.metadata = {**layer.metadata, METADATA_KEY: tag}
 
     def _on_image_changed(self, *_) -> None:
         """Offer the fit level only for multiscale sources, bounded by their levels."""
