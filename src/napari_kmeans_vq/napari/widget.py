@@ -19,10 +19,8 @@ or one whose dock or viewer was closed, adds nothing.
 from __future__ import annotations
 
 import html
-import os
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -40,10 +38,9 @@ from magicgui.widgets import (
     create_widget,
 )
 from napari.layers import Image, Labels, Layer, Shapes
-from napari.qt.threading import thread_worker
 from napari.utils import cancelable_progress
 from napari.utils.notifications import notification_manager, show_error, show_warning
-from qtpy.QtCore import QEvent, QObject, Qt, Signal
+from qtpy.QtCore import QEvent, QObject, Qt
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -61,13 +58,19 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .. import quantize
 from .._limits import MAX_COLORS
-from ..core._threads import one_thread
 from ..core.colorspace import COLOR_SPACES
-from ..core.tissue import DEFAULT_THRESHOLD, tissue_mask
-from ..io import size_report
-from ..large import Cancelled, dask_progress, is_lazy_input
+from ..core.tissue import DEFAULT_THRESHOLD
+from ..large import is_lazy_input
+from .inputs import (
+    IN_MEMORY_PIXELS,
+    InputError,
+    check_k,
+    check_source,
+    mask_from_layer,
+    spatial_shape,
+)
+from .jobs import Layers, Relay, Reporter, Result, single_job, sweep_job
 from .layers import (
     _SPATIAL,
     METADATA_KEY,
@@ -80,310 +83,14 @@ from .layers import (
     parse_k_list,
     quantization_layer_data,
     report_rows,
-    sweep_item,
-    sweep_row,
     sweep_table,
 )
 
 if TYPE_CHECKING:
     import napari
 
+# (the checks live in .inputs; re-exported for scripts that know them from here)
 __all__ = ["InputError", "QuantizeWidget", "check_k", "check_source", "mask_from_layer"]
-
-# Lazy (dask, zarr, multiscale) results up to this many full-resolution pixels are
-# computed in the worker: napari then gets numpy layers (unless multiscale) and the files
-# can be measured. Larger ones stay lazy, and their files are not measured.
-IN_MEMORY_PIXELS = 1 << 25
-
-# Share of a quantization's progress bar that each engine stage takes.
-_STAGES = {"histogram": (0.0, 0.1), "fit": (0.1, 0.85), "encode": (0.85, 1.0)}
-
-
-class InputError(ValueError):
-    """A user's mistake: said in the widget and in a notification, never a traceback."""
-
-
-def check_source(layer, color_space: str):
-    """``(data, channel_axis)`` of a layer that can be quantized, or an :class:`InputError`.
-
-    ``data`` is a numpy array, the layer's own dask or zarr array (left lazy) or the list of
-    a multiscale layer's levels; ``channel_axis`` is -1 for RGB(A), None for one channel.
-    """
-    if layer is None:
-        raise InputError(
-            "No image layer to quantize. Open an image (File > Open, or File > Open Sample > "
-            "K-Means Colour Quantization) and choose it under 'image'."
-        )
-    if not isinstance(layer, Image):
-        raise InputError(
-            f"'{layer.name}' is a {layer.__class__.__name__} layer, not an image. Choose an "
-            "image layer (RGB, RGBA or single-channel) under 'image'."
-        )
-    data = list(layer.data) if layer.multiscale else layer.data
-    first = data[0] if layer.multiscale else data
-    if np.dtype(first.dtype).kind not in "uif":
-        raise InputError(
-            f"'{layer.name}' holds {first.dtype} values; the quantizer needs integer or "
-            "floating-point pixels. Convert the image, or choose another layer."
-        )
-    if layer.rgb:
-        return data, -1
-    # napari shows a last axis of 2 as two grey planes; clustering those as scalars would
-    # give each pixel two labels. Say so rather than guess.
-    if len(first.shape) >= 3 and first.shape[-1] == 2:
-        raise InputError(
-            f"'{layer.name}' has 2 values per pixel (shape {tuple(first.shape)}); the widget "
-            "quantizes RGB, RGBA or single-channel images. To cluster both channels together "
-            "call napari_kmeans_vq.quantize(layer.data, K) in the console; to quantize one, "
-            "split the layer first (right-click > Split Stack)."
-        )
-    if color_space != "rgb":
-        raise InputError(
-            f"'{layer.name}' has no colour axis (it is a single-channel image), and "
-            f"'{color_space}' clustering needs RGB colours. Choose colour space 'rgb', or an "
-            "RGB layer."
-        )
-    if not layer.multiscale and not is_lazy_input(data):
-        data = np.asarray(data)
-    return data, None
-
-
-def check_k(k) -> int:
-    """K as an int in 1 .. MAX_COLORS, or an :class:`InputError` saying so."""
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_COLORS:
-        raise InputError(
-            f"K = {k!r} is out of range: choose a whole number from 1 to {MAX_COLORS}."
-        )
-    return int(k)
-
-
-def _spatial_shape(data, channel_axis) -> tuple[int, ...]:
-    """The image's shape without its colour axis (level 0 of a multiscale list)."""
-    first = data[0] if isinstance(data, list) else data
-    shape = tuple(int(n) for n in first.shape)
-    return shape if channel_axis is None else shape[:-1]
-
-
-def mask_from_layer(layer: Layer, source: Image, shape: tuple[int, ...]) -> np.ndarray:
-    """The boolean mask a labels layer (labels > 0) or a shapes layer (inside any shape)
-    gives for ``source``, an image of ``shape`` pixels; an :class:`InputError` if none.
-
-    Shapes are taken from their layer's data coordinates to the image's through the world
-    (so a shapes layer with another scale or translate still lands on the right pixels)
-    and rasterised by napari's ``Shapes.to_masks``.
-    """
-    if isinstance(layer, Labels):
-        data = layer.data[0] if layer.multiscale else layer.data
-        if tuple(data.shape) != shape:
-            raise InputError(
-                f"The mask layer '{layer.name}' has shape {tuple(data.shape)}, but "
-                f"'{source.name}' has {shape} pixels (without its colour axis): a mask must "
-                "cover the image pixel for pixel. Paint it on the image, or choose another "
-                "mask. Nothing was added."
-            )
-        mask = np.asarray(data) > 0
-    elif isinstance(layer, Shapes):
-        if layer.ndim != len(shape):
-            raise InputError(
-                f"The shapes layer '{layer.name}' has {layer.ndim} dimensions, but "
-                f"'{source.name}' has {len(shape)}: draw the shapes over the image, or "
-                "choose another mask. Nothing was added."
-            )
-        if layer.nshapes == 0:
-            raise InputError(
-                f"The shapes layer '{layer.name}' has no shapes: draw the tissue's outline, "
-                "or choose another mask."
-            )
-        vertices = [
-            np.array([source.world_to_data(layer.data_to_world(v)) for v in shape_data])
-            for shape_data in layer.data
-        ]
-        drawn = Shapes(vertices, shape_type=list(layer.shape_type))
-        mask = np.asarray(drawn.to_masks(mask_shape=shape)).any(axis=0)
-    else:
-        raise InputError(f"'{layer.name}' is neither a labels nor a shapes layer.")
-    if not mask.any():
-        raise InputError(
-            f"The mask '{layer.name}' selects no pixel of '{source.name}': paint or draw the "
-            "tissue over the image, or choose another mask."
-        )
-    return mask
-
-
-# -- the worker thread -------------------------------------------------------------------
-
-
-class _Stop(Exception):
-    """Raised in the engine's progress callback to stop a cancelled run. Not a
-    RuntimeError: superqt takes those for a deleted worker and skips its signals."""
-
-
-class _Relay(QObject):
-    """Carries progress from the worker thread to the main thread (a queued Qt signal)."""
-
-    progressed = Signal(int, str, int)  # run id, stage, percent
-
-
-class _Reporter:
-    """The engine's ``progress(stage, fraction)`` callback, in the worker thread: raises
-    :class:`_Stop` once the run is cancelled, and relays each new whole percent."""
-
-    def __init__(self, run_id: int, stop: threading.Event, relay: _Relay):
-        self.run_id, self.stop, self.relay = run_id, stop, relay
-        self.span = (0.0, 1.0)  # the part of the bar this quantization fills (sweeps)
-        self.stopped_in: str | None = None  # the stage the engine was stopped in
-        self._last = None
-
-    def __call__(self, stage: str, fraction: float) -> None:
-        if self.stop.is_set():
-            self.stopped_in = stage
-            raise _Stop
-        start, end = _STAGES.get(stage, (0.0, 1.0))
-        low, high = self.span
-        percent = int(100 * (low + (high - low) * (start + (end - start) * fraction)))
-        if (stage, percent) != self._last:
-            self._last = (stage, percent)
-            self.send(stage, percent)
-
-    def send(self, stage: str, percent: int) -> None:
-        self.relay.progressed.emit(self.run_id, stage, percent)
-
-
-@dataclass
-class _Layers:  # yielded: the layer tuples of a single run
-    quantization: object
-    tuples: list
-
-
-@dataclass
-class _Result:  # returned: the file sizes, a sweep's layers, or what went wrong
-    sizes: dict | None = None
-    tuples: list | None = None
-    rows: list | None = None
-    refused: Exception | None = None  # the engine's refusal of the input
-    failed: Exception | None = None  # anything else: a bug, memory...
-
-
-def _inputs(image, options, reporter):
-    """The image and the options for :func:`quantize`: a lazy image computed when a mask or
-    min region needs it in memory; the automatic tissue mask made."""
-    options = dict(options)
-    threshold = options.pop("tissue_threshold", None)
-    in_memory = threshold is not None or "mask" in options or options.get("min_region")
-    if in_memory and is_lazy_input(image):
-        (image,) = _compute([image], reporter)
-    if threshold is not None:
-        options["mask"] = tissue_mask(image, threshold, channel_axis=options["channel_axis"])
-        if not options["mask"].any():
-            raise ValueError(
-                f"the automatic tissue mask at threshold {threshold:g} selects no pixels (the "
-                "image looks like bare glass): lower the tissue threshold."
-            )
-    return image, options
-
-
-def _quantize(image, k, options, reporter):
-    """The engine, kept to one thread: the other core stays with napari's drawing."""
-    options = dict(options)
-    if not is_lazy_input(image):
-        options.pop("fit_level", None)
-    with one_thread():
-        return quantize(image, k, progress=reporter, **options)
-
-
-def _compute(arrays, reporter):
-    """Compute dask arrays as the "encode" stage; a cancel stops them between blocks."""
-    import dask
-
-    report = lambda done, total: reporter("encode", done / max(total, 1))  # noqa: E731
-    with dask_progress(report, reporter.stop.is_set):
-        return dask.compute(*arrays)
-
-
-def _file_bytes(path) -> int | None:
-    """Size of the source's file (or of all files of a directory store), or None."""
-    try:
-        if path and os.path.isdir(path):
-            walk = os.walk(path)
-            return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in walk for f in fs)
-        return os.path.getsize(path) if path else None
-    except OSError:
-        return None
-
-
-def _measure(q, source_path, scalar: bool, reporter) -> dict:
-    """The real bytes of a .kvq file and an indexed PNG of ``q``, encoded in memory."""
-    input_bytes = _file_bytes(source_path)
-    if is_lazy_quantization(q) and q.report.n_pixels > IN_MEMORY_PIXELS:
-        return {"skipped": "too large to encode in memory", "input_bytes": input_bytes}
-    with warnings.catch_warnings():
-        # An alpha channel kept out of the palette is not stored; the sizes are the
-        # palette's, which is what the report means.
-        warnings.simplefilter("ignore", UserWarning)
-        if not is_lazy_quantization(q):
-            return size_report(q, input_bytes=input_bytes)
-        (labels,) = _compute([q.levels[0]], reporter)  # multiscale: full resolution
-        return size_report(labels, q.palette, scalar=scalar, input_bytes=input_bytes)
-
-
-@thread_worker(ignore_errors=True)
-def _single_job(image, k, options, source_path, source, reporter):
-    """Quantize and yield the layer tuples; then measure the files, return their sizes."""
-    channel_axis = options.get("channel_axis", -1)
-    try:
-        image, options = _inputs(image, options, reporter)
-        q = _quantize(image, k, options, reporter)
-        small = is_lazy_quantization(q) and q.report.n_pixels <= IN_MEMORY_PIXELS
-        if small and not q.multiscale:  # napari gets numpy layers, never computes blocks
-            q = q.with_arrays(*_compute([q.labels, q.reconstruction], reporter))
-        tuples = quantization_layer_data(q, source_layer=source, channel_axis=channel_axis)
-    except (_Stop, Cancelled):
-        return None
-    except (ValueError, TypeError) as err:  # the engine's refusals name the problem
-        return _Result(refused=err)
-    except Exception as err:  # returned, not raised: superqt drops a RuntimeError's signals
-        return _Result(failed=err)
-    yield _Layers(q, tuples)
-    if reporter.stop.is_set():  # superqt also stops at the yield once quit() is called
-        return None
-    reporter.send("sizes", 0)
-    try:
-        return _Result(sizes=_measure(q, source_path, channel_axis is None, reporter))
-    except (_Stop, Cancelled):
-        return None
-    except Exception as err:  # the layers are in: say why the sizes are missing
-        return _Result(sizes={"skipped": f"{type(err).__name__}: {err}"})
-
-
-@thread_worker(ignore_errors=True)
-def _sweep_job(image, ks, options, source, reporter):
-    """One quantization per K; the layer tuples and the table come back together."""
-    tuples, rows = [], []
-    try:
-        image, options = _inputs(image, options, reporter)
-    except (_Stop, Cancelled):
-        return None
-    except (ValueError, TypeError) as err:
-        return _Result(refused=err)
-    except Exception as err:
-        return _Result(failed=err)
-    for i, k in enumerate(ks):
-        reporter.span = (i / len(ks), (i + 1) / len(ks))
-        try:
-            q = _quantize(image, k, options, reporter)
-        except (_Stop, Cancelled):
-            return None
-        except (ValueError, TypeError) as err:
-            return _Result(refused=err)
-        except Exception as err:
-            return _Result(failed=err)
-        tuples.append(sweep_item(q, source_layer=source, options=options))
-        rows.append(sweep_row(q))
-        yield None  # a cancellation point between K
-    return _Result(tuples=tuples, rows=rows)
-
-
-# -- the main thread ---------------------------------------------------------------------
 
 
 def _html_table(header: list[str] | None, rows: list) -> str:
@@ -431,7 +138,7 @@ class _Run:
     id: int
     source: Layer
     title: str
-    reporter: _Reporter
+    reporter: Reporter
     snapshot: object = None  # the source's plain copy the worker reads
     channel_axis: int | None = -1
     worker: object = None
@@ -579,7 +286,7 @@ class QuantizeWidget(Container):
         self._closed = False
         self._grid_hidden: list[Layer] = []  # layers hidden while the sweep's grid is on
         self._grid_named: list[Layer] = []  # sweep layers whose names the grid shows
-        self._relay = _Relay()
+        self._relay = Relay()
         self._relay.progressed.connect(self._on_progress)
         self._close_watch = _CloseWatch(self._close)
         self.native.installEventFilter(self._close_watch)
@@ -663,7 +370,7 @@ class QuantizeWidget(Container):
             return self._refuse(str(err))
         path = getattr(getattr(source, "source", None), "path", None)
         axis = options["channel_axis"]
-        return self._start(_single_job, source, str(k), image, k, options, path, channel_axis=axis)
+        return self._start(single_job, source, str(k), image, k, options, path, channel_axis=axis)
 
     def run_sweep(self, layer: Layer | None = None, ks: str | list[int] | None = None):
         """Quantize at every K of the sweep field (or ``ks``): one reconstruction per K."""
@@ -675,7 +382,7 @@ class QuantizeWidget(Container):
                 raise InputError(f"{err}.") from None
         except InputError as err:
             return self._refuse(str(err))
-        return self._start(_sweep_job, source, ", ".join(map(str, values)), image, values, options)
+        return self._start(sweep_job, source, ", ".join(map(str, values)), image, values, options)
 
     def cancel(self) -> None:
         """Stop the run in flight. Before its layers are in, nothing is added."""
@@ -823,7 +530,7 @@ class QuantizeWidget(Container):
     def _mask_options(self, layer, data, channel_axis) -> dict:
         """``mask``, ``tissue_threshold`` and ``min_region`` for the run, or an InputError."""
         choice, options = self.mask.value, {}
-        shape = _spatial_shape(data, channel_axis)
+        shape = spatial_shape(data, channel_axis)
         if choice == "auto":
             if channel_axis is None:
                 raise InputError(
@@ -852,7 +559,7 @@ class QuantizeWidget(Container):
             self._end(self._run, "")
             self._show_sizes({"skipped": "a new run started"})
         self._runs += 1
-        reporter = _Reporter(self._runs, threading.Event(), self._relay)
+        reporter = Reporter(self._runs, threading.Event(), self._relay)
         run = _Run(self._runs, source, f"'{source.name}' at K = {k_text}", reporter)
         # The worker reads a plain copy of the source layer, never the live one.
         run.snapshot, run.channel_axis = layer_snapshot(source), channel_axis
@@ -940,7 +647,7 @@ class QuantizeWidget(Container):
                 run.progress.update(percent - run.progress.n)
 
     def _on_yielded(self, run: _Run, item) -> None:
-        if not isinstance(item, _Layers) or not self._current(run):
+        if not isinstance(item, Layers) or not self._current(run):
             return
         self._leave_grid()
         outputs = self._outputs(run.source)
@@ -965,7 +672,7 @@ class QuantizeWidget(Container):
         self._keep_source_chosen(run.source)
         self._set_buttons(quantizing=False, measuring=True)
 
-    def _on_returned(self, run: _Run, result: _Result | None) -> None:
+    def _on_returned(self, run: _Run, result: Result | None) -> None:
         if not self._current(run):
             return
         if result is None:  # the job saw the cancel first (the activity dock's button)
