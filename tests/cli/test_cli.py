@@ -431,29 +431,60 @@ def test_small_input_to_ome_zarr_keeps_the_in_memory_report(photo, photo_array, 
 
 def test_ome_zarr_store_needs_force_and_failures_leave_nothing(zarr_input, tmp_path):
     out = tmp_path / "s.ome.zarr"
-    out.mkdir()
-    (out / "precious").write_text("keep me")
+    assert run("compress", zarr_input, "-k", 4, "-o", out, "-q").returncode == 0
     result = run("compress", zarr_input, "-k", 3, "-o", out)
     assert result.returncode == 1 and "use --force" in one_line_error(result)
-    assert (out / "precious").read_text() == "keep me"
+    assert read_store(out)[0].max() == 4
     # A failure part-way through writing (here raised after some files are in): nothing
     # new appears and the old store is kept.
     before = sorted(p.name for p in tmp_path.iterdir())
 
     def fails_midway(tmp):
-        tmp.mkdir()
         (tmp / "half").write_text("written before the failure")
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
         write_store(out, fails_midway, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
-    assert (out / "precious").read_text() == "keep me"
+    assert read_store(out)[0].max() == 4
     # --force replaces the store once the new one is complete.
     result = run("compress", zarr_input, "-k", 3, "-o", out, "--force", "-q")
     assert result.returncode == 0, result.stderr
-    assert not (out / "precious").exists() and read_store(out)[0].max() == 3
+    assert read_store(out)[0].max() == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_force_replaces_only_a_store_it_recognises(zarr_input, tmp_path):
+    """--force never deletes an arbitrary *.zarr folder, nor replaces a file with a store."""
+    folder = tmp_path / "data.zarr"
+    folder.mkdir()
+    (folder / "precious").write_text("keep me")
+    result = run("compress", zarr_input, "-k", 3, "-o", folder, "--force")
+    assert result.returncode == 1
+    assert "not an OME-Zarr store napari-kmeans-vq writes" in one_line_error(result)
+    # A zarr array someone else wrote is not a labels store either.
+    zarr = pytest.importorskip("zarr")
+    other = tmp_path / "array.zarr"
+    zarr.open_array(str(other), mode="w", shape=(4, 4), dtype="u1")[:] = 7
+    result = run("compress", zarr_input, "-k", 3, "-o", other, "--force")
+    assert result.returncode == 1 and "refusing to replace it" in one_line_error(result)
+    assert (folder / "precious").read_text() == "keep me"
+    assert np.asarray(zarr.open_array(str(other), mode="r")).max() == 7
+    plain = tmp_path / "plain.ome.zarr"
+    plain.write_text("a file")
+    result = run("compress", zarr_input, "-k", 3, "-o", plain, "--force")
+    assert result.returncode == 1 and "not a directory" in one_line_error(result)
+    # An empty folder, or a store this tool wrote (NGFF 0.5, labels alone), is replaced.
+    empty = tmp_path / "empty.ome.zarr"
+    empty.mkdir()
+    assert run("compress", zarr_input, "-k", 3, "-o", empty, "--force", "-q").returncode == 0
+    assert read_store(empty)[0].max() == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "array.zarr",
+        "data.zarr",
+        "empty.ome.zarr",
+        "plain.ome.zarr",
+    ]
 
 
 def test_grey_image_stored_with_its_labels(tmp_path):
@@ -492,10 +523,10 @@ def test_streamed_input_bad_paths_and_combinations(zarr_input, photo, tmp_path):
     junk.write_bytes(b"II*\0 this is not a TIFF")
     result = run("compress", junk, "-k", 3, "--lazy")
     assert result.returncode == 1 and "cannot read" in one_line_error(result)
-    # Usage errors: a streamed input written as .kvq, --lazy on a PNG, --with-image
-    # without an OME-Zarr output.
+    # Usage errors: a streamed input over the in-memory limit written as .kvq, --lazy on
+    # a PNG, --with-image without an OME-Zarr output.
     for args in (
-        [zarr_input, "-k", 3, "-o", tmp_path / "x.kvq"],
+        [zarr_input, "-k", 3, "-o", tmp_path / "x.kvq", "--max-pixels", 1000],
         [photo, "-k", 3, "--lazy"],
         [photo, "-k", 3, "--with-image", "original"],
     ):
@@ -505,7 +536,67 @@ def test_streamed_input_bad_paths_and_combinations(zarr_input, photo, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.zarr", "junk.tif"]
 
 
+def test_small_streamed_input_written_as_kvq(zarr_input, tile, tmp_path):
+    """A streamed input within the in-memory limit is fitted block by block, then its
+    labels computed in memory: any output, and the full report."""
+    out = tmp_path / "tile.kvq"
+    result = run("compress", zarr_input, "-k", 6, "-o", out, "--json", "-q")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["input"]["streamed"] is True
+    assert report["sizes"]["files"]["kvq_deflated"] == out.stat().st_size
+    assert np.array_equal(load(out).labels, quantize(tile, 6).labels)
+
+
 def test_streamed_input_without_output_prints_the_formula(zarr_input, tile):
     result = run("compress", zarr_input, "-k", 16, "-q")
     assert result.returncode == 0 and result.stderr == ""
     assert f"{bit_report(tile.shape[0] * tile.shape[1], 16).total_bits:,}" in result.stdout
+
+
+def test_info_and_decompress_on_hostile_inputs(tmp_path):
+    """Issues 21 and 22: info on a FIFO hung forever, on /dev/zero grew to 3.8 GB; a .kvq
+    claiming 2**31 - 1 pixels made decompress allocate 6 GiB; nested JSON raised
+    RecursionError. Each is now one line and exit status 1."""
+    import struct
+    import zlib
+
+    from napari_kmeans_vq.io import encode_indexed_png
+    from napari_kmeans_vq.io.kvq import MAGIC
+
+    fifo = tmp_path / "pipe.kvq"
+    os.mkfifo(fifo)
+    result = run("info", fifo)  # run() has a timeout: a hang fails the test
+    assert result.returncode == 1 and "FIFO" in one_line_error(result)
+    result = run("info", "/dev/zero")
+    assert result.returncode == 1 and "character device" in one_line_error(result)
+
+    def one_colour(n: int, channels: int) -> bytes:
+        payload = zlib.compress(b"")
+        fields = (MAGIC, 1, 1, 1, 1, 0, 0, channels, 0, 1, len(payload), 0, 0)
+        head = struct.pack("<8sHHBBBBHHIQII", *fields) + struct.pack("<Q", n)
+        blob = head + bytes(channels) + payload
+        crc = zlib.crc32(blob[36:], zlib.crc32(blob[:32]))
+        return blob[:32] + struct.pack("<I", crc) + blob[36:]
+
+    huge = tmp_path / "huge.kvq"
+    huge.write_bytes(one_colour(2**31 - 1, 3))
+    result = run("decompress", huge, "-o", tmp_path / "huge.npy")
+    message = one_line_error(result)
+    assert result.returncode == 1 and "2,147,483,647 pixels, over the limit" in message
+    assert "--max-pixels" in message and not (tmp_path / "huge.npy").exists()
+    # Raising the limit lets the labels be read, but the decoded image is bounded too:
+    # at most 4 values a pixel of the limit (16 channels here).
+    huge.write_bytes(one_colour(2**24, 16))
+    result = run("decompress", huge, "-o", tmp_path / "huge.npy", "--max-pixels", 2**24)
+    assert result.returncode == 1 and "4 x the limit" in one_line_error(result)
+    assert not (tmp_path / "huge.npy").exists()
+    png = bytearray(encode_indexed_png(np.zeros((2, 2), np.uint8), np.eye(3, dtype=np.uint8)))
+    at = png.index(b"tEXt") - 4
+    (length,) = struct.unpack(">I", png[at : at + 4])
+    body = b"tEXtnapari-kmeans-vq\0" + b"[" * 100_000
+    chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+    nested = tmp_path / "nested.png"
+    nested.write_bytes(bytes(png[:at]) + chunk + bytes(png[at + 12 + length :]))
+    result = run("info", nested)
+    assert result.returncode == 1 and "nested 100000 deep" in one_line_error(result)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from napari_kmeans_vq.io import encode_image, read_image
-from napari_kmeans_vq.io import images as images_module
-from napari_kmeans_vq.io.images import LAZY_TIFF_BYTES, streams
+from napari_kmeans_vq.io import KVQError, encode_image, limits, read_image
+from napari_kmeans_vq.io.images import streams, tiff_layout
 
 
 def test_png_jpeg_and_npy_round_trip(tmp_path, ihc_crop):
@@ -65,10 +65,10 @@ def test_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
         read_image(tmp_path / "missing.png")
     (tmp_path / "notes.png").write_text("not an image")
-    with pytest.raises(ValueError, match=r"cannot read .*notes\.png as an image"):
+    with pytest.raises(KVQError, match=r"cannot read .*notes\.png as an image"):
         read_image(tmp_path / "notes.png")
     (tmp_path / "bad.npy").write_bytes(b"junk")
-    with pytest.raises(ValueError, match=r"cannot read .*bad\.npy as a numpy array"):
+    with pytest.raises(KVQError, match=r"bad\.npy: cannot read it as a numpy array"):
         read_image(tmp_path / "bad.npy")
     with pytest.raises(ValueError, match="cannot be written as an ordinary image"):
         encode_image(np.zeros((4, 4, 2), dtype=np.uint8), ".png")
@@ -76,18 +76,95 @@ def test_clear_errors(tmp_path):
         encode_image(np.zeros((4, 4), dtype=np.uint8), "x.nope")
 
 
-def test_which_inputs_stream(tmp_path, monkeypatch):
-    small_tif = tmp_path / "small.tif"
-    small_tif.write_bytes(b"II*\0")
+def test_which_inputs_stream(tmp_path, ihc_crop):
+    """Inputs are routed by what they are (tiled, pyramidal, over the pixel limit), never
+    by their size on disk."""
+    tifffile = pytest.importorskip("tifffile")
+    junk_tif = tmp_path / "junk.tif"
+    junk_tif.write_bytes(b"II*\0")
     (tmp_path / "slide.zarr").mkdir()
     assert streams(tmp_path / "slide.zarr") and streams(tmp_path / "missing.zarr")
-    assert not streams(small_tif) and streams(small_tif, lazy=True)
+    assert not streams(junk_tif) and streams(junk_tif, lazy=True)
     assert not streams(tmp_path / "x.png")
     with pytest.raises(ValueError, match="opens lazily"):
         streams(tmp_path / "x.png", lazy=True)
-    assert LAZY_TIFF_BYTES == 256 * 2**20
-    monkeypatch.setattr(images_module, "LAZY_TIFF_BYTES", 2)
-    assert streams(small_tif)  # over the threshold now
+    # A plain (striped) TIFF is read whole; a tiled one or a pyramid is streamed, however
+    # small; any TIFF over the pixel limit too.
+    plain, tiled, pyramid = (tmp_path / f"{n}.tif" for n in ("plain", "tiled", "pyramid"))
+    tifffile.imwrite(plain, ihc_crop, photometric="rgb")
+    tifffile.imwrite(tiled, ihc_crop, photometric="rgb", tile=(32, 32))
+    with tifffile.TiffWriter(pyramid) as tw:
+        tw.write(ihc_crop, photometric="rgb", subifds=1)
+        tw.write(ihc_crop[::2, ::2], photometric="rgb", subfiletype=1)
+    assert tiff_layout(plain) == {
+        "tiled": False,
+        "levels": 1,
+        "shape": ihc_crop.shape,
+        "dtype": "uint8",
+        "pixels": 96 * 128,
+    }
+    assert tiff_layout(tiled)["tiled"] and tiff_layout(pyramid)["levels"] == 2
+    assert not streams(plain) and streams(tiled) and streams(pyramid)
+    assert streams(plain, max_pixels=96 * 128 - 1) and not streams(plain, max_pixels=96 * 128)
+    # .npy: memory-mapped when over the limit (or asked to).
+    npy = tmp_path / "a.npy"
+    np.save(npy, ihc_crop)
+    assert not streams(npy) and streams(npy, lazy=True) and streams(npy, max_pixels=100)
+    mapped = read_image(npy, lazy=True)
+    assert isinstance(mapped, np.memmap) and np.array_equal(mapped, ihc_crop)
+
+
+def test_pixel_limit_before_reading(tmp_path, ihc_crop, monkeypatch):
+    """Every in-memory read checks the declared pixels first; the message says how to
+    raise the limit, which is one setting for all readers."""
+    tifffile = pytest.importorskip("tifffile")
+    paths = {
+        ".png": encode_image(ihc_crop, ".png"),
+        ".npy": encode_image(ihc_crop, ".npy"),
+        ".tif": encode_image(ihc_crop, ".tif"),
+    }
+    for suffix, blob in paths.items():
+        (tmp_path / f"crop{suffix}").write_bytes(blob)
+    for suffix in paths:
+        path = tmp_path / f"crop{suffix}"
+        with pytest.raises(KVQError, match=r"12,288 pixels, over the limit of 12,287") as info:
+            read_image(path, max_pixels=96 * 128 - 1)
+        assert "--max-pixels" in str(info.value) and "MAX_PIXELS" in str(info.value)
+        assert read_image(path, max_pixels=96 * 128).shape == ihc_crop.shape
+        monkeypatch.setattr(limits, "MAX_PIXELS", 1000)  # the process-wide setting
+        with pytest.raises(KVQError, match="over the limit of 1,000"):
+            read_image(path)
+        monkeypatch.undo()
+    # A zarr directory read whole is limited too.
+    zarr = pytest.importorskip("zarr")
+    z = zarr.create_array(str(tmp_path / "c.zarr"), shape=ihc_crop.shape, dtype="u1")
+    z[:] = ihc_crop
+    with pytest.raises(KVQError, match="over the limit of 10 "):
+        read_image(tmp_path / "c.zarr", max_pixels=10)
+    assert tifffile  # used above through encode_image
+
+
+def test_npy_header_is_checked_against_the_file(tmp_path):
+    """A .npy whose header claims more than the file holds is refused before numpy
+    allocates for it; objects are never unpickled."""
+    path = tmp_path / "liar.npy"
+    blob = bytearray(encode_image(np.zeros((4, 4), np.uint8), ".npy"))
+    blob[blob.index(b"(4, 4)") : blob.index(b"(4, 4)") + 6] = b"(9, 9)"
+    path.write_bytes(bytes(blob))
+    with pytest.raises(KVQError, match=r"header describes .* the file has"):
+        read_image(path)
+    np.save(tmp_path / "objects.npy", np.array([{}, []], dtype=object), allow_pickle=True)
+    with pytest.raises(KVQError, match="never unpickled"):
+        read_image(tmp_path / "objects.npy")
+
+
+def test_non_regular_files_are_refused_at_once(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)  # opening it for reading would wait forever for a writer
+    with pytest.raises(KVQError, match="FIFO"):
+        read_image(fifo)
+    with pytest.raises(KVQError, match="character device"):
+        read_image("/dev/zero")
 
 
 def test_lazy_zarr_reads_nothing_until_asked(tmp_path, ihc_crop):
@@ -99,7 +176,7 @@ def test_lazy_zarr_reads_nothing_until_asked(tmp_path, ihc_crop):
     assert isinstance(lazy, zarr.Array) and lazy.shape == ihc_crop.shape
     assert np.array_equal(read_image(path), ihc_crop)  # a directory read whole
     (tmp_path / "empty.zarr").mkdir()
-    with pytest.raises(ValueError, match=r"cannot read .* as a zarr array or TIFF"):
+    with pytest.raises(KVQError, match=r"cannot read .* as a zarr array or TIFF"):
         read_image(tmp_path / "empty.zarr", lazy=True)
     with pytest.raises(FileNotFoundError, match="no such file or directory"):
         read_image(tmp_path / "missing.zarr", lazy=True)

@@ -4,8 +4,7 @@
 ``render`` lays out what it prints. ``main`` is the console script's entry point.
 """
 
-from ..io.images import LAZY_TIFF_BYTES
 from .commands import CLIError, main
 from .parser import build_parser
 
-__all__ = ["LAZY_TIFF_BYTES", "CLIError", "build_parser", "main"]
+__all__ = ["CLIError", "build_parser", "main"]

@@ -13,6 +13,7 @@ See ``docs/cli.md`` for the reference with examples.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -39,20 +40,43 @@ def _fit_options(args) -> dict:
     return {"random_state": args.seed, "color_space": args.space, "n_init": args.restarts}
 
 
+def _exists(path: Path) -> bool:
+    """Whether anything is at ``path``: a dangling symbolic link counts."""
+    return os.path.lexists(path)
+
+
+def _tidy(path: Path) -> None:
+    """Remove what interrupted writes to ``path`` left beside it (and put back a store
+    whose replacement was interrupted), before ``path`` is looked at."""
+    from ..io import clean_leftovers
+
+    clean_leftovers(path)
+
+
 def _check_output(path: Path, force: bool) -> None:
-    if path.exists() and not force:
+    _tidy(path)
+    if _exists(path) and not force:
         raise CLIError(f"{path} exists; use --force to overwrite it")
-    if path.exists() and path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         raise CLIError(f"{path} is a directory")
     if not path.parent.exists():
         raise CLIError(f"the directory {path.parent} does not exist")
 
 
 def _check_store_output(path: Path, force: bool) -> None:
-    if path.exists() and not force:
+    from ..io.omezarr import replaceable_store
+
+    _tidy(path)
+    if _exists(path) and not force:
         raise CLIError(f"{path} exists; use --force to overwrite it")
-    if path.exists() and not path.is_dir():
-        raise CLIError(f"{path} exists and is not a directory (an OME-Zarr store)")
+    if _exists(path) and not path.is_symlink():
+        if not path.is_dir():
+            raise CLIError(f"{path} exists and is not a directory (an OME-Zarr store)")
+        if not replaceable_store(path):
+            raise CLIError(
+                f"{path} is a folder that is not an OME-Zarr store {PROG} writes; refusing to "
+                "replace it, even with --force (remove it yourself if it should go)"
+            )
     if not path.parent.exists():
         raise CLIError(f"the directory {path.parent} does not exist")
 
@@ -60,10 +84,21 @@ def _check_store_output(path: Path, force: bool) -> None:
 def _read_image(path: Path, *, lazy: bool = False):
     from ..io import read_image
 
+    _align_pillow_limit()
     try:
         return read_image(path, lazy=lazy)
     except (OSError, ValueError) as exc:
         raise CLIError(str(exc)) from None
+
+
+def _align_pillow_limit() -> None:
+    """Pillow's own decompression-bomb limit follows ours in this process (it refuses
+    more than twice its ``MAX_IMAGE_PIXELS``, which our check then never reaches)."""
+    from PIL import Image
+
+    from ..io import limits
+
+    Image.MAX_IMAGE_PIXELS = limits.MAX_PIXELS
 
 
 def _load(path):
@@ -80,15 +115,32 @@ def _load(path):
 def _quantize(image, k: int, options: dict, progress=None):
     """``napari_kmeans_vq.quantize``: in memory for an array, block by block for a lazy
     (zarr, TIFF, multiscale) input."""
-    from ..large import quantize
+    from ..large import is_lazy_input, quantize
 
     first = image[0] if isinstance(image, list) else image
+    streamed = is_lazy_input(image) or type(image).__name__ == "memmap"
     # A 2D array has no colour axis: quantize its values (scalar quantization).
     channel_axis = None if len(first.shape) == 2 else -1
     try:
+        if type(image).__name__ == "memmap":  # a streamed .npy: block by block
+            from ..large import as_dask
+
+            # as_dask puts the colour axis last (a scalar image gets one of length 1).
+            image = as_dask(image, channel_axis=channel_axis)
+            if channel_axis is None:
+                image = image[..., 0]
         return quantize(image, k, channel_axis=channel_axis, progress=progress, **options)
     except (TypeError, ValueError) as exc:
         raise CLIError(f"cannot quantize this image: {exc}") from None
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:
+        if not streamed:
+            raise
+        # A block that cannot be read or decoded while streaming (zarr, tifffile and the
+        # codecs raise many types): one line, as for any unreadable input.
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise CLIError(f"cannot read a block of the image while streaming it: {message}") from None
 
 
 def _write(path: Path, content: bytes, *, force: bool, progress) -> int:
@@ -99,6 +151,8 @@ def _write(path: Path, content: bytes, *, force: bool, progress) -> int:
         atomic_write(path, content, overwrite=force)
     except FileExistsError:
         raise CLIError(f"{path} exists; use --force to overwrite it") from None
+    except IsADirectoryError:
+        raise CLIError(f"{path} is a directory") from None
     size = path.stat().st_size
     progress(f"wrote {path} ({size:,} bytes)")
     return size
@@ -138,7 +192,9 @@ def _save_store(out: Path, q, image, args, progress) -> dict:
     progress(f"writing OME-Zarr labels to {out}")
     try:
         save_ome_zarr(out, q, image=extra, overwrite=args.force, progress=progress.stages())
-    except FileExistsError:
+    except FileExistsError as exc:
+        if args.force:
+            raise CLIError(str(exc)) from None
         raise CLIError(f"{out} exists; use --force to overwrite it") from None
     size, allocated = tree_size(out)
     progress(f"wrote {out} ({size:,} bytes)")
@@ -168,24 +224,33 @@ def _save_file(out: Path, out_format: str, q, contents: dict, files: dict, args,
 
 
 def cmd_compress(args, progress) -> int:
-    from ..io import size_report, sizes_with_ratios, tree_size
-    from ..io.images import LAZY_TIFF_BYTES, streams
+    from ..io import limits, size_report, sizes_with_ratios, tree_size
+    from ..io.images import streams
 
     out, out_format = _compress_output(args)
     source = Path(args.image)
     try:
         streamed = streams(source, args.lazy)
     except ValueError:
-        raise UsageError(f"--lazy reads a .zarr directory or a TIFF file, not {source}") from None
-    if streamed and out_format not in (None, "ome-zarr"):
         raise UsageError(
-            f"a streamed input (a .zarr directory, a TIFF over {LAZY_TIFF_BYTES // 2**20} "
-            f"MiB, or --lazy) is written as OME-Zarr labels: give -o OUT.ome.zarr, not {out}"
-        )
+            f"--lazy reads a .zarr directory, a TIFF or a .npy file, not {source}"
+        ) from None
     progress(f"opening {source} lazily" if streamed else f"reading {source}")
     image = _read_image(source, lazy=streamed)
     levels = image if isinstance(image, list) else [image]
     full = levels[0]
+    # A 2D image is scalar (no colour axis), as _quantize reads it.
+    pixels = limits.pixel_count(full.shape, channels=len(full.shape) > 2)
+    # A streamed input small enough for memory is fitted block by block, then its labels
+    # are computed in memory, for the full report and any output; a larger one goes to
+    # OME-Zarr, block by block, or is only reported.
+    in_memory = not streamed or (out_format != "ome-zarr" and pixels <= limits.MAX_PIXELS)
+    if not in_memory and out_format in ("kvq", "png"):
+        raise UsageError(
+            f"{source} has {pixels:,} pixels, over the limit of {limits.MAX_PIXELS:,} decoded "
+            f"into memory (--max-pixels): it is streamed and written as OME-Zarr labels, "
+            f"give -o OUT.ome.zarr, not {out}"
+        )
     input_bytes = tree_size(source)[0]
     shape = render.shape_text(full.shape, full.dtype)
     more = f", {len(levels)} levels" if len(levels) > 1 else ""
@@ -194,8 +259,10 @@ def cmd_compress(args, progress) -> int:
     q = _quantize(image, args.colors, _fit_options(args), progress.stages())
     fit = f" ({q.info['fit']} fit)" if "fit" in q.info else ""
     seconds = q.info.get("seconds", 0)
-    then = "" if streamed else "; encoding files in memory"
+    then = "; encoding files in memory" if in_memory else ""
     progress(f"K = {q.n_colors}{fit} in {seconds:.2f} s{then}")
+    if streamed and in_memory:
+        q = q.compute()  # the full-resolution labels, within the in-memory limit
 
     # One encoding per format measures the files (none for a streamed image), and the
     # file asked for is written from those same bytes; its size is then read back.
@@ -251,6 +318,7 @@ def cmd_decompress(args, progress) -> int:
     _check_output(out, args.force)
     progress(f"reading {args.input}")
     data = _load(args.input)
+    _check_reconstruction(data)
     progress(f"decoding {data.n_pixels:,} pixels, K = {data.n_colors}")
     try:
         content = encode_image(data.reconstruction, out)
@@ -258,6 +326,20 @@ def cmd_decompress(args, progress) -> int:
         raise CLIError(str(exc)) from None
     _write(out, content, force=args.force, progress=progress)
     return 0
+
+
+def _check_reconstruction(data) -> None:
+    """The decoded image holds N x C values: at most 4 per pixel of the limit (an RGBA
+    image at the limit), however many channels the file's palette has."""
+    from ..io import limits
+
+    values = data.n_pixels * data.channels
+    if values > 4 * limits.MAX_PIXELS:
+        raise CLIError(
+            f"{data.n_pixels:,} pixels of {data.channels} channels would decode to "
+            f"{values:,} values, over 4 x the limit of {limits.MAX_PIXELS:,} pixels; raise "
+            "it with --max-pixels"
+        )
 
 
 def cmd_info(args, progress) -> int:
@@ -355,7 +437,7 @@ def cmd_demo(args, progress) -> int:
     for k in SEED_KS:
         paths[f"k{k}.kvq"] = out / f"{name}-k{k}.kvq"
         paths[f"k{k}.png"] = out / f"{name}-k{k}.png"
-    existing = [str(p) for p in paths.values() if p.exists()]
+    existing = [str(p) for p in paths.values() if _exists(p)]
     if existing and not args.force:
         raise CLIError(
             f"{len(existing)} output file(s) exist in {out} (such as {existing[0]}); use "
@@ -415,6 +497,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help/--version (0) or a usage error (2)
         return int(exc.code or 0)
     progress = render.Progress(args.quiet)
+    if getattr(args, "max_pixels", None) is not None:
+        from ..io import limits
+
+        limits.MAX_PIXELS = args.max_pixels
     try:
         return _COMMANDS[args.command](args, progress)
     except UsageError as exc:

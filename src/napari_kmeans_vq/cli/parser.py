@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..io.images import LAZY_TIFF_BYTES
-
 PROG = "napari-kmeans-vq"
 #: The seed tutorial's comparison.
 SEED_KS = (2, 3, 6, 16)
@@ -56,6 +54,10 @@ def _restarts(text: str) -> int | str:
     return _whole_number(text, "restarts must be 'auto' or >= 1", 1)
 
 
+def _max_pixels(text: str) -> int:
+    return _whole_number(text.replace(",", ""), "--max-pixels must be a whole number >= 1", 1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     common = argparse.ArgumentParser(add_help=False)
@@ -63,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show the full traceback when something fails"
     )
     common.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    common.add_argument(
+        "--max-pixels",
+        type=_max_pixels,
+        metavar="N",
+        help=(
+            "the most pixels an image may have to be decoded into memory (default "
+            "268435456 = 2**28, or $NAPARI_KMEANS_VQ_MAX_PIXELS); larger TIFF, zarr and "
+            ".npy inputs are streamed"
+        ),
+    )
 
     fit = argparse.ArgumentParser(add_help=False)
     fit.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
@@ -101,15 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
             "Quantize IMAGE to K colours and print the report: the seed's formula bits, the "
             "real bytes of the .kvq file (packed and deflated) and of the indexed PNG, and "
             "ratios against the raw 24-bit image and against the input file. With -o, "
-            "also write the .kvq, indexed PNG or OME-Zarr labels. A .zarr input, a TIFF "
-            f"over {LAZY_TIFF_BYTES // 2**20} MiB, or --lazy streams the image block by "
-            "block (bounded memory) and writes OME-Zarr labels (-o OUT.ome.zarr)."
+            "also write the .kvq, indexed PNG or OME-Zarr labels. A .zarr input, a tiled "
+            "or pyramidal TIFF (a slide), an input over --max-pixels, or --lazy streams the "
+            "image block by block (bounded memory); over --max-pixels it is written only as "
+            "OME-Zarr labels (-o OUT.ome.zarr)."
         ),
     )
     p.add_argument(
         "image",
         metavar="IMAGE",
-        help="PNG, JPEG, TIFF... (Pillow), .npy, or a zarr / OME-Zarr directory",
+        help="PNG, JPEG... (Pillow), TIFF (tifffile), .npy, or a zarr / OME-Zarr directory",
     )
     p.add_argument(
         "-k", "--colors", type=_k_value, required=True, metavar="K", help="colours, 1 .. 65536"
@@ -123,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--lazy",
         action="store_true",
-        help="stream a zarr or TIFF input block by block, whatever its size",
+        help="stream a zarr, TIFF or .npy input block by block, whatever its size",
     )
     p.add_argument(
         "--with-image",

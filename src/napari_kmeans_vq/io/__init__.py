@@ -11,14 +11,18 @@ with K <= 256 at a palette bit depth of 1, 2, 4 or 8, for any image viewer.
 >>> data = load("slide.kvq"); data.labels, data.palette, data.reconstruction  # doctest: +SKIP
 
 Reading a damaged or foreign file raises :class:`KVQError` (a ``ValueError``), the only error
-type for bad files.
+type for bad files, whatever the reader (``.kvq``, PNG, TIFF, ``.npy``, zarr). Readers check
+what a file declares before they allocate for it: every size against the bytes present, and
+the pixels against one limit, :data:`limits.MAX_PIXELS` (2**28 by default; see
+:mod:`.limits` for raising it).
 
 Also here: ordinary image files (:mod:`.images`: ``read_image``, ``encode_image``), the
 sample images (:mod:`.samples`), OME-Zarr labels (:mod:`.omezarr`, needs the ``large``
 extra), and writes that complete or leave nothing (``atomic_write``, ``save_ome_zarr``).
 """
 
-from ._atomic import atomic_write, write_store
+from . import limits
+from ._atomic import atomic_write, clean_leftovers, leftovers, write_store
 from .data import KVQData, KVQError
 from .files import (
     encode,
@@ -37,7 +41,6 @@ from .kvq import (
     MAX_CHANNELS,
     MAX_COLORS,
     MAX_NDIM,
-    MAX_PIXELS,
     auto_index_layout,
     decode_kvq,
     encode_kvq,
@@ -60,11 +63,11 @@ __all__ = [
     "MAX_CHANNELS",
     "MAX_COLORS",
     "MAX_NDIM",
-    "MAX_PIXELS",
     "KVQData",
     "KVQError",
     "atomic_write",
     "auto_index_layout",
+    "clean_leftovers",
     "decode_indexed_png",
     "decode_kvq",
     "encode",
@@ -75,6 +78,8 @@ __all__ = [
     "format_for_path",
     "header_size",
     "kvq_size",
+    "leftovers",
+    "limits",
     "load",
     "pack_indices",
     "png_bit_depth",

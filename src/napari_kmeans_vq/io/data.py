@@ -17,11 +17,14 @@ __all__ = [
 
 
 class KVQError(ValueError):
-    """A file is not a valid ``.kvq`` container or indexed PNG, or cannot be read as one.
+    """A file cannot be read as what it should be: a damaged or foreign ``.kvq``, PNG,
+    TIFF, ``.npy`` or zarr input, one that declares more than the limits allow, or a path
+    that is not a regular file (a FIFO, a device).
 
-    The only error :func:`napari_kmeans_vq.io.load` raises for a bad file (apart from
-    ``OSError`` when the file cannot be opened at all, such as a missing file). It derives
-    from ``ValueError`` so that ``except ValueError`` catches it too.
+    The only error the readers of :mod:`napari_kmeans_vq.io` raise for a bad file, whatever
+    its bytes (apart from ``OSError`` when the file cannot be opened at all, such as a
+    missing file or a directory). It derives from ``ValueError`` so that
+    ``except ValueError`` catches it too.
     """
 
 

@@ -10,9 +10,20 @@ from pathlib import Path
 import numpy as np
 
 from ._atomic import atomic_write, write_store
+from ._read import read_checked
 from .data import KVQData, KVQError
-from .kvq import DEFAULT_LEVEL, FLAG_BYTES, MAGIC, MAX_PIXELS, decode_kvq, encode_kvq, kvq_size
-from .png import PNG_SIGNATURE, decode_indexed_png, encode_indexed_png
+from .kvq import (
+    DEFAULT_LEVEL,
+    FLAG_BYTES,
+    MAGIC,
+    MAX_NDIM,
+    decode_kvq,
+    encode_kvq,
+    header_size,
+    kvq_size,
+    read_header,
+)
+from .png import PNG_SIGNATURE, decode_indexed_png, encode_indexed_png, read_png_header
 
 __all__ = [
     "encode",
@@ -185,17 +196,22 @@ def save(
     return atomic_write(path, content, overwrite=overwrite)
 
 
-def load(path, *, max_pixels: int = MAX_PIXELS) -> KVQData:
+def load(path, *, max_pixels: int | None = None) -> KVQData:
     """Load a ``.kvq`` file or an indexed PNG (told apart by their first bytes).
 
-    Every header field is checked against the file's real size and the documented limits
-    before any pixel memory is allocated; nothing is unpickled.
+    Only a regular file is read: a FIFO, a device or a socket is refused at once. The
+    file's first bytes are read alone and checked (magic bytes, every header field, the
+    sizes the header declares against the file's real size and the pixel limit) before the
+    rest is read or any pixel memory allocated; nothing is unpickled.
 
     Parameters
     ----------
     path : str or Path
-    max_pixels : int, default 2**34
-        Refuse files declaring more pixels than this.
+    max_pixels : int, optional
+        Refuse files declaring more pixels than this; default
+        :data:`napari_kmeans_vq.io.limits.MAX_PIXELS` (2**28 unless changed there, by the
+        environment variable ``NAPARI_KMEANS_VQ_MAX_PIXELS`` or the command line's
+        ``--max-pixels``).
 
     Returns
     -------
@@ -206,18 +222,29 @@ def load(path, *, max_pixels: int = MAX_PIXELS) -> KVQData:
     ------
     KVQError
         The file is not a valid ``.kvq`` or indexed PNG (see ``docs/kvq-format.md`` for the
-        checks). ``KVQError`` is a ``ValueError``.
+        checks), declares more pixels than the limit, or is not a regular file.
+        ``KVQError`` is a ``ValueError``.
     OSError
-        The file cannot be read (missing, a directory, no permission).
+        The file cannot be opened (missing, a directory, no permission).
     """
     path = Path(path)
-    with open(path, "rb") as handle:
-        content = handle.read()
-    if content[:8] == MAGIC:
-        return decode_kvq(content, source=str(path), max_pixels=max_pixels)
-    if content[:8] == PNG_SIGNATURE:
-        return decode_indexed_png(content, source=str(path), max_pixels=max_pixels)
-    raise KVQError(f"{path}: not a .kvq file or a PNG (unknown first bytes)")
+    source = str(path)
+    kind = []
+
+    def check(head: bytes, size: int) -> None:
+        if head[:8] == MAGIC:
+            read_header(head, size, source=source, max_pixels=max_pixels)
+            kind.append("kvq")
+        elif head[:8] == PNG_SIGNATURE:
+            read_png_header(head, size, source=source, max_pixels=max_pixels)
+            kind.append("png")
+        else:
+            raise KVQError(f"{source}: not a .kvq file or a PNG (unknown first bytes)")
+
+    content = read_checked(path, header_size(MAX_NDIM), check)
+    if kind == ["kvq"]:
+        return decode_kvq(content, source=source, max_pixels=max_pixels)
+    return decode_indexed_png(content, source=source, max_pixels=max_pixels)
 
 
 def encoded_sizes(
@@ -407,10 +434,14 @@ def save_ome_zarr(
 ) -> Path:
     """Write a quantization's labels as an OME-Zarr store that appears whole or not at all.
 
-    :func:`napari_kmeans_vq.io.omezarr.write_labels` fills a temporary directory beside
-    ``path``, which is then renamed to ``path`` (an existing store is replaced, with
-    ``overwrite``, only once the new one is complete); a failure or an interruption leaves
-    no partial store.
+    :func:`napari_kmeans_vq.io.omezarr.write_labels` fills a temporary folder
+    ``.NAME.<hex>.tmp`` beside ``path``, which is then renamed to ``path``; a failure or an
+    interruption leaves no partial store, and the leftovers of a killed run are removed by
+    the next write to ``path``. With ``overwrite`` an existing store is replaced once the
+    new one is complete (an atomic exchange where the system has one), and only if it is a
+    store this package could have written
+    (:func:`~napari_kmeans_vq.io.omezarr.replaceable_store`), an empty folder or a
+    symbolic link (the link is replaced, not followed): never an arbitrary folder.
 
     Parameters
     ----------
@@ -420,7 +451,7 @@ def save_ome_zarr(
     image : array or "reconstruction", optional
         Also store the original or the quantized image (see ``write_labels``).
     overwrite : bool, default False
-        When False, an existing ``path`` raises ``FileExistsError``.
+        When False, an existing ``path`` of any kind raises ``FileExistsError``.
     progress : callable, optional
         ``progress("write", fraction_done)``, as for ``write_labels``.
     **options
@@ -429,15 +460,21 @@ def save_ome_zarr(
     Returns
     -------
     Path
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is False, or it is not a store that may be
+        replaced (a file, a folder of something else).
     """
     from . import omezarr
 
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; refusing to overwrite it")
 
     def write(tmp: Path) -> None:
-        omezarr.write_labels(tmp, result, image=image, progress=progress, **options)
+        omezarr.write_labels(
+            tmp, result, image=image, progress=progress, overwrite=True, **options
+        )
 
-    write_store(path, write, overwrite=overwrite)
+    write_store(path, write, overwrite=overwrite, replaceable=omezarr.replaceable_store)
     return path

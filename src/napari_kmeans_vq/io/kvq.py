@@ -33,12 +33,14 @@ from __future__ import annotations
 import math
 import struct
 import zlib
-from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from .._limits import MAX_COLORS, index_dtype
+from ._read import read_checked
 from .data import KVQData, check_labels_palette, fail
+from .limits import check_pixels
 
 __all__ = [
     "DEFAULT_LEVEL",
@@ -48,9 +50,9 @@ __all__ = [
     "MAX_CHANNELS",
     "MAX_COLORS",
     "MAX_NDIM",
-    "MAX_PIXELS",
     "READ_VERSIONS",
     "VERSION",
+    "KVQHeader",
     "auto_index_layout",
     "byte_width",
     "decode_kvq",
@@ -58,6 +60,7 @@ __all__ = [
     "header_size",
     "kvq_size",
     "pack_indices",
+    "read_header",
     "read_kvq",
     "unpack_indices",
 ]
@@ -75,7 +78,6 @@ READ_VERSIONS = (1, 2)
 #: Documented limits, checked against the header before anything is allocated.
 MAX_NDIM = 32
 MAX_CHANNELS = 256
-MAX_PIXELS = 2**34
 
 FLAG_DEFLATE = 1
 FLAG_SCALAR = 2
@@ -322,8 +324,8 @@ def encode_kvq(
     Raises
     ------
     TypeError, ValueError
-        Bad ``labels`` or ``palette`` (see :func:`check_labels_palette`), more than 32 axes or
-        2**34 pixels, ``scalar`` with C != 1, an unknown ``index_layout``, or
+        Bad ``labels`` or ``palette`` (see :func:`check_labels_palette`), more than 32 axes,
+        ``scalar`` with C != 1, an unknown ``index_layout``, or
         ``index_layout="bytes"`` without ``deflate``.
     """
     if index_layout not in INDEX_LAYOUTS:
@@ -341,8 +343,6 @@ def encode_kvq(
     code = _dtype_code(palette.dtype)
     if labels.ndim > MAX_NDIM:
         raise ValueError(f"labels may have at most {MAX_NDIM} axes, got {labels.ndim}")
-    if labels.size > MAX_PIXELS:
-        raise ValueError(f"labels may have at most 2**34 pixels, got {labels.size}")
     if scalar and channels != 1:
         raise ValueError(f"scalar=True needs a one-channel palette, got C = {channels}")
     bits = (k - 1).bit_length()
@@ -372,35 +372,68 @@ def encode_kvq(
     return b"".join((header, shape, palette_bytes, payload))
 
 
-def decode_kvq(data, *, source=None, max_pixels: int = MAX_PIXELS) -> KVQData:
-    """Decode the bytes of a ``.kvq`` file, checking everything before allocating.
+class KVQHeader(NamedTuple):
+    """The fields of a ``.kvq`` header, checked (see :func:`read_header`)."""
+
+    version: int
+    flags: int
+    shape: tuple
+    dtype: np.dtype
+    bits: int
+    channels: int
+    n_colors: int
+    payload_len: int
+    crc: int
+    head: int
+    palette_len: int
+    file_size: int
+    n_pixels: int
+
+    @property
+    def byte_aligned(self) -> bool:
+        return bool(self.flags & FLAG_BYTES)
+
+    @property
+    def deflated(self) -> bool:
+        return bool(self.flags & FLAG_DEFLATE)
+
+    @property
+    def stored_bits(self) -> int:
+        """Bits per stored index: b packed, or 8 / 16 when byte-aligned."""
+        return 8 * byte_width(self.n_colors) if self.byte_aligned else self.bits
+
+    @property
+    def raw_len(self) -> int:
+        """Bytes of the indices once inflated."""
+        return (self.n_pixels * self.stored_bits + 7) // 8
+
+
+def read_header(view, size: int, *, source=None, max_pixels: int | None = None) -> KVQHeader:
+    """Check a ``.kvq`` header (checks 1 to 7 of ``docs/kvq-format.md``) from its first bytes.
 
     Parameters
     ----------
-    data : bytes-like
-        The whole file.
-    source : str, optional
-        Named in error messages (the path).
-    max_pixels : int, default 2**34
-        Refuse files that declare more pixels than this.
+    view : bytes-like
+        At least the file's first ``header_size(ndim)`` bytes (fewer is "truncated").
+    size : int
+        The file's real size in bytes, which the header must describe exactly.
+    source, max_pixels
+        As for :func:`decode_kvq`.
 
     Returns
     -------
-    KVQData
-
-    Raises
-    ------
-    KVQError
-        Not a ``.kvq`` file, another version, a header field out of range, a header that
-        disagrees with the file's size, a failed checksum, a payload that does not inflate to
-        the declared size, or an index >= K.
+    KVQHeader
+        Nothing is allocated for the pixels before every size is known to fit the file
+        and the limit.
     """
-    view = memoryview(data).cast("B")
-    size = len(view)
-    if size < len(MAGIC) or bytes(view[: len(MAGIC)]) != MAGIC:
+    view = memoryview(view).cast("B")
+    if len(view) < len(MAGIC) or bytes(view[: len(MAGIC)]) != MAGIC:
         raise fail("not a .kvq file (wrong magic bytes)", source)
-    if size < _FIXED:
-        raise fail(f"truncated: {size} bytes, shorter than the {_FIXED}-byte header", source)
+    if len(view) < _FIXED or size < _FIXED:
+        raise fail(
+            f"truncated: {min(size, len(view))} bytes, shorter than the {_FIXED}-byte header",
+            source,
+        )
     (_, version, flags, ndim, code, bits, res1, channels, res2, k, payload_len, crc, res3) = (
         _HEADER.unpack_from(view)
     )
@@ -431,39 +464,87 @@ def decode_kvq(data, *, source=None, max_pixels: int = MAX_PIXELS) -> KVQData:
             f"(flags {flags}, b = {bits})",
             source,
         )
-    scalar = bool(flags & FLAG_SCALAR)
-    if scalar and channels != 1:
+    if flags & FLAG_SCALAR and channels != 1:
         raise fail(f"a scalar image must have one channel, header says {channels}", source)
     head = header_size(ndim)
-    if size < head:
-        raise fail(f"truncated: {size} bytes, shorter than its {head}-byte header", source)
+    if len(view) < head or size < head:
+        raise fail(
+            f"truncated: {min(size, len(view))} bytes, shorter than its {head}-byte header",
+            source,
+        )
     shape = struct.unpack_from(f"<{ndim}Q", view, _FIXED)
-    if min(shape) < 1 or max(shape) > MAX_PIXELS:
-        raise fail(f"shape {shape} has an axis outside 1 .. 2**34", source)
+    if min(shape) < 1:
+        raise fail(f"shape {shape} has an empty axis", source)
     n = math.prod(shape)  # exact Python integers: no overflow
-    limit = min(MAX_PIXELS, max_pixels)
-    if n > limit:
-        raise fail(f"declares {n} pixels, over the limit of {limit}", source)
+    check_pixels(n, max_pixels, source=source, what=" x ".join(map(str, shape)))
     dtype = DTYPE_CODES[code]
     palette_len = k * channels * dtype.itemsize
     expected = head + palette_len + payload_len
     if size != expected:
         what = "truncated" if size < expected else "has trailing bytes"
         raise fail(f"{what}: the header describes {expected} bytes, the file has {size}", source)
-    # Bits per stored index: b packed, or 8 / 16 when byte-aligned.
-    stored_bits = 8 * byte_width(k) if byte_aligned else bits
-    raw_len = (n * stored_bits + 7) // 8
-    deflated = bool(flags & FLAG_DEFLATE)
-    if not deflated and payload_len != raw_len:
+    header = KVQHeader(
+        version,
+        flags,
+        shape,
+        dtype,
+        bits,
+        channels,
+        k,
+        payload_len,
+        crc,
+        head,
+        palette_len,
+        size,
+        n,
+    )
+    raw_len = header.raw_len
+    if not header.deflated and payload_len != raw_len:
         raise fail(
             f"index payload is {payload_len} bytes, {n} indices of {bits} bits need {raw_len}",
             source,
         )
-    if deflated and raw_len > _MAX_INFLATE_RATIO * payload_len + _INFLATE_SLACK:
+    if header.deflated and raw_len > _MAX_INFLATE_RATIO * payload_len + _INFLATE_SLACK:
         raise fail(
             f"declares {raw_len} index bytes, more than {payload_len} deflated bytes can hold",
             source,
         )
+    return header
+
+
+def decode_kvq(data, *, source=None, max_pixels: int | None = None) -> KVQData:
+    """Decode the bytes of a ``.kvq`` file, checking everything before allocating.
+
+    Parameters
+    ----------
+    data : bytes-like
+        The whole file.
+    source : str, optional
+        Named in error messages (the path).
+    max_pixels : int, optional
+        Refuse files that declare more pixels than this; default
+        :data:`napari_kmeans_vq.io.limits.MAX_PIXELS` (2**28 unless changed).
+
+    Returns
+    -------
+    KVQData
+
+    Raises
+    ------
+    KVQError
+        Not a ``.kvq`` file, another version, a header field out of range, more pixels than
+        the limit, a header that disagrees with the file's size, a failed checksum, a
+        payload that does not inflate to the declared size, or an index >= K.
+    """
+    view = memoryview(data).cast("B")
+    size = len(view)
+    header = read_header(view, size, source=source, max_pixels=max_pixels)
+    head, palette_len, crc = header.head, header.palette_len, header.crc
+    shape, dtype, k, channels = header.shape, header.dtype, header.n_colors, header.channels
+    n, stored_bits, raw_len = header.n_pixels, header.stored_bits, header.raw_len
+    deflated, byte_aligned = header.deflated, header.byte_aligned
+    payload_len, version = header.payload_len, header.version
+    scalar = bool(header.flags & FLAG_SCALAR)
     actual = zlib.crc32(view[:_CRC_OFFSET])
     actual = zlib.crc32(view[_CRC_OFFSET + 4 :], actual)
     if actual != crc:
@@ -497,7 +578,10 @@ def decode_kvq(data, *, source=None, max_pixels: int = MAX_PIXELS) -> KVQData:
         if int(raw[-1]) & ((1 << pad) - 1):
             raise fail("non-zero padding bits after the last index", source)
     # Whole bytes unpack as 8- or 16-bit values (big-endian, as the packed order implies).
-    labels = unpack_indices(raw, n, stored_bits, dtype=index_dtype(k))
+    try:
+        labels = unpack_indices(raw, n, stored_bits, dtype=index_dtype(k))
+    except MemoryError:
+        raise fail(f"not enough memory to decode {n:,} pixels", source) from None
     if stored_bits and k < (1 << stored_bits):
         top = int(labels.max())
         if top >= k:
@@ -516,12 +600,18 @@ def decode_kvq(data, *, source=None, max_pixels: int = MAX_PIXELS) -> KVQData:
     )
 
 
-def read_kvq(path, *, max_pixels: int = MAX_PIXELS) -> KVQData:
+def read_kvq(path, *, max_pixels: int | None = None) -> KVQData:
     """Read and decode a ``.kvq`` file (see :func:`decode_kvq`).
 
-    The file is read whole (its real size bounds that memory); nothing is unpickled.
+    Only a regular file is opened (a FIFO or a device is refused at once), and only its
+    header is read before the header's sizes are checked against the file's real size and
+    the pixel limit; then the file is read whole (its real size bounds that memory).
+    Nothing is unpickled.
     """
-    path = Path(path)
-    with open(path, "rb") as handle:
-        data = handle.read()
-    return decode_kvq(data, source=str(path), max_pixels=max_pixels)
+    source = str(path)
+    data = read_checked(
+        path,
+        header_size(MAX_NDIM),
+        lambda head, size: read_header(head, size, source=source, max_pixels=max_pixels),
+    )
+    return decode_kvq(data, source=source, max_pixels=max_pixels)

@@ -236,7 +236,9 @@ def write_labels(
     compressor : codec, optional
         Default :func:`default_compressor` (a zarr v3 codec for NGFF 0.5, numcodecs for 0.4).
     overwrite : bool, default False
-        Replace an existing ``path``.
+        Replace an existing ``path``, if it is a store this package could have written
+        (:func:`replaceable_store`); never an arbitrary folder. (The store is rewritten in
+        place: :func:`napari_kmeans_vq.io.save_ome_zarr` writes beside it and swaps.)
     progress : callable, optional
         Called as ``progress("write", fraction_done)`` as blocks are stored (on dask's
         local schedulers); an exception raised in it stops the writing.
@@ -252,8 +254,15 @@ def write_labels(
     import zarr
 
     path = os.fspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"path {path!r} exists; pass overwrite=True to replace it.")
+    fresh = _empty_folder(path)
+    if os.path.lexists(path) and not fresh:
+        if not overwrite:
+            raise FileExistsError(f"path {path!r} exists; pass overwrite=True to replace it.")
+        if not replaceable_store(path):
+            raise FileExistsError(
+                f"path {path!r} is not an OME-Zarr store this package could have written; "
+                "refusing to replace it."
+            )
     if not isinstance(name, str) or not name or "/" in name:
         raise ValueError(f"name must be a non-empty string without '/', got {name!r}.")
     if ngff_version not in NGFF_VERSIONS:
@@ -279,7 +288,11 @@ def write_labels(
 
     from ..large.progress import stage
 
-    root = zarr.open_group(path, mode="w", zarr_format=2 if ngff_version == "0.4" else 3)
+    # An empty folder is filled as it is ("w-": zarr would otherwise delete and recreate it,
+    # and the writer's lock on it with it); anything else is replaced.
+    root = zarr.open_group(
+        path, mode="w-" if fresh else "w", zarr_format=2 if ngff_version == "0.4" else 3
+    )
     group = root if image is None else root.create_group("labels").create_group(name)
     with stage(progress, "write"):
         datasets, arrays = _write_multiscale(
@@ -390,6 +403,64 @@ def _with_colour_axis(image, labels_shape):
     return as_dask(image, channel_axis=None if scalar else -1)
 
 
+def _empty_folder(path) -> bool:
+    try:
+        return os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path)
+    except OSError:
+        return False
+
+
+#: What the root of a store :func:`write_labels` wrote may hold: zarr metadata, the levels
+#: ("0", "1"...) and the labels group.
+_STORE_ENTRIES = frozenset({"zarr.json", ".zgroup", ".zattrs", ".zmetadata", "labels"})
+
+
+def replaceable_store(path) -> bool:
+    """Whether ``path`` is a folder :func:`write_labels` could have written, so that
+    ``--force`` may replace it: an OME-Zarr group whose root holds only zarr metadata,
+    numbered levels and ``labels``, with ``multiscales`` metadata and either an
+    ``image-label`` (labels alone) or a ``labels`` group (an image with labels). An empty
+    folder also qualifies (nothing is lost). Anything else (a symbolic link counts as
+    replaceable by the caller, never followed here) is not.
+    """
+    from .data import KVQError
+    from .limits import MAX_METADATA_BYTES, parse_json
+
+    path = os.fspath(path)
+    if os.path.islink(path) or not os.path.isdir(path):
+        return False
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return False
+    if not names:
+        return True
+    if any(name not in _STORE_ENTRIES and not name.isdigit() for name in names):
+        return False
+    attrs = None
+    for meta, key in (("zarr.json", "attributes"), (".zattrs", None)):
+        if meta not in names:
+            continue
+        meta_path = os.path.join(path, meta)
+        try:
+            if not os.path.isfile(meta_path) or os.path.getsize(meta_path) > MAX_METADATA_BYTES:
+                return False
+            with open(meta_path, "rb") as handle:
+                parsed = parse_json(handle.read(MAX_METADATA_BYTES + 1), source=meta_path)
+        except (OSError, KVQError):
+            return False
+        if not isinstance(parsed, dict):
+            return False
+        attrs = parsed.get(key) if key else parsed
+        break
+    if not isinstance(attrs, dict):
+        return False
+    ome = attrs.get("ome", attrs)
+    if not isinstance(ome, dict) or not ome.get("multiscales"):
+        return False
+    return "image-label" in ome or "labels" in names
+
+
 def read_labels(path, name: str = "kmeans"):
     """Read back what :func:`write_labels` wrote (either layout, NGFF 0.5 or 0.4), lazily.
 
@@ -411,4 +482,10 @@ def read_labels(path, name: str = "kmeans"):
     return levels, attrs["image-label"]
 
 
-__all__ = ["default_compressor", "palette_rgba255", "read_labels", "write_labels"]
+__all__ = [
+    "default_compressor",
+    "palette_rgba255",
+    "read_labels",
+    "replaceable_store",
+    "write_labels",
+]

@@ -17,13 +17,14 @@ import json
 import struct
 import warnings
 import zlib
-from pathlib import Path
 
 import numpy as np
 
 from .._limits import index_dtype
+from ._read import read_checked
 from .data import KVQData, KVQError, check_labels_palette, fail
-from .kvq import DEFAULT_LEVEL, MAX_PIXELS, pack_indices
+from .kvq import DEFAULT_LEVEL, pack_indices
+from .limits import check_pixels, parse_json
 
 __all__ = [
     "PNG_SIGNATURE",
@@ -32,6 +33,7 @@ __all__ = [
     "encode_indexed_png",
     "png_bit_depth",
     "read_indexed_png",
+    "read_png_header",
     "smallest_bit_depth",
 ]
 
@@ -39,6 +41,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TEXT_KEY = "napari-kmeans-vq"
 _MAX_SIDE = 2**31 - 1  # PNG's own limit on width and height
 _MAX_INFLATE_RATIO = 1100
+#: The napari-kmeans-vq text chunk holds a few numbers; more than this is not ours.
+_MAX_TEXT = 4096
 _INFLATE_SLACK = 1 << 16
 
 
@@ -183,6 +187,41 @@ def png_bit_depth(data) -> int:
     return data[24]
 
 
+#: Bytes of a PNG up to the end of its IHDR chunk: all :func:`read_png_header` needs.
+PNG_HEAD = 33
+
+
+def read_png_header(head, size: int | None = None, *, source=None, max_pixels=None) -> tuple:
+    """Check an indexed PNG's signature and ``IHDR`` chunk from its first 33 bytes.
+
+    Width, height, bit depth and colour type are checked, and the pixels against the
+    limit, before anything else of the file is read. Returns ``(width, height, depth,
+    interlace)``.
+    """
+    head = bytes(head[:PNG_HEAD])
+    if head[:8] != PNG_SIGNATURE:
+        raise fail("not a PNG file (wrong signature)", source)
+    if len(head) < PNG_HEAD or (size is not None and size < PNG_HEAD):
+        raise fail("truncated: shorter than a PNG signature and IHDR chunk", source)
+    (length,) = struct.unpack_from(">I", head, 8)
+    if head[12:16] != b"IHDR" or length != 13:
+        raise fail("the first chunk is not a 13-byte IHDR", source)
+    (crc,) = struct.unpack_from(">I", head, 29)
+    if zlib.crc32(head[12:29]) != crc:
+        raise fail("CRC mismatch in the 'IHDR' chunk", source)
+    width, height, depth, color_type, _compression, _filter, interlace = struct.unpack_from(
+        ">IIBBBBB", head, 16
+    )
+    if color_type != 3:
+        raise fail(f"not an indexed (palette) PNG: colour type {color_type}", source)
+    if depth not in (1, 2, 4, 8):
+        raise fail(f"invalid palette bit depth {depth}", source)
+    if not (1 <= width <= _MAX_SIDE and 1 <= height <= _MAX_SIDE):
+        raise fail(f"invalid size {width} x {height}", source)
+    check_pixels(width * height, max_pixels, source=source, what=f"{width} x {height}")
+    return width, height, depth, interlace
+
+
 def _chunks(view: memoryview, source):
     """Yield (type, body) of each chunk, checking lengths and CRCs."""
     pos, size = 8, len(view)
@@ -205,7 +244,7 @@ def _chunks(view: memoryview, source):
     raise fail("truncated: no IEND chunk", source)
 
 
-def decode_indexed_png(data, *, source=None, max_pixels: int = MAX_PIXELS) -> KVQData:
+def decode_indexed_png(data, *, source=None, max_pixels: int | None = None) -> KVQData:
     """Decode an indexed PNG into codeword indices and a palette.
 
     Parameters
@@ -214,8 +253,9 @@ def decode_indexed_png(data, *, source=None, max_pixels: int = MAX_PIXELS) -> KV
         The whole file.
     source : str, optional
         Named in error messages.
-    max_pixels : int, default 2**34
-        Refuse images with more pixels than this.
+    max_pixels : int, optional
+        Refuse images with more pixels than this; default
+        :data:`napari_kmeans_vq.io.limits.MAX_PIXELS` (2**28 unless changed).
 
     Returns
     -------
@@ -227,21 +267,20 @@ def decode_indexed_png(data, *, source=None, max_pixels: int = MAX_PIXELS) -> KV
     ------
     KVQError
         Not a PNG, not a palette PNG, damaged (bad CRC, truncated, inflates wrongly), larger
-        than the limits, or an index beyond the palette.
+        than the limits, metadata that is not small, shallow JSON, or an index beyond the
+        palette.
     """
     view = memoryview(data).cast("B")
-    if len(view) < 8 or bytes(view[:8]) != PNG_SIGNATURE:
-        raise fail("not a PNG file (wrong signature)", source)
-    header = plte = trns = None
+    width, height, depth, interlace = read_png_header(
+        view[:PNG_HEAD], len(view), source=source, max_pixels=max_pixels
+    )
+    plte = trns = None
     text: dict = {}
     idat_bytes = 0
     for index, (kind, body) in enumerate(_chunks(view, source)):
-        if index == 0 and kind != b"IHDR":
-            raise fail("the first chunk is not IHDR", source)
         if kind == b"IHDR":
-            if len(body) != 13:
-                raise fail("IHDR chunk is not 13 bytes", source)
-            header = struct.unpack(">IIBBBBB", body)
+            if index:
+                raise fail("more than one IHDR chunk", source)
         elif kind == b"PLTE":
             plte = bytes(body)
         elif kind == b"tRNS":
@@ -251,22 +290,14 @@ def decode_indexed_png(data, *, source=None, max_pixels: int = MAX_PIXELS) -> KV
         elif kind == b"tEXt":
             key, _, value = bytes(body).partition(b"\0")
             if key == TEXT_KEY.encode("latin-1"):
-                try:
-                    text = json.loads(value.decode("latin-1"))
-                except ValueError:
-                    raise fail("unreadable napari-kmeans-vq text chunk", source) from None
+                text = parse_json(
+                    value,
+                    source=source,
+                    what="the napari-kmeans-vq text chunk",
+                    encoding="latin-1",
+                )
                 if not isinstance(text, dict):
                     raise fail("unreadable napari-kmeans-vq text chunk", source)
-    width, height, depth, color_type, _compression, _filter, interlace = header
-    if color_type != 3:
-        raise fail(f"not an indexed (palette) PNG: colour type {color_type}", source)
-    if depth not in (1, 2, 4, 8):
-        raise fail(f"invalid palette bit depth {depth}", source)
-    if not (1 <= width <= _MAX_SIDE and 1 <= height <= _MAX_SIDE):
-        raise fail(f"invalid size {width} x {height}", source)
-    n = width * height
-    if n > min(max_pixels, MAX_PIXELS):
-        raise fail(f"{width} x {height} pixels, over the limit of {max_pixels}", source)
     # The scanlines' size without interlacing: interlaced images need a little more, so
     # this is a bound that holds for both.
     raw = height * (1 + (width * depth + 7) // 8)
@@ -278,17 +309,22 @@ def decode_indexed_png(data, *, source=None, max_pixels: int = MAX_PIXELS) -> KV
     channels = text.get("channels", 4 if trns is not None else 3)
     scalar = text.get("scalar", False) is True
     if channels not in (1, 3, 4) or text.get("n_colors", k) != k or (scalar and channels != 1):
-        raise fail(f"text chunk {text} disagrees with the PLTE chunk of {k} colours", source)
+        raise fail(
+            f"the napari-kmeans-vq text chunk {_short(text)} disagrees with the PLTE chunk of "
+            f"{k} colours",
+            source,
+        )
     if trns is not None and len(trns) > k:
         raise fail("tRNS chunk is longer than the palette", source)
 
-    from PIL import Image
+    from PIL import Image, PngImagePlugin
 
     try:
         with warnings.catch_warnings():
-            # The pixel count was checked against our own limit above.
+            # The pixel count was checked against our own limit above: Pillow's own check
+            # (in Image.open) is not asked again, so one documented limit applies.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(view)) as im:
+            with PngImagePlugin.PngImageFile(io.BytesIO(view)) as im:
                 if im.mode != "P":
                     raise fail(f"not an indexed PNG (Pillow mode {im.mode})", source)
                 im.load()
@@ -328,9 +364,19 @@ def decode_indexed_png(data, *, source=None, max_pixels: int = MAX_PIXELS) -> KV
     )
 
 
-def read_indexed_png(path, *, max_pixels: int = MAX_PIXELS) -> KVQData:
-    """Read an indexed PNG file (see :func:`decode_indexed_png`)."""
-    path = Path(path)
-    with open(path, "rb") as handle:
-        data = handle.read()
-    return decode_indexed_png(data, source=str(path), max_pixels=max_pixels)
+def read_indexed_png(path, *, max_pixels: int | None = None) -> KVQData:
+    """Read an indexed PNG file (see :func:`decode_indexed_png`): a regular file only, its
+    signature and ``IHDR`` checked (and the pixels against the limit) before the rest is
+    read."""
+    source = str(path)
+    data = read_checked(
+        path,
+        PNG_HEAD,
+        lambda head, size: read_png_header(head, size, source=source, max_pixels=max_pixels),
+    )
+    return decode_indexed_png(data, source=source, max_pixels=max_pixels)
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

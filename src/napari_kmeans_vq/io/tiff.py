@@ -17,8 +17,11 @@ import numpy as np
 
 from .._limits import MAX_COLORS, index_dtype
 from ..core.colorspace import palette_rgba
+from ..large.inputs import check_tiff, check_tiff_structure
 from ._atomic import atomic_write
-from .data import KVQData, KVQError, check_labels_palette
+from ._read import open_regular
+from .data import KVQData, KVQError, check_labels_palette, fail
+from .limits import as_kvq_error, check_pixels, parse_json, pixel_count
 
 KEY = "napari_kmeans_vq"
 
@@ -82,52 +85,123 @@ def write_labels_tiff(path, labels, palette, **options) -> None:
     atomic_write(path, encode_labels_tiff(labels, palette, **options))
 
 
-def read_labels_tiff(path) -> KVQData:
+def read_labels_tiff(path, *, max_pixels: int | None = None) -> KVQData:
     """Read a labels TIFF: the indices and the palette (exact when we wrote the file).
 
     A palette TIFF from elsewhere gives its colour map as an 8-bit RGB palette; any other
-    TIFF is refused with :class:`KVQError`.
-    """
-    import tifffile
+    TIFF is refused. Only a regular file is opened, the pixels the first series declares
+    are checked against the limit (``max_pixels``, default
+    :data:`napari_kmeans_vq.io.limits.MAX_PIXELS`) before any is read, and the JSON of the
+    description is parsed within the metadata limits of :mod:`napari_kmeans_vq.io.limits`.
 
-    try:
-        with tifffile.TiffFile(os.fspath(path)) as tif:
-            page = tif.pages[0]
-            labels = tif.asarray()
-            description = page.description
-            colormap = page.colormap
-            photometric = page.photometric
-    except (tifffile.TiffFileError, ValueError) as exc:
-        raise KVQError(f"{path}: not a readable TIFF ({exc})") from exc
-    ours = _our_metadata(description)
-    if ours is not None:
-        palette = np.asarray(ours["palette"], dtype=ours["dtype"])
-    elif photometric == tifffile.PHOTOMETRIC.PALETTE and colormap is not None:
-        k = int(labels.max()) + 1 if labels.size else 1
-        palette = np.rint(np.asarray(colormap)[:, :k].T / 257).astype(np.uint8)
-    else:
-        raise KVQError(f"{path}: a TIFF without a palette is not a labels image")
+    Raises
+    ------
+    KVQError
+        Whatever is wrong with the file (``OSError`` only when it cannot be opened).
+    """
+    source = os.fspath(path)
+    with open_regular(path) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        try:
+            labels, description, colormap, palette_photometric = _read_tiff_labels(
+                handle, source, max_pixels
+            )
+            ours = _our_metadata(description, source)
+            if ours is not None:
+                palette = _our_palette(ours, source)
+            elif palette_photometric and colormap is not None:
+                k = int(labels.max()) + 1 if labels.size else 1
+                colormap = np.asarray(colormap)
+                if colormap.ndim != 2 or colormap.shape[0] != 3 or colormap.shape[1] < k:
+                    raise fail("its colour map does not cover the labels", source)
+                palette = np.rint(colormap[:, :k].T / 257).astype(np.uint8)
+            else:
+                raise fail("a TIFF without a palette is not a labels image", source)
+        except KVQError:
+            raise
+        except Exception as exc:  # tifffile and numpy raise many types for a damaged file
+            raise as_kvq_error(exc, source, "not a readable TIFF") from None
     if palette.ndim == 1:
         palette = palette[:, None]
     if not 1 <= palette.shape[0] <= MAX_COLORS or (labels.size and labels.max() >= len(palette)):
-        raise KVQError(f"{path}: labels and palette do not match")
+        raise fail("labels and palette do not match", source)
     extra = {"names": ours.get("names")} if ours else {}
     return KVQData(
         labels=labels.astype(index_dtype(len(palette)), copy=False),
         palette=palette,
         format="tiff",
         version=0,
-        file_size=os.path.getsize(path),
+        file_size=size,
         extra=extra,
     )
 
 
-def _our_metadata(description: str) -> dict | None:
+def _read_tiff_labels(handle, source, max_pixels):
+    """The first series' pixels (checked against the limit first), its description, colour
+    map and whether it is a palette image."""
+    import logging
+
+    import tifffile
+
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)  # the one-line error says what is wrong
     try:
-        parsed = json.loads(description)
-    except (TypeError, ValueError):
+        check_tiff_structure(handle, os.fstat(handle.fileno()).st_size)
+        handle.seek(0)
+        with tifffile.TiffFile(handle) as tif:
+            if not tif.pages or not tif.series:
+                raise fail("not a readable TIFF (no image)", source)
+            page = tif.pages.first
+            series = tif.series[0]
+            dtype = np.dtype(series.dtype)
+            if dtype.kind not in "ui" or dtype.itemsize > 4:
+                raise fail(f"labels must be 8, 16 or 32-bit integers, not {dtype}", source)
+            check_pixels(
+                pixel_count(series.shape, channels=False),
+                max_pixels,
+                source=source,
+                what=" x ".join(map(str, series.shape)),
+            )
+            check_tiff(tif, os.fstat(handle.fileno()).st_size)
+            labels = series.asarray()
+            palette_photometric = page.photometric == tifffile.PHOTOMETRIC.PALETTE
+            return labels, page.description, page.colormap, palette_photometric
+    finally:
+        logger.setLevel(level)
+
+
+def _our_metadata(description, source) -> dict | None:
+    """This package's entry of the description's JSON, or None when it has none."""
+    if not description or not description.lstrip().startswith("{"):
         return None
-    return parsed.get(KEY) if isinstance(parsed, dict) else None
+    try:
+        parsed = parse_json(description, source=source, what="the TIFF description")
+    except KVQError:
+        return None  # not ours: a foreign description that happens to start with "{"
+    ours = parsed.get(KEY) if isinstance(parsed, dict) else None
+    if ours is not None and not isinstance(ours, dict):
+        raise fail(f"the {KEY!r} entry of the TIFF description is not an object", source)
+    return ours
+
+
+def _our_palette(ours: dict, source) -> np.ndarray:
+    """The palette recorded in the description, in its dtype (a number dtype only)."""
+    try:
+        dtype = np.dtype(str(ours.get("dtype")))
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.kind not in "uif" or dtype.itemsize > 8:
+        raise fail(f"the palette's dtype {ours.get('dtype')!r} is not a number type", source)
+    try:
+        palette = np.asarray(ours.get("palette"), dtype=dtype)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise fail(
+            f"the palette in the TIFF description is not a table of numbers ({exc})", source
+        ) from None
+    if palette.ndim not in (1, 2) or (palette.ndim == 2 and not 1 <= palette.shape[1] <= 256):
+        raise fail(f"the palette in the TIFF description has shape {palette.shape}", source)
+    return palette
 
 
 __all__ = ["encode_labels_tiff", "read_labels_tiff", "write_labels_tiff"]

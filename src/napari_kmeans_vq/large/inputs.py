@@ -6,8 +6,11 @@ napari-kmeans-vq[large]``).
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+import stat
+import struct
 from collections.abc import Sequence
 
 import numpy as np
@@ -36,6 +39,23 @@ def _is_multiscale(image) -> bool:
     return len(image) > 0 and all(hasattr(level, "shape") for level in image)
 
 
+#: Metadata files a zarr store is opened through, at its root and in each array.
+_ZARR_METADATA = ("zarr.json", ".zgroup", ".zattrs", ".zarray", ".zmetadata")
+#: The largest zarr metadata file (bytes) opened; the palette of K = 65,536 colours as
+#: properties is about 10 MB.
+MAX_METADATA_BYTES = 64 * 2**20
+#: The most chunks an array opened here may have (each read costs zarr a few KB of work
+#: and bookkeeping): a slide of 100,000 x 100,000 pixels in 64 x 64 tiles has 2.4 million.
+MAX_CHUNKS = 2**22
+#: The most chunks one read of :func:`read_whole` asks zarr for at once.
+READ_CHUNKS = 1024
+#: The most bytes one TIFF tile or strip may decode to (tifffile allocates it whole).
+MAX_CHUNK_BYTES = 2**30
+#: The most dask blocks an input is cut into (each is a task in every pass over the image).
+MAX_BLOCKS = 2**20
+_TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi")
+
+
 def open_image(path):
     """Open a zarr array, an OME-Zarr image or a (pyramidal) TIFF without reading pixels.
 
@@ -43,31 +63,281 @@ def open_image(path):
     ----------
     path : str or os.PathLike
         A ``.zarr`` directory (a plain array, or an OME-Zarr image whose ``multiscales``
-        lists its levels) or a ``.tif``/``.tiff`` file, read through tifffile's zarr view.
+        lists its levels) or a ``.tif``/``.tiff`` file, read through tifffile's zarr view
+        (JPEG-tiled slides need ``imagecodecs``, part of ``napari-kmeans-vq[large]``).
 
     Returns
     -------
     zarr array, or list of zarr arrays (full resolution first) for a multiscale image
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing at ``path``.
+    ValueError
+        Anything else that stops the input from being read, with one line saying what:
+        not a zarr store or TIFF, damaged or oversized metadata, a FIFO or device, a
+        compression that cannot be decoded here or damaged data (checked on one chunk of
+        the smallest level; damage elsewhere shows when that block is read). The readers
+        of :mod:`napari_kmeans_vq.io` give it as their ``KVQError``.
     """
+    path = os.fspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"cannot read {path}: no such file or directory") from None
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        raise ValueError(f"cannot read {path}: not a regular file or directory")
+    try:
+        image = _open(path)
+    except Exception as exc:  # zarr, tifffile, codecs and OS errors alike: one message
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        if "imagecodecs" in message:
+            message += " (pip install imagecodecs, or napari-kmeans-vq[large])"
+        if len(message) > 300:
+            message = message[:297] + "..."
+        raise ValueError(f"cannot read {path} as a zarr array or TIFF: {message}") from None
+    return image
+
+
+#: The most images (IFDs) a TIFF may chain, SubIFDs included.
+MAX_TIFF_PAGES = 2**20
+
+
+def check_tiff_structure(handle, size: int) -> None:
+    """Walk a TIFF's chain of images (IFDs, and the SubIFDs of pyramids) from an open file
+    before any TIFF library does: every offset must lie in the file, no chain may loop back
+    on itself (a loop makes tifffile iterate forever), and there may be at most
+    :data:`MAX_TIFF_PAGES` steps in all. Reads only the IFDs' own bytes. Raises
+    ``ValueError``.
+    """
+    handle.seek(0)
+    head = handle.read(16)
+    if len(head) < 8 or head[:2] not in (b"II", b"MM"):
+        raise ValueError("not a TIFF file (no II or MM byte order mark)")
+    order = "<" if head[:2] == b"II" else ">"
+    (magic,) = struct.unpack_from(order + "H", head, 2)
+    if magic == 42:
+        count_f, entry_size, offset_f = "H", 12, "I"
+        (first,) = struct.unpack_from(order + "I", head, 4)
+    elif magic == 43 and len(head) >= 16:
+        count_f, entry_size, offset_f = "Q", 20, "Q"
+        (first,) = struct.unpack_from(order + "Q", head, 8)
+    else:
+        raise ValueError(f"not a TIFF file (version {magic})")
+    count_size, offset_size = struct.calcsize(count_f), struct.calcsize(offset_f)
+    # Each chain (the main one, and each list of SubIFDs) is walked on its own: a chain may
+    # meet IFDs another one reached (pyramid writers link SubIFDs both ways), but must not
+    # loop on itself.
+    chains, walked, done = [first], 0, set()
+    while chains:
+        offset = chains.pop()
+        if offset in done:
+            continue
+        done.add(offset)
+        seen: set[int] = set()
+        while offset:
+            if offset in seen:
+                raise ValueError(f"its chain of images loops back to offset {offset}")
+            seen.add(offset)
+            walked += 1
+            if walked > MAX_TIFF_PAGES:
+                raise ValueError(f"more than {MAX_TIFF_PAGES:,} images")
+            if offset + count_size > size:
+                raise ValueError(f"an image directory at offset {offset} is beyond the file")
+            handle.seek(offset)
+            (entries,) = struct.unpack(order + count_f, handle.read(count_size))
+            table = offset + count_size
+            if table + entries * entry_size + offset_size > size:
+                raise ValueError(f"the image directory at offset {offset} runs past the file")
+            block = handle.read(entries * entry_size + offset_size)
+            for i in range(entries):
+                tag, kind = struct.unpack_from(order + "HH", block, i * entry_size)
+                if tag == 330:  # SubIFDs: the levels of a pyramid
+                    chains.extend(_subifd_offsets(handle, order, block, i, entry_size, kind, size))
+            (offset,) = struct.unpack_from(order + offset_f, block, entries * entry_size)
+
+
+def _subifd_offsets(handle, order, block, i, entry_size, kind, size) -> list[int]:
+    """The offsets a SubIFDs entry lists (stored in the entry, or where it points)."""
+    classic = entry_size == 12
+    number_f, value_at = ("I", 4) if classic else ("Q", 4)
+    (number,) = struct.unpack_from(order + number_f, block, i * entry_size + value_at)
+    width = {4: 4, 13: 4, 16: 8, 18: 8}.get(kind)
+    if width is None or number > MAX_TIFF_PAGES:
+        raise ValueError("a SubIFDs entry of an unknown type or length")
+    inline = 4 if classic else 8
+    where = i * entry_size + (8 if classic else 12)
+    if number * width <= inline:
+        data = block[where : where + number * width]
+    else:
+        (pointer,) = struct.unpack_from(order + ("I" if classic else "Q"), block, where)
+        if pointer + number * width > size:
+            raise ValueError("a SubIFDs list runs past the file")
+        handle.seek(pointer)
+        data = handle.read(number * width)
+    return list(struct.unpack(order + ("I" if width == 4 else "Q") * number, data))
+
+
+#: The most one stored byte can decode to, per TIFF compression (by its tag value): deflate
+#: about 1,032, LZW 4,096 (a 12-bit code), PackBits 64, baseline JPEG about 512 (two bits
+#: a block); others are bounded by the pixel limit only.
+_TIFF_RATIOS = {1: 1, 5: 4096, 7: 1024, 8: 1100, 32946: 1100, 32773: 65}
+
+
+def check_tiff(tif, size: int) -> None:
+    """Check what a TIFF's first series declares against the file, from its tags alone.
+
+    Every tile or strip of every level must lie within the file's ``size`` bytes (a
+    crafted byte count would otherwise make a reader allocate it); one decoded tile or
+    strip may take at most :data:`MAX_CHUNK_BYTES`; and for the usual compressions the
+    stored bytes must be able to decode to what the tags declare (uncompressed data must
+    all be there). Raises ``ValueError``.
+    """
+    import tifffile
+
+    series = tif.series[0]
+    end = np.uint64(size)
+    for level in series.levels:
+        for page in level.pages:
+            if page is None:
+                continue
+            counts = np.asarray(page.databytecounts, dtype=np.uint64)
+            offsets = np.asarray(page.dataoffsets, dtype=np.uint64)
+            if counts.shape != offsets.shape:
+                raise ValueError("its tile or strip offsets and byte counts do not match")
+            if counts.size and (counts.max() > end or (offsets > end - counts).any()):
+                raise ValueError(
+                    f"a tile or strip lies beyond the end of the file ({size:,} bytes)"
+                )
+            keyframe = getattr(page, "keyframe", page)
+            if keyframe.compression not in tifffile.TIFF.DECOMPRESSORS:
+                raise ValueError(
+                    f"its compression {keyframe.compression!r} cannot be decoded here (some "
+                    "need imagecodecs: pip install imagecodecs, or napari-kmeans-vq[large])"
+                )
+            if keyframe.dtype is None:
+                raise ValueError("its sample format and bits per sample make no number type")
+            itemsize = np.dtype(keyframe.dtype).itemsize
+            chunk = math.prod(int(c) for c in keyframe.chunks) * itemsize
+            if chunk > MAX_CHUNK_BYTES:
+                raise ValueError(
+                    f"one tile or strip would decode to {chunk:,} bytes, more than the "
+                    f"{MAX_CHUNK_BYTES:,} accepted"
+                )
+            expected = math.prod(int(c) for c in keyframe.chunked)
+            if counts.size != expected:
+                raise ValueError(
+                    f"it lists {counts.size:,} tiles or strips where its size needs {expected:,}"
+                )
+            ratio = _TIFF_RATIOS.get(int(keyframe.compression))
+            stored = counts[counts > 0].astype(np.float64)
+            if ratio == 1 and stored.size == counts.size:
+                needed = math.prod(int(c) for c in keyframe.shape) * itemsize
+                if int(counts.sum()) < needed:
+                    raise ValueError(
+                        f"its uncompressed data is {int(counts.sum()):,} bytes, the image "
+                        f"needs {needed:,}"
+                    )
+            elif ratio and stored.size and (chunk > ratio * stored + 1024).any():
+                raise ValueError(
+                    f"a tile or strip of {int(stored.min()):,} bytes cannot decode to "
+                    f"{chunk:,} bytes"
+                )
+
+
+def _check_metadata(directory: str) -> None:
+    for name in _ZARR_METADATA:
+        meta = os.path.join(directory, name)
+        try:
+            info = os.stat(meta)
+        except OSError:
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{meta} is not a regular file")
+        if info.st_size > MAX_METADATA_BYTES:
+            raise ValueError(
+                f"{meta} is {info.st_size:,} bytes, over the {MAX_METADATA_BYTES:,} accepted"
+            )
+
+
+def _open(path: str):
     import zarr
 
-    path = os.fspath(path)
-    if path.lower().endswith((".tif", ".tiff", ".svs", ".ndpi")):
+    tiff = path.lower().endswith(_TIFF_SUFFIXES)
+    if tiff:
         import tifffile
 
-        node = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+        with open(path, "rb") as handle:
+            check_tiff_structure(handle, os.fstat(handle.fileno()).st_size)
+        with tifffile.TiffFile(path) as tif:
+            check_tiff(tif, os.path.getsize(path))
+            store = tif.aszarr()
+        node = zarr.open(store, mode="r")
     else:
+        _check_metadata(path)
         node = zarr.open(path, mode="r")
     if isinstance(node, zarr.Array):
-        return node
-    multiscales = node.attrs.get("multiscales") or node.attrs.get("ome", {}).get("multiscales")
-    if multiscales:
-        return [node[d["path"]] for d in multiscales[0]["datasets"]]
-    arrays = sorted(node.array_keys())
-    if not arrays:
-        raise ValueError(f"path {path!r} holds a zarr group with no arrays and no multiscales.")
-    levels = sorted((node[k] for k in arrays), key=lambda a: -math.prod(a.shape))
-    return levels if len(levels) > 1 else levels[0]
+        image = node
+    else:
+        multiscales = node.attrs.get("multiscales") or node.attrs.get("ome", {}).get("multiscales")
+        if multiscales:
+            paths = [d["path"] for d in multiscales[0]["datasets"]]
+            if not tiff:
+                for level in paths:
+                    _check_metadata(os.path.join(path, str(level)))
+            image = [node[level] for level in paths]
+            if not all(isinstance(level, zarr.Array) for level in image):
+                raise ValueError("a multiscales dataset is not an array")
+        else:
+            arrays = sorted(node.array_keys())
+            if not arrays:
+                raise ValueError("a zarr group with no arrays and no multiscales")
+            levels = sorted((node[k] for k in arrays), key=lambda a: -math.prod(a.shape))
+            image = levels if len(levels) > 1 else levels[0]
+    for level in image if isinstance(image, list) else [image]:
+        chunks = n_chunks(level)
+        if chunks > MAX_CHUNKS:
+            raise ValueError(
+                f"an array of shape {tuple(level.shape)} in chunks of {tuple(level.chunks)} "
+                f"is {chunks:,} chunks, more than the {MAX_CHUNKS:,} accepted: store it with "
+                "larger chunks"
+            )
+    # Decode one chunk (tile) of the smallest level now: a codec that is missing or data
+    # that is damaged shows here, in one line, rather than deep inside a fit.
+    smallest = image[-1] if isinstance(image, list) else image
+    if all(smallest.shape):
+        smallest[tuple(slice(0, 1) for _ in smallest.shape)]
+    return image
+
+
+def n_chunks(array) -> int:
+    """How many chunks an array with a ``chunks`` tuple (zarr) is stored in."""
+    return math.prod(
+        -(-int(s) // max(int(c), 1)) for s, c in zip(array.shape, array.chunks, strict=True)
+    )
+
+
+def read_whole(array) -> np.ndarray:
+    """A zarr array (or tifffile zarr view) read into one numpy array, a few chunks at a
+    time: zarr reads every chunk of one request at once, with bookkeeping for each, so a
+    request for millions of small chunks would cost far more than the pixels."""
+    chunks = tuple(max(int(c), 1) for c in array.chunks)
+    shape = tuple(int(s) for s in array.shape)
+    # A read block: whole chunks, grown along the last axes first, at most READ_CHUNKS.
+    step = list(chunks)
+    budget = READ_CHUNKS
+    for axis in reversed(range(len(shape))):
+        span = -(-shape[axis] // chunks[axis])
+        take = max(1, min(span, budget))
+        step[axis] = chunks[axis] * take
+        budget = max(1, budget // take)
+    out = np.empty(shape, dtype=array.dtype)
+    grid = [range(0, s, t) for s, t in zip(shape, step, strict=True)]
+    for corner in itertools.product(*grid):
+        where = tuple(slice(c, min(c + t, s)) for c, t, s in zip(corner, step, shape, strict=True))
+        out[where] = array[where]
+    return out
 
 
 def _spatial_chunks(shape, native, block_pixels):
@@ -140,6 +410,13 @@ def as_dask(image, *, channel_axis: int | None = -1, block_pixels: int = BLOCK_P
             chunks[channel_axis] = shape[channel_axis]
         else:
             chunks = _spatial_chunks(shape, native, block_pixels)
+        blocks = math.prod(-(-s // max(c, 1)) for s, c in zip(shape, chunks, strict=True))
+        if blocks > MAX_BLOCKS:
+            raise ValueError(
+                f"image of shape {shape} would be cut into {blocks:,} blocks of its chunks "
+                f"{tuple(chunks)}, more than the {MAX_BLOCKS:,} accepted: store it with "
+                "larger chunks"
+            )
         x = da.from_array(image, chunks=tuple(chunks), asarray=True)
     if x.dtype == bool:
         x = x.astype(np.uint8)
