@@ -600,3 +600,34 @@ def test_info_and_decompress_on_hostile_inputs(tmp_path):
     nested.write_bytes(bytes(png[:at]) + chunk + bytes(png[at + 12 + length :]))
     result = run("info", nested)
     assert result.returncode == 1 and "nested 100000 deep" in one_line_error(result)
+
+
+def test_npy_over_the_limit_is_memory_mapped_and_streamed(tile, tmp_path):
+    """A .npy over --max-pixels is not refused: it is streamed block by block from a
+    memory map, to OME-Zarr, with the labels the in-memory fit gives."""
+    source = tmp_path / "tile.npy"
+    np.save(source, tile)
+    out = tmp_path / "tile.ome.zarr"
+    result = run("compress", source, "-k", 6, "-o", out, "--max-pixels", 1000, "--json", "-q")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["input"]["streamed"] is True
+    assert np.array_equal(read_store(out)[0] - 1, quantize(tile, 6).labels)
+
+
+def test_limit_from_the_environment(tmp_path, photo):
+    """NAPARI_KMEANS_VQ_MAX_PIXELS sets the one limit for the process; --max-pixels wins."""
+    out = tmp_path / "x.kvq"
+    assert run("compress", photo, "-k", 3, "-o", out, "-q").returncode == 0
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "NAPARI_KMEANS_VQ_MAX_PIXELS": "1000"}
+    result = subprocess.run(
+        [*CLI, "info", str(out)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 1 and "over the limit of 1,000" in one_line_error(result)
+    result = subprocess.run(
+        [*CLI, "info", str(out), "--max-pixels", "20000"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
