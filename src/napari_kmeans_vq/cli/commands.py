@@ -36,8 +36,98 @@ class UsageError(Exception):
 # shared steps
 
 
-def _fit_options(args) -> dict:
-    return {"random_state": args.seed, "color_space": args.space, "n_init": args.restarts}
+def _fit_options(args, mask=None) -> dict:
+    """``quantize``'s options from the fit and segmentation options (and a mask made)."""
+    options = {"random_state": args.seed, "color_space": args.space, "n_init": args.restarts}
+    if args.stain_vectors is not None:
+        options["stain_vectors"] = args.stain_vectors
+    if mask is not None:
+        options["mask"] = mask
+    if args.min_region:
+        options["min_region"] = args.min_region
+    return options
+
+
+def _check_fit_args(args) -> None:
+    """Options that only make sense together: usage errors, before anything is read."""
+    if args.space == "stains" and args.stain_vectors is None:
+        raise UsageError("--space stains needs --stain-vectors R,G,B;R,G,B (2 or 3 vectors)")
+    if args.stain_vectors is not None and args.space != "stains":
+        raise UsageError(f"--stain-vectors goes with --space stains, not --space {args.space}")
+    if args.tissue_threshold is not None and args.mask != "auto":
+        raise UsageError("--tissue-threshold goes with --mask auto")
+    if args.mask is not None and not args.mask.strip():
+        raise UsageError("--mask takes 'auto' or a mask image file")
+
+
+def _make_mask(args, image):
+    """The ``--mask``: ``(bool array, its record for the report)``, or ``(None, None)``.
+
+    ``auto`` is :func:`napari_kmeans_vq.core.tissue.tissue_mask`; a file is read with the
+    project's reader, non-zero (in any colour channel, alpha aside) being tissue.
+    """
+    import numpy as np
+
+    if args.mask is None:
+        return None, None
+    scalar = image.ndim == 2
+    expected = tuple(image.shape if scalar else image.shape[:-1])
+    if args.mask == "auto":
+        from ..core.tissue import DEFAULT_THRESHOLD, tissue_mask
+
+        threshold = DEFAULT_THRESHOLD if args.tissue_threshold is None else args.tissue_threshold
+        if scalar:
+            raise CLIError("--mask auto needs an RGB image; this one has no colour axis")
+        try:
+            mask = tissue_mask(image, threshold)
+        except (TypeError, ValueError) as exc:
+            raise CLIError(f"--mask auto: {exc}") from None
+        record = {"source": "auto", "threshold": float(threshold)}
+        if not mask.any():
+            raise CLIError(
+                f"--mask auto found no tissue (optical density > {threshold}); lower "
+                "--tissue-threshold"
+            )
+    else:
+        from ..io import read_image
+
+        path = Path(args.mask)
+        _align_pillow_limit()
+        try:
+            values = np.asarray(read_image(path))
+        except (OSError, ValueError) as exc:
+            raise CLIError(f"--mask {path}: {exc}") from None
+        if values.dtype.kind not in "biuf":
+            raise CLIError(f"--mask {path}: a mask must hold numbers, not {values.dtype}")
+        if values.ndim == len(expected) + 1 and values.shape[-1] in (1, 2, 3, 4):
+            # grey (+ alpha) or RGB(A): the colour channels, not the alpha.
+            values = values[..., :1] if values.shape[-1] <= 2 else values[..., :3]
+            values = values.any(axis=-1)
+        if values.shape != expected:
+            have = " x ".join(map(str, values.shape))
+            want = " x ".join(map(str, expected))
+            raise CLIError(
+                f"--mask {path} is {have} pixels, the image {want}; a mask must have the "
+                "image's height and width"
+            )
+        mask = values != 0
+        record = {"source": str(path), "threshold": None}
+        if not mask.any():
+            raise CLIError(f"--mask {path} selects no pixels (it has no non-zero value)")
+    record |= {"pixels": int(mask.sum()), "total": int(mask.size)}
+    return mask, record
+
+
+def _refuse_streamed_segmentation(args, source) -> None:
+    """The library fits streamed (lazy) inputs without a mask or a clean-up."""
+    given = [
+        name for name, value in (("--mask", args.mask), ("--min-region", args.min_region)) if value
+    ]
+    if given:
+        raise UsageError(
+            f"{' and '.join(given)} need the image in memory; {source} is streamed (a zarr "
+            "store, a tiled or pyramidal TIFF, --lazy, or over --max-pixels)"
+        )
 
 
 def _exists(path: Path) -> bool:
@@ -223,11 +313,40 @@ def _save_file(out: Path, out_format: str, q, contents: dict, files: dict, args,
     return {"path": str(out), "format": out_format, "bytes": size}, key
 
 
+def _table_output(args, out: Path | None) -> Path | None:
+    """The ``--table`` path, checked, or None (``--pixel-size`` and ``--unit`` need it)."""
+    if args.table is None:
+        for name, value in (("--pixel-size", args.pixel_size), ("--unit", args.unit)):
+            if value is not None:
+                raise UsageError(f"{name} goes with --table OUT.csv")
+        return None
+    if args.unit is not None and (not args.unit.strip() or any(c in args.unit for c in " ,\n")):
+        raise UsageError(f"--unit must be a word such as um or mm, got {args.unit!r}")
+    table = Path(args.table)
+    if out is not None and table.resolve() == out.resolve():
+        raise UsageError(f"--table and -o name the same file, {table}")
+    _check_output(table, args.force)
+    return table
+
+
+def _write_table(table: Path, q, args, progress) -> dict:
+    """Write the class table as CSV; its record for the report."""
+    unit = args.unit or "um"
+    try:
+        classes = q.class_table(pixel_size=args.pixel_size, unit=unit)
+    except (TypeError, ValueError) as exc:
+        raise CLIError(f"cannot make the class table: {exc}") from None
+    size = _write(table, classes.to_csv().encode(), force=args.force, progress=progress)
+    return {"path": str(table), "bytes": size, "classes": len(classes)}
+
+
 def cmd_compress(args, progress) -> int:
     from ..io import limits, size_report, sizes_with_ratios, tree_size
     from ..io.images import streams
 
+    _check_fit_args(args)
     out, out_format = _compress_output(args)
+    table = _table_output(args, out)
     source = Path(args.image)
     try:
         streamed = streams(source, args.lazy)
@@ -235,12 +354,15 @@ def cmd_compress(args, progress) -> int:
         raise UsageError(
             f"--lazy reads a .zarr directory, a TIFF or a .npy file, not {source}"
         ) from None
+    if streamed:
+        _refuse_streamed_segmentation(args, source)
     progress(f"opening {source} lazily" if streamed else f"reading {source}")
     image = _read_image(source, lazy=streamed)
     levels = image if isinstance(image, list) else [image]
     full = levels[0]
     # A 2D image is scalar (no colour axis), as _quantize reads it.
     pixels = limits.pixel_count(full.shape, channels=len(full.shape) > 2)
+    mask, mask_record = (None, None) if streamed else _make_mask(args, image)
     # A streamed input small enough for memory is fitted block by block, then its labels
     # are computed in memory, for the full report and any output; a larger one goes to
     # OME-Zarr, block by block, or is only reported.
@@ -251,12 +373,19 @@ def cmd_compress(args, progress) -> int:
             f"into memory (--max-pixels): it is streamed and written as OME-Zarr labels, "
             f"give -o OUT.ome.zarr, not {out}"
         )
+    if not in_memory and table is not None:
+        raise UsageError(
+            f"--table needs the labels in memory; {source} is streamed to OME-Zarr labels "
+            f"({pixels:,} pixels, limit {limits.MAX_PIXELS:,}: --max-pixels)"
+        )
     input_bytes = tree_size(source)[0]
     shape = render.shape_text(full.shape, full.dtype)
     more = f", {len(levels)} levels" if len(levels) > 1 else ""
     how = ", block by block" if streamed else ""
     progress(f"quantizing {shape}{more} to K = {args.colors}{how}")
-    q = _quantize(image, args.colors, _fit_options(args), progress.stages())
+    if mask_record is not None:
+        progress(f"mask: {mask_record['pixels']:,} of {mask_record['total']:,} pixels")
+    q = _quantize(image, args.colors, _fit_options(args, mask), progress.stages())
     fit = f" ({q.info['fit']} fit)" if "fit" in q.info else ""
     seconds = q.info.get("seconds", 0)
     then = "; encoding files in memory" if in_memory else ""
@@ -276,8 +405,10 @@ def cmd_compress(args, progress) -> int:
         written, key = _save_file(out, out_format, q, contents, files, args, progress)
         files[key] = written["bytes"]
     sizes = sizes_with_ratios(q.report, files, input_bytes)
+    table_written = None if table is None else _write_table(table, q, args, progress)
 
-    n_pixels = q.report.n_pixels
+    # The pixels segmented (the mask's, when there is one) are the report's.
+    n_pixels = q.report.n_pixels if mask is None else int(mask.size)
     input_info = {"path": str(args.image), "shape": list(full.shape), "dtype": str(full.dtype)}
     if streamed:
         input_info |= {"levels": len(levels), "streamed": True}
@@ -293,18 +424,32 @@ def cmd_compress(args, progress) -> int:
                 "n_colors_requested": args.colors,
                 "seed": args.seed,
                 "color_space": args.space,
+                "stain_vectors": args.stain_vectors,
+                "mask": mask_record,
+                "min_region": args.min_region,
+                "n_pixels": q.report.n_pixels,
                 "fit": q.info.get("fit", "exact"),
                 "distortion": q.distortion,
                 "psnr": q.psnr,
                 "seconds": q.info.get("seconds"),
                 "sizes": sizes,
                 "output": written,
+                "table": table_written,
+                "classes": _classes(q, args),
                 "palette": q.palette.tolist(),
             }
         )
     else:
-        render.print_compress(args, q, image_line, sizes, written)
+        render.print_compress(args, q, image_line, sizes, written, mask_record, table_written)
     return 0
+
+
+def _classes(q, args) -> list | None:
+    """The class table's rows for the JSON report (None for labels left on disk)."""
+    if not hasattr(q, "class_table"):
+        return None
+    classes = q.class_table(pixel_size=args.pixel_size, unit=args.unit or "um")
+    return list(classes.rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,21 +550,37 @@ def cmd_sweep(args, progress) -> int:
         if gallery.suffix.lower() != ".png":
             raise UsageError(f"--gallery writes a PNG; give a .png name, not {gallery}")
         _check_output(gallery, args.force)
+    _check_fit_args(args)
     source = Path(args.image)
     progress(f"reading {source}")
     image = _read_image(source)
+    if isinstance(image, list) or not hasattr(image, "ndim"):
+        raise CLIError(f"sweep reads an image into memory; {source} is not one")
+    mask, mask_record = _make_mask(args, image)
     input_bytes = tree_size(source)[0]
-    results = _quantize_each(image, args.colors, _fit_options(args), input_bytes, progress)
+    options = _fit_options(args, mask)
+    results = _quantize_each(image, args.colors, options, input_bytes, progress)
     rows = [_row(k, q, sizes, input_bytes) for k, q, sizes, _ in results]
     if gallery is not None:
         picture = render.gallery_png(image, [q for _, q, _, _ in results])
         _write(gallery, picture, force=args.force, progress=progress)
     if args.json:
-        render.print_json({"image": str(args.image), "shape": list(image.shape), "rows": rows})
+        render.print_json(
+            {
+                "image": str(args.image),
+                "shape": list(image.shape),
+                "color_space": args.space,
+                "mask": mask_record,
+                "min_region": args.min_region,
+                "rows": rows,
+            }
+        )
     elif args.csv:
         render.print_csv(rows)
     else:
         render.print_table(rows, rows[0]["raw_bytes"], input_bytes)
+        if mask_record is not None:
+            print(render.mask_text(mask_record))
     return 0
 
 

@@ -6,10 +6,16 @@ Imports only argparse and the package's constants, so ``--help`` answers at once
 from __future__ import annotations
 
 import argparse
+import math
 
 PROG = "napari-kmeans-vq"
 #: The seed tutorial's comparison.
 SEED_KS = (2, 3, 6, 16)
+#: ``napari_kmeans_vq.core.colorspace.COLOR_SPACES``, written out so ``--help`` imports no
+#: numpy (a test checks they agree).
+COLOR_SPACES = ("rgb", "lab", "oklab", "od", "hed", "hdab", "stains")
+#: ``napari_kmeans_vq.core.tissue.DEFAULT_THRESHOLD`` (a test checks they agree).
+TISSUE_THRESHOLD = 0.15
 
 
 def _k_value(text: str) -> int:
@@ -54,6 +60,55 @@ def _restarts(text: str) -> int | str:
     return _whole_number(text, "restarts must be 'auto' or >= 1", 1)
 
 
+def _number(text: str, what: str, *, positive: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what}, got {text!r}") from None
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise argparse.ArgumentTypeError(f"{what}, got {text!r}")
+    return value
+
+
+def _threshold(text: str) -> float:
+    return _number(text, "the tissue threshold must be an optical density >= 0", positive=False)
+
+
+def _pixel_size(text: str) -> float | tuple[float, float]:
+    what = "the pixel size must be a number > 0, or ROW,COLUMN sides such as 0.5,0.5"
+    parts = [p for p in text.replace(",", " ").split() if p]
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"{what}, got {text!r}")
+    sides = tuple(_number(p, what, positive=True) for p in parts)
+    return sides[0] if len(sides) == 1 else sides
+
+
+def _min_region(text: str) -> int:
+    return _whole_number(text, "--min-region must be a whole number of pixels >= 0", 0)
+
+
+def _stain_vectors(text: str) -> list[list[float]]:
+    """``"r,g,b;r,g,b[;r,g,b]"``: two or three optical-density vectors."""
+    what = (
+        "--stain-vectors takes 2 or 3 vectors of 3 numbers, such as "
+        "'0.65,0.70,0.29;0.27,0.57,0.78'"
+    )
+    vectors = [v for v in text.split(";") if v.strip()]
+    if len(vectors) not in (2, 3):
+        raise argparse.ArgumentTypeError(f"{what}, got {text!r}")
+    out = []
+    for vector in vectors:
+        parts = [p for p in vector.replace(",", " ").split() if p]
+        try:
+            values = [float(p) for p in parts]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what}, got {text!r}") from None
+        if len(values) != 3 or not all(math.isfinite(v) for v in values):
+            raise argparse.ArgumentTypeError(f"{what}, got {text!r}")
+        out.append(values)
+    return out
+
+
 def _max_pixels(text: str) -> int:
     return _whole_number(text.replace(",", ""), "--max-pixels must be a whole number >= 1", 1)
 
@@ -80,9 +135,45 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     fit.add_argument(
         "--space",
-        choices=("rgb", "lab"),
+        choices=COLOR_SPACES,
         default="rgb",
-        help="colour space to cluster in (default rgb)",
+        help=(
+            "colour space to cluster in (default rgb): rgb, lab, oklab, od (optical "
+            "density), hed (H&E deconvolution), hdab (hematoxylin-DAB), stains (give "
+            "--stain-vectors); the palette and J stay in the image's RGB"
+        ),
+    )
+    fit.add_argument(
+        "--stain-vectors",
+        type=_stain_vectors,
+        metavar="R,G,B;R,G,B",
+        help="--space stains: the stains' optical-density vectors, 2 or 3, ';'-separated",
+    )
+    fit.add_argument(
+        "--mask",
+        metavar="auto|FILE",
+        help=(
+            "segment only the tissue: 'auto' (optical density summed over RGB above "
+            "--tissue-threshold) or a mask image of the input's height and width "
+            "(non-zero = tissue); the other pixels get label 0 and count nowhere"
+        ),
+    )
+    fit.add_argument(
+        "--tissue-threshold",
+        type=_threshold,
+        metavar="T",
+        help=f"--mask auto: the optical density above which a pixel is tissue (default "
+        f"{TISSUE_THRESHOLD})",
+    )
+    fit.add_argument(
+        "--min-region",
+        type=_min_region,
+        default=0,
+        metavar="N",
+        help=(
+            "spatial clean-up: connected regions under N pixels take their neighbours' "
+            "majority label (default 0, off); J and the bits describe the labels produced"
+        ),
     )
     fit.add_argument(
         "--restarts",
@@ -148,6 +239,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-deflate", action="store_true", help=".kvq: store the packed indices as they are"
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--table",
+        metavar="OUT.csv",
+        help=(
+            "write the class table as CSV: label, name, colour, pixels, share of the "
+            "segmented area, area (with --pixel-size), mean stains (stain spaces)"
+        ),
+    )
+    p.add_argument(
+        "--pixel-size",
+        type=_pixel_size,
+        metavar="S",
+        help="--table: a pixel's side (or ROW,COLUMN sides) in --unit, for the area column",
+    )
+    p.add_argument(
+        "--unit", metavar="U", help="the unit of --pixel-size (default um); the column is area_U2"
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
 
     p = sub.add_parser(

@@ -137,12 +137,37 @@ def size_table(report, sizes: dict) -> list[str]:
     return out
 
 
-def print_compress(args, q, image_line: str, sizes: dict, written: dict | None) -> None:
-    """compress's report: the image, the codebook, the quality and the size table."""
+def mask_text(record: dict) -> str:
+    """The mask line: where it came from and the pixels it segments."""
+    if record["source"] == "auto":
+        source = f"auto (tissue: optical density > {record['threshold']:g})"
+    else:
+        source = record["source"]
+    share = record["pixels"] / record["total"]
+    return (
+        f"mask       {source}: {record['pixels']:,} of {record['total']:,} pixels "
+        f"({100 * share:.2f}%) segmented"
+    )
+
+
+def print_compress(
+    args,
+    q,
+    image_line: str,
+    sizes: dict,
+    written: dict | None,
+    mask: dict | None = None,
+    table: dict | None = None,
+) -> None:
+    """compress's report: the image, the mask, the codebook, the quality, the size table."""
     report = q.report
     fit = q.info.get("fit", "exact")
-    lines = [
-        f"image      {args.image}: {image_line}",
+    lines = [f"image      {args.image}: {image_line}"]
+    if mask is not None:
+        lines.append(mask_text(mask))
+    if args.min_region:
+        lines.append(f"clean-up   regions under {args.min_region:,} pixels merged")
+    lines += [
         f"codebook   K = {q.n_colors} ({report.bits_per_index} bits per index), seed "
         f"{args.seed}, {args.space}" + ("" if fit == "exact" else f", {fit} fit"),
         f"quality    J = {q.distortion:.2f}, PSNR = {q.psnr:.2f} dB",
@@ -151,6 +176,8 @@ def print_compress(args, q, image_line: str, sizes: dict, written: dict | None) 
     ]
     if written:
         lines += ["", f"wrote {written['path']} ({written['bytes']:,} bytes)"]
+    if table:
+        lines += [f"wrote {table['path']} ({table['classes']} classes, {table['bytes']:,} bytes)"]
     print("\n".join(lines))
 
 
