@@ -16,6 +16,9 @@ from .kmeans import DEFAULT_EFFORT, Plan, assign, check_effort, weighted_error, 
 from .validation import check_choice, check_image, check_int, check_mask, check_n_colors
 
 ALPHA_MODES = ("ignore", "quantize")
+# Bounds of the parameters that set how much work a fit may do.
+MAX_N_INIT = 1_000
+MAX_ITER = 1_000_000
 
 
 class FewColorsWarning(UserWarning):
@@ -342,11 +345,13 @@ class Codebook:
             n_init = Plan.from_effort(effort, n_colors).n_init
         else:
             n_init = check_int(self.n_init, "n_init")
-            if n_init < 1:
-                raise ValueError(f"n_init must be >= 1 or 'auto', got {n_init}.")
+            if not 1 <= n_init <= MAX_N_INIT:
+                raise ValueError(
+                    f"n_init must be 'auto' or from 1 to {MAX_N_INIT:,}, got {n_init:,}."
+                )
         max_iter = check_int(self.max_iter, "max_iter")
-        if max_iter < 1:
-            raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
+        if not 1 <= max_iter <= MAX_ITER:
+            raise ValueError(f"max_iter must be from 1 to {MAX_ITER:,}, got {max_iter:,}.")
         if not isinstance(self.tol, int | float) or not np.isfinite(self.tol) or self.tol < 0:
             raise ValueError(f"tol must be a finite number >= 0, got {self.tol!r}.")
         return n_colors, space, n_init, max_iter
@@ -457,7 +462,8 @@ class Codebook:
             n_iter, runs, converged = result.n_iter, result.n_init, result.converged
         k = centers.shape[0]
         if space == "rgb":
-            palette = _to_dtype(centers, dtype)
+            # (a lossless codebook is the colours themselves, exact in any dtype)
+            palette = hist.colors.copy() if result is None else _to_dtype(centers, dtype)
             order = _canonical_order(palette, centers)
             palette, centers = palette[order], centers[order]
             if result is None:
@@ -482,7 +488,8 @@ class Codebook:
                 ],
                 axis=1,
             )
-            palette = _to_dtype(sums / mass[:, np.newaxis], dtype)
+            means = sums / mass[:, np.newaxis]
+            palette = hist.colors.copy() if result is None else _to_dtype(means, dtype)
             order = _canonical_order(palette, centers)
             palette, centers = palette[order], centers[order]
             labels = np.argsort(order)[labels]
@@ -624,10 +631,20 @@ def _canonical_order(palette: np.ndarray, centers: np.ndarray) -> np.ndarray:
 
 
 def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Float colours -> the image dtype: rounded to nearest and clipped to its range."""
+    """Float colours -> the image dtype: rounded to nearest and clipped to its range.
+
+    The clipping happens in the target dtype: float64 cannot hold int64's or uint64's
+    extremes (2**63 - 1 rounds up to 2**63), so a value at or past them becomes the extreme
+    itself instead of wrapping around."""
     dtype = np.dtype(dtype)
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
-        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+        rounded = np.rint(values)
+        out = np.empty(rounded.shape, dtype=dtype)
+        high, low = rounded >= float(info.max), rounded <= float(info.min)
+        inside = ~(high | low)
+        out[high], out[low] = info.max, info.min
+        out[inside] = rounded[inside].astype(dtype)
+        return out
     info = np.finfo(dtype)
     return np.clip(values, info.min, info.max).astype(dtype)

@@ -34,7 +34,7 @@ def is_lazy_input(image) -> bool:
 
 
 def _is_multiscale(image) -> bool:
-    if isinstance(image, str | bytes | np.ndarray) or not isinstance(image, Sequence):
+    if isinstance(image, str | bytes | memoryview | np.ndarray) or not isinstance(image, Sequence):
         return False
     return len(image) > 0 and all(hasattr(level, "shape") for level in image)
 
