@@ -25,5 +25,5 @@ export LD_PRELOAD="$LIBASAN $LIBUBSAN"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 PYTHONPATH=src "$PYTHON" -c "import sys; sys.path.insert(0, 'src'); from napari_kmeans_vq.core import engine_info; i = engine_info(); print(i); assert i['sanitizers'], 'not an ASan build'"
-PYTHONPATH=src "$PYTHON" -m pytest -q -p no:cacheprovider -W ignore tests/core "$@"
-echo "tools/asan.sh: the core tests passed under AddressSanitizer and UBSan"
+PYTHONPATH=src "$PYTHON" -m pytest -q -p no:cacheprovider -W ignore tests/core tests/fuzz "$@"
+echo "tools/asan.sh: the core tests and the readers' fuzz run passed under AddressSanitizer and UBSan"
