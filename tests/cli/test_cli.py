@@ -6,46 +6,18 @@ import csv
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import CLI, one_line_error, run
 from PIL import Image
 
 from napari_kmeans_vq import bit_report, quantize
 from napari_kmeans_vq.cli import main
 from napari_kmeans_vq.io import load, png_bit_depth, write_store
-
-
-def _command() -> list[str]:
-    """The installed console script, or the module when running from a source tree."""
-    script = Path(sys.executable).with_name("napari-kmeans-vq")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("napari-kmeans-vq")
-    return [found] if found else [sys.executable, "-m", "napari_kmeans_vq.cli"]
-
-
-CLI = _command()
-
-
-def run(*args, cwd=None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
-        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
-    )
-
-
-def one_line_error(result) -> str:
-    """The failure message: exactly one non-progress line on stderr, and no traceback."""
-    lines = [line for line in result.stderr.splitlines() if "] " not in line.split(":", 1)[-1]]
-    assert "Traceback" not in result.stderr
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("napari-kmeans-vq: error: ")
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

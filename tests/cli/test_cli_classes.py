@@ -7,10 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,30 +24,7 @@ from napari_kmeans_vq.io import load
 HDAB = "0.650,0.704,0.286;0.268,0.570,0.776"
 
 
-def _command() -> list[str]:
-    script = Path(sys.executable).with_name("napari-kmeans-vq")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("napari-kmeans-vq")
-    return [found] if found else [sys.executable, "-m", "napari_kmeans_vq.cli"]
-
-
-CLI = _command()
-
-
-def run(*args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
-        [*CLI, *map(str, args)], capture_output=True, text=True, env=env, timeout=120
-    )
-
-
-def one_line_error(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if "] " not in line.split(":", 1)[-1]]
-    assert "Traceback" not in result.stderr
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("napari-kmeans-vq: error: ")
-    return lines[0]
+from cli_helpers import one_line_error, run  # noqa: E402
 
 
 def usage_error(result) -> str:
