@@ -12,9 +12,10 @@ from .._limits import peak_value
 from .bits import BitReport, bit_report, label_entropy_bits
 from .classes import class_table
 from .codebook import Codebook
-from .kmeans import DEFAULT_EFFORT
+from .histogram import ColorHistogram, encode_decode
+from .kmeans import DEFAULT_EFFORT, weighted_error
 from .regions import merge_small_regions
-from .validation import check_image
+from .validation import check_image, check_mask, check_n_colors
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,8 +108,9 @@ class Quantization:
 
 def quantize(
     image,
-    n_colors: int,
+    n_colors: int | None = None,
     *,
+    codebook: Codebook | None = None,
     random_state=0,
     color_space: str = "rgb",
     n_init="auto",
@@ -137,8 +139,16 @@ def quantize(
         With ``channel_axis=None`` the whole array is one scalar channel. In memory: for
         dask and zarr arrays and multiscale lists use :func:`napari_kmeans_vq.quantize`
         (that is :func:`napari_kmeans_vq.large.quantize`), which works block by block.
-    n_colors : int
-        K, from 1 to 65,536.
+    n_colors : int, optional
+        K, from 1 to 65,536. Required unless ``codebook`` is given (then K is the
+        codebook's; a different ``n_colors`` is an error).
+    codebook : Codebook, optional
+        A fitted codebook to apply instead of fitting one: the image is encoded with it
+        (every pixel to its nearest codeword, in the codebook's colour space), decoded,
+        and J, PSNR, the bits and the classes measured on this image. The fit parameters
+        (``color_space``, ``stain_vectors``, ``alpha``, ``random_state``, ``n_init``,
+        ``max_iter``, ``tol``, ``effort``) are then the codebook's: giving another value is
+        an error. ``channel_axis`` left at its default is the codebook's too.
     random_state : int, numpy Generator or None, default 0
         Seed; the same image and seed give the same palette and labels.
     color_space : {"rgb", "lab", "oklab", "od", "hed", "hdab", "stains"}, default "rgb"
@@ -184,7 +194,8 @@ def quantize(
         The image is not numeric, or a parameter has the wrong type.
     ValueError
         The image is empty, has NaN or inf, has no colour axis, or ``n_colors`` is outside
-        1 .. 65,536.
+        1 .. 65,536; with ``codebook``: it is not fitted, ``n_colors`` differs from its K,
+        or the image's channels or dtype differ from those it was fitted on.
 
     Examples
     --------
@@ -199,6 +210,23 @@ def quantize(
     True
     """
     start = time.perf_counter()
+    if codebook is not None:
+        given = {
+            "color_space": color_space,
+            "stain_vectors": stain_vectors,
+            "alpha": alpha,
+            "random_state": random_state,
+            "n_init": n_init,
+            "max_iter": max_iter,
+            "tol": tol,
+            "effort": effort,
+        }
+        check_codebook(codebook, n_colors, given)
+        if channel_axis == -1:
+            channel_axis = codebook.channel_axis
+        return _apply(codebook, image, channel_axis, mask, min_region, progress, n_threads, start)
+    if n_colors is None:
+        raise ValueError("n_colors is required: K, the number of colours (or pass codebook=).")
     codebook = Codebook(
         n_colors,
         color_space=color_space,
@@ -218,7 +246,10 @@ def quantize(
     counts = None
     if min_region:
         labels = merge_small_regions(labels, min_region, mask=inside)
-        counts, inertia = _remeasure(codebook, image, labels, reconstruction, inside)
+        arr = check_image(image, channel_axis=codebook.channel_axis)
+        counts, inertia = _remeasure(
+            codebook, arr, labels, reconstruction, inside, codebook.channels_
+        )
         distortion, psnr, report = fit_summary(codebook, n_pixels, n_pixels, inertia, counts)
     else:
         distortion, psnr, report = fit_summary(codebook, n_pixels, n_pixels)
@@ -245,11 +276,137 @@ def quantize(
     )
 
 
-def _remeasure(codebook, image, labels, reconstruction, inside):
+_FIT_DEFAULTS = {
+    "color_space": "rgb",
+    "stain_vectors": None,
+    "alpha": "ignore",
+    "random_state": 0,
+    "n_init": "auto",
+    "max_iter": 300,
+    "tol": 1e-4,
+    "effort": DEFAULT_EFFORT,
+}
+
+
+def check_codebook(codebook, n_colors, given: dict) -> None:
+    """Raise ValueError unless ``codebook`` is a fitted Codebook that ``n_colors`` and the
+    fit parameters ``given`` (name -> value) agree with (a default value always agrees)."""
+    if not isinstance(codebook, Codebook):
+        raise TypeError(f"codebook must be a Codebook, got {type(codebook).__name__}.")
+    if not codebook.is_fitted:
+        raise ValueError(
+            "codebook is not fitted: fit it first (Codebook(K).fit(image)), or load a saved one."
+        )
+    if n_colors is not None and (
+        isinstance(n_colors, str) or check_n_colors(n_colors) != codebook.n_colors_
+    ):
+        raise ValueError(
+            f"n_colors={n_colors!r} but the codebook has {codebook.n_colors_} colours; leave "
+            "n_colors out when applying a codebook."
+        )
+    params = codebook.get_params()
+    for name, value in given.items():
+        default = _FIT_DEFAULTS[name]
+        if _same(value, default) or _same(value, params[name]):
+            continue
+        raise ValueError(
+            f"{name}={value!r} cannot change an applied codebook (its {name} is "
+            f"{params[name]!r}); leave {name} out when passing codebook=."
+        )
+
+
+def _same(a, b) -> bool:
+    if any(isinstance(v, np.ndarray | list | tuple) for v in (a, b)):
+        if a is None or b is None:
+            return False
+        return np.array_equal(np.asarray(a, dtype=float), np.asarray(b, dtype=float))
+    if isinstance(a, str) and isinstance(b, str):
+        return a.lower() == b.lower()
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    return a is b
+
+
+def _apply(codebook, image, channel_axis, mask, min_region, progress, n_threads, start):
+    """:func:`quantize` with a fitted codebook: encode, decode and measure, no fit."""
+    arr = check_image(image, channel_axis=channel_axis)
+    codebook.check_channels(arr.shape[-1])
+    c = codebook.clustered_channels(arr.shape[-1])
+    if c != codebook.channels_ or arr.dtype != codebook.dtype_:
+        raise ValueError(
+            f"image has {c} colour channel(s) of {arr.dtype}, but the codebook was fitted on "
+            f"{codebook.channels_} of {codebook.dtype_}; convert the image (or build the "
+            "codebook for this kind of image)."
+        )
+    colors = arr[..., :c]
+    inside = None if mask is None else check_mask(mask, colors.shape[:-1])
+    pixels = colors.reshape(-1, c) if inside is None else colors[inside]
+    hist = ColorHistogram.from_pixels(pixels, progress=progress, n_threads=n_threads)
+    per_color = codebook.label_colors(hist.colors)
+    labels, codewords = encode_decode(
+        hist, pixels, per_color, codebook.palette_, progress=progress, n_threads=n_threads
+    )
+    n_pixels = pixels.shape[0]
+    if inside is None:
+        labels = labels.reshape(colors.shape[:-1])
+        reconstruction = np.array(arr, copy=True) if c != arr.shape[-1] else None
+        if reconstruction is None:
+            reconstruction = codewords.reshape(colors.shape)
+        else:
+            reconstruction[..., :c] = codewords.reshape(colors.shape)
+    else:
+        full = np.zeros(colors.shape[:-1], dtype=labels.dtype)
+        full[inside] = labels
+        labels = full
+        reconstruction = np.array(arr, copy=True)
+        reconstruction[inside, :c] = codewords
+    if min_region:
+        labels = merge_small_regions(labels, min_region, mask=inside)
+        counts, inertia = _remeasure(codebook, arr, labels, reconstruction, inside, c)
+    else:
+        inertia, mass = weighted_error(
+            hist.colors,
+            hist.counts.astype(np.float64),
+            codebook.palette_.astype(np.float64),
+            per_color,
+            n_threads,
+        )
+        counts = np.rint(mass).astype(np.int64)
+    distortion, psnr, report = fit_summary(codebook, n_pixels, n_pixels, inertia, counts)
+    if channel_axis is None:
+        reconstruction = reconstruction[..., 0]
+    else:
+        reconstruction = np.moveaxis(reconstruction, -1, channel_axis)
+    info = {
+        "n_colors_requested": codebook.n_colors_,
+        "color_space": codebook.color_space.lower(),
+        "codebook": "applied",
+        "n_distinct_colors": hist.colors.shape[0],
+        "alpha": codebook.alpha if arr.shape[-1] == 4 else None,
+        "seconds": time.perf_counter() - start,
+    }
+    return Quantization(
+        labels=labels,
+        palette=codebook.palette_,
+        centroids=codebook.centroids_,
+        reconstruction=reconstruction,
+        distortion=distortion,
+        psnr=psnr,
+        report=report,
+        n_colors=codebook.n_colors_,
+        codebook=codebook,
+        info=info,
+        mask=inside,
+        counts=counts,
+    )
+
+
+def _remeasure(codebook, arr, labels, reconstruction, inside, c):
     """After relabelling: the reconstruction made again (in place, colour axis last), each
-    class's pixels and the squared error, over the pixels segmented."""
-    arr = check_image(image, channel_axis=codebook.channel_axis)
-    c = codebook.channels_
+    class's pixels and the squared error, over the pixels segmented (``arr``: the image
+    with the colour axis last, ``c`` channels clustered)."""
     where = np.ones(labels.shape, dtype=bool) if inside is None else inside
     reconstruction[where, :c] = codebook.palette_[labels[where]]
     counts = np.bincount(labels[where], minlength=codebook.n_colors_)

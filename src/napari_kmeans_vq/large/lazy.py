@@ -12,10 +12,19 @@ from .._limits import MAX_COLORS, index_dtype
 from ..core.bits import BitReport
 from ..core.codebook import Codebook
 from ..core.histogram import ColorHistogram, KeyCodec
-from ..core.quantize import Quantization, fit_info, fit_summary
+from ..core.kmeans import weighted_error
+from ..core.quantize import Quantization, check_codebook, fit_info, fit_summary
 from ..core.quantize import quantize as quantize_in_memory
-from .fit import DEFAULT_SAMPLE, fit_histogram_or_sample
+from ..core.validation import check_choice, check_int
+from .fit import (
+    DEFAULT_SAMPLE,
+    FIT_MODES,
+    color_histogram,
+    fit_histogram_or_sample,
+    sample_pixels,
+)
 from .inputs import BLOCK_PIXELS, is_lazy_input, levels
+from .progress import stage
 
 
 class LabelTable:
@@ -215,6 +224,7 @@ class LazyQuantization:
     codebook: Codebook = field(repr=False)
     info: dict = field(default_factory=dict)
     multiscale: bool = False
+    counts: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def levels(self) -> list:
@@ -228,8 +238,9 @@ class LazyQuantization:
 
     @property
     def cluster_sizes(self) -> np.ndarray:
-        """Pixels in each cluster among those fitted, shape (K,)."""
-        return self.codebook.cluster_sizes_
+        """Pixels in each cluster among those fitted (or measured, for an applied
+        codebook), shape (K,)."""
+        return self.codebook.cluster_sizes_ if self.counts is None else self.counts
 
     def to_dict(self) -> dict:
         """A JSON-serialisable summary, as :meth:`Quantization.to_dict`, plus the shapes."""
@@ -267,13 +278,15 @@ class LazyQuantization:
             n_colors=self.n_colors,
             codebook=self.codebook,
             info=dict(self.info),
+            counts=self.counts,
         )
 
 
 def quantize_lazy(
     image,
-    n_colors: int,
+    n_colors: int | None = None,
     *,
+    codebook: Codebook | None = None,
     fit: str = "auto",
     fit_level: int = 0,
     n_samples: int = DEFAULT_SAMPLE,
@@ -294,8 +307,13 @@ def quantize_lazy(
         numpy (or memory-mapped), dask or zarr array; a multiscale image (list of arrays,
         full resolution first: napari's multiscale layer data); or a zarr / OME-Zarr /
         TIFF path.
-    n_colors : int
-        K.
+    n_colors : int, optional
+        K; required unless ``codebook`` is given.
+    codebook : Codebook, optional
+        A fitted codebook to apply instead of fitting one (as for
+        :func:`napari_kmeans_vq.core.quantize.quantize`); ``fit`` then says how J, PSNR and
+        the class sizes are measured: over every pixel of ``fit_level`` (``"exact"``) or on
+        a sample (``"sample"``). Nothing is refitted.
     fit : {"auto", "exact", "sample"}, default "auto"
         See :func:`fit_chunked`.
     fit_level : int, default 0
@@ -323,6 +341,12 @@ def quantize_lazy(
         sample otherwise (``info["fit"]`` and ``info["fit_level"]`` say which).
     """
     start = time.perf_counter()
+    if codebook is not None:
+        return _apply_lazy(
+            codebook, image, n_colors, fit, fit_level, n_samples, block_pixels, progress, options
+        )
+    if n_colors is None:
+        raise ValueError("n_colors is required: K, the number of colours (or pass codebook=).")
     codebook = Codebook(n_colors, **options)
     channel_axis, alpha = codebook.channel_axis, codebook.alpha
     hist, per_color, state = fit_histogram_or_sample(
@@ -371,7 +395,113 @@ def quantize_lazy(
     )
 
 
-def quantize(image, n_colors: int, **options) -> Quantization | LazyQuantization:
+def _apply_lazy(
+    codebook, image, n_colors, fit, fit_level, n_samples, block_pixels, progress, options
+):
+    """:func:`quantize_lazy` with a fitted codebook: measured on a histogram of the
+    fitted level (or a sample), encoded lazily, no fit."""
+    start = time.perf_counter()
+    unknown = set(options) - {*_APPLY_FIXED, "channel_axis", "n_threads"}
+    if unknown:
+        raise TypeError(f"quantize_lazy got unexpected option(s): {', '.join(sorted(unknown))}.")
+    check_codebook(codebook, n_colors, {k: v for k, v in options.items() if k in _APPLY_FIXED})
+    channel_axis = options.get("channel_axis", -1)
+    if channel_axis == -1:
+        channel_axis = codebook.channel_axis
+    mode = check_choice(fit, "fit", FIT_MODES)
+    n_samples = check_int(n_samples, "n_samples")
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
+    image_levels, multiscale = levels(image, channel_axis, block_pixels)
+    fit_level = check_int(fit_level, "fit_level")
+    if not 0 <= fit_level < len(image_levels):
+        raise ValueError(
+            f"fit_level must be between 0 and {len(image_levels) - 1} (the image has "
+            f"{len(image_levels)} level(s)), got {fit_level}."
+        )
+    x = image_levels[fit_level]
+    codebook.check_channels(x.shape[-1])
+    channels = codebook.clustered_channels(x.shape[-1])
+    if channels != codebook.channels_ or x.dtype != codebook.dtype_:
+        raise ValueError(
+            f"image has {channels} colour channel(s) of {x.dtype}, but the codebook was "
+            f"fitted on {codebook.channels_} of {codebook.dtype_}."
+        )
+    if mode == "auto":
+        mode = "exact" if KeyCodec(x.dtype, channels).dense else "sample"
+    with stage(progress, "histogram"):
+        if mode == "exact":
+            hist = color_histogram(x[..., :channels])
+        else:
+            hist = ColorHistogram.from_pixels(
+                sample_pixels(x[..., :channels], n_samples, codebook.random_state)
+            )
+    per_color = codebook.label_colors(hist.colors)
+    inertia, mass = weighted_error(
+        hist.colors,
+        hist.counts.astype(np.float64),
+        codebook.palette_.astype(np.float64),
+        per_color,
+        options.get("n_threads"),
+    )
+    sizes = np.rint(mass).astype(np.int64)
+    # The table is prefilled only for an exact histogram of level 0 (its colours are those
+    # encoded); others are looked up as they come.
+    exact0 = mode == "exact" and fit_level == 0
+    table = LabelTable(codebook, hist if exact0 else None, per_color if exact0 else None)
+    task = _table_task(table)
+    dtype = index_dtype(codebook.n_colors_)
+    labels, recons = [], []
+    for level in image_levels:
+        lab = _encode(level, task, dtype)
+        kept = level[..., 3:] if channels != level.shape[-1] else None
+        labels.append(lab)
+        recons.append(_restore_axis(_decode(lab, codebook.palette_, kept), channel_axis))
+    n_pixels = math.prod(image_levels[0].shape[:-1])
+    distortion, psnr, report = fit_summary(codebook, n_pixels, hist.n_pixels, inertia, sizes)
+    info = {
+        "n_colors_requested": codebook.n_colors_,
+        "color_space": codebook.color_space.lower(),
+        "codebook": "applied",
+        "n_distinct_colors": hist.colors.shape[0],
+        "alpha": codebook.alpha if image_levels[0].shape[-1] == 4 else None,
+        "fit": mode,
+        "fit_level": fit_level,
+        "fit_pixels": math.prod(x.shape[:-1]),
+        "n_samples": None if mode == "exact" else hist.n_pixels,
+        "n_levels": len(image_levels),
+        "seconds": time.perf_counter() - start,
+    }
+    return LazyQuantization(
+        labels=labels if multiscale else labels[0],
+        palette=codebook.palette_,
+        centroids=codebook.centroids_,
+        reconstruction=recons if multiscale else recons[0],
+        distortion=float(distortion),
+        psnr=float(psnr),
+        report=report,
+        n_colors=codebook.n_colors_,
+        codebook=codebook,
+        info=info,
+        multiscale=multiscale,
+        counts=sizes,
+    )
+
+
+# Parameters that a fit sets and an applied codebook keeps.
+_APPLY_FIXED = (
+    "color_space",
+    "stain_vectors",
+    "alpha",
+    "random_state",
+    "n_init",
+    "max_iter",
+    "tol",
+    "effort",
+)
+
+
+def quantize(image, n_colors: int | None = None, **options) -> Quantization | LazyQuantization:
     """Quantize an image of any kind: in memory, or block by block when it is larger.
 
     numpy arrays (and array-likes) go to the in-memory
