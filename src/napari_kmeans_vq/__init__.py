@@ -12,6 +12,7 @@ from .core.codebook import Codebook, FewColorsWarning
 from .core.quantize import Quantization
 from .core.tutorial import calculate_num_bits, compress_image, reconstruct_image
 from .io import KVQData, KVQError, load, save
+from .io.codebook import load_codebook, save_codebook
 from .large import LazyQuantization, quantize
 from .napari.layers import layer_data
 
@@ -32,7 +33,9 @@ __all__ = [
     "compress_image",
     "layer_data",
     "load",
+    "load_codebook",
     "quantize",
     "reconstruct_image",
     "save",
+    "save_codebook",
 ]
