@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._limits import peak_value
+from .._limits import index_dtype, peak_value
+from .autok import DEFAULT_K_MAX, check_k_max, check_target, search_histogram
 from .bits import BitReport, bit_report, label_entropy_bits
 from .classes import class_table
 from .codebook import Codebook
@@ -124,6 +125,9 @@ def quantize(
     stain_vectors=None,
     mask=None,
     min_region: int = 0,
+    target_psnr: float | None = None,
+    target_j: float | None = None,
+    k_max: int = DEFAULT_K_MAX,
 ) -> Quantization:
     """Quantize an image to K colours with k-means: fit, encode, decode, count the bits.
 
@@ -139,9 +143,13 @@ def quantize(
         With ``channel_axis=None`` the whole array is one scalar channel. In memory: for
         dask and zarr arrays and multiscale lists use :func:`napari_kmeans_vq.quantize`
         (that is :func:`napari_kmeans_vq.large.quantize`), which works block by block.
-    n_colors : int, optional
+    n_colors : int or "auto", optional
         K, from 1 to 65,536. Required unless ``codebook`` is given (then K is the
-        codebook's; a different ``n_colors`` is an error).
+        codebook's; a different ``n_colors`` is an error). ``"auto"`` chooses K for a
+        quality target (``target_psnr`` or ``target_j``): the smallest K found that meets
+        it while K - 1 does not, by a search that fits every K tried on one colour
+        histogram (see :func:`napari_kmeans_vq.core.autok.choose_k`); ``info["auto"]``
+        records the target and every K tried with its J, PSNR and bits per pixel.
     codebook : Codebook, optional
         A fitted codebook to apply instead of fitting one: the image is encoded with it
         (every pixel to its nearest codeword, in the codebook's colour space), decoded,
@@ -182,7 +190,14 @@ def quantize(
     min_region : int, default 0
         Spatial clean-up: connected regions smaller than this many pixels take their
         neighbours' majority label (see :mod:`.regions`); J, the bits and the classes then
-        describe the labels produced.
+        describe the labels produced. With ``"auto"`` the target is met before the
+        clean-up.
+    target_psnr : float, optional
+        For ``n_colors="auto"``: the PSNR to reach, in dB.
+    target_j : float, optional
+        For ``n_colors="auto"``: the J to reach (or go below). Give one target, not both.
+    k_max : int, default 256
+        For ``n_colors="auto"``: the largest K tried; a target not met by then is an error.
 
     Returns
     -------
@@ -195,7 +210,8 @@ def quantize(
     ValueError
         The image is empty, has NaN or inf, has no colour axis, or ``n_colors`` is outside
         1 .. 65,536; with ``codebook``: it is not fitted, ``n_colors`` differs from its K,
-        or the image's channels or dtype differ from those it was fitted on.
+        or the image's channels or dtype differ from those it was fitted on; with
+        ``"auto"``: no target or both, or the target not reached by ``k_max``.
 
     Examples
     --------
@@ -225,6 +241,25 @@ def quantize(
         if channel_axis == -1:
             channel_axis = codebook.channel_axis
         return _apply(codebook, image, channel_axis, mask, min_region, progress, n_threads, start)
+    auto = isinstance(n_colors, str) and n_colors.lower() == "auto"
+    if not auto and (target_psnr is not None or target_j is not None):
+        raise ValueError("target_psnr and target_j are for n_colors='auto'.")
+    if auto:
+        options = {
+            "color_space": color_space,
+            "random_state": random_state,
+            "n_init": n_init,
+            "max_iter": max_iter,
+            "tol": tol,
+            "alpha": alpha,
+            "channel_axis": channel_axis,
+            "effort": effort,
+            "n_threads": n_threads,
+            "stain_vectors": stain_vectors,
+        }
+        target = check_target(target_psnr, target_j)
+        k_max = check_k_max(k_max)
+        return _auto(image, target, k_max, options, mask, min_region, progress, start)
     if n_colors is None:
         raise ValueError("n_colors is required: K, the number of colours (or pass codebook=).")
     codebook = Codebook(
@@ -340,53 +375,141 @@ def _apply(codebook, image, channel_axis, mask, min_region, progress, n_threads,
             f"{codebook.channels_} of {codebook.dtype_}; convert the image (or build the "
             "codebook for this kind of image)."
         )
-    colors = arr[..., :c]
-    inside = None if mask is None else check_mask(mask, colors.shape[:-1])
-    pixels = colors.reshape(-1, c) if inside is None else colors[inside]
+    inside, pixels = _selected(arr, c, mask)
     hist = ColorHistogram.from_pixels(pixels, progress=progress, n_threads=n_threads)
     per_color = codebook.label_colors(hist.colors)
-    labels, codewords = encode_decode(
-        hist, pixels, per_color, codebook.palette_, progress=progress, n_threads=n_threads
+    labels, reconstruction = _encode_pixels(
+        codebook, arr, c, inside, hist, pixels, per_color, progress, n_threads
     )
-    n_pixels = pixels.shape[0]
-    if inside is None:
-        labels = labels.reshape(colors.shape[:-1])
-        reconstruction = np.array(arr, copy=True) if c != arr.shape[-1] else None
-        if reconstruction is None:
-            reconstruction = codewords.reshape(colors.shape)
-        else:
-            reconstruction[..., :c] = codewords.reshape(colors.shape)
-    else:
-        full = np.zeros(colors.shape[:-1], dtype=labels.dtype)
-        full[inside] = labels
-        labels = full
-        reconstruction = np.array(arr, copy=True)
-        reconstruction[inside, :c] = codewords
-    if min_region:
-        labels = merge_small_regions(labels, min_region, mask=inside)
-        counts, inertia = _remeasure(codebook, arr, labels, reconstruction, inside, c)
-    else:
-        inertia, mass = weighted_error(
-            hist.colors,
-            hist.counts.astype(np.float64),
-            codebook.palette_.astype(np.float64),
-            per_color,
-            n_threads,
-        )
-        counts = np.rint(mass).astype(np.int64)
-    distortion, psnr, report = fit_summary(codebook, n_pixels, n_pixels, inertia, counts)
-    if channel_axis is None:
-        reconstruction = reconstruction[..., 0]
-    else:
-        reconstruction = np.moveaxis(reconstruction, -1, channel_axis)
+    inertia, mass = weighted_error(
+        hist.colors,
+        hist.counts.astype(np.float64),
+        codebook.palette_.astype(np.float64),
+        per_color,
+        n_threads,
+    )
     info = {
         "n_colors_requested": codebook.n_colors_,
         "color_space": codebook.color_space.lower(),
         "codebook": "applied",
         "n_distinct_colors": hist.colors.shape[0],
         "alpha": codebook.alpha if arr.shape[-1] == 4 else None,
-        "seconds": time.perf_counter() - start,
     }
+    return _result(
+        codebook,
+        arr,
+        labels,
+        reconstruction,
+        inside,
+        pixels.shape[0],
+        min_region,
+        channel_axis,
+        info,
+        start,
+        inertia=inertia,
+        counts=np.rint(mass).astype(np.int64),
+    )
+
+
+def _auto(image, target, k_max, options, mask, min_region, progress, start):
+    """:func:`quantize` with ``n_colors="auto"``: the K search on one histogram, then the
+    chosen K's labels from that histogram (no refit)."""
+    channel_axis = options["channel_axis"]
+    probe = Codebook(1, **options)
+    probe.check_params()
+    arr = check_image(image, channel_axis=channel_axis)
+    probe.check_channels(arr.shape[-1])
+    c = probe.clustered_channels(arr.shape[-1])
+    inside, pixels = _selected(arr, c, mask)
+    n_threads = options.get("n_threads")
+    hist = ColorHistogram.from_pixels(pixels, progress=progress, n_threads=n_threads)
+    search = search_histogram(
+        hist, arr.dtype, target=target, k_max=k_max, progress=progress, **options
+    )
+    codebook = search.codebook
+    labels, reconstruction = _encode_pixels(
+        codebook, arr, c, inside, hist, pixels, search.per_color, progress, n_threads
+    )
+    info = fit_info(
+        codebook,
+        codebook.n_colors_,
+        options["random_state"],
+        options["alpha"] if arr.shape[-1] == 4 else None,
+    )
+    info["n_colors_requested"] = "auto"
+    info["auto"] = search.to_dict()
+    return _result(
+        codebook,
+        arr,
+        labels,
+        reconstruction,
+        inside,
+        pixels.shape[0],
+        min_region,
+        channel_axis,
+        info,
+        start,
+    )
+
+
+def _selected(arr, c, mask):
+    """The mask (checked) and the pixels (n, c) it selects, or all of them."""
+    colors = arr[..., :c]
+    inside = None if mask is None else check_mask(mask, colors.shape[:-1])
+    return inside, colors.reshape(-1, c) if inside is None else colors[inside]
+
+
+def _encode_pixels(codebook, arr, c, inside, hist, pixels, per_color, progress, n_threads):
+    """Labels (the image's shape) and reconstruction (colour axis last) from each colour's
+    label: pixels outside ``inside`` get 0 and keep their colour, as does ignored alpha."""
+    labels, codewords = encode_decode(
+        hist,
+        pixels,
+        per_color.astype(index_dtype(codebook.n_colors_), copy=False),
+        codebook.palette_,
+        progress=progress,
+        n_threads=n_threads,
+    )
+    shape = arr.shape[:-1]
+    if inside is None and c == arr.shape[-1]:
+        return labels.reshape(shape), codewords.reshape(*shape, c)
+    reconstruction = np.array(arr, copy=True)
+    if inside is None:
+        reconstruction[..., :c] = codewords.reshape(*shape, c)
+        return labels.reshape(shape), reconstruction
+    full = np.zeros(shape, dtype=labels.dtype)
+    full[inside] = labels
+    reconstruction[inside, :c] = codewords
+    return full, reconstruction
+
+
+def _result(
+    codebook,
+    arr,
+    labels,
+    reconstruction,
+    inside,
+    n_pixels,
+    min_region,
+    channel_axis,
+    info,
+    start,
+    *,
+    inertia=None,
+    counts=None,
+):
+    """The Quantization: clean-up (``min_region``) and the figures measured on the labels."""
+    if min_region:
+        labels = merge_small_regions(labels, min_region, mask=inside)
+        counts, inertia = _remeasure(
+            codebook, arr, labels, reconstruction, inside, codebook.channels_
+        )
+    distortion, psnr, report = fit_summary(codebook, n_pixels, n_pixels, inertia, counts)
+    if channel_axis is None:
+        reconstruction = reconstruction[..., 0]
+    else:
+        reconstruction = np.moveaxis(reconstruction, -1, channel_axis)
+    info["seconds"] = time.perf_counter() - start
     return Quantization(
         labels=labels,
         palette=codebook.palette_,
