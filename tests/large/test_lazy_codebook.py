@@ -67,3 +67,16 @@ def test_errors(ihc, ihc_dask):
         quantize(ihc_dask, codebook=cb, color_space="lab")
     with pytest.raises(ValueError, match="n_colors is required"):
         quantize(ihc_dask)
+
+
+def test_auto_k_on_a_dask_image_equals_the_in_memory_choice(ihc, ihc_dask):
+    eager = quantize(ihc, "auto", target_psnr=30)
+    lazy = quantize(ihc_dask, "auto", target_psnr=30)
+    assert lazy.n_colors == eager.n_colors
+    assert lazy.info["auto"]["tried"] == eager.info["auto"]["tried"]
+    np.testing.assert_array_equal(lazy.compute().labels, eager.labels)
+    assert lazy.psnr == pytest.approx(eager.psnr, rel=1e-12)
+    sampled = quantize(ihc_dask, "auto", target_psnr=30, fit="sample", n_samples=20_000)
+    assert sampled.info["fit"] == "sample" and sampled.info["auto"]["n_colors"] >= 1
+    with pytest.raises(ValueError, match="are for n_colors='auto'"):
+        quantize(ihc_dask, 8, target_psnr=30)

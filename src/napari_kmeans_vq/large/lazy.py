@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._limits import MAX_COLORS, index_dtype
+from ..core.autok import DEFAULT_K_MAX, check_k_max, check_target, search_histogram
 from ..core.bits import BitReport
 from ..core.codebook import Codebook
 from ..core.histogram import ColorHistogram, KeyCodec
@@ -307,8 +308,11 @@ def quantize_lazy(
         numpy (or memory-mapped), dask or zarr array; a multiscale image (list of arrays,
         full resolution first: napari's multiscale layer data); or a zarr / OME-Zarr /
         TIFF path.
-    n_colors : int, optional
-        K; required unless ``codebook`` is given.
+    n_colors : int or "auto", optional
+        K; required unless ``codebook`` is given. ``"auto"`` (with ``target_psnr`` or
+        ``target_j``, and ``k_max``, in ``options``) chooses K as the in-memory
+        :func:`napari_kmeans_vq.core.quantize.quantize` does, every K fitted on the
+        histogram of ``fit_level`` (or on a sample, see ``fit``).
     codebook : Codebook, optional
         A fitted codebook to apply instead of fitting one (as for
         :func:`napari_kmeans_vq.core.quantize.quantize`); ``fit`` then says how J, PSNR and
@@ -345,13 +349,34 @@ def quantize_lazy(
         return _apply_lazy(
             codebook, image, n_colors, fit, fit_level, n_samples, block_pixels, progress, options
         )
-    if n_colors is None:
-        raise ValueError("n_colors is required: K, the number of colours (or pass codebook=).")
-    codebook = Codebook(n_colors, **options)
+    targets = {k: options.pop(k) for k in ("target_psnr", "target_j", "k_max") if k in options}
+    auto = isinstance(n_colors, str) and n_colors.lower() == "auto"
+    search = None
+    if auto:
+        target = check_target(targets.get("target_psnr"), targets.get("target_j"))
+        k_max = check_k_max(targets.get("k_max", DEFAULT_K_MAX))
+        probe = Codebook(1, **options)
+        probe.check_params()
+        hist, state = _level_histogram(
+            probe, image, probe.channel_axis, fit, fit_level, n_samples, block_pixels, progress
+        )
+        search = search_histogram(
+            hist, state["x"].dtype, target=target, k_max=k_max, progress=progress, **options
+        )
+        codebook = search.codebook
+        # A sample's colours say nothing about the rest: the table maps nothing in advance.
+        exact = state["fit"] == "exact"
+        hist, per_color = (hist, search.per_color) if exact else (None, None)
+    else:
+        if targets:
+            raise ValueError("target_psnr, target_j and k_max are for n_colors='auto'.")
+        if n_colors is None:
+            raise ValueError("n_colors is required: K, the number of colours (or pass codebook=).")
+        codebook = Codebook(n_colors, **options)
+        hist, per_color, state = fit_histogram_or_sample(
+            codebook, image, fit, fit_level, n_samples, block_pixels, progress
+        )
     channel_axis, alpha = codebook.channel_axis, codebook.alpha
-    hist, per_color, state = fit_histogram_or_sample(
-        codebook, image, fit, fit_level, n_samples, block_pixels, progress
-    )
     image_levels = state["levels"]
     task = _table_task(LabelTable(codebook, hist, per_color))
     dtype = index_dtype(codebook.n_colors_)
@@ -366,10 +391,12 @@ def quantize_lazy(
     distortion, psnr, report = fit_summary(codebook, n_pixels, fitted)
     info = fit_info(
         codebook,
-        n_colors,
+        codebook.n_colors_ if auto else n_colors,
         codebook.random_state,
         alpha if image_levels[0].shape[-1] == 4 else None,
     )
+    if search is not None:
+        info |= {"n_colors_requested": "auto", "auto": search.to_dict()}
     info |= {
         "fit": state["fit"],
         "fit_level": state["fit_level"],
@@ -395,19 +422,12 @@ def quantize_lazy(
     )
 
 
-def _apply_lazy(
-    codebook, image, n_colors, fit, fit_level, n_samples, block_pixels, progress, options
+def _level_histogram(
+    codebook, image, channel_axis, fit, fit_level, n_samples, block_pixels, progress
 ):
-    """:func:`quantize_lazy` with a fitted codebook: measured on a histogram of the
-    fitted level (or a sample), encoded lazily, no fit."""
+    """The colour histogram of one level (exact, block by block) or of a sample of it,
+    without fitting; and the levels, mode and pixels, as ``fit_histogram_or_sample``."""
     start = time.perf_counter()
-    unknown = set(options) - {*_APPLY_FIXED, "channel_axis", "n_threads"}
-    if unknown:
-        raise TypeError(f"quantize_lazy got unexpected option(s): {', '.join(sorted(unknown))}.")
-    check_codebook(codebook, n_colors, {k: v for k, v in options.items() if k in _APPLY_FIXED})
-    channel_axis = options.get("channel_axis", -1)
-    if channel_axis == -1:
-        channel_axis = codebook.channel_axis
     mode = check_choice(fit, "fit", FIT_MODES)
     n_samples = check_int(n_samples, "n_samples")
     if n_samples < 1:
@@ -422,7 +442,7 @@ def _apply_lazy(
     x = image_levels[fit_level]
     codebook.check_channels(x.shape[-1])
     channels = codebook.clustered_channels(x.shape[-1])
-    if channels != codebook.channels_ or x.dtype != codebook.dtype_:
+    if codebook.is_fitted and (channels != codebook.channels_ or x.dtype != codebook.dtype_):
         raise ValueError(
             f"image has {channels} colour channel(s) of {x.dtype}, but the codebook was "
             f"fitted on {codebook.channels_} of {codebook.dtype_}."
@@ -436,6 +456,37 @@ def _apply_lazy(
             hist = ColorHistogram.from_pixels(
                 sample_pixels(x[..., :channels], n_samples, codebook.random_state)
             )
+    state = {
+        "levels": image_levels,
+        "multiscale": multiscale,
+        "fit": mode,
+        "fit_level": fit_level,
+        "fit_pixels": math.prod(x.shape[:-1]),
+        "n_samples": None if mode == "exact" else hist.n_pixels,
+        "x": x,
+        "seconds": time.perf_counter() - start,
+    }
+    return hist, state
+
+
+def _apply_lazy(
+    codebook, image, n_colors, fit, fit_level, n_samples, block_pixels, progress, options
+):
+    """:func:`quantize_lazy` with a fitted codebook: measured on a histogram of the
+    fitted level (or a sample), encoded lazily, no fit."""
+    start = time.perf_counter()
+    unknown = set(options) - {*_APPLY_FIXED, "channel_axis", "n_threads"}
+    if unknown:
+        raise TypeError(f"quantize_lazy got unexpected option(s): {', '.join(sorted(unknown))}.")
+    check_codebook(codebook, n_colors, {k: v for k, v in options.items() if k in _APPLY_FIXED})
+    channel_axis = options.get("channel_axis", -1)
+    if channel_axis == -1:
+        channel_axis = codebook.channel_axis
+    hist, state = _level_histogram(
+        codebook, image, channel_axis, fit, fit_level, n_samples, block_pixels, progress
+    )
+    image_levels, multiscale, mode, x = (state[k] for k in ("levels", "multiscale", "fit", "x"))
+    channels = codebook.clustered_channels(x.shape[-1])
     per_color = codebook.label_colors(hist.colors)
     inertia, mass = weighted_error(
         hist.colors,
