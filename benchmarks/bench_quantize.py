@@ -42,7 +42,7 @@ peak resident set size, and compared with 4x the image's bytes.
 
 Examples
 --------
-Everything, tables also written to docs/benchmarks.md::
+Everything, tables also written into docs/benchmarks.md's generated block::
 
     python benchmarks/bench_quantize.py --shared-data ../shared/data --big \
         --markdown docs/benchmarks.md
@@ -871,8 +871,16 @@ def main(argv=None) -> int:
     print("\n".join(lines), flush=True)
 
     if args.markdown:
+        # Only the page's <!-- generated: bench-quantize --> block (docs/scripts/generate.py);
+        # the title stays the page's own, the run's date labels the timings.
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs" / "scripts"))
+        from datetime import date
+
+        from generate import write_block
+
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text("\n".join(out).rstrip() + "\n")
+        body = [f"Run on {date.today()}. " + out[2], *out[3:]]
+        write_block(Path(args.markdown), "bench-quantize", "\n".join(body).rstrip())
     return 0
 
 

@@ -30,9 +30,14 @@ docked, it prints:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import platform
+import sys
 import time
+from datetime import date
+from pathlib import Path
 
 import numpy as np
 
@@ -42,7 +47,43 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2048, help="image height and width")
     parser.add_argument("--k", type=int, default=16, help="K, the number of colours")
     parser.add_argument("--repeats", type=int, default=3, help="runs to time")
+    parser.add_argument(
+        "--markdown", metavar="OUT", help="also write the printout into OUT's bench-widget block"
+    )
     args = parser.parse_args()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(_Tee(sys.stdout, printed)):
+        _run(args)
+    if args.markdown:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs" / "scripts"))
+        from generate import write_block
+
+        machine = f"{platform.system()} {platform.machine()}, {os.cpu_count()} logical cores"
+        load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+        write_block(
+            Path(args.markdown),
+            "bench-widget",
+            f"`xvfb-run -a python benchmarks/bench_widget.py`, run on {date.today()} "
+            f"({machine}; load average {load} at the end), as printed:\n\n"
+            f"```text\n{printed.getvalue().rstrip()}\n```",
+        )
+
+
+class _Tee(io.TextIOBase):
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text):
+        for s in self.streams:
+            s.write(text)
+        return len(text)
+
+    def flush(self):
+        for s in self.streams:
+            s.flush()
+
+
+def _run(args) -> None:
 
     import napari
     import qtpy

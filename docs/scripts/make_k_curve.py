@@ -6,12 +6,15 @@ deflated ``.kvq`` file's, and writes
 
 * ``docs/images/k_curve.svg``: PSNR against K (left) and bits per pixel against K (right),
   K on a log2 axis; an SVG drawn by hand (no matplotlib needed);
-* the table of selected K values into ``docs/choosing-k.md``, between the
-  ``<!-- k-curve-table:start -->`` and ``<!-- k-curve-table:end -->`` markers.
+* the table of selected K values into ``docs/choosing-k.md``: its
+  ``<!-- generated: k-curve-table -->`` block, which ``docs/scripts/generate.py`` also
+  fills (and ``tests/test_docs_numbers.py`` checks); older pages mark it with
+  ``<!-- k-curve-table:start -->`` and ``<!-- k-curve-table:end -->``.
 
 Run from the repository root::
 
     python docs/scripts/make_k_curve.py            # all of K = 2 .. 64 (about a minute)
+    python docs/scripts/make_k_curve.py --svg-only # the figure only (generate.py --all)
     python docs/scripts/make_k_curve.py --check    # fail if the page's table is stale
 """
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -167,6 +171,12 @@ def table(rows: list[dict]) -> str:
 
 
 def page_with(text: str, body: str) -> str:
+    generated = re.search(
+        r"<!-- generated: k-curve-table -->.*?<!-- /generated -->", text, re.DOTALL
+    )
+    if generated:
+        region = f"<!-- generated: k-curve-table -->\n{body}\n<!-- /generated -->"
+        return text[: generated.start()] + region + text[generated.end() :]
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{START}\n{body}\n{END}{tail}"
@@ -175,8 +185,13 @@ def page_with(text: str, body: str) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if the page is stale")
+    parser.add_argument("--svg-only", action="store_true", help="write the figure only")
     args = parser.parse_args(argv)
     rows = measure()
+    if args.svg_only:
+        SVG.write_text(svg(rows), encoding="utf-8")
+        print(f"wrote {SVG.relative_to(ROOT)}")
+        return 0
     page = PAGE.read_text(encoding="utf-8")
     new_page = page_with(page, table(rows))
     new_svg = svg(rows)

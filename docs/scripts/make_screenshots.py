@@ -8,8 +8,6 @@ Writes into ``docs/images/``:
 
 - ``widget.png``: the whole napari window, the widget docked, after a run at K = 8 on the
   immunohistochemistry sample, with the class table and the report (opened) filled in;
-- ``canvas_labels.png``: the canvas alone, showing the cluster-labels layer (the palette
-  colours) over the source;
 - ``sweep_grid.png``: the whole window after a sweep over K = 2, 3, 6, 16 in grid view, with
   the sweep table in the widget;
 - ``he_window.png`` and ``he_classes.png``: the H&E walkthrough (docs/he-walkthrough.md) on
@@ -95,12 +93,6 @@ def main() -> None:
     viewer.screenshot(str(OUT / "widget.png"), canvas_only=False, flash=False)
 
     for layer in viewer.layers:
-        layer.visible = layer is labels or layer is source
-    labels.opacity = 1.0
-    _settle(app)
-    viewer.screenshot(str(OUT / "canvas_labels.png"), canvas_only=True, flash=False)
-
-    for layer in viewer.layers:
         layer.visible = layer is source
     widget.sweep.value = "2, 3, 6, 16"
     widget.run_sweep(layer=source)
@@ -119,7 +111,7 @@ def main() -> None:
         print(OUT / name)
 
 
-NAMES = ("widget.png", "canvas_labels.png", "sweep_grid.png", "he_window.png", "he_classes.png")
+NAMES = ("widget.png", "sweep_grid.png", "he_window.png", "he_classes.png")
 
 
 def he_walkthrough(napari, app) -> None:
