@@ -194,7 +194,7 @@ def test_stain_options_are_checked(slide):
     result = run("compress", slide, "-k", "3", "--space", "stains", "--stain-vectors",
                  "1,1,1;2,2,2")  # fmt: skip
     assert result.returncode == 1
-    assert "stain_vectors" in one_line_error(result)
+    assert "--stain-vectors" in one_line_error(result)  # the CLI's flag, not the parameter
     usage = usage_error(run("compress", slide, "-k", "3", "--tissue-threshold", "0.2"))
     assert "--mask auto" in usage
     usage = usage_error(run("compress", slide, "-k", "3", "--min-region", "-1"))

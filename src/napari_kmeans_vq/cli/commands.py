@@ -13,11 +13,14 @@ See ``docs/cli.md`` for the reference with examples.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import render
+from . import inputs, messages, render
 from .parser import PROG, SEED_KS, build_parser
 
 #: Suffix of the OME-Zarr output (``.ome.zarr`` by convention).
@@ -36,28 +39,79 @@ class UsageError(Exception):
 # shared steps
 
 
-def _fit_options(args, mask=None) -> dict:
-    """``quantize``'s options from the fit and segmentation options (and a mask made)."""
-    options = {"random_state": args.seed, "color_space": args.space, "n_init": args.restarts}
-    if args.stain_vectors is not None:
-        options["stain_vectors"] = args.stain_vectors
+def _fit_options(args, mask=None, codebook=None) -> dict:
+    """``quantize``'s options from the fit and segmentation options (and a mask made);
+    with a codebook, the codebook instead of the fit's options."""
+    if codebook is not None:
+        options = {"codebook": codebook}
+    else:
+        options = {"random_state": args.seed, "color_space": args.space, "n_init": args.restarts}
+        if args.stain_vectors is not None:
+            options["stain_vectors"] = args.stain_vectors
     if mask is not None:
         options["mask"] = mask
-    if args.min_region:
+    if getattr(args, "min_region", 0):
         options["min_region"] = args.min_region
     return options
 
 
-def _check_fit_args(args) -> None:
-    """Options that only make sense together: usage errors, before anything is read."""
+def _check_fit_args(args, codebook=None) -> None:
+    """Options that only make sense together: usage errors, before anything is read. Then
+    the fit options' defaults are filled in (with ``codebook``, they are the codebook's)."""
+    if codebook is not None:
+        _check_codebook_args(args, codebook)
+    if args.space is None:
+        args.space = "rgb"
     if args.space == "stains" and args.stain_vectors is None:
         raise UsageError("--space stains needs --stain-vectors R,G,B;R,G,B (2 or 3 vectors)")
-    if args.stain_vectors is not None and args.space != "stains":
+    if args.stain_vectors is not None and args.space != "stains" and codebook is None:
         raise UsageError(f"--stain-vectors goes with --space stains, not --space {args.space}")
     if args.tissue_threshold is not None and args.mask != "auto":
         raise UsageError("--tissue-threshold goes with --mask auto")
     if args.mask is not None and not args.mask.strip():
         raise UsageError("--mask takes 'auto' or a mask image file")
+    if args.seed is None:
+        args.seed = 0
+    if args.restarts is None:
+        args.restarts = "auto"
+
+
+def _check_codebook_args(args, codebook) -> None:
+    """With --codebook: K, the colour space and the stains are the codebook's; options
+    that only steer a fit are refused rather than silently ignored."""
+    k = codebook.n_colors_
+    if args.colors is not None and args.colors != k:
+        raise UsageError(
+            f"-k {args.colors} differs from the codebook's K = {k}; leave -k out with --codebook"
+        )
+    space = codebook.color_space.lower()
+    if args.space is not None and args.space != space:
+        raise UsageError(
+            f"--space {args.space} differs from the codebook's colour space ({space}); leave "
+            "--space out with --codebook"
+        )
+    given = [
+        flag
+        for flag, value in (
+            ("--seed", args.seed),
+            ("--restarts", args.restarts),
+            ("--stain-vectors", args.stain_vectors),
+        )
+        if value is not None
+    ]
+    if given:
+        raise UsageError(
+            f"{' and '.join(given)}: options of a fit; --codebook applies a fitted codebook "
+            "as it is (its stain vectors included)"
+        )
+    args.colors, args.space = k, space
+    seed = codebook.random_state
+    args.seed = seed if isinstance(seed, int) else None
+    args.stain_vectors = (
+        None
+        if codebook.stain_vectors is None
+        else [[float(v) for v in row] for row in codebook.stain_vectors]
+    )
 
 
 def _make_mask(args, image):
@@ -154,6 +208,7 @@ def _check_output(path: Path, force: bool) -> None:
 
 
 def _check_store_output(path: Path, force: bool) -> None:
+    messages.require_large_extra("-o OUT.ome.zarr (OME-Zarr labels)")
     from ..io.omezarr import replaceable_store
 
     _tidy(path)
@@ -195,16 +250,17 @@ def _load(path):
     from ..io import KVQError, load
 
     try:
-        return load(path)
+        with inputs.local_file(path) as local:
+            return load(local)
     except KVQError as exc:
         raise CLIError(str(exc)) from None
     except OSError as exc:
         raise CLIError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _quantize(image, k: int, options: dict, progress=None):
+def _quantize(image, k: int | None, options: dict, progress=None):
     """``napari_kmeans_vq.quantize``: in memory for an array, block by block for a lazy
-    (zarr, TIFF, multiscale) input."""
+    (zarr, TIFF, multiscale) input; ``k`` None with ``options["codebook"]``."""
     from ..large import is_lazy_input, quantize
 
     first = image[0] if isinstance(image, list) else image
@@ -219,9 +275,11 @@ def _quantize(image, k: int, options: dict, progress=None):
             image = as_dask(image, channel_axis=channel_axis)
             if channel_axis is None:
                 image = image[..., 0]
+        if "codebook" in options:
+            k = None
         return quantize(image, k, channel_axis=channel_axis, progress=progress, **options)
     except (TypeError, ValueError) as exc:
-        raise CLIError(f"cannot quantize this image: {exc}") from None
+        raise CLIError(f"cannot quantize this image: {messages.cli_terms(str(exc))}") from None
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as exc:
@@ -252,26 +310,184 @@ def _write(path: Path, content: bytes, *, force: bool, progress) -> int:
 # compress
 
 
-def _compress_output(args) -> tuple[Path | None, str | None]:
-    """The output path and its format (``kvq``, ``png``, ``ome-zarr``), checked."""
+@dataclass
+class _Job:
+    """One input of compress and what it writes."""
+
+    source: Path | str  # a path, or "-" for standard input
+    out: Path | str | None = None  # a path, "-" for standard output, or None
+    out_format: str | None = None  # "kvq", "png" or "ome-zarr"
+    table: Path | None = None
+
+    @property
+    def label(self) -> str:
+        return "(standard input)" if self.source == inputs.STDIO else str(self.source)
+
+
+def _output_format(out: Path, flag: str = "-o") -> str:
+    """The format an output path names: ``kvq``, ``png`` or ``ome-zarr``."""
     from ..io import format_for_path
 
-    if not args.output:
-        if args.with_image != "none":
-            raise UsageError("--with-image needs an OME-Zarr output (-o OUT.ome.zarr)")
-        return None, None
-    out = Path(args.output)
     if out.name.lower().endswith(_ZARR_SUFFIX):
-        _check_store_output(out, args.force)
-        return out, "ome-zarr"
+        return "ome-zarr"
     try:
         out_format = format_for_path(out)
     except ValueError:
-        raise UsageError(f"-o must name a .kvq, .png or .ome.zarr output, got {out}") from None
-    if args.with_image != "none":
+        out_format = None
+    if out_format not in ("kvq", "png"):
+        raise UsageError(f"{flag} must name a .kvq, .png or .ome.zarr output, got {out}")
+    return out_format
+
+
+def _check_png_k(k: int | None, out) -> None:
+    """A PNG holds at most 256 colours: said before anything is read or fitted."""
+    if k is not None and k > 256:
+        raise CLIError(
+            f"cannot write {out}: an indexed PNG holds at most 256 colours, and K = {k}; "
+            "write a .kvq (or .ome.zarr) instead, or use -k 256 or fewer"
+        )
+
+
+def _check_png_image(shape, dtype, out) -> None:
+    """What an indexed PNG can hold, checked on the image before the fit."""
+    import numpy as np
+
+    scalar = len(shape) == 2
+    channels = 1 if scalar else shape[-1]
+    why = None
+    if len(shape) > 3:
+        why = f"an indexed PNG is 2D, and this image is {render.shape_text(shape, dtype)}"
+    elif np.dtype(dtype) != np.uint8:
+        why = f"an indexed PNG stores 8-bit colours, and this image is {dtype}"
+    elif channels not in (1, 3, 4):
+        why = f"an indexed PNG stores grey, RGB or RGBA colours, not {channels} channels"
+    if why:
+        raise CLIError(f"cannot write {out}: {why}; write a .kvq (or .ome.zarr) instead")
+
+
+def _plan(args, sources: list, k: int | None) -> tuple[list[_Job], Path | None]:
+    """Each input's outputs, all checked before any input is read; and the summary path."""
+    if args.format and args.output != inputs.STDIO:
+        raise UsageError("--format goes with -o - (the file written to standard output)")
+    if args.name and not args.out_dir:
+        raise UsageError("--name goes with --out-dir DIR")
+    if args.table and len(sources) > 1:
+        raise UsageError("--table writes one image's classes; with several inputs use --summary")
+    jobs = [_Job(source) for source in sources]
+    if args.output:
+        if len(sources) > 1:
+            raise UsageError(
+                "-o names one output; with several inputs give --out-dir DIR (and --name)"
+            )
+        if args.out_dir:
+            raise UsageError("-o and --out-dir: give one of them")
+        job = jobs[0]
+        if args.output == inputs.STDIO:
+            job.out, job.out_format = inputs.STDIO, args.format or "kvq"
+        else:
+            job.out = Path(args.output)
+            job.out_format = _output_format(job.out)
+    elif args.out_dir:
+        folder = Path(args.out_dir)
+        if _exists(folder) and not folder.is_dir():
+            raise CLIError(f"--out-dir {folder} exists and is not a folder")
+        template = args.name or "{stem}.kvq"
+        seen: dict[str, str] = {}
+        for job in jobs:
+            name = inputs.output_name(template, job.source, k)
+            if name in seen:
+                raise UsageError(
+                    f"{seen[name]} and {job.label} would both be written to {folder / name}; "
+                    "use {name} in --name, or rename an input"
+                )
+            seen[name] = job.label
+            job.out = folder / name
+            job.out_format = _output_format(job.out, "--name")
+    for job in jobs:
+        if job.out is None:
+            continue
+        if job.out_format != "ome-zarr" and args.with_image != "none":
+            raise UsageError("--with-image needs an OME-Zarr output (-o OUT.ome.zarr)")
+        if job.out_format == "png":
+            _check_png_k(k, job.out)
+        stdio = inputs.STDIO in (job.out, job.source)
+        if not stdio and Path(job.source).resolve() == Path(job.out).resolve():
+            raise UsageError(f"{job.source} is both an input and an output")
+    if all(job.out is None for job in jobs) and args.with_image != "none":
         raise UsageError("--with-image needs an OME-Zarr output (-o OUT.ome.zarr)")
-    _check_output(out, args.force)
-    return out, out_format
+    if jobs[0].out_format == "ome-zarr" and jobs[0].out == inputs.STDIO:
+        raise UsageError("an OME-Zarr store is a folder; it cannot go to standard output")
+    _check_outputs(args, jobs)
+    if len(jobs) == 1:
+        jobs[0].table = _table_output(args, jobs[0].out)
+    summary = _summary_output(args, jobs)
+    return jobs, summary
+
+
+def _check_outputs(args, jobs: list[_Job]) -> None:
+    """No output is replaced without --force: all are checked before the first is written."""
+    files = [job for job in jobs if isinstance(job.out, Path)]
+    if not files:
+        return
+    if any(job.out_format == "ome-zarr" for job in files):
+        messages.require_large_extra("-o OUT.ome.zarr (OME-Zarr labels)")
+    if len(files) == 1:
+        job = files[0]
+        check = _check_store_output if job.out_format == "ome-zarr" else _check_output
+        if job.out.parent.exists() or not args.out_dir:
+            check(job.out, args.force)
+        return
+    existing = []
+    for job in files:
+        if job.out.parent.exists():
+            _tidy(job.out)
+            if _exists(job.out):
+                existing.append(str(job.out))
+    if existing and not args.force:
+        raise CLIError(
+            f"{len(existing)} output(s) exist (such as {existing[0]}); use --force to "
+            "overwrite them"
+        )
+
+
+def _summary_output(args, jobs: list[_Job]) -> Path | None:
+    if args.summary is None:
+        return None
+    summary = Path(args.summary)
+    if summary.suffix.lower() not in (".csv", ".json"):
+        raise UsageError(f"--summary writes .csv or .json, not {summary}")
+    for job in jobs:
+        for other in (job.out, job.table):
+            if isinstance(other, Path) and other.resolve() == summary.resolve():
+                raise UsageError(f"--summary and an output name the same file, {summary}")
+    made_later = args.out_dir and summary.parent.resolve() == Path(args.out_dir).resolve()
+    if made_later and not summary.parent.exists():
+        return summary  # in the --out-dir made for the outputs: nothing there yet
+    _check_output(summary, args.force)
+    return summary
+
+
+def _read_codebook_arg(args):
+    """The --codebook file: ``(codebook, names)``, or ``(None, None)``."""
+    if not args.codebook:
+        return None, None
+    from ..io.codebook import read_codebook
+
+    try:
+        read = read_codebook(args.codebook)
+    except FileNotFoundError:
+        raise CLIError(f"--codebook {args.codebook}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"--codebook {args.codebook}: {exc}") from None
+    return read.codebook, list(read.names)
+
+
+def _check_names(args, k: int | None, default=None) -> list[str] | None:
+    """--names (or the codebook's names), one per class when K is known."""
+    names = args.names if args.names is not None else default
+    if args.names is not None and k is not None and len(names) != k:
+        raise UsageError(f"--names gives {len(names)} names for K = {k} classes")
+    return names
 
 
 def _save_store(out: Path, q, image, args, progress) -> dict:
@@ -279,6 +495,7 @@ def _save_store(out: Path, q, image, args, progress) -> dict:
     from ..io import save_ome_zarr, tree_size
 
     extra = {"original": image, "reconstruction": "reconstruction"}.get(args.with_image)
+    out.parent.mkdir(parents=True, exist_ok=True)
     progress(f"writing OME-Zarr labels to {out}")
     try:
         save_ome_zarr(out, q, image=extra, overwrite=args.force, progress=progress.stages())
@@ -297,9 +514,10 @@ def _save_store(out: Path, q, image, args, progress) -> dict:
     }
 
 
-def _save_file(out: Path, out_format: str, q, contents: dict, files: dict, args, progress):
+def _save_file(out, out_format: str, q, contents: dict, files: dict, args, progress):
     """Write the ``.kvq`` or PNG measured for the report (or, with --no-deflate, the
-    undeflated ``.kvq``); the ``output`` record and the entry of ``files`` it sizes."""
+    undeflated ``.kvq``) to a file or standard output; the ``output`` record and the entry
+    of ``files`` it sizes."""
     from ..io import encode
 
     if out_format == "kvq" and args.no_deflate:
@@ -308,58 +526,85 @@ def _save_file(out: Path, out_format: str, q, contents: dict, files: dict, args,
         content = contents.get(out_format)
         key = "kvq_deflated" if out_format == "kvq" else "png"
         if content is None:  # no indexed PNG for this image: the report says why
-            raise CLIError(f"cannot write {out}: {files.get('png_reason', 'not possible')}")
-    size = _write(out, content, force=args.force, progress=progress)
+            reason = messages.cli_terms(files.get("png_reason", "not possible"))
+            raise CLIError(f"cannot write {out}: {reason}")
+    if out == inputs.STDIO:
+        size = inputs.write_stdout(content)
+        progress(f"wrote {size:,} bytes to standard output")
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        size = _write(out, content, force=args.force, progress=progress)
     return {"path": str(out), "format": out_format, "bytes": size}, key
 
 
-def _table_output(args, out: Path | None) -> Path | None:
-    """The ``--table`` path, checked, or None (``--pixel-size`` and ``--unit`` need it)."""
-    if args.table is None:
-        for name, value in (("--pixel-size", args.pixel_size), ("--unit", args.unit)):
-            if value is not None:
-                raise UsageError(f"{name} goes with --table OUT.csv")
-        return None
+def _table_output(args, out) -> Path | None:
+    """The ``--table`` path, checked, or None (``--pixel-size`` and ``--unit`` need it, or
+    --summary)."""
     if args.unit is not None and (not args.unit.strip() or any(c in args.unit for c in " ,\n")):
         raise UsageError(f"--unit must be a word such as um or mm, got {args.unit!r}")
+    if args.table is None:
+        if args.summary is None:
+            for name, value in (("--pixel-size", args.pixel_size), ("--unit", args.unit)):
+                if value is not None:
+                    raise UsageError(f"{name} goes with --table OUT.csv or --summary")
+        return None
     table = Path(args.table)
-    if out is not None and table.resolve() == out.resolve():
+    if isinstance(out, Path) and table.resolve() == out.resolve():
         raise UsageError(f"--table and -o name the same file, {table}")
     _check_output(table, args.force)
     return table
 
 
-def _write_table(table: Path, q, args, progress) -> dict:
-    """Write the class table as CSV; its record for the report."""
-    unit = args.unit or "um"
+def _class_rows(q, args, names) -> list[dict] | None:
+    """The class table's rows (None for labels left on disk)."""
+    if not hasattr(q, "class_table"):
+        return None
     try:
-        classes = q.class_table(pixel_size=args.pixel_size, unit=unit)
+        classes = q.class_table(names, pixel_size=args.pixel_size, unit=args.unit or "um")
     except (TypeError, ValueError) as exc:
-        raise CLIError(f"cannot make the class table: {exc}") from None
+        raise CLIError(f"cannot make the class table: {messages.cli_terms(str(exc))}") from None
+    return classes
+
+
+def _write_table(table: Path, q, args, names, progress) -> dict:
+    """Write the class table as CSV; its record for the report."""
+    classes = _class_rows(q, args, names)
     size = _write(table, classes.to_csv().encode(), force=args.force, progress=progress)
     return {"path": str(table), "bytes": size, "classes": len(classes)}
 
 
-def cmd_compress(args, progress) -> int:
+def _compress_one(args, job: _Job, codebook, names, progress) -> dict:
+    """Quantize one input and write its outputs: compress's one pipeline, for a single
+    input as for each of a batch. Returns what the report and the summary need."""
+    with inputs.local_file(job.source) as source:
+        return _compress_file(args, job, source, codebook, names, progress)
+
+
+def _compress_file(args, job: _Job, source: Path, codebook, names, progress) -> dict:
     from ..io import limits, size_report, sizes_with_ratios, tree_size
     from ..io.images import streams
 
-    _check_fit_args(args)
-    out, out_format = _compress_output(args)
-    table = _table_output(args, out)
-    source = Path(args.image)
+    out, out_format = job.out, job.out_format
     try:
         streamed = streams(source, args.lazy)
     except ValueError:
         raise UsageError(
-            f"--lazy reads a .zarr directory, a TIFF or a .npy file, not {source}"
+            f"--lazy reads a .zarr directory, a TIFF or a .npy file, not {job.label}"
         ) from None
     if streamed:
-        _refuse_streamed_segmentation(args, source)
-    progress(f"opening {source} lazily" if streamed else f"reading {source}")
+        _refuse_streamed_segmentation(args, job.label)
+        messages.require_large_extra(f"streaming {job.label}")
+    progress(f"opening {job.label} lazily" if streamed else f"reading {job.label}")
     image = _read_image(source, lazy=streamed)
     levels = image if isinstance(image, list) else [image]
     full = levels[0]
+    if len(full.shape) > 2 and full.shape[-1] == 4:
+        messages.notice(
+            f"{job.label} has an alpha channel: only the colours are quantized and stored "
+            "(.kvq and PNG files keep no alpha)"
+        )
+    if out_format == "png":
+        _check_png_image(full.shape, full.dtype, out)
     # A 2D image is scalar (no colour axis), as _quantize reads it.
     pixels = limits.pixel_count(full.shape, channels=len(full.shape) > 2)
     mask, mask_record = (None, None) if streamed else _make_mask(args, image)
@@ -369,29 +614,34 @@ def cmd_compress(args, progress) -> int:
     in_memory = not streamed or (out_format != "ome-zarr" and pixels <= limits.MAX_PIXELS)
     if not in_memory and out_format in ("kvq", "png"):
         raise UsageError(
-            f"{source} has {pixels:,} pixels, over the limit of {limits.MAX_PIXELS:,} decoded "
-            f"into memory (--max-pixels): it is streamed and written as OME-Zarr labels, "
-            f"give -o OUT.ome.zarr, not {out}"
+            f"{job.label} has {pixels:,} pixels, over the limit of {limits.MAX_PIXELS:,} "
+            f"decoded into memory (--max-pixels): it is streamed and written as OME-Zarr "
+            f"labels, give -o OUT.ome.zarr, not {out}"
         )
-    if not in_memory and table is not None:
+    if not in_memory and (job.table is not None or args.summary is not None):
+        flag = "--table" if job.table is not None else "--summary"
         raise UsageError(
-            f"--table needs the labels in memory; {source} is streamed to OME-Zarr labels "
+            f"{flag} needs the labels in memory; {job.label} is streamed to OME-Zarr labels "
             f"({pixels:,} pixels, limit {limits.MAX_PIXELS:,}: --max-pixels)"
         )
     input_bytes = tree_size(source)[0]
     shape = render.shape_text(full.shape, full.dtype)
     more = f", {len(levels)} levels" if len(levels) > 1 else ""
     how = ", block by block" if streamed else ""
-    progress(f"quantizing {shape}{more} to K = {args.colors}{how}")
+    what = "applying the codebook" if codebook is not None else "quantizing"
+    progress(f"{what} {shape}{more} to K = {args.colors}{how}")
     if mask_record is not None:
         progress(f"mask: {mask_record['pixels']:,} of {mask_record['total']:,} pixels")
-    q = _quantize(image, args.colors, _fit_options(args, mask), progress.stages())
+    options = _fit_options(args, mask, codebook)
+    q = _quantize(image, args.colors, options, progress.stages())
     fit = f" ({q.info['fit']} fit)" if "fit" in q.info else ""
     seconds = q.info.get("seconds", 0)
     then = "; encoding files in memory" if in_memory else ""
     progress(f"K = {q.n_colors}{fit} in {seconds:.2f} s{then}")
     if streamed and in_memory:
         q = q.compute()  # the full-resolution labels, within the in-memory limit
+    if names is not None and len(names) != q.n_colors:
+        raise CLIError(f"--names gives {len(names)} names, but K = {q.n_colors} here")
 
     # One encoding per format measures the files (none for a streamed image), and the
     # file asked for is written from those same bytes; its size is then read back.
@@ -405,51 +655,237 @@ def cmd_compress(args, progress) -> int:
         written, key = _save_file(out, out_format, q, contents, files, args, progress)
         files[key] = written["bytes"]
     sizes = sizes_with_ratios(q.report, files, input_bytes)
-    table_written = None if table is None else _write_table(table, q, args, progress)
+    table_written = None
+    if job.table is not None:
+        table_written = _write_table(job.table, q, args, names, progress)
 
     # The pixels segmented (the mask's, when there is one) are the report's.
     n_pixels = q.report.n_pixels if mask is None else int(mask.size)
-    input_info = {"path": str(args.image), "shape": list(full.shape), "dtype": str(full.dtype)}
+    input_info = {"path": str(job.source), "shape": list(full.shape), "dtype": str(full.dtype)}
     if streamed:
         input_info |= {"levels": len(levels), "streamed": True}
         image_line = f"{shape}{more}, {n_pixels:,} pixels, {input_bytes:,} bytes on disk "
         image_line += "(streamed)"
     else:
         image_line = f"{shape}, {n_pixels:,} pixels, file {input_bytes:,} bytes"
+    return {
+        "q": q,
+        "input": input_info,
+        "image_line": image_line,
+        "sizes": sizes,
+        "output": written,
+        "table": table_written,
+        "mask": mask_record,
+        "classes": _class_rows(q, args, names),
+    }
+
+
+def _report_json(args, record: dict) -> dict:
+    """compress's JSON report of one input."""
+    q = record["q"]
+    classes = record["classes"]
+    return {
+        "input": record["input"],
+        "n_colors": q.n_colors,
+        "n_colors_requested": args.colors,
+        "seed": args.seed,
+        "color_space": args.space,
+        "stain_vectors": args.stain_vectors,
+        "codebook": args.codebook,
+        "mask": record["mask"],
+        "min_region": args.min_region,
+        "n_pixels": q.report.n_pixels,
+        "fit": q.info.get("fit", "exact"),
+        "distortion": q.distortion,
+        "psnr": q.psnr,
+        "seconds": q.info.get("seconds"),
+        "sizes": record["sizes"],
+        "output": record["output"],
+        "table": record["table"],
+        "classes": None if classes is None else list(classes.rows),
+        "palette": q.palette.tolist(),
+    }
+
+
+def cmd_compress(args, progress) -> int:
+    codebook, codebook_names = _read_codebook_arg(args)
+    if codebook is None and args.colors is None:
+        raise UsageError("-k K is required (or --codebook FILE, whose K is used)")
+    _check_fit_args(args, codebook)
+    names = _check_names(args, args.colors, codebook_names)
+    try:
+        sources = inputs.expand(args.images)
+    except inputs.InputError as exc:
+        raise UsageError(str(exc)) from None
+    jobs, summary = _plan(args, sources, args.colors)
+    single = len(jobs) == 1 and summary is None and not args.out_dir
+    if single:
+        job = jobs[0]
+        record = _compress_one(args, job, codebook, names, progress)
+        # With the file on standard output, the report goes to standard error.
+        stream = sys.stderr if job.out == inputs.STDIO else sys.stdout
+        with contextlib.redirect_stdout(stream):
+            if args.json:
+                render.print_json(_report_json(args, record))
+            else:
+                render.print_compress(args, job.label, record)
+        return 0
+    return _compress_batch(args, jobs, summary, codebook, names, progress)
+
+
+def _compress_batch(args, jobs, summary, codebook, names, progress) -> int:
+    """Each input through :func:`_compress_one`; a failure is reported and the rest run.
+    One summary table; exit status 1 when any input failed."""
+    if args.out_dir:
+        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    results = []
+    with render.BatchProgress(len(jobs), progress) as bar:
+        for index, job in enumerate(jobs, 1):
+            step = bar.step(index, job.label)
+            try:
+                record = _compress_one(args, job, codebook, names, step)
+            except (KeyboardInterrupt, MemoryError):
+                raise
+            except UsageError as exc:  # this input cannot be handled so (too large...)
+                results.append(_failure(job, str(exc)))
+            except Exception as exc:
+                if args.debug:
+                    import traceback
+
+                    traceback.print_exc()
+                results.append(_failure(job, _one_line(exc)))
+            else:
+                results.append(render.batch_entry(job.label, record))
+            entry = results[-1]
+            if entry["status"] == "failed":
+                bar.say(f"{PROG}: error: {job.label}: {entry['error']}")
+            bar.done(entry)
+    summary_written = None
+    if summary is not None:
+        content = render.summary_bytes(results, summary.suffix.lower())
+        summary_written = _write(summary, content, force=args.force, progress=progress)
     if args.json:
-        render.print_json(
-            {
-                "input": input_info,
-                "n_colors": q.n_colors,
-                "n_colors_requested": args.colors,
-                "seed": args.seed,
-                "color_space": args.space,
-                "stain_vectors": args.stain_vectors,
-                "mask": mask_record,
-                "min_region": args.min_region,
-                "n_pixels": q.report.n_pixels,
-                "fit": q.info.get("fit", "exact"),
-                "distortion": q.distortion,
-                "psnr": q.psnr,
-                "seconds": q.info.get("seconds"),
-                "sizes": sizes,
-                "output": written,
-                "table": table_written,
-                "classes": _classes(q, args),
-                "palette": q.palette.tolist(),
-            }
-        )
+        render.print_json({"images": results, "summary": summary and str(summary)})
     else:
-        render.print_compress(args, q, image_line, sizes, written, mask_record, table_written)
+        render.print_batch(results, summary, summary_written)
+    failed = sum(entry["status"] == "failed" for entry in results)
+    if failed:
+        print(f"{PROG}: error: {failed} of {len(results)} inputs failed", file=sys.stderr)
+        return 1
     return 0
 
 
-def _classes(q, args) -> list | None:
-    """The class table's rows for the JSON report (None for labels left on disk)."""
-    if not hasattr(q, "class_table"):
-        return None
-    classes = q.class_table(pixel_size=args.pixel_size, unit=args.unit or "um")
-    return list(classes.rows)
+def _failure(job: _Job, message: str) -> dict:
+    return {"image": job.label, "status": "failed", "error": message}
+
+
+def _one_line(exc: BaseException) -> str:
+    message = messages.cli_terms(" ".join(str(exc).split())) or type(exc).__name__
+    if not isinstance(exc, CLIError | ValueError | TypeError | OSError):
+        message = f"{type(exc).__name__}: {message}"
+    return message
+
+
+# ---------------------------------------------------------------------------------------------
+# fit: one codebook for a cohort
+
+
+def cmd_fit(args, progress) -> int:
+    """Fit one codebook on all the images together and write it as a codebook file."""
+    import numpy as np
+
+    from ..core.codebook import Codebook
+    from ..io.codebook import codebook_document, save_codebook
+
+    _check_fit_args(args)
+    names = _check_names(args, args.colors)
+    try:
+        sources = inputs.expand(args.images)
+    except inputs.InputError as exc:
+        raise UsageError(str(exc)) from None
+    if inputs.STDIO in sources:
+        raise UsageError("fit reads image files; - (standard input) is not one")
+    if args.mask not in (None, "auto") and len(sources) > 1:
+        raise UsageError("--mask FILE fits one image; for several images use --mask auto")
+    out = None if args.output == inputs.STDIO else Path(args.output)
+    if out is not None:
+        if out.suffix.lower() != ".json":
+            raise UsageError(f"-o writes a codebook file, .json; got {out}")
+        _check_output(out, args.force)
+    images, masks, first = [], [], None
+    for index, source in enumerate(sources, 1):
+        progress(f"[{index}/{len(sources)}] reading {source}")
+        image = _read_image(source)
+        if isinstance(image, list) or not hasattr(image, "ndim"):
+            raise CLIError(f"fit reads images into memory; {source} is not one")
+        channels = image.shape[-1] if image.ndim > 2 else 1
+        kind = (3 if channels == 4 else channels, image.dtype)  # alpha is not fitted
+        if first is None:
+            first = (source, kind)
+        elif kind != first[1]:
+            raise CLIError(
+                f"{source} has {kind[0]} colour channel(s) of {kind[1]}, but {first[0]} has "
+                f"{first[1][0]} of {first[1][1]}; one codebook is fitted to images of one kind"
+            )
+        mask, record = _make_mask(args, image)
+        if record is not None:
+            progress(f"[{index}/{len(sources)}] mask: {record['pixels']:,} of {record['total']:,}")
+        images.append(image)
+        masks.append(mask)
+    codebook = Codebook(
+        args.colors,
+        color_space=args.space,
+        stain_vectors=args.stain_vectors,
+        random_state=args.seed,
+        n_init=args.restarts,
+        channel_axis=None if images[0].ndim == 2 else -1,
+    )
+    pixels = sum(
+        _pixel_count(image) if mask is None else int(mask.sum())
+        for image, mask in zip(images, masks, strict=True)
+    )
+    progress(f"fitting K = {args.colors} on {len(images)} image(s), {pixels:,} pixels")
+    try:
+        codebook.fit(images, mask=masks if any(m is not None for m in masks) else None,
+                     progress=progress.stages())  # fmt: skip
+    except (TypeError, ValueError) as exc:
+        raise CLIError(f"cannot fit the codebook: {messages.cli_terms(str(exc))}") from None
+    del images
+    if names is not None and len(names) != codebook.n_colors_:
+        raise CLIError(f"--names gives {len(names)} names, but K = {codebook.n_colors_}")
+    document = codebook_document(codebook, names=names)
+    if out is None:
+        size = inputs.write_stdout((json.dumps(document, indent=1) + "\n").encode())
+        progress(f"wrote {size:,} bytes to standard output")
+    else:
+        try:
+            save_codebook(codebook, out, names=names, overwrite=args.force)
+        except FileExistsError:
+            raise CLIError(f"{out} exists; use --force to overwrite it") from None
+        size = out.stat().st_size
+        progress(f"wrote {out} ({size:,} bytes)")
+    mean_error = codebook.inertia_ / pixels if pixels else float("nan")
+    report = {
+        "images": [str(s) for s in sources],
+        "n_colors": codebook.n_colors_,
+        "color_space": args.space,
+        "pixels": pixels,
+        "distinct_colors": codebook.n_distinct_colors_,
+        "distortion": mean_error,
+        "output": {"path": str(args.output), "bytes": size},
+        "classes": document["classes"],
+        "palette": np.asarray(codebook.palette_).tolist(),
+    }
+    with contextlib.redirect_stdout(sys.stderr if out is None else sys.stdout):
+        if args.json:
+            render.print_json(report)
+        else:
+            render.print_fit(report)
+    return 0
+
+
+def _pixel_count(image) -> int:
+    return int(image.size if image.ndim == 2 else image.size // image.shape[-1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,17 +895,26 @@ def _classes(q, args) -> list | None:
 def cmd_decompress(args, progress) -> int:
     from ..io import encode_image
 
+    to_stdout = args.output == inputs.STDIO
+    if args.format and not to_stdout:
+        raise UsageError("--format goes with -o - (the image written to standard output)")
     out = Path(args.output)
-    _check_output(out, args.force)
+    if not to_stdout:
+        _check_output(out, args.force)
     progress(f"reading {args.input}")
     data = _load(args.input)
     _check_reconstruction(data)
     progress(f"decoding {data.n_pixels:,} pixels, K = {data.n_colors}")
     try:
-        content = encode_image(data.reconstruction, out)
+        target = f".{args.format or 'png'}" if to_stdout else out
+        content = encode_image(data.reconstruction, target)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    _write(out, content, force=args.force, progress=progress)
+    if to_stdout:
+        size = inputs.write_stdout(content)
+        progress(f"wrote {size:,} bytes to standard output")
+    else:
+        _write(out, content, force=args.force, progress=progress)
     return 0
 
 
@@ -633,7 +1078,7 @@ def cmd_demo(args, progress) -> int:
         return 0
     shape = render.shape_text(image.shape, image.dtype)
     print(f"{name}: {shape} (source PNG {source_bytes:,} bytes), files in {out}")
-    render.print_table(rows, rows[0]["raw_bytes"], source_bytes)
+    render.print_table(rows, rows[0]["raw_bytes"], source_bytes, written=True)
     return 0
 
 
@@ -643,6 +1088,7 @@ def cmd_demo(args, progress) -> int:
 
 _COMMANDS = {
     "compress": cmd_compress,
+    "fit": cmd_fit,
     "decompress": cmd_decompress,
     "info": cmd_info,
     "sweep": cmd_sweep,
@@ -663,7 +1109,8 @@ def main(argv: list[str] | None = None) -> int:
 
         limits.MAX_PIXELS = args.max_pixels
     try:
-        return _COMMANDS[args.command](args, progress)
+        with messages.warnings_as_notices():
+            return _COMMANDS[args.command](args, progress)
     except UsageError as exc:
         args.parser_.print_usage(sys.stderr)
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)

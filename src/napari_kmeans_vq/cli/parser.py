@@ -109,6 +109,36 @@ def _stain_vectors(text: str) -> list[list[float]]:
     return out
 
 
+def _names(text: str) -> list[str]:
+    """``"a,b,c"``: class names, one per colour (commas separate them)."""
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(
+            f"--names takes one non-empty name per class, comma-separated, got {text!r}"
+        )
+    return names
+
+
+def _template(text: str) -> str:
+    """An output name template: ``{stem}`` (the input's name without its suffix),
+    ``{name}`` (with it) and ``{k}``; the suffix says the format."""
+    try:
+        text.format(stem="x", name="x", k=1)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(
+            f"--name takes a template such as '{{stem}}.kvq' (fields {{stem}}, {{name}}, "
+            f"{{k}}), got {text!r} ({exc})"
+        ) from None
+    if "{stem}" not in text and "{name}" not in text:
+        raise argparse.ArgumentTypeError(
+            f"--name must contain {{stem}} or {{name}} so that each input gets its own "
+            f"output, got {text!r}"
+        )
+    if "/" in text or "\\" in text:
+        raise argparse.ArgumentTypeError(f"--name is a file name, not a path: {text!r}")
+    return text
+
+
 def _max_pixels(text: str) -> int:
     return _whole_number(text.replace(",", ""), "--max-pixels must be a whole number >= 1", 1)
 
@@ -132,11 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     fit = argparse.ArgumentParser(add_help=False)
-    fit.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    fit.add_argument("--seed", type=_seed, default=None, help="random seed (default 0)")
     fit.add_argument(
         "--space",
         choices=COLOR_SPACES,
-        default="rgb",
+        default=None,
         help=(
             "colour space to cluster in (default rgb): rgb, lab, oklab, od (optical "
             "density), hed (H&E deconvolution), hdab (hematoxylin-DAB), stains (give "
@@ -149,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="R,G,B;R,G,B",
         help="--space stains: the stains' optical-density vectors, 2 or 3, ';'-separated",
     )
-    fit.add_argument(
+    seg = argparse.ArgumentParser(add_help=False)
+    seg.add_argument(
         "--mask",
         metavar="auto|FILE",
         help=(
@@ -158,14 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
             "(non-zero = tissue); the other pixels get label 0 and count nowhere"
         ),
     )
-    fit.add_argument(
+    seg.add_argument(
         "--tissue-threshold",
         type=_threshold,
         metavar="T",
         help=f"--mask auto: the optical density above which a pixel is tissue (default "
         f"{TISSUE_THRESHOLD})",
     )
-    fit.add_argument(
+    cleanup = argparse.ArgumentParser(add_help=False)
+    cleanup.add_argument(
         "--min-region",
         type=_min_region,
         default=0,
@@ -178,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--restarts",
         type=_restarts,
-        default="auto",
+        default=None,
         metavar="N",
         help="k-means++ seedings to try, keeping the best (default auto)",
     )
@@ -198,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "compress",
-        parents=[common, fit],
+        parents=[common, fit, seg, cleanup],
         help="quantize an image to K colours and report bits and bytes",
         description=(
             "Quantize IMAGE to K colours and print the report: the seed's formula bits, the "
@@ -207,22 +239,78 @@ def build_parser() -> argparse.ArgumentParser:
             "also write the .kvq, indexed PNG or OME-Zarr labels. A .zarr input, a tiled "
             "or pyramidal TIFF (a slide), an input over --max-pixels, or --lazy streams the "
             "image block by block (bounded memory); over --max-pixels it is written only as "
-            "OME-Zarr labels (-o OUT.ome.zarr)."
+            "OME-Zarr labels (-o OUT.ome.zarr). Several inputs (files, globs, folders) are "
+            "compressed one by one, each to its own output in --out-dir, with one --summary "
+            "table; a failing input is reported and the others still run (exit status 1)."
         ),
     )
     p.add_argument(
-        "image",
+        "images",
         metavar="IMAGE",
-        help="PNG, JPEG... (Pillow), TIFF (tifffile), .npy, or a zarr / OME-Zarr directory",
+        nargs="+",
+        help=(
+            "PNG, JPEG... (Pillow), TIFF (tifffile), .npy, or a zarr / OME-Zarr directory; "
+            "several, a glob ('slides/*.tif') or a folder of images; - reads standard input"
+        ),
     )
     p.add_argument(
-        "-k", "--colors", type=_k_value, required=True, metavar="K", help="colours, 1 .. 65536"
+        "-k",
+        "--colors",
+        type=_k_value,
+        metavar="K",
+        help="colours, 1 .. 65536 (not needed with --codebook)",
+    )
+    p.add_argument(
+        "--codebook",
+        metavar="FILE",
+        help=(
+            "apply the codebook in FILE (written by the fit command or save_codebook) "
+            "without fitting: K, the colour space and the class names are the file's"
+        ),
     )
     p.add_argument(
         "-o",
         "--output",
         metavar="OUT",
-        help="write OUT.kvq, OUT.png (indexed; 2D, K <= 256) or OUT.ome.zarr (OME-Zarr labels)",
+        help=(
+            "write OUT.kvq, OUT.png (indexed; 2D, K <= 256) or OUT.ome.zarr (OME-Zarr "
+            "labels); - writes the file (--format) to standard output; one input only"
+        ),
+    )
+    p.add_argument(
+        "--format",
+        choices=("kvq", "png"),
+        help="the format written to standard output with -o - (default kvq)",
+    )
+    p.add_argument(
+        "--out-dir",
+        metavar="DIR",
+        help="write one output per input into DIR (created if missing), named by --name",
+    )
+    p.add_argument(
+        "--name",
+        type=_template,
+        default=None,
+        metavar="TEMPLATE",
+        help=(
+            "--out-dir: the output's name, with {stem} (input name without suffix), {name} "
+            "and {k}; its suffix (.kvq, .png, .ome.zarr) is the format (default {stem}.kvq)"
+        ),
+    )
+    p.add_argument(
+        "--summary",
+        metavar="OUT.csv|OUT.json",
+        help=(
+            "write one table for all inputs, a row per image and class: pixels, share, area "
+            "(with --pixel-size), J, PSNR, bits and bytes written; failed inputs with their "
+            "error"
+        ),
+    )
+    p.add_argument(
+        "--names",
+        type=_names,
+        metavar="A,B,...",
+        help="class names, one per colour, for --table and --summary (default the codebook's)",
     )
     p.add_argument(
         "--lazy",
@@ -259,6 +347,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
 
     p = sub.add_parser(
+        "fit",
+        parents=[common, fit, seg],
+        help="fit one codebook on several images (a cohort) and write it",
+        description=(
+            "Fit one K-colour codebook on all the distinct colours of all the IMAGEs together "
+            "(each weighted by its pixels; with --mask, only the tissue's) and write it as a "
+            "codebook file, to apply with compress --codebook FILE: the same colour then gets "
+            "the same class in every image."
+        ),
+    )
+    p.add_argument(
+        "images",
+        metavar="IMAGE",
+        nargs="+",
+        help="images read into memory (files, globs or folders); one dtype and channel count",
+    )
+    p.add_argument(
+        "-k", "--colors", type=_k_value, required=True, metavar="K", help="colours, 1 .. 65536"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="CODEBOOK.json",
+        required=True,
+        help="the codebook file to write (- for standard output)",
+    )
+    p.add_argument("--names", type=_names, metavar="A,B,...", help="class names, one per colour")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--force", action="store_true", help="overwrite an existing codebook file")
+
+    p = sub.add_parser(
         "decompress",
         parents=[common],
         help="decode a .kvq (or indexed PNG) to an ordinary image",
@@ -267,8 +386,19 @@ def build_parser() -> argparse.ArgumentParser:
             "as OUT: .png and other Pillow formats for 8-bit images, .npy for any image."
         ),
     )
-    p.add_argument("input", metavar="IN", help="a .kvq file or an indexed PNG")
-    p.add_argument("-o", "--output", metavar="OUT", required=True, help="OUT.png, OUT.npy...")
+    p.add_argument("input", metavar="IN", help="a .kvq file or an indexed PNG (- for stdin)")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        required=True,
+        help="OUT.png, OUT.npy...; - writes a PNG (or --format) to standard output",
+    )
+    p.add_argument(
+        "--format",
+        choices=("png", "npy", "tiff"),
+        help="the format written to standard output with -o - (default png)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
 
     p = sub.add_parser(
@@ -277,12 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="describe a .kvq file (or indexed PNG)",
         description="Check IN fully (header, sizes, checksum, indices) and describe it.",
     )
-    p.add_argument("input", metavar="IN", help="a .kvq file or an indexed PNG")
+    p.add_argument("input", metavar="IN", help="a .kvq file or an indexed PNG (- for stdin)")
     p.add_argument("--json", action="store_true", help="print the description as JSON")
 
     p = sub.add_parser(
         "sweep",
-        parents=[common, fit],
+        parents=[common, fit, seg, cleanup],
         help="the seed's comparison: one quantization per K, as a table",
         description=(
             "Quantize IMAGE at each K and print K against bits, ratio, real bytes, J and "

@@ -19,18 +19,29 @@ class Progress:
     """Progress lines on stderr, each with the seconds since the command started; silenced
     by ``--quiet``."""
 
-    def __init__(self, quiet: bool):
+    def __init__(
+        self, quiet: bool, prefix: str = "", start: float | None = None, stages: bool = True
+    ):
         self.quiet = quiet
-        self.start = time.perf_counter()
+        self.prefix = prefix
+        self.show_stages = stages
+        self.start = time.perf_counter() if start is None else start
 
     def __call__(self, message: str) -> None:
         if not self.quiet:
             elapsed = time.perf_counter() - self.start
-            print(f"{PROG}: [{elapsed:6.2f}s] {message}", file=sys.stderr, flush=True)
+            print(f"{PROG}: [{elapsed:6.2f}s] {self.prefix}{message}", file=sys.stderr, flush=True)
+
+    def child(self, prefix: str, quiet: bool = False) -> Progress:
+        """The same clock, each line starting with ``prefix`` (one input of a batch)."""
+        return Progress(self.quiet or quiet, prefix, self.start, stages=False)
 
     def stages(self):
         """A ``progress(stage, fraction)`` callback (as ``quantize`` and ``write_labels``
-        call it) printing a line per stage and per 10 %."""
+        call it) printing a line per stage and per 10 %; None for one input of a batch
+        (its steps are enough)."""
+        if not self.show_stages:
+            return None
         state = {"stage": None, "next": 0.0}
 
         def report(stage: str, fraction: float) -> None:
@@ -48,6 +59,47 @@ class Progress:
 def note(message: str) -> None:
     """A note on stderr that ``--quiet`` does not silence."""
     print(f"{PROG}: note: {message}", file=sys.stderr)
+
+
+class BatchProgress:
+    """A batch's progress: a bar (tqdm) over the inputs when stderr is a terminal, else a
+    line per step of each input (``[2/5] slide.png: ...``); nothing with ``--quiet``."""
+
+    def __init__(self, total: int, progress: Progress):
+        self.total = total
+        self.progress = progress
+        self.bar = None
+        if not progress.quiet and sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+            except ImportError:  # the lines instead
+                tqdm = None
+            if tqdm is not None:
+                self.bar = tqdm(total=total, file=sys.stderr, unit="image", leave=True)
+
+    def __enter__(self) -> BatchProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def step(self, index: int, label: str) -> Progress:
+        """The progress of input ``index`` (silent under a bar)."""
+        if self.bar is not None:
+            self.bar.set_description_str(Path(label).name)
+        return self.progress.child(f"[{index}/{self.total}] {label}: ", self.bar is not None)
+
+    def say(self, message: str) -> None:
+        """A line that always shows (an input's failure), above the bar if there is one."""
+        if self.bar is not None:
+            self.bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def done(self, entry: dict) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,32 +202,30 @@ def mask_text(record: dict) -> str:
     )
 
 
-def print_compress(
-    args,
-    q,
-    image_line: str,
-    sizes: dict,
-    written: dict | None,
-    mask: dict | None = None,
-    table: dict | None = None,
-) -> None:
+def print_compress(args, label: str, record: dict) -> None:
     """compress's report: the image, the mask, the codebook, the quality, the size table."""
+    q, sizes, written = record["q"], record["sizes"], record["output"]
+    mask, table = record["mask"], record["table"]
     report = q.report
     fit = q.info.get("fit", "exact")
-    lines = [f"image      {args.image}: {image_line}"]
+    if args.codebook:
+        origin = f"from {args.codebook}, {args.space}"
+    else:
+        origin = f"seed {args.seed}, {args.space}" + ("" if fit == "exact" else f", {fit} fit")
+    lines = [f"image      {label}: {record['image_line']}"]
     if mask is not None:
         lines.append(mask_text(mask))
     if args.min_region:
         lines.append(f"clean-up   regions under {args.min_region:,} pixels merged")
     lines += [
-        f"codebook   K = {q.n_colors} ({report.bits_per_index} bits per index), seed "
-        f"{args.seed}, {args.space}" + ("" if fit == "exact" else f", {fit} fit"),
+        f"codebook   K = {q.n_colors} ({report.bits_per_index} bits per index), {origin}",
         f"quality    J = {q.distortion:.2f}, PSNR = {q.psnr:.2f} dB",
         "",
         *size_table(report, sizes),
     ]
     if written:
-        lines += ["", f"wrote {written['path']} ({written['bytes']:,} bytes)"]
+        where = "standard output" if written["path"] == "-" else written["path"]
+        lines += ["", f"wrote {where} ({written['bytes']:,} bytes)"]
     if table:
         lines += [f"wrote {table['path']} ({table['classes']} classes, {table['bytes']:,} bytes)"]
     print("\n".join(lines))
@@ -217,7 +267,7 @@ _TABLE = (
     ("b", "bits_per_index", "{:d}"),
     ("formula bits", "total_bits", "{:,}"),
     ("ratio", "ratio", "{:.2%}"),
-    (".kvq B", "kvq_bytes", "{:,}"),
+    ("packed B", "kvq_bytes", "{:,}"),
     ("deflated B", "kvq_deflated_bytes", "{:,}"),
     ("PNG B", "png_bytes", "{:,}"),
     ("best/raw", "best_vs_raw", "{:.2%}"),
@@ -228,23 +278,39 @@ _TABLE = (
 )
 
 
-def print_table(rows: list[dict], raw_bytes: int, input_bytes) -> None:
-    """The sweep's table, one row per K, right-aligned, with a note on the units."""
-    cells = [[title for title, _, _ in _TABLE]]
+# The demo writes the deflated .kvq and the PNG: its table shows those files' sizes only.
+_WRITTEN = {"packed B": None, "deflated B": ".kvq B"}
+
+
+def print_table(rows: list[dict], raw_bytes: int, input_bytes, *, written: bool = False) -> None:
+    """The sweep's (or, ``written``, the demo's) table, one row per K, right-aligned, with
+    a note on the units."""
+    columns = _TABLE
+    if written:
+        columns = tuple(
+            (_WRITTEN.get(title, title), key, fmt)
+            for title, key, fmt in _TABLE
+            if _WRITTEN.get(title, title) is not None
+        )
+    cells = [[title for title, _, _ in columns]]
     for row in rows:
         line = []
-        for _, key, fmt in _TABLE:
+        for _, key, fmt in columns:
             value = row.get(key)
             line.append("-" if value is None or value == math.inf else fmt.format(value))
         cells.append(line)
-    widths = [max(len(r[i]) for r in cells) for i in range(len(_TABLE))]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     for line in cells:
         print("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)))
     text = f"raw image {raw_bytes:,} bytes"
     if input_bytes:
         text += f"; input file {input_bytes:,} bytes"
     print(text)
-    print("ratio = formula bits / raw bits; B = bytes on disk; best = smaller real file")
+    if written:
+        units = "B = bytes of the file written (.kvq deflated, indexed PNG)"
+    else:
+        units = "B = bytes of each file as it would be written (packed = .kvq not deflated)"
+    print(f"ratio = formula bits / raw bits; {units}; best = smaller file")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,3 +358,105 @@ def gallery_png(image, results, *, max_side: int = 512) -> bytes:
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# batches
+
+
+def batch_entry(label: str, record: dict) -> dict:
+    """One input's line of a batch: its figures and its classes."""
+    q, written = record["q"], record["output"]
+    classes = record["classes"]
+    return {
+        "image": label,
+        "status": "ok",
+        "error": None,
+        "output": None if written is None else written["path"],
+        "K": q.n_colors,
+        "J": q.distortion,
+        "psnr": q.psnr if math.isfinite(q.psnr) else None,
+        "bits": q.report.total_bits,
+        "bytes": None if written is None else written["bytes"],
+        "classes": None if classes is None else [dict(row) for row in classes.rows],
+    }
+
+
+_IMAGE_COLUMNS = ("image", "status", "error", "output", "K", "J", "psnr", "bits", "bytes")
+
+
+def summary_rows(results: list[dict]) -> list[dict]:
+    """The summary as a flat table: a row per image and class (one row for a failure),
+    the image's J, PSNR, bits and bytes repeated on each of its classes."""
+    rows = []
+    for entry in results:
+        image = {key: entry.get(key) for key in _IMAGE_COLUMNS}
+        for row in entry.get("classes") or [{}]:
+            rows.append(image | row)
+    return rows
+
+
+def summary_bytes(results: list[dict], suffix: str) -> bytes:
+    """The summary file's content: JSON (images with their classes) or CSV (flat)."""
+    import csv
+    import io
+
+    if suffix == ".json":
+        text = json.dumps({"images": jsonable(results)}, indent=2, allow_nan=False)
+        return (text + "\n").encode()
+    rows = summary_rows(results)
+    columns = list(_IMAGE_COLUMNS)
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in jsonable(row).items()})
+    return buffer.getvalue().encode()
+
+
+def print_batch(results: list[dict], summary, summary_bytes_written) -> None:
+    """A batch's table: a line per input, its K, J, PSNR and output (or its error)."""
+    cells = [["image", "K", "J", "PSNR dB", "bytes", "output"]]
+    for entry in results:
+        if entry["status"] == "failed":
+            cells.append([entry["image"], "-", "-", "-", "-", f"failed: {entry['error']}"])
+            continue
+        psnr = "inf" if entry["psnr"] is None else f"{entry['psnr']:.2f}"
+        cells.append(
+            [
+                entry["image"],
+                str(entry["K"]),
+                f"{entry['J']:.2f}",
+                psnr,
+                _fmt_int(entry["bytes"]),
+                entry["output"] or "-",
+            ]
+        )
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]) - 1)]
+    for line in cells:
+        left, right = line[0].ljust(widths[0]), line[1:-1]
+        numbers = "  ".join(c.rjust(w) for c, w in zip(right, widths[1:], strict=True))
+        print(f"{left}  {numbers}  {line[-1]}")
+    failed = sum(entry["status"] == "failed" for entry in results)
+    print(f"{len(results) - failed} of {len(results)} images done")
+    if summary is not None:
+        print(f"wrote {summary} ({summary_bytes_written:,} bytes)")
+
+
+def print_fit(report: dict) -> None:
+    """fit's report: the cohort, the fit and each class with its name and colour."""
+    n = len(report["images"])
+    lines = [
+        f"images     {n} ({report['pixels']:,} pixels, {report['distinct_colors']:,} distinct "
+        "colours)",
+        f"codebook   K = {report['n_colors']}, {report['color_space']}, J = "
+        f"{report['distortion']:.2f} over the pixels fitted",
+        f"wrote      {report['output']['path']} ({report['output']['bytes']:,} bytes)",
+        "",
+        f"{'label':>5}  {'colour':7}  {'palette':24}  name",
+    ]
+    for entry, colour in zip(report["classes"], report["palette"], strict=True):
+        lines.append(f"{entry['label']:>5}  {entry['color']:7}  {colour!s:24}  {entry['name']}")
+    print("\n".join(lines))
