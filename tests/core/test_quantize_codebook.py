@@ -79,7 +79,7 @@ def test_mask_and_min_region_with_a_codebook(patches):
     )
 
 
-def test_rgba_alpha_is_kept_and_a_grey_codebook_keeps_its_channel_axis(ihc_crop):
+def test_rgba_alpha_is_kept_and_a_grey_codebook_applies_to_grey_images(ihc_crop):
     alpha = np.arange(ihc_crop.shape[0] * ihc_crop.shape[1], dtype=np.uint8)
     rgba = np.dstack([ihc_crop, alpha.reshape(ihc_crop.shape[:2])])
     cb = Codebook(4).fit(ihc_crop)
@@ -88,9 +88,12 @@ def test_rgba_alpha_is_kept_and_a_grey_codebook_keeps_its_channel_axis(ihc_crop)
     np.testing.assert_array_equal(q.labels, cb.encode(ihc_crop))
     grey = ihc_crop[..., 1]
     gcb = Codebook(3, channel_axis=None).fit(grey)
-    g = quantize(grey, codebook=gcb)
+    g = quantize(grey, codebook=gcb, channel_axis=None)
     assert g.reconstruction.shape == grey.shape
     np.testing.assert_array_equal(g.labels, gcb.encode(grey))
+    # The call says how this image is laid out: an RGB image is refused, not read as grey.
+    with pytest.raises(ValueError, match="3 colour channel"):
+        quantize(ihc_crop, codebook=gcb)
 
 
 def test_float_images_and_palette_codebooks(ihc_crop):

@@ -156,7 +156,8 @@ def quantize(
         and J, PSNR, the bits and the classes measured on this image. The fit parameters
         (``color_space``, ``stain_vectors``, ``alpha``, ``random_state``, ``n_init``,
         ``max_iter``, ``tol``, ``effort``) are then the codebook's: giving another value is
-        an error. ``channel_axis`` left at its default is the codebook's too.
+        an error. ``channel_axis`` describes this image (pass ``None`` again for a scalar
+        image).
     random_state : int, numpy Generator or None, default 0
         Seed; the same image and seed give the same palette and labels.
     color_space : {"rgb", "lab", "oklab", "od", "hed", "hdab", "stains"}, default "rgb"
@@ -238,8 +239,6 @@ def quantize(
             "effort": effort,
         }
         check_codebook(codebook, n_colors, given)
-        if channel_axis == -1:
-            channel_axis = codebook.channel_axis
         return _apply(codebook, image, channel_axis, mask, min_region, progress, n_threads, start)
     auto = isinstance(n_colors, str) and n_colors.lower() == "auto"
     if not auto and (target_psnr is not None or target_j is not None):

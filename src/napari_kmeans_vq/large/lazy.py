@@ -480,8 +480,6 @@ def _apply_lazy(
         raise TypeError(f"quantize_lazy got unexpected option(s): {', '.join(sorted(unknown))}.")
     check_codebook(codebook, n_colors, {k: v for k, v in options.items() if k in _APPLY_FIXED})
     channel_axis = options.get("channel_axis", -1)
-    if channel_axis == -1:
-        channel_axis = codebook.channel_axis
     hist, state = _level_histogram(
         codebook, image, channel_axis, fit, fit_level, n_samples, block_pixels, progress
     )

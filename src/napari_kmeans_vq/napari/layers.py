@@ -47,12 +47,15 @@ from ..core.quantize import Quantization
 from ..large import quantize
 
 __all__ = [
+    "CURVE_METRICS",
     "METADATA_KEY",
     "PixelSize",
     "class_table_for",
     "class_table_view",
     "cluster_features",
     "coded_layer_data",
+    "curve_points",
+    "curve_target",
     "default_names",
     "is_lazy_quantization",
     "label_colormap",
@@ -658,8 +661,45 @@ def sweep_row(q: Quantization) -> dict:
         "saving": report.saving,
         "J": float(q.distortion),
         "psnr": float(q.psnr),
+        "bits_per_pixel": report.bits_per_pixel,
         "seconds": q.info.get("seconds"),
     }
+
+
+#: What the widget's curve can show: label -> key of a :func:`curve_points` row.
+CURVE_METRICS = {"PSNR (dB)": "psnr", "J": "J", "bits / pixel": "bits_per_pixel"}
+
+
+def curve_points(source) -> list[dict]:
+    """The quality-against-K curve: one row per K (K, J, psnr, bits_per_pixel), by K.
+
+    ``source`` is a sweep's rows (:func:`sweep_row` dicts) or an ``n_colors="auto"``
+    result (its ``info["auto"]`` trials, every K the search tried); [] for anything else.
+    """
+    if isinstance(source, list | tuple):
+        rows = [
+            {"K": r["K"], "J": r["J"], "psnr": r["psnr"], "bits_per_pixel": r["bits_per_pixel"]}
+            for r in source
+        ]
+    else:
+        trials = getattr(source, "info", {}).get("auto", {}).get("trials", [])
+        rows = [
+            {
+                "K": t["n_colors"],
+                "J": t["distortion"],
+                "psnr": math.inf if t["psnr"] is None else t["psnr"],
+                "bits_per_pixel": t["bits_per_pixel"],
+            }
+            for t in trials
+        ]
+    return sorted(rows, key=lambda r: r["K"])
+
+
+def curve_target(source, metric: str) -> float | None:
+    """The K search's target on ``metric`` (a :data:`CURVE_METRICS` key), if it had one."""
+    target = getattr(source, "info", {}).get("auto", {}).get("target", {})
+    key = {"psnr": "psnr", "J": "distortion"}.get(metric)
+    return target.get(key) if key else None
 
 
 def sweep_layer_data(

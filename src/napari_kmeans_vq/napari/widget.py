@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FloatSpinBox,
@@ -44,6 +45,7 @@ from qtpy.QtCore import QEvent, QObject, Qt
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QFileDialog,
     QFrame,
     QHBoxLayout,
@@ -59,6 +61,7 @@ from qtpy.QtWidgets import (
 )
 
 from .._limits import MAX_COLORS
+from ..core.codebook import Codebook
 from ..core.colorspace import COLOR_SPACES
 from ..core.tissue import DEFAULT_THRESHOLD
 from ..large import is_lazy_input
@@ -73,9 +76,12 @@ from .inputs import (
 from .jobs import Layers, Relay, Reporter, Result, single_job, sweep_job
 from .layers import (
     _SPATIAL,
+    CURVE_METRICS,
     METADATA_KEY,
     class_table_for,
     class_table_view,
+    curve_points,
+    curve_target,
     is_lazy_quantization,
     layer_snapshot,
     merge_classes,
@@ -85,6 +91,7 @@ from .layers import (
     report_rows,
     sweep_table,
 )
+from .plot import CurvePlot
 
 if TYPE_CHECKING:
     import napari
@@ -147,6 +154,7 @@ class _Run:
     layers_at: float | None = None  # when a single run's layers went in
     stage: str = ""
     percent: int = 0
+    names: list | None = None  # class names that come with an applied codebook
 
     @property
     def stop(self) -> threading.Event:
@@ -194,6 +202,16 @@ class QuantizeWidget(Container):
         self.image.tooltip = "Image layer to quantize: RGB, RGBA or single-channel."
         self.n_colors = SpinBox(value=16, min=1, max=MAX_COLORS, label="K (colours)")
         self.n_colors.tooltip = "Codebook size K: each pixel becomes a ceil(log2 K)-bit index."
+        self.auto_k = CheckBox(value=False, text="choose K for a PSNR target", label="")
+        self.auto_k.tooltip = (
+            "Run picks the smallest K whose reconstruction reaches the target PSNR (and K - 1 "
+            "does not), fitting every K tried on one colour histogram; the K tried show in "
+            "the curve."
+        )
+        self.target_psnr = FloatSpinBox(
+            value=35.0, min=5.0, max=100.0, step=0.5, label="target PSNR (dB)"
+        )
+        self.target_psnr.tooltip = "The quality 'choose K' aims for (K up to 256)."
         self.seed = SpinBox(value=0, min=0, max=2**31 - 1, label="seed")
         self.seed.tooltip = "Seed of the k-means++ seeding: the same seed, the same result."
         # (the custom "stains" space needs vectors, which the panel does not ask for)
@@ -238,11 +256,18 @@ class QuantizeWidget(Container):
             label="",
         )
         buttons.margins = (0, 0, 0, 0)
+        self.apply_button = PushButton(text="Apply codebook…")
+        self.apply_button.tooltip = (
+            "Load a saved codebook file and apply it to the image without refitting: the "
+            "same colours and classes as the images it came from."
+        )
         self.status = Label(value="Ready.", label="")
         self.report = Label(value="")
-        widgets = [self.image, self.n_colors, self.seed, self.color_space, self.n_init]
+        widgets = [self.image, self.n_colors, self.auto_k, self.target_psnr, self.seed]
+        widgets += [self.color_space, self.n_init]
         masking = [self.mask, self.tissue_threshold, self.min_region]
-        self.extend([*widgets, *masking, self.fit_level, self.sweep, buttons, self.status])
+        self.extend([*widgets, *masking, self.fit_level, self.sweep, buttons, self.apply_button])
+        self.append(self.status)
         # Text wraps, and the report scrolls, rather than widen the dock after a run
         # (magicgui makes labels Fixed: as wide as their text).
         preferred = QSizePolicy.Policy.Preferred
@@ -252,6 +277,7 @@ class QuantizeWidget(Container):
         self.report.native.setTextFormat(Qt.TextFormat.RichText)
         self.report.native.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.report.native.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.native.layout().addWidget(self._make_curve_panel())
         self.native.layout().addWidget(self._make_class_panel())
         # The bit report, folded under the class table: a button opens it.
         self.report_toggle = QToolButton()
@@ -277,6 +303,9 @@ class QuantizeWidget(Container):
         self.native.layout().addWidget(self._spare)
 
         self.last_result: dict | None = None  # what the report shows, for scripts
+        self._curve_source = None  # a sweep's rows, or an auto-K result
+        # Output layer id -> (its run's codebook, class names): "apply the codebook of".
+        self._layer_codebooks: dict[str, tuple] = {}
         self.sweep_rows: list[dict] = []
         self._last_q = None
         self._classes: _Classes | None = None
@@ -296,10 +325,37 @@ class QuantizeWidget(Container):
         self.run_button.changed.connect(lambda: self.run())
         self.sweep_button.changed.connect(lambda: self.run_sweep())
         self.cancel_button.changed.connect(self.cancel)
+        self.apply_button.changed.connect(lambda: self.apply_codebook())
         self.image.changed.connect(self._on_image_changed)
         self.mask.changed.connect(self._on_mask_changed)
+        self.auto_k.changed.connect(self._on_auto_changed)
         self._on_image_changed()
         self._on_mask_changed()
+        self._on_auto_changed()
+
+    def _make_curve_panel(self) -> QWidget:
+        """The quality-against-K curve (hidden until a sweep or a K search)."""
+        panel = QWidget()
+        layout = QVBoxLayout(panel)
+        layout.setContentsMargins(0, 4, 0, 0)
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        self.curve_title = QLabel("Quality against K")
+        self.curve_metric = QComboBox()
+        self.curve_metric.addItems(list(CURVE_METRICS))
+        self.curve_metric.setToolTip("What the curve shows against K.")
+        self.curve_metric.currentTextChanged.connect(lambda _: self._draw_curve())
+        row.addWidget(self.curve_title)
+        row.addStretch(1)
+        row.addWidget(self.curve_metric)
+        self.curve = CurvePlot()
+        self.curve.picked.connect(self.run_picked)
+        layout.addLayout(row)
+        layout.addWidget(self.curve)
+        panel.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        panel.setVisible(False)
+        self._curve_panel = panel
+        return panel
 
     def _make_class_panel(self) -> QWidget:
         """The class table (hidden until a run) with its Merge and Export buttons."""
@@ -331,12 +387,19 @@ class QuantizeWidget(Container):
         )
         self.export_button = QPushButton("Export CSV…")
         self.export_button.setToolTip("Write the class table to a CSV file.")
+        self.save_codebook_button = QPushButton("Save codebook…")
+        self.save_codebook_button.setToolTip(
+            "Save this result's codebook (its colours, colour space and the class names) "
+            "to apply to other images with 'Apply codebook…'."
+        )
         self.merge_button.clicked.connect(lambda: self.merge_classes())
         self.export_button.clicked.connect(lambda: self.export_classes())
+        self.save_codebook_button.clicked.connect(lambda: self.save_codebook())
         row = QHBoxLayout()
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(self.merge_button)
         row.addWidget(self.export_button)
+        row.addWidget(self.save_codebook_button)
         layout.addWidget(self.class_title)
         layout.addWidget(view)
         layout.addLayout(row)
@@ -363,14 +426,102 @@ class QuantizeWidget(Container):
         Returns the started worker, or None when the input was refused (the widget and a
         notification say why).
         """
+        auto = n_colors == "auto" or (n_colors is None and self.auto_k.value)
         try:
             source, image, options = self._prepare(layer)
-            k = check_k(self.n_colors.value if n_colors is None else n_colors)
+            if auto:
+                k = "auto"
+                options["target_psnr"] = float(self.target_psnr.value)
+            else:
+                k = check_k(self.n_colors.value if n_colors is None else n_colors)
         except InputError as err:
             return self._refuse(str(err))
         path = getattr(getattr(source, "source", None), "path", None)
         axis = options["channel_axis"]
-        return self._start(single_job, source, str(k), image, k, options, path, channel_axis=axis)
+        text = f"auto (PSNR {options['target_psnr']:g} dB)" if auto else str(k)
+        return self._start(single_job, source, text, image, k, options, path, channel_axis=axis)
+
+    def run_picked(self, k: int):
+        """Run at K = ``k`` (a point clicked on the curve): the K field follows."""
+        self.auto_k.value = False
+        self.n_colors.value = int(k)
+        return self.run(n_colors=int(k))
+
+    def save_codebook(self, path=None):
+        """Write the last result's codebook, with the class table's names, to ``path``
+        (None: ask with a file dialog). Returns the path written, or None."""
+        from ..io.codebook import save_codebook
+
+        c = self._classes
+        if c is None:
+            return self._refuse("No codebook yet: press Run first.")
+        if path is None:
+            default = f"{c.source.name} K{c.q.n_colors}.codebook.json"
+            path, _ = QFileDialog.getSaveFileName(
+                self.native, "Save the codebook", default, "Codebook files (*.json)"
+            )
+            if not path:
+                return None
+        colors = [row["color"] for row in self.class_table.rows]
+        try:
+            written = save_codebook(
+                c.q.codebook, path, names=self.class_names, colors=colors, overwrite=True
+            )
+        except (OSError, ValueError) as err:
+            return self._refuse(f"Cannot save the codebook to {path}: {err}")
+        self._set_status(f"Codebook (K = {c.q.n_colors}) saved to {written}.")
+        return Path(written)
+
+    def apply_codebook(self, codebook=None, layer: Layer | None = None):
+        """Apply a codebook to ``layer`` (default: the one chosen) without refitting.
+
+        ``codebook`` is a file path (None: ask with a file dialog), a fitted
+        :class:`~napari_kmeans_vq.Codebook`, or an output layer of this panel (its run's
+        codebook). The run goes as Run's does (mask and min region apply), with the class
+        names that came with the file. Returns the started worker, or None.
+        """
+        names = None
+        if codebook is None:
+            codebook, _ = QFileDialog.getOpenFileName(
+                self.native, "Apply a codebook", "", "Codebook files (*.json);;All files (*)"
+            )
+            if not codebook:
+                return None
+        if isinstance(codebook, Layer):
+            found = self._layer_codebooks.get(str(codebook.unique_id))
+            if found is None:
+                return self._refuse(
+                    f"'{codebook.name}' is not a result of this panel: choose a "
+                    "reconstruction or labels layer it made, or a codebook file."
+                )
+            codebook, names = found
+        elif not isinstance(codebook, Codebook):
+            from ..io import KVQError
+            from ..io.codebook import read_codebook
+
+            try:
+                read = read_codebook(codebook)
+            except (OSError, KVQError, ValueError) as err:
+                return self._refuse(f"Cannot read the codebook {codebook}: {err}")
+            codebook, names = read.codebook, list(read.names)
+        if not codebook.is_fitted:
+            return self._refuse("The codebook is not fitted: fit or load one first.")
+        try:
+            source, image, options = self._prepare(layer, codebook.color_space.lower())
+        except InputError as err:
+            return self._refuse(str(err))
+        for fitted in ("random_state", "color_space", "n_init"):
+            options.pop(fitted, None)
+        options["codebook"] = codebook
+        path = getattr(getattr(source, "source", None), "path", None)
+        axis = options["channel_axis"]
+        text = f"{codebook.n_colors_} (codebook)"
+        worker = self._start(
+            single_job, source, text, image, None, options, path, channel_axis=axis
+        )
+        if self._run is not None:
+            self._run.names = list(names) if names is not None else None
+        return worker
 
     def run_sweep(self, layer: Layer | None = None, ks: str | list[int] | None = None):
         """Quantize at every K of the sweep field (or ``ks``): one reconstruction per K."""
@@ -509,12 +660,12 @@ class QuantizeWidget(Container):
 
     # -- a run ---------------------------------------------------------------------------
 
-    def _prepare(self, layer):
+    def _prepare(self, layer, color_space: str | None = None):
         if self._run is not None and self._run.layers_at is None:
             raise InputError("A quantization is running; wait for it or press Cancel.")
         if layer is None:
             layer = self.image.value or self._viewer.layers.selection.active
-        data, channel_axis = check_source(layer, self.color_space.value)
+        data, channel_axis = check_source(layer, color_space or self.color_space.value)
         options = {
             "random_state": int(self.seed.value),
             "color_space": self.color_space.value,
@@ -651,10 +802,14 @@ class QuantizeWidget(Container):
             return
         self._leave_grid()
         outputs = self._outputs(run.source)
+        q = item.quantization
+        names = run.names if run.names is not None and len(run.names) == q.n_colors else None
         for data, meta, kind in item.tuples:
-            self._put(outputs.get(meta["metadata"][METADATA_KEY]["role"], []), data, meta, kind)
+            role = meta["metadata"][METADATA_KEY]["role"]
+            layer = self._put(outputs.get(role, []), data, meta, kind)
+            self._layer_codebooks[str(layer.unique_id)] = (q.codebook, names)
         run.layers_at = time.perf_counter()
-        q, seconds = item.quantization, run.layers_at - run.started
+        seconds = run.layers_at - run.started
         self._last_q = q
         self.last_result = {
             "report": q.report.to_dict(),
@@ -666,9 +821,15 @@ class QuantizeWidget(Container):
         }
         self.report.value = _html_table(None, [*report_rows(q, seconds), ("files", "measuring…")])
         self._classes = _Classes(
-            q, run.source, run.snapshot, run.channel_axis, [None] * q.n_colors
+            q, run.source, run.snapshot, run.channel_axis, list(names or [None] * q.n_colors)
         )
         self._fill_class_table()
+        if names is not None:
+            self._sync_class_layers()
+        if curve_points(q):
+            self.show_curve(q)
+        elif self._curve_source is not None:
+            self._draw_curve(current=q.n_colors)
         self._keep_source_chosen(run.source)
         self._set_buttons(quantizing=False, measuring=True)
 
@@ -754,6 +915,7 @@ class QuantizeWidget(Container):
             for k, (data, meta, kind) in zip(new_ks, tuples, strict=True)
         ]
         self.sweep_rows = rows
+        self.show_curve(rows)
         self.report.value = _html_table(*sweep_table(rows))
         self.report_toggle.setChecked(True)  # the table is the sweep's result
         self._keep_source_chosen(source)
@@ -805,6 +967,7 @@ class QuantizeWidget(Container):
     def _set_buttons(self, *, quantizing: bool, measuring: bool = False) -> None:
         # While only the files are measured, Run is on: a new run drops that measurement.
         self.run_button.enabled = self.sweep_button.enabled = not quantizing
+        self.apply_button.enabled = not quantizing
         self.cancel_button.enabled = quantizing or measuring
         self._set_class_buttons()
 
@@ -814,6 +977,7 @@ class QuantizeWidget(Container):
         in_memory = c is not None and not is_lazy_quantization(c.q)
         self.merge_button.setEnabled(in_memory and self._run is None and selected >= 2)
         self.export_button.setEnabled(c is not None)
+        self.save_codebook_button.setEnabled(c is not None)
 
     def _fold_report(self, shown: bool) -> None:
         arrow = Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow
@@ -904,6 +1068,42 @@ class QuantizeWidget(Container):
         for layer in [*outputs.get("reconstruction", []), *outputs.get("labels", [])]:
             tag = {**layer.metadata[METADATA_KEY], "names": names, "classes": rows}
             layer.metadata = {**layer.metadata, METADATA_KEY: tag}
+
+    def show_curve(self, source) -> None:
+        """Show the quality-against-K curve of a sweep's rows or of an auto-K result."""
+        self._curve_source = source
+        current = None if isinstance(source, list | tuple) else source.n_colors
+        self._draw_curve(current=current)
+
+    @property
+    def curve_metric_name(self) -> str:
+        return self.curve_metric.currentText()
+
+    def _draw_curve(self, current=None) -> None:
+        source = self._curve_source
+        points = curve_points(source) if source is not None else []
+        if not points:
+            self._curve_panel.setVisible(False)
+            return
+        metric = self.curve_metric.currentText()
+        key = CURVE_METRICS[metric]
+        if current is None:
+            current = self.curve.current
+        self.curve.set_curve(
+            [(p["K"], p[key]) for p in points],
+            metric,
+            target=curve_target(source, key),
+            current=current,
+        )
+        what = "the sweep" if isinstance(source, list | tuple) else "the K search"
+        self.curve_title.setText(f"Quality against K ({what}); click a point to run it")
+        self._curve_panel.setVisible(True)
+
+    def _on_auto_changed(self, *_) -> None:
+        """The target shows, and K is greyed, while K is chosen for a target."""
+        auto = bool(self.auto_k.value)
+        self.target_psnr.enabled = self.target_psnr.visible = auto
+        self.n_colors.enabled = not auto
 
     def _on_image_changed(self, *_) -> None:
         """Offer the fit level only for multiscale sources, bounded by their levels."""
