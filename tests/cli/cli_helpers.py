@@ -21,10 +21,21 @@ def _command() -> list[str]:
 CLI = _command()
 
 
-def run(*args, cwd=None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+def run(*args, cwd=None, stdin=None, warnings="ignore") -> subprocess.CompletedProcess:
+    """Run the command; ``stdin`` bytes make both streams bytes (for ``-``); ``warnings``
+    None leaves Python's default warning filters (as a user has them)."""
+    env = dict(os.environ)
+    env.pop("PYTHONWARNINGS", None)
+    if warnings is not None:
+        env["PYTHONWARNINGS"] = warnings
     return subprocess.run(
-        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+        [*CLI, *map(str, args)],
+        capture_output=True,
+        text=stdin is None,
+        input=stdin,
+        cwd=cwd,
+        env=env,
+        timeout=120,
     )
 
 
