@@ -291,3 +291,19 @@ def test_demo_table_shows_the_bytes_written(tmp_path):
         assert int(cells[4].replace(",", "")) == kvq
         assert int(cells[5].replace(",", "")) == png
     assert "bytes of the file written" in result.stdout
+
+
+def test_k_auto_is_the_librarys_choice(folder, cohort, tmp_path):
+    result = run("compress", folder / "crop.png", "-k", "auto", "--target-psnr", 30, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    q = quantize(cohort["crop"], "auto", target_psnr=30)
+    assert report["n_colors"] == q.n_colors and report["palette"] == q.palette.tolist()
+    assert report["psnr"] >= 30 and report["auto"]["n_colors"] == q.n_colors
+    for args, words in (
+        (["-k", "auto"], "one target"),
+        (["-k", "auto", "--target-psnr", "30", "--target-j", "9"], "not both"),
+        (["-k", "8", "--target-j", "9"], "--target-j goes with -k auto"),
+    ):
+        result = run("compress", folder / "crop.png", *args)
+        assert result.returncode == 2 and words in result.stderr

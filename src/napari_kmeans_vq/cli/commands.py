@@ -48,6 +48,10 @@ def _fit_options(args, mask=None, codebook=None) -> dict:
         options = {"random_state": args.seed, "color_space": args.space, "n_init": args.restarts}
         if args.stain_vectors is not None:
             options["stain_vectors"] = args.stain_vectors
+        if getattr(args, "colors", None) == "auto":
+            options |= {"target_psnr": args.target_psnr, "target_j": args.target_j}
+            if args.k_max is not None:
+                options["k_max"] = args.k_max
     if mask is not None:
         options["mask"] = mask
     if getattr(args, "min_region", 0):
@@ -74,6 +78,23 @@ def _check_fit_args(args, codebook=None) -> None:
         args.seed = 0
     if args.restarts is None:
         args.restarts = "auto"
+
+
+def _check_auto_args(args, codebook) -> None:
+    """-k auto and its target: one target, and only with -k auto."""
+    targets = [f for f, v in (("--target-psnr", args.target_psnr), ("--target-j", args.target_j))
+               if v is not None]  # fmt: skip
+    if args.colors == "auto":
+        if codebook is not None:
+            raise UsageError("-k auto chooses K for a fit; --codebook has its own K")
+        if len(targets) != 1:
+            raise UsageError(
+                "-k auto needs one target: --target-psnr DB (higher is better) or --target-j J "
+                "(lower is better)" + (", not both" if targets else "")
+            )
+    elif targets or args.k_max is not None:
+        flag = targets[0] if targets else "--k-max"
+        raise UsageError(f"{flag} goes with -k auto")
 
 
 def _check_codebook_args(args, codebook) -> None:
@@ -409,7 +430,7 @@ def _plan(args, sources: list, k: int | None) -> tuple[list[_Job], Path | None]:
         if job.out_format != "ome-zarr" and args.with_image != "none":
             raise UsageError("--with-image needs an OME-Zarr output (-o OUT.ome.zarr)")
         if job.out_format == "png":
-            _check_png_k(k, job.out)
+            _check_png_k(args.k_max if k == "auto" else k, job.out)
         stdio = inputs.STDIO in (job.out, job.source)
         if not stdio and Path(job.source).resolve() == Path(job.out).resolve():
             raise UsageError(f"{job.source} is both an input and an output")
@@ -485,7 +506,7 @@ def _read_codebook_arg(args):
 def _check_names(args, k: int | None, default=None) -> list[str] | None:
     """--names (or the codebook's names), one per class when K is known."""
     names = args.names if args.names is not None else default
-    if args.names is not None and k is not None and len(names) != k:
+    if args.names is not None and isinstance(k, int) and len(names) != k:
         raise UsageError(f"--names gives {len(names)} names for K = {k} classes")
     return names
 
@@ -637,6 +658,9 @@ def _compress_file(args, job: _Job, source: Path, codebook, names, progress) -> 
     fit = f" ({q.info['fit']} fit)" if "fit" in q.info else ""
     seconds = q.info.get("seconds", 0)
     then = "; encoding files in memory" if in_memory else ""
+    if "auto" in q.info:
+        tried = ", ".join(str(t["n_colors"]) for t in q.info["auto"]["trials"])
+        fit += f" (chosen among K = {tried})"
     progress(f"K = {q.n_colors}{fit} in {seconds:.2f} s{then}")
     if streamed and in_memory:
         q = q.compute()  # the full-resolution labels, within the in-memory limit
@@ -688,6 +712,7 @@ def _report_json(args, record: dict) -> dict:
         "input": record["input"],
         "n_colors": q.n_colors,
         "n_colors_requested": args.colors,
+        "auto": q.info.get("auto"),
         "seed": args.seed,
         "color_space": args.space,
         "stain_vectors": args.stain_vectors,
@@ -711,6 +736,7 @@ def cmd_compress(args, progress) -> int:
     codebook, codebook_names = _read_codebook_arg(args)
     if codebook is None and args.colors is None:
         raise UsageError("-k K is required (or --codebook FILE, whose K is used)")
+    _check_auto_args(args, codebook)
     _check_fit_args(args, codebook)
     names = _check_names(args, args.colors, codebook_names)
     try:

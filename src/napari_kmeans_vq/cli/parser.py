@@ -28,6 +28,14 @@ def _k_value(text: str) -> int:
     return value
 
 
+def _k_or_auto(text: str) -> int | str:
+    return "auto" if text == "auto" else _k_value(text)
+
+
+def _positive(text: str) -> float:
+    return _number(text, "the target must be a number > 0", positive=True)
+
+
 def _k_list(text: str) -> list[int]:
     parts = [p for p in text.replace(",", " ").split() if p]
     if not parts:
@@ -256,9 +264,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-k",
         "--colors",
+        type=_k_or_auto,
+        metavar="K|auto",
+        help=(
+            "colours, 1 .. 65536 (not needed with --codebook); auto: the smallest K that "
+            "meets --target-psnr or --target-j"
+        ),
+    )
+    p.add_argument(
+        "--target-psnr",
+        type=_positive,
+        metavar="DB",
+        help="-k auto: the PSNR (dB) to reach; the smallest K found that reaches it is used",
+    )
+    p.add_argument(
+        "--target-j",
+        type=_positive,
+        metavar="J",
+        help="-k auto: the largest J (mean squared error per pixel) accepted",
+    )
+    p.add_argument(
+        "--k-max",
         type=_k_value,
-        metavar="K",
-        help="colours, 1 .. 65536 (not needed with --codebook)",
+        metavar="N",
+        help="-k auto: the largest K tried (default 256, what an indexed PNG holds)",
     )
     p.add_argument(
         "--codebook",

@@ -212,6 +212,14 @@ def print_compress(args, label: str, record: dict) -> None:
         origin = f"from {args.codebook}, {args.space}"
     else:
         origin = f"seed {args.seed}, {args.space}" + ("" if fit == "exact" else f", {fit} fit")
+    if "auto" in q.info:
+        target = q.info["auto"]["target"]
+        goal = (
+            f"PSNR >= {target['psnr']:g} dB"
+            if "psnr" in target
+            else f"J <= {target['distortion']:g}"
+        )
+        origin += f", K chosen for {goal}"
     lines = [f"image      {label}: {record['image_line']}"]
     if mask is not None:
         lines.append(mask_text(mask))
