@@ -97,6 +97,7 @@ def make_seeds() -> list[Seed]:
         ("kvq-bytes-k6", encode(q6)),  # version 2, byte-aligned, deflated
         ("kvq-packed-k4", encode(q4)),
         ("kvq-raw-k6", encode(q6, deflate=False)),
+        ("kvq-named-k6", encode(q6, names=[f"class {c}" for c in "abcdef"])),  # version 3
         ("kvq-k1", encode(np.zeros((5, 7), np.uint8), np.array([[9, 8, 7]], np.uint8))),
         ("kvq-u16-k300", encode(_quantized(rng, 300, (20, 20, 3), np.uint16))),
         (
@@ -210,7 +211,22 @@ def kvq_resign(blob: bytes) -> bytes:
     return blob[:32] + struct.pack("<I", crc) + blob[36:]
 
 
+def _kvq_meta_span(data: bytes) -> tuple[int, int] | None:
+    """Where a version 3 file's metadata section is (start, length), if it has one."""
+    if len(data) < 40 or not struct.unpack_from("<H", data, 10)[0] & 8:
+        return None
+    ndim, code, channels, k = data[12], data[13], *struct.unpack_from("<HxxI", data, 16)
+    size = {1: 1, 2: 2, 3: 4, 4: 8, 5: 1, 6: 2, 7: 4, 8: 8, 9: 2, 10: 4, 11: 8}[code]
+    return 40 + 8 * ndim + k * channels * size, struct.unpack_from("<I", data, 36)[0]
+
+
 def mutate_kvq(rnd: random.Random, data: bytes) -> bytes:
+    span = _kvq_meta_span(data)
+    if span is not None and rnd.random() < 0.3:  # hostile metadata, sizes kept consistent
+        start, length = span
+        text = _hostile_json(rnd) if rnd.random() < 0.7 else b'{"names": [1, 2]}'
+        data = data[:start] + text + data[start + length :]
+        data = data[:36] + struct.pack("<I", len(text)) + data[40:]
     blob = bytearray(data)
     for _ in range(rnd.randint(1, 2)):
         offset, size = rnd.choice(_KVQ_FIELDS)

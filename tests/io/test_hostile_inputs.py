@@ -23,9 +23,14 @@ from napari_kmeans_vq.io import (
     read_image,
 )
 from napari_kmeans_vq.io.kvq import _CRC_OFFSET, FLAG_DEFLATE, MAGIC, read_kvq
-from napari_kmeans_vq.io.png import TEXT_KEY, _chunk, read_indexed_png
+from napari_kmeans_vq.io.png import TEXT_KEY, read_indexed_png
 
 MiB = 2**20
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    """One PNG chunk: length, type, body and CRC."""
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 def resign(blob: bytes) -> bytes:

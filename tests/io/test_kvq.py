@@ -299,7 +299,7 @@ def test_write_rejects_bad_input():
     with pytest.raises(TypeError, match="palette"):
         save("x.kvq", np.zeros((2, 2), dtype=int))
     with pytest.raises(ValueError, match="suffix"):
-        save("x.tif", np.zeros((2, 2), dtype=int), palette)
+        save("x.bmp", np.zeros((2, 2), dtype=int), palette)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,7 +342,7 @@ def test_error_type_is_a_value_error():
         (lambda b: b[:20], "truncated"),
         (lambda b: b[:-1], "truncated"),
         (lambda b: b + b"\0", "trailing bytes"),
-        (lambda b: _edit(b, 8, "<H", 3), "version 3 is not supported"),
+        (lambda b: _edit(b, 8, "<H", 4), "version 4 is not supported"),
         (lambda b: _edit(b, 8, "<H", 0), "version 0 is not supported"),
         (lambda b: _edit(b, 10, "<H", 8), "unknown flags"),
         (lambda b: _edit(b, 15, "<B", 1), "reserved"),

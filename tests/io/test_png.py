@@ -71,23 +71,23 @@ def test_smallest_bit_depth_in_the_ihdr_and_pillow_decodes_exactly(k, depth):
 
 
 @pytest.mark.parametrize("k", [2, 3, 6, 16])
-def test_auto_depth_is_the_smallest_deflated_once(k, ihc_crop, monkeypatch):
+def test_auto_depth_is_the_smallest_written_by_pillow(k, ihc_crop):
     q = quantize(ihc_crop, k)
-    eight = encode_indexed_png(q.labels, q.palette, bit_depth=8)
-    smallest = encode_indexed_png(q.labels, q.palette, bit_depth="smallest")
-    calls = []
-    compress = zlib.compress
-    monkeypatch.setattr(
-        zlib, "compress", lambda data, level: calls.append(level) or compress(data, level)
-    )
     auto = encode_indexed_png(q.labels, q.palette)
-    monkeypatch.undo()
-    assert calls == [6]  # one deflate, at zlib's default level
-    assert auto == smallest and png_bit_depth(auto) == smallest_bit_depth(k)
-    assert len(auto) <= len(eight)  # measured: the smallest depth is also the smaller file
+    depth = smallest_bit_depth(k)
+    assert encode_indexed_png(q.labels, q.palette, bit_depth=depth) == auto
+    assert encode_indexed_png(q.labels, q.palette, bit_depth="smallest") == auto
+    assert png_bit_depth(auto) == depth
+    # The bytes are Pillow's own palette PNG of those indices and that palette.
+    image = Image.frombytes("P", q.labels.shape[::-1], q.labels.astype(np.uint8).tobytes())
+    image.putpalette(q.palette.tobytes())
     with Image.open(io.BytesIO(auto)) as im:
         assert np.array_equal(np.asarray(im.convert("RGB")), q.reconstruction)
+        assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(image.convert("RGB")))
     assert len(encode_indexed_png(q.labels, q.palette, level=0)) > len(auto)  # stored
+    if depth < 8:
+        with pytest.raises(ValueError, match="smallest depth"):
+            encode_indexed_png(q.labels, q.palette, bit_depth=8)
 
 
 def test_real_image_file(tmp_path, ihc):
@@ -95,7 +95,9 @@ def test_real_image_file(tmp_path, ihc):
     path = save(tmp_path / "ihc.png", q, bit_depth="smallest")
     blob = path.read_bytes()
     assert ihdr(blob)["depth"] == 4
-    assert chunk_types(blob) == [b"IHDR", b"PLTE", b"tEXt", b"IDAT", b"IEND"]
+    types = chunk_types(blob)
+    assert types[0] == b"IHDR" and types[-1] == b"IEND"
+    assert {b"PLTE", b"tEXt", b"IDAT"} <= set(types) and b"tRNS" not in types
     with Image.open(path) as im:
         assert np.array_equal(np.asarray(im.convert("RGB")), q.reconstruction)
     back = load(path)
@@ -246,3 +248,18 @@ def test_fuzz_png_reader_raises_only_kvq_error(valid_png, edits, cut, extra):
     except KVQError:
         return
     assert data.labels.max() < data.n_colors
+
+
+def test_names_travel_in_the_text_chunk(tmp_path, ihc_crop):
+    q = quantize(ihc_crop, 4)
+    names = ["nuclei", "stroma", "Ödem", "红细胞"]
+    path = save(tmp_path / "named.png", q, names=names)
+    back = load(path)
+    assert back.names == names and back.format == "png"
+    assert np.array_equal(back.labels, q.labels)
+    with Image.open(path) as im:  # Pillow sees our text chunk (ASCII JSON)
+        assert "红细胞" in __import__("json").loads(im.info["napari-kmeans-vq"])["names"]
+    assert load(save(tmp_path / "plain.png", q)).names is None
+    with pytest.raises(ValueError, match="one per class"):
+        save(tmp_path / "bad.png", q, names=["a"])
+    assert not (tmp_path / "bad.png").exists()

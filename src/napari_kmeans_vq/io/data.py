@@ -30,7 +30,8 @@ class KVQError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class KVQData:
-    """Codeword indices and a palette, as read from a ``.kvq`` file or an indexed PNG.
+    """Codeword indices and a palette, as read from a ``.kvq`` file, an indexed PNG or a
+    palette TIFF, with the class names when the file records them.
 
     Attributes
     ----------
@@ -42,10 +43,10 @@ class KVQData:
     scalar : bool
         True when the image had no colour axis (``channel_axis=None``): the reconstruction
         then has the labels' shape instead of ``labels.shape + (C,)``.
-    format : {"kvq", "png"}
+    format : {"kvq", "png", "tiff"}
         The file's format.
     version : int
-        Format version (1 or 2 for ``.kvq``; 0 for PNG).
+        Format version (1, 2 or 3 for ``.kvq``; 0 for PNG and TIFF).
     deflated : bool
         Whether the index payload was deflated.
     file_size : int or None
@@ -59,6 +60,13 @@ class KVQData:
     index_layout : {"packed", "bytes"}
         ``.kvq``: indices packed at ``ceil(log2 K)`` bits, or whole bytes (a version 2 file
         with flag bit 2). PNG scanlines count as ``"packed"``.
+    names : list of str or None
+        The class names the file records, one per codeword (``names[i]`` for codeword
+        ``i``, label ``i + 1``), or None when it records none (files are never given
+        invented names: a class table shows ``"class 1"`` .. ``"class K"`` for those).
+    extra : dict
+        Format details: ``extra["metadata"]``, the whole JSON object of a ``.kvq``
+        metadata section or a PNG's text chunk (keys this package does not know kept).
     """
 
     labels: np.ndarray
@@ -71,6 +79,7 @@ class KVQData:
     payload_bytes: int = 0
     bit_depth: int = 0
     index_layout: str = "packed"
+    names: list | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -143,6 +152,7 @@ class KVQData:
             "file_size": self.file_size,
             "report": self.report.to_dict(),
             "palette": self.palette.tolist(),
+            "names": None if self.names is None else list(self.names),
         }
 
 

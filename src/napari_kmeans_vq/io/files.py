@@ -3,6 +3,7 @@ files weigh (:func:`size_report`); OME-Zarr stores written whole or not at all."
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -26,6 +27,8 @@ from .kvq import (
 from .png import PNG_SIGNATURE, decode_indexed_png, encode_indexed_png, read_png_header
 
 __all__ = [
+    "SAVE_FORMATS",
+    "TIFF_MAGICS",
     "encode",
     "encoded_sizes",
     "format_for_path",
@@ -38,23 +41,55 @@ __all__ = [
 ]
 
 _FORMATS = ("kvq", "png")
+#: Every format :func:`save` writes: the two containers, a palette TIFF and GeoJSON outlines.
+SAVE_FORMATS = ("kvq", "png", "tiff", "geojson")
+_SUFFIXES = {
+    ".kvq": "kvq",
+    ".png": "png",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".geojson": "geojson",
+}
 
 
-def format_for_path(path, format: str | None = None) -> str:
-    """The format to write: ``format`` if given, else from the suffix (.kvq or .png)."""
+def format_for_path(path, format: str | None = None, *, formats=_FORMATS) -> str:
+    """The format to write: ``format`` if given, else from the suffix.
+
+    ``formats`` lists the formats accepted: by default the containers ``.kvq`` and
+    ``.png``; :data:`SAVE_FORMATS` adds ``.tif``/``.tiff`` and ``.geojson``.
+    """
+    formats = tuple(formats)
     if format is not None:
-        if format not in _FORMATS:
-            raise ValueError(f"format must be 'kvq' or 'png', got {format!r}")
+        if format not in formats:
+            raise ValueError(
+                f"format must be one of {', '.join(map(repr, formats))}, got {format!r}"
+            )
         return format
-    suffix = Path(path).suffix.lower()
-    if suffix == ".kvq":
-        return "kvq"
-    if suffix == ".png":
-        return "png"
+    found = _SUFFIXES.get(Path(path).suffix.lower())
+    if found in formats:
+        return found
+    suffixes = ", ".join(s for s, f in _SUFFIXES.items() if f in formats)
     raise ValueError(
-        f"cannot tell the format from the file name {str(path)!r}: use a .kvq or .png suffix, "
-        "or pass format='kvq' or 'png'"
+        f"cannot tell the format from the file name {str(path)!r}: use a suffix of "
+        f"{suffixes}, or pass format= one of {', '.join(map(repr, formats))}"
     )
+
+
+def _names_metadata(data, names, k: int) -> dict:
+    """The metadata a file records for ``data``'s classes: ``names`` when given, else the
+    names (and any other metadata) of a loaded file; empty when there are none."""
+    if names is not None:
+        names = [str(n) for n in names]
+        if len(names) != k:
+            raise ValueError(f"names: expected {k}, one per class, got {len(names)}")
+    if isinstance(data, KVQData):
+        kept = dict(data.extra.get("metadata") or {})
+        if names is None and data.names is not None:
+            kept["names"] = list(data.names)
+        if names is not None:
+            kept["names"] = names
+        return kept
+    return {} if names is None else {"names": names}
 
 
 def _unpack(data, palette, scalar) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -96,10 +131,14 @@ def encode(
     scalar: bool = False,
     index_layout: str = "auto",
     level: int = DEFAULT_LEVEL,
+    names=None,
+    pixel_size: float | None = None,
 ) -> bytes:
     """The bytes :func:`save` would write (see there), without touching the disk."""
     labels, palette, scalar = _unpack(data, palette, scalar)
-    format = format_for_path("", format)
+    format = format_for_path("", format, formats=SAVE_FORMATS)
+    k = np.asarray(palette).reshape(len(palette), -1).shape[0]
+    metadata = _names_metadata(data, names, k)
     if format == "kvq":
         return encode_kvq(
             labels,
@@ -108,8 +147,29 @@ def encode(
             scalar=scalar,
             index_layout=index_layout,
             level=level,
+            metadata=metadata,
         )
-    return encode_indexed_png(labels, palette, bit_depth=bit_depth, scalar=scalar, level=level)
+    if format == "png":
+        return encode_indexed_png(
+            labels,
+            palette,
+            bit_depth=bit_depth,
+            scalar=scalar,
+            level=level,
+            metadata=metadata,
+        )
+    if format == "tiff":
+        from .tiff import encode_labels_tiff
+
+        return encode_labels_tiff(
+            labels, palette, names=metadata.get("names"), pixel_size=pixel_size
+        )
+    from .geojson import quantization_features
+
+    collection = quantization_features(
+        labels, palette, names=metadata.get("names"), mask=getattr(data, "mask", None)
+    )
+    return json.dumps(collection).encode("utf-8")
 
 
 def save(
@@ -124,8 +184,11 @@ def save(
     overwrite: bool = True,
     index_layout: str = "auto",
     level: int = DEFAULT_LEVEL,
+    names=None,
+    pixel_size: float | None = None,
 ) -> Path:
-    """Save a quantized image as a ``.kvq`` container or an indexed PNG.
+    """Save a quantized image as a ``.kvq`` container, an indexed PNG, a palette TIFF or
+    GeoJSON class outlines, with its class names when it has any.
 
     The file is written to a temporary file in the same directory and renamed into place,
     so an interrupted or failed save leaves no partial file.
@@ -133,15 +196,20 @@ def save(
     Parameters
     ----------
     path : str or Path
-        Where to write; ``.kvq`` or ``.png`` sets the format unless ``format`` is given.
+        Where to write; the suffix (``.kvq``, ``.png``, ``.tif``/``.tiff``, ``.geojson``)
+        sets the format unless ``format`` is given.
     data : Quantization, KVQData or ndarray of int
         A :func:`napari_kmeans_vq.quantize` result, a loaded file, or the codeword indices
         (``0 .. K-1``, the image's shape without its colour axis).
     palette : ndarray, shape (K, C), optional
         The codewords, required when ``data`` is an index array.
-    format : {"kvq", "png"}, optional
+    format : {"kvq", "png", "tiff", "geojson"}, optional
         ``"kvq"``: any dtype, any number of axes, K up to 65,536. ``"png"``: 2D, K <= 256,
-        uint8 grey, RGB or RGBA palettes.
+        uint8 grey, RGB or RGBA palettes. ``"tiff"``: the indices as a palette-colour
+        TIFF (:mod:`~napari_kmeans_vq.io.tiff`; Fiji and QuPath open it). ``"geojson"``:
+        one polygon per class region in the form QuPath imports
+        (:func:`~napari_kmeans_vq.io.geojson.quantization_features`; pixels outside a
+        Quantization's ``mask`` have none).
     deflate : bool, default True
         ``.kvq`` only: deflate the index payload (False writes exactly
         header + palette + ``ceil(N*b/8)`` bytes).
@@ -157,6 +225,15 @@ def save(
         :func:`~napari_kmeans_vq.io.encode_kvq`).
     level : int, default 6
         zlib compression level of the deflated payload (0 .. 9).
+    names : sequence of K str, optional
+        Class names, one per codeword (label ``i + 1`` is ``names[i]``): stored in the
+        ``.kvq`` metadata section (format version 3), the PNG's text chunk, the TIFF's
+        description, and as GeoJSON's ``classification`` names. Without them nothing is
+        named in the file (a loaded file keeps the names it had), and a ``.kvq`` is the
+        same bytes as before names existed; GeoJSON, which needs a name, then says
+        ``"Class <label>"``.
+    pixel_size : float, optional
+        TIFF only: the pixel side in micrometres, stored as the resolution.
 
     Returns
     -------
@@ -182,7 +259,7 @@ def save(
     >>> bool(np.array_equal(back.labels, q.labels)), back.file_size
     (True, 974)
     """
-    format = format_for_path(path, format)
+    format = format_for_path(path, format, formats=SAVE_FORMATS)
     content = encode(
         data,
         palette,
@@ -192,12 +269,15 @@ def save(
         scalar=scalar,
         index_layout=index_layout,
         level=level,
+        names=names,
+        pixel_size=pixel_size,
     )
     return atomic_write(path, content, overwrite=overwrite)
 
 
 def load(path, *, max_pixels: int | None = None) -> KVQData:
-    """Load a ``.kvq`` file or an indexed PNG (told apart by their first bytes).
+    """Load a ``.kvq`` file, an indexed PNG or a palette TIFF (told apart by their first
+    bytes), with the class names the file records (``names``, else None).
 
     Only a regular file is read: a FIFO, a device or a socket is refused at once. The
     file's first bytes are read alone and checked (magic bytes, every header field, the
@@ -221,8 +301,9 @@ def load(path, *, max_pixels: int | None = None) -> KVQData:
     Raises
     ------
     KVQError
-        The file is not a valid ``.kvq`` or indexed PNG (see ``docs/kvq-format.md`` for the
-        checks), declares more pixels than the limit, or is not a regular file.
+        The file is not a valid ``.kvq``, indexed PNG or palette TIFF (see
+        ``docs/kvq-format.md`` for the checks), declares more pixels than the limit, or is
+        not a regular file.
         ``KVQError`` is a ``ValueError``.
     OSError
         The file cannot be opened (missing, a directory, no permission).
@@ -238,13 +319,28 @@ def load(path, *, max_pixels: int | None = None) -> KVQData:
         elif head[:8] == PNG_SIGNATURE:
             read_png_header(head, size, source=source, max_pixels=max_pixels)
             kind.append("png")
+        elif head[:4] in TIFF_MAGICS:
+            raise _IsTiff
         else:
-            raise KVQError(f"{source}: not a .kvq file or a PNG (unknown first bytes)")
+            raise KVQError(f"{source}: not a .kvq file or a PNG, nor a TIFF (unknown first bytes)")
 
-    content = read_checked(path, header_size(MAX_NDIM), check)
+    try:
+        content = read_checked(path, header_size(MAX_NDIM), check)
+    except _IsTiff:
+        from .tiff import read_labels_tiff
+
+        return read_labels_tiff(path, max_pixels=max_pixels)
     if kind == ["kvq"]:
         return decode_kvq(content, source=source, max_pixels=max_pixels)
     return decode_indexed_png(content, source=source, max_pixels=max_pixels)
+
+
+#: The first four bytes of a TIFF and a BigTIFF, either byte order.
+TIFF_MAGICS = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+
+
+class _IsTiff(Exception):
+    """Raised by the header check to hand a TIFF to its own (bounded) reader."""
 
 
 def encoded_sizes(

@@ -202,9 +202,60 @@ def _lookup(table, value: int, default):
         return default
 
 
+def quantization_features(labels, palette, *, names=None, mask=None) -> dict:
+    """The class outlines of a quantization as QuPath's GeoJSON: one feature per region.
+
+    Parameters
+    ----------
+    labels : array of int, shape (H, W)
+        Codeword indices ``0 .. K-1`` (a :class:`~napari_kmeans_vq.Quantization`'s).
+    palette : array, shape (K, C)
+        The codewords: each class's ``classification`` colour.
+    names : sequence of K str, optional
+        Class names in codeword order: ``classification["name"]`` of codeword ``i``'s
+        regions is ``names[i]``; default ``"Class <label>"``.
+    mask : bool array, shape (H, W), optional
+        The pixels segmented: those outside have no outline.
+
+    Returns
+    -------
+    dict
+        As :func:`label_features`, with ``label`` = codeword + 1 (the class table's and
+        napari's numbering).
+    """
+    from ..core.colorspace import palette_rgba
+
+    labels = np.asarray(labels)
+    palette = np.asarray(palette)
+    if palette.ndim == 1:
+        palette = palette[:, None]
+    k = palette.shape[0]
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"labels must be a 2D integer array, got shape {labels.shape} of {labels.dtype}."
+        )
+    if names is not None:
+        names = [str(n) for n in names]
+        if len(names) != k:
+            raise ValueError(f"names: expected {k}, one per class, got {len(names)}.")
+    values = labels.astype(np.int64) + 1
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != labels.shape:
+            raise ValueError(f"mask: expected shape {labels.shape}, got {mask.shape}.")
+        values[~mask] = 0
+    rgb = np.rint(palette_rgba(palette)[:, :3] * 255).astype(int).tolist()
+    return label_features(
+        values,
+        names=None if names is None else {i + 1: n for i, n in enumerate(names)},
+        colors={i + 1: c for i, c in enumerate(rgb)},
+        background=0,
+    )
+
+
 def write_geojson(path, labels, **options) -> None:
     """Write :func:`label_features` of ``labels`` to ``path`` (atomically)."""
     atomic_write(path, json.dumps(label_features(labels, **options)).encode())
 
 
-__all__ = ["label_features", "write_geojson"]
+__all__ = ["label_features", "quantization_features", "write_geojson"]

@@ -5,9 +5,10 @@ implementation. In short (all integers little-endian)::
 
     offset  size     field
     0       8        magic  b"\\x89KVQ\\r\\n\\x1a\\n"
-    8       2        version (u16): 1, or 2 when flag bit 2 is set
+    8       2        version (u16): 1; 2 when flag bit 2 is set; 3 when flag bit 3 is
     10      2        flags (u16): bit 0 deflated payload, bit 1 no colour axis,
-                     bit 2 byte-aligned indices (version 2, deflated only)
+                     bit 2 byte-aligned indices (version 2, deflated only),
+                     bit 3 metadata section (version 3)
     12      1        ndim (u8), 1 .. 32
     13      1        dtype code (u8) of the palette
     14      1        bits per index b (u8) = ceil(log2 K), 0 for K = 1
@@ -17,19 +18,22 @@ implementation. In short (all integers little-endian)::
     20      4        K (u32), 1 .. 65,536
     24      8        payload length in bytes (u64)
     32      4        CRC-32 of every other byte of the file
-    36      4        reserved, 0
+    36      4        metadata length M (u32) with flag bit 3, else reserved, 0
     40      8*ndim   shape, one u64 per axis (the image without its colour axis)
     ...     K*C*s    palette, row-major, little-endian, s = the dtype's size
+    ...     M        metadata (flag bit 3): a UTF-8 JSON object, e.g. the class names
     ...     payload  indices: N values of b bits, most significant bit first, zero-padded
                      to a whole byte; deflated with zlib when flag bit 0 is set.
                      With flag bit 2 the deflated indices are whole bytes instead: one
                      u8 each (K <= 256) or one big-endian u16 each (K > 256)
 
-Undeflated, a file is exactly ``40 + 8*ndim + K*C*s + ceil(N*b/8)`` bytes.
+Undeflated, a file is exactly ``40 + 8*ndim + K*C*s + M + ceil(N*b/8)`` bytes (M = 0 without
+metadata).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 import zlib
@@ -40,7 +44,7 @@ import numpy as np
 from .._limits import MAX_COLORS, index_dtype
 from ._read import read_checked
 from .data import KVQData, check_labels_palette, fail
-from .limits import check_pixels
+from .limits import check_pixels, parse_json
 
 __all__ = [
     "DEFAULT_LEVEL",
@@ -49,12 +53,15 @@ __all__ = [
     "MAGIC",
     "MAX_CHANNELS",
     "MAX_COLORS",
+    "MAX_METADATA",
     "MAX_NDIM",
     "READ_VERSIONS",
     "VERSION",
     "KVQHeader",
     "auto_index_layout",
     "byte_width",
+    "check_class_metadata",
+    "class_metadata",
     "decode_kvq",
     "encode_kvq",
     "header_size",
@@ -69,11 +76,12 @@ __all__ = [
 #: then a name, then CR LF, EOF (Ctrl-Z) and LF, so text-mode transfers show up as damage.
 MAGIC = b"\x89KVQ\r\n\x1a\n"
 #: The newest format version. Files are written at the lowest version that describes them
-#: (1 unless the indices are byte-aligned), so readers of version 1 read every file that
-#: does not need version 2's byte-aligned indices.
-VERSION = 2
+#: (1 unless the indices are byte-aligned, 2 for those, 3 with a metadata section), so
+#: readers of version 1 read every file that needs neither, and files without metadata
+#: are the same bytes as before version 3 existed.
+VERSION = 3
 #: The versions this module reads.
-READ_VERSIONS = (1, 2)
+READ_VERSIONS = (1, 2, 3)
 
 #: Documented limits, checked against the header before anything is allocated.
 MAX_NDIM = 32
@@ -85,7 +93,17 @@ FLAG_SCALAR = 2
 #: index instead of ``b`` bits, because deflate finds far more repeats in byte-aligned
 #: values when ``b`` is not 8 or 16 (its matches and literals are whole bytes).
 FLAG_BYTES = 4
-_KNOWN_FLAGS = {1: FLAG_DEFLATE | FLAG_SCALAR, 2: FLAG_DEFLATE | FLAG_SCALAR | FLAG_BYTES}
+#: Version 3: a metadata section (UTF-8 JSON, its length at header offset 36) sits between
+#: the palette and the payload: class names and colours travel with the labels.
+FLAG_META = 8
+_KNOWN_FLAGS = {
+    1: FLAG_DEFLATE | FLAG_SCALAR,
+    2: FLAG_DEFLATE | FLAG_SCALAR | FLAG_BYTES,
+    3: FLAG_DEFLATE | FLAG_SCALAR | FLAG_BYTES | FLAG_META,
+}
+#: The most bytes of metadata a file may hold (16 MiB: names of 65,536 classes at 256
+#: bytes each), checked when writing and, from the header, before reading.
+MAX_METADATA = 1 << 24
 
 #: How the indices are laid out in a deflated payload: ``"auto"`` picks one by
 #: :func:`auto_index_layout`, ``"packed"`` is ``b`` bits each, ``"bytes"`` whole bytes each.
@@ -112,7 +130,7 @@ DTYPE_CODES = {
 _CODE_OF = {(dt.kind, dt.itemsize): code for code, dt in DTYPE_CODES.items()}
 
 # magic, version, flags, ndim, dtype code, b, reserved, C, reserved, K, payload length,
-# crc, reserved
+# crc, metadata length (reserved before version 3)
 _HEADER = struct.Struct("<8sHHBBBBHHIQII")
 _CRC_OFFSET = 32
 _FIXED = _HEADER.size  # 40
@@ -292,6 +310,7 @@ def encode_kvq(
     scalar: bool = False,
     level: int = DEFAULT_LEVEL,
     index_layout: str = "auto",
+    metadata: dict | None = None,
 ) -> bytes:
     """Encode codeword indices and a palette as the bytes of a ``.kvq`` file.
 
@@ -316,6 +335,10 @@ def encode_kvq(
         layout; at ``b`` = 0, 8 or 16 the two layouts are the same bytes and the file is
         always version 1. Without ``deflate`` the indices are always packed, so the file
         is exactly header + palette + ``ceil(N*b/8)`` bytes; ``"bytes"`` is then an error.
+    metadata : dict, optional
+        A JSON object stored in the version 3 metadata section (flag bit 3), such as
+        ``{"names": [...]}`` (see :func:`class_metadata`). None or an empty dict writes no
+        section: the file is then byte for byte what versions 1 and 2 write.
 
     Returns
     -------
@@ -325,8 +348,10 @@ def encode_kvq(
     ------
     TypeError, ValueError
         Bad ``labels`` or ``palette`` (see :func:`check_labels_palette`), more than 32 axes,
-        ``scalar`` with C != 1, an unknown ``index_layout``, or
-        ``index_layout="bytes"`` without ``deflate``.
+        ``scalar`` with C != 1, an unknown ``index_layout``,
+        ``index_layout="bytes"`` without ``deflate``, or metadata that is not a JSON
+        object, holds names or colours that are not one per class, or is longer than
+        :data:`MAX_METADATA` bytes as JSON.
     """
     if index_layout not in INDEX_LAYOUTS:
         raise ValueError(
@@ -359,17 +384,126 @@ def encode_kvq(
         payload = pack_indices(labels, bits).tobytes()
     if deflate:
         payload = zlib.compress(payload, level)
-    version = 2 if flags & FLAG_BYTES else 1
+    meta = _encode_metadata(metadata, k)
+    if meta:
+        flags |= FLAG_META
+    version = 3 if meta else 2 if flags & FLAG_BYTES else 1
     header = _HEADER.pack(
-        MAGIC, version, flags, labels.ndim, code, bits, 0, channels, 0, k, len(payload), 0, 0
+        MAGIC,
+        version,
+        flags,
+        labels.ndim,
+        code,
+        bits,
+        0,
+        channels,
+        0,
+        k,
+        len(payload),
+        0,
+        len(meta),
     )
     shape = struct.pack(f"<{labels.ndim}Q", *labels.shape)
     palette_bytes = np.ascontiguousarray(palette, dtype=DTYPE_CODES[code]).tobytes()
     crc = zlib.crc32(header[:_CRC_OFFSET])
-    for piece in (header[_CRC_OFFSET + 4 :], shape, palette_bytes, payload):
+    for piece in (header[_CRC_OFFSET + 4 :], shape, palette_bytes, meta, payload):
         crc = zlib.crc32(piece, crc)
     header = header[:_CRC_OFFSET] + struct.pack("<I", crc) + header[_CRC_OFFSET + 4 :]
-    return b"".join((header, shape, palette_bytes, payload))
+    return b"".join((header, shape, palette_bytes, meta, payload))
+
+
+def class_metadata(names=None, colors=None, n_colors: int | None = None, **extra) -> dict:
+    """The metadata a file records for its classes: ``{"names": [...], "colors": [...]}``.
+
+    Parameters
+    ----------
+    names : sequence of str, optional
+        One name per class (codeword), in codeword order.
+    colors : sequence, optional
+        One display colour per class: ``"#rrggbb"`` or 3 numbers 0-255.
+    n_colors : int, optional
+        K, checked against both lengths when given.
+    **extra
+        Further JSON values kept as they are (readers keep keys they do not know).
+
+    Returns
+    -------
+    dict
+        Only the entries given (empty when nothing is), checked as :func:`encode_kvq` and
+        the readers check them.
+    """
+    out = dict(extra)
+    if names is not None:
+        out["names"] = [str(name) for name in names]
+    if colors is not None:
+        out["colors"] = [_hex_color(c) for c in colors]
+    return check_class_metadata(out, n_colors, error=ValueError)
+
+
+def _hex_color(color) -> str:
+    if isinstance(color, str):
+        return color
+    values = [round(float(v)) for v in list(color)[:3]]
+    if len(values) != 3 or not all(0 <= v <= 255 for v in values):
+        raise ValueError(f"colors: expected '#rrggbb' or 3 numbers 0-255, got {color!r}")
+    return "#{:02x}{:02x}{:02x}".format(*values)
+
+
+def check_class_metadata(metadata, n_colors: int | None = None, *, error=None, source=None):
+    """Check the entries this package gives meaning to: ``names`` (K strings) and
+    ``colors`` (K ``"#rrggbb"`` strings); other keys pass. Raises ``error`` (default
+    :class:`KVQError` naming ``source``) with what is wrong."""
+
+    def bad(message):
+        return error(message) if error is not None else fail(message, source)
+
+    if not isinstance(metadata, dict):
+        raise bad(f"metadata must be a JSON object (a dict), got {type(metadata).__name__}")
+    for key, check in (("names", _is_name), ("colors", _is_hex)):
+        if key not in metadata:
+            continue
+        value = metadata[key]
+        if not isinstance(value, list) or not all(check(v) for v in value):
+            what = "strings" if key == "names" else "'#rrggbb' strings"
+            raise bad(f"metadata {key!r} must be a list of {what}")
+        if n_colors is not None and len(value) != n_colors:
+            raise bad(
+                f"metadata {key!r} has {len(value)} entries, expected one per class "
+                f"(K = {n_colors})"
+            )
+    return metadata
+
+
+def _is_name(value) -> bool:
+    return isinstance(value, str)
+
+
+def _is_hex(value) -> bool:
+    if not isinstance(value, str) or len(value) != 7 or value[0] != "#":
+        return False
+    try:
+        int(value[1:], 16)
+    except ValueError:
+        return False
+    return True
+
+
+def _encode_metadata(metadata, k: int) -> bytes:
+    """The metadata section's bytes (empty for no metadata), checked and bounded."""
+    if metadata is None or (isinstance(metadata, dict) and not metadata):
+        return b""
+    check_class_metadata(metadata, k, error=ValueError)
+    try:
+        text = json.dumps(metadata, ensure_ascii=False, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata must be JSON-serialisable ({exc})") from None
+    raw = text.encode("utf-8")
+    if len(raw) > MAX_METADATA:
+        raise ValueError(
+            f"metadata is {len(raw):,} bytes as JSON, over the .kvq limit of "
+            f"{MAX_METADATA:,} bytes (MAX_METADATA)"
+        )
+    return raw
 
 
 class KVQHeader(NamedTuple):
@@ -388,6 +522,7 @@ class KVQHeader(NamedTuple):
     palette_len: int
     file_size: int
     n_pixels: int
+    meta_len: int = 0
 
     @property
     def byte_aligned(self) -> bool:
@@ -434,7 +569,7 @@ def read_header(view, size: int, *, source=None, max_pixels: int | None = None) 
             f"truncated: {min(size, len(view))} bytes, shorter than the {_FIXED}-byte header",
             source,
         )
-    (_, version, flags, ndim, code, bits, res1, channels, res2, k, payload_len, crc, res3) = (
+    (_, version, flags, ndim, code, bits, res1, channels, res2, k, payload_len, crc, meta_len) = (
         _HEADER.unpack_from(view)
     )
     if version not in READ_VERSIONS:
@@ -443,10 +578,13 @@ def read_header(view, size: int, *, source=None, max_pixels: int | None = None) 
             f"{', '.join(map(str, READ_VERSIONS))})",
             source,
         )
-    if flags & ~_KNOWN_FLAGS[version] or res1 or res2 or res3:
+    has_meta = bool(flags & FLAG_META)
+    if flags & ~_KNOWN_FLAGS[version] or res1 or res2 or (meta_len and not has_meta):
         raise fail(
             f"unknown flags for version {version} or non-zero reserved header fields", source
         )
+    if has_meta and not 2 <= meta_len <= MAX_METADATA:
+        raise fail(f"metadata length {meta_len:,} is outside 2 .. {MAX_METADATA:,} bytes", source)
     if not 1 <= ndim <= MAX_NDIM:
         raise fail(f"ndim {ndim} is outside 1 .. {MAX_NDIM}", source)
     if code not in DTYPE_CODES:
@@ -479,7 +617,7 @@ def read_header(view, size: int, *, source=None, max_pixels: int | None = None) 
     check_pixels(n, max_pixels, source=source, what=" x ".join(map(str, shape)))
     dtype = DTYPE_CODES[code]
     palette_len = k * channels * dtype.itemsize
-    expected = head + palette_len + payload_len
+    expected = head + palette_len + meta_len + payload_len
     if size != expected:
         what = "truncated" if size < expected else "has trailing bytes"
         raise fail(f"{what}: the header describes {expected} bytes, the file has {size}", source)
@@ -497,6 +635,7 @@ def read_header(view, size: int, *, source=None, max_pixels: int | None = None) 
         palette_len,
         size,
         n,
+        meta_len,
     )
     raw_len = header.raw_len
     if not header.deflated and payload_len != raw_len:
@@ -552,7 +691,17 @@ def decode_kvq(data, *, source=None, max_pixels: int | None = None) -> KVQData:
 
     palette = np.frombuffer(view, dtype=dtype, count=k * channels, offset=head)
     palette = palette.reshape(k, channels).astype(dtype.newbyteorder("="))
-    payload = view[head + palette_len :]
+    meta_end = head + palette_len + header.meta_len
+    metadata = {}
+    if header.meta_len:
+        metadata = parse_json(
+            view[head + palette_len : meta_end],
+            source=source,
+            what="the metadata section",
+            max_bytes=MAX_METADATA,
+        )
+        check_class_metadata(metadata, k, source=source)
+    payload = view[meta_end:]
     if deflated:
         inflater = zlib.decompressobj()
         try:
@@ -597,6 +746,8 @@ def decode_kvq(data, *, source=None, max_pixels: int | None = None) -> KVQData:
         payload_bytes=payload_len,
         bit_depth=stored_bits,
         index_layout="bytes" if byte_aligned else "packed",
+        names=metadata.get("names"),
+        extra={"metadata": metadata} if metadata else {},
     )
 
 

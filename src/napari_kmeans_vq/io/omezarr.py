@@ -2,8 +2,9 @@
 
 The labels are a multiscale label image with ``image-label`` metadata: one colour per
 codeword (the palette as RGBA 0-255) and one properties entry per codeword (pixel count,
-share of the image, hex colour, palette value). Label value ``i + 1`` is codeword ``i``; 0
-is the NGFF background value and never occurs. Written alone, the label image is the
+share of the image, hex colour, palette value, and the class ``name`` when names are
+given). Label value ``i + 1`` is codeword ``i``; 0 is the NGFF background value and never
+occurs. Written alone, the label image is the
 store's root; with an image, the image is the root and the labels are ``labels/<name>``.
 Either way ome-zarr-py's ``Reader`` and napari-ome-zarr open it (as a labels layer with
 the palette's colours). NGFF 0.5 is zarr v3 with the metadata under ``"ome"``; 0.4 is zarr
@@ -208,6 +209,7 @@ def write_labels(
     overwrite: bool = False,
     progress=None,
     ngff_version: str = "0.5",
+    names=None,
 ) -> str:
     """Write a quantization's labels as OME-Zarr labels with the palette.
 
@@ -244,6 +246,9 @@ def write_labels(
         local schedulers); an exception raised in it stops the writing.
     ngff_version : {"0.5", "0.4"}, default "0.5"
         NGFF 0.5 (zarr v3), or 0.4 (zarr v2) for readers that do not know 0.5 yet.
+    names : sequence of K str, optional
+        Class names in codeword order: each ``image-label`` properties entry gets its
+        ``"name"`` (label ``i + 1`` is ``names[i]``). Without them no entry has a name.
 
     Returns
     -------
@@ -282,6 +287,10 @@ def write_labels(
             f"pixel_size must have one entry per label axis ({len(shape0)}), got {pixel_size!r}."
         )
     k = int(result.n_colors)
+    if names is not None:
+        names = [str(n) for n in names]
+        if len(names) != k:
+            raise ValueError(f"names: expected {k}, one per class, got {len(names)}.")
     dtype = label_dtype(k)
     stored = [lv.astype(dtype) + dtype.type(1) for lv in levels]
     n = max(_n_levels(shape0, chunk, n_levels), len(stored))
@@ -324,6 +333,7 @@ def write_labels(
             "share": float(sizes[i]) / total,
             "color": "#{:02x}{:02x}{:02x}".format(*(int(v) for v in rgba[i, :3])),
             "palette-value": np.asarray(result.palette[i]).tolist(),
+            **({} if names is None else {"name": names[i]}),
         }
         for i in range(k)
     ]
@@ -469,7 +479,9 @@ def read_labels(path, name: str = "kmeans"):
     levels : list of dask arrays
         Stored label values (codeword + 1), full resolution first.
     metadata : dict
-        The label image's ``image-label`` metadata (colours and properties).
+        The label image's ``image-label`` metadata (colours and properties), plus
+        ``"names"``: the class names in codeword order (each property's ``"name"``, by
+        label value), or None when the store names no class.
     """
     import dask.array as da
     import zarr
@@ -479,11 +491,33 @@ def read_labels(path, name: str = "kmeans"):
         group = group[f"labels/{name}"]
     attrs = _get_ome(group)
     levels = [da.from_zarr(group[d["path"]]) for d in attrs["multiscales"][0]["datasets"]]
-    return levels, attrs["image-label"]
+    metadata = dict(attrs["image-label"])
+    metadata["names"] = label_names(metadata)
+    return levels, metadata
+
+
+def label_names(image_label: dict) -> list[str] | None:
+    """Class names in codeword order from ``image-label`` properties (label value
+    ``i + 1`` is codeword ``i``), or None unless every class has a string ``"name"``."""
+    properties = image_label.get("properties") if isinstance(image_label, dict) else None
+    if not isinstance(properties, list) or not properties:
+        return None
+    named = {}
+    for entry in properties:
+        if not isinstance(entry, dict):
+            return None
+        value, name = entry.get("label-value"), entry.get("name")
+        if not isinstance(value, int) or not isinstance(name, str):
+            return None
+        named[value] = name
+    if sorted(named) != list(range(1, len(named) + 1)):
+        return None
+    return [named[v] for v in range(1, len(named) + 1)]
 
 
 __all__ = [
     "default_compressor",
+    "label_names",
     "palette_rgba255",
     "read_labels",
     "replaceable_store",

@@ -2,12 +2,14 @@
 
 A PNG of colour type 3 stores one palette index per pixel at a bit depth of 1, 2, 4 or 8,
 the palette in a ``PLTE`` chunk (8-bit RGB, at most 256 entries) and, for RGBA palettes, the
-alphas in a ``tRNS`` chunk. This module writes such files itself, so that it controls the
-bit depth and the palette length exactly (``PLTE`` holds K entries, not a padded 2**depth), and
-reads them with Pillow, so PNGs from other tools open too.
+alphas in a ``tRNS`` chunk. Pillow writes and decodes the files: given a palette of exactly
+K entries it writes ``PLTE`` with K entries at the smallest depth that holds them. Before
+Pillow decodes a file, this module checks its structure and sizes itself (see
+:func:`decode_indexed_png`), so a hostile file is refused with :class:`KVQError`.
 
 A ``tEXt`` chunk with keyword ``napari-kmeans-vq`` records ``{"n_colors": K, "channels": C}``
-so that one-channel (grey) and RGBA palettes come back with their own number of channels.
+so that one-channel (grey) and RGBA palettes come back with their own number of channels,
+and ``"names"`` when the classes are named.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 from .._limits import index_dtype
 from ._read import read_checked
 from .data import KVQData, KVQError, check_labels_palette, fail
-from .kvq import DEFAULT_LEVEL, pack_indices
+from .kvq import DEFAULT_LEVEL, check_class_metadata
 from .limits import check_pixels, parse_json
 
 __all__ = [
@@ -41,8 +43,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TEXT_KEY = "napari-kmeans-vq"
 _MAX_SIDE = 2**31 - 1  # PNG's own limit on width and height
 _MAX_INFLATE_RATIO = 1100
-#: The napari-kmeans-vq text chunk holds a few numbers; more than this is not ours.
-_MAX_TEXT = 4096
+#: The text chunk's entries that describe the file itself, not its classes.
+_FORMAT_KEYS = ("n_colors", "channels", "scalar")
 _INFLATE_SLACK = 1 << 16
 
 
@@ -55,10 +57,6 @@ def smallest_bit_depth(n_colors: int) -> int:
         if n_colors <= 1 << depth:
             return depth
     raise AssertionError  # pragma: no cover
-
-
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 def _check_png_input(labels, palette) -> tuple[np.ndarray, np.ndarray]:
@@ -87,39 +85,29 @@ def _check_png_input(labels, palette) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _encode(
-    labels: np.ndarray, palette: np.ndarray, depth: int, level: int, scalar: bool
+    labels: np.ndarray, palette: np.ndarray, level: int, scalar: bool, metadata: dict
 ) -> bytes:
+    """Pillow writes the file: mode "P", PLTE of exactly K entries (so the depth is the
+    smallest that holds K), tRNS for RGBA palettes, our text chunk, one deflate."""
+    from PIL import Image, PngImagePlugin
+
     height, width = labels.shape
     k, channels = palette.shape
-    per_byte = 8 // depth
-    # Each scanline is a filter-type byte (0: none, the usual choice for palette images)
-    # then the row's indices packed at `depth` bits, padded to a whole byte. Padding every
-    # row to a multiple of 8/depth pixels lets one pack call produce all rows at once.
-    padded_width = -(-width // per_byte) * per_byte
-    rows = labels
-    if padded_width != width:
-        rows = np.zeros((height, padded_width), dtype=labels.dtype)
-        rows[:, :width] = labels
-    packed = pack_indices(rows, depth).reshape(height, padded_width * depth // 8)
-    scanlines = np.empty((height, packed.shape[1] + 1), dtype=np.uint8)
-    scanlines[:, 0] = 0
-    scanlines[:, 1:] = packed
+    image = Image.frombytes("P", (width, height), labels.astype(np.uint8, copy=False).tobytes())
     rgb = palette if channels != 1 else np.repeat(palette, 3, axis=1)
-    info = {"n_colors": int(k), "channels": int(channels)}
+    image.putpalette(np.ascontiguousarray(rgb[:, :3]).tobytes(), rawmode="RGB")
+    info = {**metadata, "n_colors": int(k), "channels": int(channels)}
     if scalar:
         info["scalar"] = True
-    text = json.dumps(info, sort_keys=True)
-    pieces = [
-        PNG_SIGNATURE,
-        _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, 3, 0, 0, 0)),
-        _chunk(b"PLTE", np.ascontiguousarray(rgb[:, :3]).tobytes()),
-    ]
+    # ASCII JSON (non-Latin names as \u escapes): tEXt is Latin-1 by the PNG standard.
+    text = PngImagePlugin.PngInfo()
+    text.add_text(TEXT_KEY, json.dumps(info, sort_keys=True, ensure_ascii=True))
+    options: dict = {"compress_level": int(level), "pnginfo": text}
     if channels == 4:
-        pieces.append(_chunk(b"tRNS", np.ascontiguousarray(palette[:, 3]).tobytes()))
-    pieces.append(_chunk(b"tEXt", TEXT_KEY.encode("latin-1") + b"\0" + text.encode("latin-1")))
-    pieces.append(_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), level)))
-    pieces.append(_chunk(b"IEND", b""))
-    return b"".join(pieces)
+        options["transparency"] = np.ascontiguousarray(palette[:, 3]).tobytes()
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", **options)
+    return buffer.getvalue()
 
 
 def encode_indexed_png(
@@ -129,8 +117,9 @@ def encode_indexed_png(
     bit_depth: int | str = "auto",
     level: int = DEFAULT_LEVEL,
     scalar: bool = False,
+    metadata: dict | None = None,
 ) -> bytes:
-    """Encode a 2D K-colour image as the bytes of an indexed PNG.
+    """Encode a 2D K-colour image as the bytes of an indexed PNG (written by Pillow).
 
     Parameters
     ----------
@@ -140,16 +129,17 @@ def encode_indexed_png(
         K <= 256 colours; C = 3 (RGB), 4 (RGBA: alphas go to ``tRNS``) or 1 (grey, written
         as R = G = B).
     bit_depth : {"auto", "smallest", 1, 2, 4, 8}, default "auto"
-        ``"smallest"``: the smallest depth that holds K (:func:`smallest_bit_depth`).
-        ``"auto"``: the same, encoded once. (PNG's depths 1, 2 and 4 never split an index
-        across bytes; on stained slides at zlib level 6 the smallest depth gave the
-        smaller file at every K tried, 8 bits per pixel only sometimes at level 9.) A
-        number forces that depth (it must hold K).
+        The file always has the smallest depth that holds K (:func:`smallest_bit_depth`),
+        the one Pillow writes for a palette of K entries: ``"auto"`` and ``"smallest"``
+        say so, and a number is accepted when it is that depth.
     level : int, default 6
         zlib compression level (0 .. 9; 6 is zlib's default).
     scalar : bool, default False
         The image had no colour axis (one channel): recorded in the text chunk so that
         :func:`decode_indexed_png` gives back the same reconstruction shape.
+    metadata : dict, optional
+        More entries for the text chunk's JSON, such as ``{"names": [...]}`` (one class
+        name per palette entry; :func:`decode_indexed_png` returns them as ``names``).
 
     Returns
     -------
@@ -159,24 +149,31 @@ def encode_indexed_png(
     ------
     TypeError, ValueError
         Labels not 2D integer indices below K, a palette that is not uint8 with 1, 3 or 4
-        channels, K > 256, or a bit depth that does not hold K.
+        channels, K > 256, a bit depth other than the smallest that holds K, or metadata
+        whose names are not one string per class.
     """
     labels, palette = _check_png_input(labels, palette)
     if scalar and palette.shape[1] != 1:
         raise ValueError(f"scalar=True needs a one-channel palette, got C = {palette.shape[1]}")
     smallest = smallest_bit_depth(palette.shape[0])
-    if bit_depth in ("auto", "smallest"):
-        depth = smallest
-    elif bit_depth in (1, 2, 4, 8) and not isinstance(bit_depth, bool):
+    if bit_depth not in ("auto", "smallest"):
+        if bit_depth not in (1, 2, 4, 8) or isinstance(bit_depth, bool):
+            raise ValueError(
+                f"bit_depth must be 'auto', 'smallest', 1, 2, 4 or 8, got {bit_depth!r}"
+            )
         if bit_depth < smallest:
             raise ValueError(
                 f"bit_depth {bit_depth} cannot hold {palette.shape[0]} colours; use "
-                f"{smallest} or more"
+                f"{smallest} or 'auto'"
             )
-        depth = int(bit_depth)
-    else:
-        raise ValueError(f"bit_depth must be 'auto', 'smallest', 1, 2, 4 or 8, got {bit_depth!r}")
-    return _encode(labels, palette, depth, level, scalar)
+        if bit_depth != smallest:
+            raise ValueError(
+                f"bit_depth {bit_depth}: the PNG writer (Pillow) stores {palette.shape[0]} "
+                f"colours at {smallest} bits, the smallest depth that holds them; use "
+                f"{smallest} or 'auto'"
+            )
+    metadata = check_class_metadata(dict(metadata or {}), palette.shape[0], error=ValueError)
+    return _encode(labels, palette, level, scalar, metadata)
 
 
 def png_bit_depth(data) -> int:
@@ -261,7 +258,8 @@ def decode_indexed_png(data, *, source=None, max_pixels: int | None = None) -> K
     -------
     KVQData
         ``labels`` (uint8 when K <= 256) and ``palette`` (uint8, K rows; C from the
-        ``napari-kmeans-vq`` text chunk, else 3, or 4 when the PNG has a ``tRNS`` chunk).
+        ``napari-kmeans-vq`` text chunk, else 3, or 4 when the PNG has a ``tRNS`` chunk),
+        and ``names`` when the text chunk has them.
 
     Raises
     ------
@@ -316,6 +314,8 @@ def decode_indexed_png(data, *, source=None, max_pixels: int | None = None) -> K
         )
     if trns is not None and len(trns) > k:
         raise fail("tRNS chunk is longer than the palette", source)
+    check_class_metadata(text, k, source=source)
+    metadata = {key: v for key, v in text.items() if key not in _FORMAT_KEYS}
 
     from PIL import Image, PngImagePlugin
 
@@ -360,7 +360,8 @@ def decode_indexed_png(data, *, source=None, max_pixels: int | None = None) -> K
         file_size=len(view),
         payload_bytes=idat_bytes,
         bit_depth=depth,
-        extra={"interlaced": bool(interlace)},
+        names=metadata.get("names"),
+        extra={"interlaced": bool(interlace), **({"metadata": metadata} if metadata else {})},
     )
 
 

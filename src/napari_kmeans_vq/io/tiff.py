@@ -37,8 +37,9 @@ def encode_labels_tiff(
         Codeword indices ``0 .. K - 1``.
     palette : array, shape (K, C)
         The codewords (any dtype; the colour map shows them as :func:`palette_rgba` does).
-    names : sequence of str, optional
-        Class names, stored with the palette.
+    names : sequence of K str, optional
+        Class names in codeword order, stored with the palette in the description
+        (:func:`read_labels_tiff` returns them as ``names``).
     pixel_size : float, optional
         Pixel size in micrometres, stored as the TIFF resolution (pixels per centimetre).
     compression : str, default "zlib"
@@ -47,6 +48,12 @@ def encode_labels_tiff(
     import tifffile
 
     labels, palette = check_labels_palette(labels, palette)
+    if names is not None:
+        names = [str(n) for n in names]
+        if len(names) != palette.shape[0]:
+            raise ValueError(
+                f"names: expected {palette.shape[0]}, one per class, got {len(names)}."
+            )
     if labels.ndim < 2:
         raise ValueError(f"labels must have at least 2 axes (Y, X), got shape {labels.shape}.")
     k = palette.shape[0]
@@ -125,13 +132,21 @@ def read_labels_tiff(path, *, max_pixels: int | None = None) -> KVQData:
         palette = palette[:, None]
     if not 1 <= palette.shape[0] <= MAX_COLORS or (labels.size and labels.max() >= len(palette)):
         raise fail("labels and palette do not match", source)
-    extra = {"names": ours.get("names")} if ours else {}
+    names = ours.get("names") if ours else None
+    if names is not None and (
+        not isinstance(names, list)
+        or len(names) != len(palette)
+        or not all(isinstance(n, str) for n in names)
+    ):
+        raise fail("the class names in the TIFF description are not one string per class", source)
+    extra = {"names": names} if ours else {}
     return KVQData(
         labels=labels.astype(index_dtype(len(palette)), copy=False),
         palette=palette,
         format="tiff",
         version=0,
         file_size=size,
+        names=names,
         extra=extra,
     )
 
