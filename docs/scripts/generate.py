@@ -273,14 +273,29 @@ IHC_FIELDS = {
     "entropy_bits": lambda c, k, s: f"{c.quantize(k, s).report.entropy_bits:,.0f}",
     "distinct": lambda c, k, s: f"{c.quantize(k, s).info['n_distinct_colors']:,}",
     "pixels": lambda c, k, s: f"{c.ihc.shape[0] * c.ihc.shape[1]:,}",
+    "raw_bytes": lambda c, k, s: f"{c.sizes(k)['raw_bytes']:,}",
+    "ratio": lambda c, k, s: f"{c.quantize(k, s).report.ratio:.3f}",
+    "kvq_pct_raw": lambda c, k, s: _pct(c.sizes(k)["ratios"]["vs_raw"]["kvq_deflated"]),
+    "png_pct_raw": lambda c, k, s: _pct(c.sizes(k)["ratios"]["vs_raw"]["png"]),
+}
+# J and PSNR with another number of decimals: show=J digits=2
+IHC_DIGITS = {
+    "J": lambda c, k, s: c.quantize(k, s).distortion,
+    "psnr": lambda c, k, s: c.quantize(k, s).psnr,
 }
 
 
 @generator("ihc")
-def ihc_value(ctx: Context, show: str, k: str = "16", space: str = "rgb") -> str:
+def ihc_value(
+    ctx: Context, show: str, k: str = "16", space: str = "rgb", digits: str | None = None
+) -> str:
     """One number of ``quantize(ihc, k, random_state=0, color_space=space)`` on scikit-image's
-    immunohistochemistry sample. show: J, psnr, kvq_bytes (deflated .kvq), png_bytes,
-    kvq_raw_bytes, formula_bytes, entropy_bits, distinct (distinct colours), pixels."""
+    immunohistochemistry sample. show: J, psnr (digits=N for other decimals), kvq_bytes
+    (deflated .kvq), png_bytes, kvq_raw_bytes, formula_bytes, raw_bytes, entropy_bits,
+    distinct (distinct colours), pixels, ratio (formula), kvq_pct_raw, png_pct_raw (file
+    bytes as a percentage of the raw 24-bit bytes)."""
+    if digits is not None and show in IHC_DIGITS:
+        return f"{IHC_DIGITS[show](ctx, int(k), space):,.{int(digits)}f}"
     if show not in IHC_FIELDS:
         raise ValueError(f"ihc: show={show!r}; choose from {', '.join(IHC_FIELDS)}")
     return IHC_FIELDS[show](ctx, int(k), space)
