@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,11 +27,69 @@ def q(ihc_crop):
 # without a viewer: the functions napari calls
 
 
-def test_get_reader_claims_only_kvq(tmp_path):
+def test_get_reader_claims_kvq_and_only_our_png_and_tiff(tmp_path, q):
+    from napari_kmeans_vq.io import encode_image
+    from napari_kmeans_vq.io.tiff import write_labels_tiff
+
     assert get_reader(str(tmp_path / "a.kvq")) is read_kvq_layers
     assert get_reader([str(tmp_path / "a.KVQ")]) is read_kvq_layers
-    assert get_reader(str(tmp_path / "a.png")) is None
+    assert get_reader(str(tmp_path / "missing.png")) is None
     assert get_reader([str(tmp_path / "a.kvq"), str(tmp_path / "b.kvq")]) is None
+    ours = [save(tmp_path / "ours.png", q), save(tmp_path / "ours.tif", q)]
+    for path in ours:
+        assert get_reader(str(path)) is read_kvq_layers
+    # Ordinary images, and palette files from other tools, are left to other readers.
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(encode_image(q.reconstruction, ".png"))
+    (tmp_path / "photo.tif").write_bytes(encode_image(q.reconstruction, ".tif"))
+    palette_png = tmp_path / "gimp.png"
+    image = Image.frombytes("P", q.labels.shape[::-1], q.labels.tobytes())
+    image.putpalette(q.palette.tobytes())
+    image.save(palette_png)
+    tifffile = pytest.importorskip("tifffile")
+    colormap = np.zeros((3, 256), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "fiji.tif", q.labels, photometric="palette", colormap=colormap)
+    (tmp_path / "junk.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\xff" * 40)
+    (tmp_path / "junk.tif").write_bytes(b"II*\0" + b"\xff" * 40)
+    for name in ("photo.png", "photo.tif", "gimp.png", "fiji.tif", "junk.png", "junk.tif"):
+        assert get_reader(str(tmp_path / name)) is None, name
+    write_labels_tiff(tmp_path / "named.tiff", q.labels, q.palette, names=list("abcdef"))
+    assert get_reader(str(tmp_path / "named.tiff")) is read_kvq_layers
+
+
+@pytest.mark.parametrize("suffix", [".kvq", ".png", ".tif"])
+def test_reader_gives_the_names_the_file_records(tmp_path, q, suffix):
+    names = ["nuclei", "stroma", "glass", "red cells", "fat", "Ödem"]
+    path = save(tmp_path / f"named{suffix}", q, names=names)
+    recon, labels = read_kvq_layers(str(path))
+    assert list(labels[1]["features"]["name"]) == names
+    assert labels[1]["metadata"][METADATA_KEY]["names"] == names
+    assert np.array_equal(labels[0], q.labels + 1)
+    assert np.array_equal(recon[0], q.reconstruction)
+    plain = read_kvq_layers(str(save(tmp_path / f"plain{suffix}", q)))[1]
+    assert list(plain[1]["features"]["name"]) == [f"class {i + 1}" for i in range(6)]
+
+
+def test_writer_takes_names_from_features(tmp_path, q):
+    names = ["nuclei", "stroma", "glass", "red cells", "fat", "muscle"]
+    layers = quantization_layer_data(q, names=names)
+    for writer, suffix in ((write_kvq, ".kvq"), (write_indexed_png, ".png")):
+        [written] = writer(str(tmp_path / f"named{suffix}"), [layers[1]])
+        assert load(written).names == names
+        # Round trip through the reader: the features' names survive.
+        assert list(read_kvq_layers(written)[1][1]["features"]["name"]) == names
+    # A name edited in the features table (as the widget does) is the one written.
+    data, meta, kind = layers[1]
+    features = dict(meta["features"])
+    features["name"] = np.array([*names[:-1], "edited"], dtype=object)
+    [written] = write_kvq(
+        str(tmp_path / "edited.kvq"), [(data, {**meta, "features": features}, kind)]
+    )
+    assert load(written).names[-1] == "edited"
+    # Default names are not written: the same bytes as a file saved without names.
+    [default] = write_kvq(str(tmp_path / "default.kvq"), [quantization_layer_data(q)[1]])
+    assert load(default).names is None
+    assert Path(default).read_bytes() == save(tmp_path / "lib.kvq", q).read_bytes()
 
 
 def test_reader_layers_match_the_widget_layers(tmp_path, q):
@@ -159,3 +218,40 @@ def test_viewer_reports_a_damaged_file(make_napari_viewer, tmp_path, q):
         error = error.__cause__ or error.__context__
     assert any(isinstance(e, KVQError) and "truncated" in str(e) for e in chain)
     assert len(viewer.layers) == 0
+
+
+@pytest.mark.napari
+def test_viewer_reopens_our_png_and_tiff_as_labels_with_names(make_napari_viewer, tmp_path, q):
+    names = ["nuclei", "stroma", "glass", "red cells", "fat", "muscle"]
+    viewer = make_napari_viewer()
+    for suffix in (".png", ".tif"):
+        path = save(tmp_path / f"ours{suffix}", q, names=names)
+        layers = viewer.open(str(path), plugin=PLUGIN)
+        assert [type(layer).__name__ for layer in layers] == ["Image", "Labels"]
+        assert np.array_equal(layers[1].data, q.labels + 1)
+        assert list(layers[1].features["name"]) == names
+        # Saved back from the viewer, the names travel on.
+        out = tmp_path / f"again{suffix}.kvq"
+        viewer.layers.selection = {layers[1]}
+        viewer.layers.save(str(out), selected=True, plugin=PLUGIN)
+        assert load(out).names == names
+
+
+@pytest.mark.napari
+def test_an_ordinary_png_is_not_claimed(make_napari_viewer, tmp_path, q):
+    import npe2
+
+    from napari_kmeans_vq.io import encode_image
+
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(encode_image(q.reconstruction, ".png"))
+    viewer = make_napari_viewer()
+    # npe2 asks our reader, which declines; napari's own reader opens it as an RGB image.
+    with pytest.raises(ValueError, match="napari-kmeans-vq"):
+        npe2.read([str(photo)], plugin_name=PLUGIN, stack=False)
+    [layer] = viewer.open(str(photo))
+    assert type(layer).__name__ == "Image" and layer.rgb
+    assert np.array_equal(layer.data, q.reconstruction)
+    ours = save(tmp_path / "ours.png", q)
+    [(_, _, kind), (labels, _, kind2)] = npe2.read([str(ours)], plugin_name=PLUGIN, stack=False)
+    assert (kind, kind2) == ("image", "labels") and np.array_equal(labels, q.labels + 1)

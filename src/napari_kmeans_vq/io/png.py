@@ -23,7 +23,7 @@ import zlib
 import numpy as np
 
 from .._limits import index_dtype
-from ._read import read_checked
+from ._read import open_regular, read_checked
 from .data import KVQData, KVQError, check_labels_palette, fail
 from .kvq import DEFAULT_LEVEL, check_class_metadata
 from .limits import check_pixels, parse_json
@@ -37,6 +37,7 @@ __all__ = [
     "read_indexed_png",
     "read_png_header",
     "smallest_bit_depth",
+    "written_here",
 ]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -363,6 +364,37 @@ def decode_indexed_png(data, *, source=None, max_pixels: int | None = None) -> K
         names=metadata.get("names"),
         extra={"interlaced": bool(interlace), **({"metadata": metadata} if metadata else {})},
     )
+
+
+#: Bytes of a PNG's start that :func:`written_here` looks through for our text chunk.
+_SNIFF = 1 << 16
+
+
+def written_here(path) -> bool:
+    """Whether ``path`` is an indexed PNG with this package's text chunk (one that
+    :func:`encode_indexed_png` wrote), told from its first 64 KiB: the signature, an
+    IHDR of colour type 3, and a ``napari-kmeans-vq`` ``tEXt`` chunk before the first
+    IDAT. Never raises for a bad or unreadable file: it is simply not ours."""
+    try:
+        with open_regular(path) as handle:
+            head = handle.read(_SNIFF)
+    except (OSError, KVQError):
+        return False
+    if len(head) < PNG_HEAD or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return False
+    if head[25] != 3:  # colour type: palette
+        return False
+    key = TEXT_KEY.encode("latin-1") + b"\0"
+    pos = 8
+    while pos + 8 <= len(head):
+        (length,) = struct.unpack_from(">I", head, pos)
+        kind = head[pos + 4 : pos + 8]
+        if kind in (b"IDAT", b"IEND"):
+            return False
+        if kind == b"tEXt" and head[pos + 8 : pos + 8 + len(key)] == key:
+            return True
+        pos += 12 + length
+    return False
 
 
 def read_indexed_png(path, *, max_pixels: int | None = None) -> KVQData:

@@ -21,7 +21,7 @@ from ..large.inputs import check_tiff, check_tiff_structure
 from ._atomic import atomic_write
 from ._read import open_regular
 from .data import KVQData, KVQError, check_labels_palette, fail
-from .limits import as_kvq_error, check_pixels, parse_json, pixel_count
+from .limits import MAX_METADATA_BYTES, as_kvq_error, check_pixels, parse_json, pixel_count
 
 KEY = "napari_kmeans_vq"
 
@@ -151,6 +151,32 @@ def read_labels_tiff(path, *, max_pixels: int | None = None) -> KVQData:
     )
 
 
+def written_here(path) -> bool:
+    """Whether ``path`` is a palette TIFF that :func:`encode_labels_tiff` wrote: its first
+    page is a palette image whose description holds this package's JSON entry. Only the
+    first page's tags are read; never raises for a bad or unreadable file."""
+    import logging
+
+    import tifffile
+
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with open_regular(path) as handle, tifffile.TiffFile(handle) as tif:
+            page = tif.pages.first
+            if page.photometric != tifffile.PHOTOMETRIC.PALETTE:
+                return False
+            description = page.description or ""
+            if len(description) > MAX_METADATA_BYTES or f'"{KEY}"' not in description:
+                return False
+            return _our_metadata(description, os.fspath(path)) is not None
+    except Exception:  # a damaged or foreign file is simply not ours
+        return False
+    finally:
+        logger.setLevel(level)
+
+
 def _read_tiff_labels(handle, source, max_pixels):
     """The first series' pixels (checked against the limit first), its description, colour
     map and whether it is a palette image."""
@@ -219,4 +245,4 @@ def _our_palette(ours: dict, source) -> np.ndarray:
     return palette
 
 
-__all__ = ["encode_labels_tiff", "read_labels_tiff", "write_labels_tiff"]
+__all__ = ["encode_labels_tiff", "read_labels_tiff", "write_labels_tiff", "written_here"]

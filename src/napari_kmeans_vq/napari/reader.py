@@ -1,9 +1,13 @@
-"""napari reader for ``.kvq`` files: the reconstruction and the cluster-labels layer.
+"""napari reader for files this plugin writes: the reconstruction and the labels layer.
 
-The layers are the ones the widget makes (see :func:`napari_kmeans_vq.layers.coded_layer_data`):
-an image layer with ``palette[labels]``, and a labels layer with label = codeword index + 1,
-coloured with exactly the palette through a direct label colormap, with a per-cluster
-``features`` table. No napari import is needed to build them.
+``.kvq`` files, and the indexed PNGs and palette TIFFs the plugin (or
+:func:`napari_kmeans_vq.io.save`) writes, open as the layers the widget makes (see
+:func:`napari_kmeans_vq.napari.layers.coded_layer_data`): an image layer with
+``palette[labels]``, and a labels layer with label = codeword index + 1, coloured with
+exactly the palette through a direct label colormap, with a per-cluster ``features`` table
+whose ``name`` column holds the class names the file records. A PNG or TIFF that this
+package did not write (an ordinary photograph, a slide) is not claimed: :func:`get_reader`
+returns None and napari's own reader opens it. No napari import is needed to build them.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ from pathlib import Path
 
 __all__ = ["get_reader", "read_kvq_layers"]
 
+_TIFF_SUFFIXES = (".tif", ".tiff")
+
 
 def get_reader(path):
-    """npe2 reader contribution: a reader function for one ``.kvq`` path, else None.
+    """npe2 reader contribution: a reader function for one file of ours, else None.
 
     Parameters
     ----------
@@ -24,20 +30,33 @@ def get_reader(path):
     Returns
     -------
     callable or None
-        :func:`read_kvq_layers`, or None when the path is not a ``.kvq`` file (so napari
-        asks another reader).
+        :func:`read_kvq_layers` for a ``.kvq`` path, or for a PNG or TIFF that this
+        package wrote (an indexed PNG with its text chunk, a palette TIFF with its
+        description; told from the file's first bytes and tags); None otherwise, so napari
+        asks another reader.
     """
     if isinstance(path, list | tuple):
         if len(path) != 1:
             return None
         path = path[0]
-    if not isinstance(path, str | Path) or not str(path).lower().endswith(".kvq"):
+    if not isinstance(path, str | Path):
         return None
-    return read_kvq_layers
+    suffix = Path(path).suffix.lower()
+    if suffix == ".kvq":
+        return read_kvq_layers
+    if suffix == ".png":
+        from ..io.png import written_here
+
+        return read_kvq_layers if written_here(path) else None
+    if suffix in _TIFF_SUFFIXES:
+        from ..io.tiff import written_here
+
+        return read_kvq_layers if written_here(path) else None
+    return None
 
 
 def read_kvq_layers(path) -> list[tuple]:
-    """Read a ``.kvq`` file as napari layer data tuples.
+    """Read a ``.kvq`` file, or an indexed PNG or palette TIFF of ours, as layer data tuples.
 
     Parameters
     ----------
@@ -47,12 +66,14 @@ def read_kvq_layers(path) -> list[tuple]:
     -------
     list of (data, meta, layer_type)
         ``[(reconstruction, meta, "image"), (labels + 1, meta, "labels")]``; both layers'
-        ``metadata["napari_kmeans_vq"]`` hold the file's path, size and the bit report.
+        ``metadata["napari_kmeans_vq"]`` hold the file's path, size, format and the bit
+        report, and the labels layer's ``features["name"]`` the class names (the file's,
+        else ``"class 1"`` .. ``"class K"``).
 
     Raises
     ------
-    napari_kmeans_vq.storage.KVQError
-        The file is damaged or not a ``.kvq`` file (napari shows the message).
+    napari_kmeans_vq.io.KVQError
+        The file is damaged or not one of these formats (napari shows the message).
     """
     from ..io import load
     from .layers import coded_layer_data
@@ -78,4 +99,5 @@ def read_kvq_layers(path) -> list[tuple]:
         name=path.stem,
         metadata=metadata,
         dtype=data.dtype,
+        names=data.names,
     )

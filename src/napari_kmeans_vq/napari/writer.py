@@ -13,6 +13,13 @@ image layer:
   is a K-colour reconstruction of those labels, as the widget's is; the k-means update step
   otherwise). Label values are renumbered 1 .. K in increasing order.
 
+Class names travel with the labels: the labels layer's ``features`` column ``name`` (where
+the widget keeps the names typed into its class table; rows matched to labels by the
+``index`` column, else by row number), or else ``metadata["napari_kmeans_vq"]["names"]``,
+is written into the file (the ``.kvq`` metadata section, the PNG's text chunk). Names that
+are all the defaults ``"class 1"`` .. ``"class K"`` are not written, so a layer nobody named
+gives the same file as before names existed.
+
 No napari import happens here.
 """
 
@@ -24,7 +31,7 @@ import numpy as np
 
 from .._limits import MAX_COLORS, index_dtype
 
-__all__ = ["codes_from_layers", "write_indexed_png", "write_kvq"]
+__all__ = ["class_names_from_layers", "codes_from_layers", "write_indexed_png", "write_kvq"]
 
 _KEY = "napari_kmeans_vq"
 
@@ -144,6 +151,65 @@ def codes_from_layers(layer_data) -> tuple[np.ndarray, np.ndarray, bool]:
     return indices, palette, scalar
 
 
+def _column(features, name: str):
+    """One column of a features table (a pandas DataFrame or a dict of arrays), or None."""
+    if features is None:
+        return None
+    try:
+        if name not in features:
+            return None
+        return list(np.asarray(features[name]).tolist())
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+def class_names_from_layers(layer_data, label_values=None) -> list[str] | None:
+    """The class names of the labels layer among napari layer data tuples, or None.
+
+    Parameters
+    ----------
+    layer_data : list of (data, meta, layer_type)
+        As for :func:`codes_from_layers`.
+    label_values : sequence of int, optional
+        The label value of each codeword in order (default ``1 .. K`` for a layer this
+        plugin made, with K from its palette; :func:`codes_from_layers` renumbers other
+        layers' labels in increasing order).
+
+    Returns
+    -------
+    list of str or None
+        One name per codeword, from the labels layer's ``features["name"]`` (or the
+        summary's ``names``); None when the layer has none for every class, or when they
+        are all the defaults ``"class 1"`` .. ``"class K"``.
+    """
+    from .layers import default_names
+
+    (_, labels_meta, _), _ = _split(layer_data)
+    summary = (labels_meta.get("metadata") or {}).get(_KEY) or {}
+    if label_values is None:
+        k = len(summary.get("palette") or ())
+        label_values = list(range(1, k + 1))
+    label_values = [int(v) for v in label_values]
+    if not label_values:
+        return None
+    features = labels_meta.get("features")
+    column = _column(features, "name")
+    by_label: dict = {}
+    if column is not None:
+        index = _column(features, "index")
+        keys = index if index is not None and len(index) == len(column) else range(len(column))
+        by_label = {int(key): value for key, value in zip(keys, column, strict=True)}
+    elif isinstance(summary.get("names"), list):
+        by_label = {i + 1: name for i, name in enumerate(summary["names"])}
+    names = [by_label.get(value) for value in label_values]
+    if any(name is None or (isinstance(name, float) and name != name) for name in names):
+        return None
+    names = [str(name) for name in names]
+    if names == default_names(len(names)):
+        return None
+    return names
+
+
 def _as_layer_list(layer_data, meta) -> list[tuple]:
     # npe2 calls a contribution whose layer_types allow one layer with the single-layer
     # signature (path, data, meta), and the others with (path, [(data, meta, type), ...]);
@@ -190,10 +256,21 @@ def write_indexed_png(path: str, layer_data, meta: dict | None = None) -> list[s
 def _write(path, layer_data, meta, fmt: str) -> list[str]:
     from ..io import save
 
-    indices, palette, scalar = codes_from_layers(_as_layer_list(layer_data, meta))
+    layers = _as_layer_list(layer_data, meta)
+    indices, palette, scalar = codes_from_layers(layers)
+    names = class_names_from_layers(layers, _label_values(layers, len(palette)))
     path = _with_suffix(path, f".{fmt}")
-    save(path, indices, palette, format=fmt, scalar=scalar)
+    save(path, indices, palette, format=fmt, scalar=scalar, names=names)
     return [str(path)]
+
+
+def _label_values(layers, k: int) -> list[int]:
+    """The label value of each codeword, as :func:`codes_from_layers` numbered them."""
+    (labels, labels_meta, _), _ = _split(layers)
+    summary = (labels_meta.get("metadata") or {}).get(_KEY) or {}
+    if summary.get("palette") is not None:
+        return list(range(1, k + 1))
+    return np.unique(np.asarray(labels)).tolist()
 
 
 def _with_suffix(path, suffix: str) -> Path:
