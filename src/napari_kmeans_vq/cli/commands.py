@@ -14,21 +14,17 @@ See ``docs/cli.md`` for the reference with examples.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import inputs, messages, render
+from .messages import CLIError
 from .parser import PROG, SEED_KS, build_parser
 
 #: Suffix of the OME-Zarr output (``.ome.zarr`` by convention).
 _ZARR_SUFFIX = ".zarr"
-
-
-class CLIError(Exception):
-    """A failure to report in one line with exit status 1."""
 
 
 class UsageError(Exception):
@@ -821,7 +817,7 @@ def cmd_fit(args, progress) -> int:
     import numpy as np
 
     from ..core.codebook import Codebook
-    from ..io.codebook import codebook_document, save_codebook
+    from ..io.codebook import codebook_document, codebook_json, save_codebook
 
     _check_fit_args(args)
     names = _check_names(args, args.colors)
@@ -881,7 +877,7 @@ def cmd_fit(args, progress) -> int:
         raise CLIError(f"--names gives {len(names)} names, but K = {codebook.n_colors_}")
     document = codebook_document(codebook, names=names)
     if out is None:
-        size = inputs.write_stdout((json.dumps(document, indent=1) + "\n").encode())
+        size = inputs.write_stdout(codebook_json(document).encode())
         progress(f"wrote {size:,} bytes to standard output")
     else:
         try:

@@ -11,6 +11,11 @@ import warnings
 
 from .parser import PROG
 
+
+class CLIError(Exception):
+    """A failure to report in one line with exit status 1."""
+
+
 #: What ``pip install`` needs for streamed inputs and OME-Zarr outputs.
 LARGE_EXTRA = 'pip install "napari-kmeans-vq[large]"'
 
@@ -65,6 +70,4 @@ def require_large_extra(what: str) -> None:
     """Fail with the install command when dask or zarr (the ``large`` extra) is missing."""
     missing = [name for name in ("dask", "zarr") if importlib.util.find_spec(name) is None]
     if missing:
-        from .commands import CLIError
-
         raise CLIError(f"{what} needs {' and '.join(missing)}: {LARGE_EXTRA}")

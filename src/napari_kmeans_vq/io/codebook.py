@@ -38,6 +38,7 @@ __all__ = [
     "CODEBOOK_VERSION",
     "CodebookFile",
     "codebook_document",
+    "codebook_json",
     "load_codebook",
     "read_codebook",
     "save_codebook",
@@ -119,9 +120,18 @@ def save_codebook(codebook: Codebook, path, *, names=None, colors=None, overwrit
     -------
     Path
     """
-    document = codebook_document(codebook, names=names, colors=colors)
-    text = json.dumps(document, indent=1, allow_nan=False) + "\n"
+    text = codebook_json(codebook_document(codebook, names=names, colors=colors))
     return atomic_write(Path(path), text.encode("utf-8"), overwrite=overwrite)
+
+
+# A list of numbers only (no strings, no nesting): one line per colour or centroid.
+_NUMBER_LIST = re.compile(r"\[\s+([-+0-9eE.,\s]+?)\s+\]")
+
+
+def codebook_json(document: dict) -> str:
+    """A codebook document as the file's text: indented, one line per colour."""
+    text = json.dumps(document, indent=1, allow_nan=False)
+    return _NUMBER_LIST.sub(lambda m: "[" + " ".join(m.group(1).split()) + "]", text) + "\n"
 
 
 def _check_head(head: bytes, size: int, source) -> None:
