@@ -21,6 +21,7 @@ from .._limits import MAX_COLORS
 from ._threads import resolve
 from .codebook import Codebook, FewColorsWarning
 from .histogram import ColorHistogram
+from .measure import fit_summary
 from .validation import check_image, check_int, check_mask
 
 #: K tried at most by default: uint8 labels, and far past where quality levels off on
@@ -142,8 +143,6 @@ def search_histogram(
     ``target`` is as :func:`check_target` gives it; ``options`` are Codebook parameters.
     The result's ``per_color`` is the chosen fit's label of each of the histogram's colours.
     """
-    from .quantize import fit_summary  # (quantize imports this module)
-
     k_max = check_k_max(k_max)
     Codebook(1, **options).check_params()  # bad options fail before any fit
     n_distinct = hist.colors.shape[0]

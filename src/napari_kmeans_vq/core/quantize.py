@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._limits import index_dtype, peak_value
+from .._limits import index_dtype
 from .autok import DEFAULT_K_MAX, check_k_max, check_target, search_histogram
-from .bits import BitReport, bit_report, label_entropy_bits
+from .bits import BitReport
 from .classes import class_table
 from .codebook import Codebook
 from .histogram import ColorHistogram, encode_decode
 from .kmeans import DEFAULT_EFFORT, weighted_error
+from .measure import fit_summary
 from .regions import merge_small_regions
 from .validation import check_image, check_mask, check_n_colors
 
@@ -534,33 +535,6 @@ def _remeasure(codebook, arr, labels, reconstruction, inside, c):
     counts = np.bincount(labels[where], minlength=codebook.n_colors_)
     diff = arr[where][:, :c].astype(np.float64) - reconstruction[where][:, :c]
     return counts.astype(np.int64), float(np.einsum("ij,ij->", diff, diff))
-
-
-def fit_summary(codebook: Codebook, n_pixels: int, fitted_pixels: int, inertia=None, sizes=None):
-    """J, PSNR and the bit report of a fitted codebook applied to ``n_pixels`` pixels.
-
-    ``fitted_pixels`` is how many pixels the fit saw (fewer than ``n_pixels`` for a fit on
-    a sample or a coarse level): J and the entropy are measured there. ``inertia`` and
-    ``sizes``, when given, replace the fit's (labels changed after it).
-    """
-    inertia = codebook.inertia_ if inertia is None else inertia
-    distortion = inertia / fitted_pixels
-    channels = codebook.channels_
-    if distortion == 0:
-        psnr = math.inf
-    elif math.isfinite(distortion):
-        psnr = 10 * math.log10(peak_value(codebook.dtype_) ** 2 / (distortion / channels))
-    else:  # colours near float64's limits: J overflows
-        psnr = -math.inf
-    sizes = codebook.cluster_sizes_ if sizes is None else sizes
-    entropy = label_entropy_bits(sizes) * n_pixels / max(int(sizes.sum()), 1)
-    report = bit_report(
-        n_pixels,
-        codebook.n_colors_,
-        channels=channels,
-        bits_per_channel=codebook.dtype_.itemsize * 8,
-    ).with_entropy(entropy)
-    return float(distortion), float(psnr), report
 
 
 def fit_info(codebook: Codebook, n_colors: int, random_state, alpha) -> dict:
