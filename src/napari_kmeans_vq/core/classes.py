@@ -3,8 +3,11 @@
 Each codeword is a class. A row gives its label (codeword + 1, as napari's labels layer
 and the OME-Zarr labels number them), name, colour, pixels, share of the pixels segmented
 (the masked area, when there is a mask), area in physical units when the pixel size is
-known, and, for the stain spaces, the class's mean amount of each stain (its centroid:
-k-means centroids are the means of their members).
+known, and, for the stain spaces, the class's mean amount of each stain over its pixels.
+Straight after k-means those means are the centroids (k-means centroids are the means of
+their members); once labels change after the fit (``min_region`` clean-up, merged
+classes), :func:`class_means` measures them again from the image's pixels of each label
+actually produced, so that the table describes those labels.
 """
 
 from __future__ import annotations
@@ -15,7 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .colorspace import STAIN_SPACES, palette_rgba, stain_space
+from .._limits import peak_value
+from .colorspace import STAIN_SPACES, palette_rgba, stain_space, to_space
+from .validation import check_image
+
+#: Pixels converted at a time by :func:`class_means` (bounds its temporary arrays).
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,121 @@ def _cell(value) -> str:
     return str(value)
 
 
+def class_means(
+    image,
+    labels,
+    n_colors: int,
+    *,
+    color_space: str = "rgb",
+    stain_vectors=None,
+    mask=None,
+    channel_axis: int | None = -1,
+    channels: int | None = None,
+    scale=1.0,
+    fallback=None,
+) -> np.ndarray:
+    """The mean of each label's pixels in a colour space: the centroids of the labels given.
+
+    Parameters
+    ----------
+    image : array, shape (..., C)
+        The image that was segmented (in its own dtype).
+    labels : integer array, the image's shape without its colour axis
+        Codeword index ``0 .. n_colors - 1`` of each pixel.
+    n_colors : int
+        K.
+    color_space : str, default "rgb"
+        Any colour space of :func:`napari_kmeans_vq.quantize`; for a stain space the
+        means are the mean amounts of each stain (optical density along its vector).
+    stain_vectors : optional
+        The stains of ``"stains"`` (or replacing the standard ones), as for ``quantize``.
+    mask : bool array of ``labels.shape``, optional
+        Only these pixels count (the segmented area).
+    channel_axis : int or None, default -1
+        Where ``image``'s colour axis is (None: a one-channel image without one).
+    channels : int, optional
+        Use only the first ``channels`` channels (3 for RGBA with alpha ignored).
+    scale : float or array (D,), default 1.0
+        Multiplies the points, as a codebook's ``space_scale_`` does (to compare with its
+        ``centroids_``).
+    fallback : array (K, D), optional
+        The row for a label with no pixel (its codeword, say); default NaN.
+
+    Returns
+    -------
+    ndarray, shape (K, D), float64
+    """
+    arr = check_image(image, channel_axis=channel_axis)
+    labels = np.asarray(labels)
+    if labels.shape != arr.shape[:-1]:
+        raise ValueError(
+            f"labels: expected the image's shape without its colour axis, {arr.shape[:-1]}, "
+            f"got {labels.shape}."
+        )
+    if labels.dtype.kind not in "ui":
+        raise TypeError(f"labels must be an integer array, got dtype {labels.dtype}.")
+    k = int(n_colors)
+    c = arr.shape[-1] if channels is None else int(channels)
+    space = color_space.lower()
+    pixels = arr.reshape(-1, arr.shape[-1])
+    flat = labels.reshape(-1)
+    inside = None
+    if mask is not None:
+        inside = np.asarray(mask, dtype=bool)
+        if inside.shape != labels.shape:
+            raise ValueError(f"mask: expected shape {labels.shape}, got {inside.shape}.")
+        inside = inside.reshape(-1)
+    peak = peak_value(arr.dtype)
+    sums = None
+    counts = np.zeros(k, dtype=np.int64)
+    for start in range(0, flat.size, _CHUNK):
+        lab = flat[start : start + _CHUNK]
+        colors = pixels[start : start + _CHUNK, :c]
+        if inside is not None:
+            keep = inside[start : start + _CHUNK]
+            lab, colors = lab[keep], colors[keep]
+        if lab.size and int(lab.max()) >= k:
+            raise ValueError(f"labels: values must be below n_colors = {k}.")
+        with np.errstate(all="ignore"):
+            points = to_space(colors, space, peak, stain_vectors)
+        if sums is None:
+            sums = np.zeros((k, points.shape[1]), dtype=np.float64)
+        for d in range(points.shape[1]):
+            sums[:, d] += np.bincount(lab, weights=points[:, d], minlength=k)
+        counts += np.bincount(lab, minlength=k)
+    if sums is None:  # an empty image cannot be checked; keep the shape right
+        sums = np.zeros((k, c), dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts[:, np.newaxis] * np.asarray(scale, dtype=np.float64)
+    empty = counts == 0
+    if empty.any():
+        means[empty] = np.nan if fallback is None else np.asarray(fallback)[empty]
+    return means
+
+
+def label_centroids(codebook, image, labels, mask=None) -> np.ndarray:
+    """A fitted codebook's centroids measured again for labels that changed after the fit.
+
+    The mean of each label's pixels in the codebook's clustering space (scaled as its
+    ``centroids_`` are), with the codeword's own centroid for a label left with no pixel:
+    what ``Quantization.centroids`` should hold after ``min_region`` clean-up, so that the
+    class table's mean stains and merged classes describe the labels produced.
+    """
+    arr = check_image(image, channel_axis=codebook.channel_axis)
+    return class_means(
+        arr,
+        labels,
+        codebook.n_colors_,
+        color_space=codebook.color_space,
+        stain_vectors=codebook.stain_vectors,
+        mask=mask,
+        channel_axis=-1,
+        channels=codebook.clustered_channels(arr.shape[-1]),
+        scale=getattr(codebook, "space_scale_", 1.0),
+        fallback=codebook.centroids_,
+    )
+
+
 def class_table(
     palette: np.ndarray,
     counts: np.ndarray,
@@ -68,6 +191,10 @@ def class_table(
     color_space: str = "rgb",
     centroids: np.ndarray | None = None,
     stain_vectors=None,
+    image=None,
+    labels=None,
+    mask=None,
+    channel_axis: int | None = -1,
 ) -> ClassTable:
     """One row per class.
 
@@ -85,8 +212,13 @@ def class_table(
     unit : str, default "um"
         The unit of ``pixel_size``.
     color_space, centroids, stain_vectors
-        With a stain space, the centroids (mean stain amounts of each class) give one
-        ``mean <stain>`` column per stain.
+        With a stain space, the centroids (mean stain amounts of each class, unscaled)
+        give one ``mean <stain>`` column per stain.
+    image, labels, mask, channel_axis
+        With a stain space: the image and the labels produced (codeword indices), and the
+        mask segmented. The mean stains are then measured from each label's pixels
+        (:func:`class_means`), whatever happened to the labels after the fit; ``counts``
+        still gives the pixels. Without them the centroids are taken as the means.
     """
     palette = np.asarray(palette)
     counts = np.asarray(counts, dtype=np.int64)
@@ -105,7 +237,21 @@ def class_table(
             raise ValueError(f"pixel_size must be positive, got {pixel_size!r}.")
         area = float(sides[0] * sides[1])
     stains = ()
-    if color_space in STAIN_SPACES and centroids is not None:
+    if color_space in STAIN_SPACES and image is not None and labels is not None:
+        stains = stain_space(color_space, stain_vectors)[1]
+        fallback = None if centroids is None else np.asarray(centroids)
+        centroids = class_means(
+            image,
+            labels,
+            k,
+            color_space=color_space,
+            stain_vectors=stain_vectors,
+            mask=mask,
+            channel_axis=channel_axis,
+            channels=3,
+            fallback=fallback,
+        )
+    elif color_space in STAIN_SPACES and centroids is not None:
         stains = stain_space(color_space, stain_vectors)[1]
     total = max(int(counts.sum()), 1)
     rgba = palette_rgba(palette)
@@ -130,4 +276,4 @@ def class_table(
     return ClassTable(tuple(columns), tuple(rows))
 
 
-__all__ = ["ClassTable", "class_table"]
+__all__ = ["ClassTable", "class_means", "class_table", "label_centroids"]
