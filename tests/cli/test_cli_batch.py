@@ -60,6 +60,14 @@ def test_fit_writes_the_librarys_cohort_codebook(folder, cohort, tmp_path):
     assert np.array_equal(read.codebook.palette_, expected.palette_)
     assert read.names == tuple(names.split(","))
     assert "wrote" in result.stdout and "c5" in result.stdout
+    # The codebook's names travel into the files written with it, and --names wins.
+    kvq = tmp_path / "crop.kvq"
+    assert run("compress", folder / "crop.png", "--codebook", out, "-o", kvq).returncode == 0
+    assert load(kvq).names == names.split(",")
+    other = "u,v,w,x,y,z"
+    png = tmp_path / "crop.png"
+    result = run("compress", folder / "crop.png", "--codebook", out, "--names", other, "-o", png)
+    assert result.returncode == 0 and load(png).names == other.split(",")
 
 
 def test_cohort_codebook_gives_one_label_per_colour_in_every_image(folder, cohort, tmp_path):

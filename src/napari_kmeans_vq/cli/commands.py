@@ -507,7 +507,7 @@ def _check_names(args, k: int | None, default=None) -> list[str] | None:
     return names
 
 
-def _save_store(out: Path, q, image, args, progress) -> dict:
+def _save_store(out: Path, q, image, args, progress, names=None) -> dict:
     """Write ``q``'s labels as an OME-Zarr store at ``out``; the ``output`` record."""
     from ..io import save_ome_zarr, tree_size
 
@@ -515,7 +515,9 @@ def _save_store(out: Path, q, image, args, progress) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     progress(f"writing OME-Zarr labels to {out}")
     try:
-        save_ome_zarr(out, q, image=extra, overwrite=args.force, progress=progress.stages())
+        save_ome_zarr(
+            out, q, image=extra, overwrite=args.force, progress=progress.stages(), names=names
+        )
     except FileExistsError as exc:
         if args.force:
             raise CLIError(str(exc)) from None
@@ -531,14 +533,18 @@ def _save_store(out: Path, q, image, args, progress) -> dict:
     }
 
 
-def _save_file(out, out_format: str, q, contents: dict, files: dict, args, progress):
+def _save_file(out, out_format: str, q, contents: dict, files: dict, args, progress, names=None):
     """Write the ``.kvq`` or PNG measured for the report (or, with --no-deflate, the
-    undeflated ``.kvq``) to a file or standard output; the ``output`` record and the entry
-    of ``files`` it sizes."""
+    undeflated ``.kvq``; with class names, the file that records them) to a file or standard
+    output; the ``output`` record and the entry of ``files`` it sizes (the file written)."""
     from ..io import encode
 
     if out_format == "kvq" and args.no_deflate:
-        content, key = encode(q, format="kvq", deflate=False), "kvq_raw"
+        content = encode(q, format="kvq", deflate=False, names=names)
+        key = "kvq_raw"
+    elif names is not None and out_format in contents:
+        content = encode(q, format=out_format, names=names)
+        key = "kvq_deflated" if out_format == "kvq" else "png"
     else:
         content = contents.get(out_format)
         key = "kvq_deflated" if out_format == "kvq" else "png"
@@ -669,10 +675,10 @@ def _compress_file(args, job: _Job, source: Path, codebook, names, progress) -> 
     files = size_report(q, input_bytes=input_bytes, contents=contents)["files"]
     written = None
     if out_format == "ome-zarr":
-        written = _save_store(out, q, image, args, progress)
+        written = _save_store(out, q, image, args, progress, names)
         files["ome_zarr"] = written["bytes"]
     elif out is not None:
-        written, key = _save_file(out, out_format, q, contents, files, args, progress)
+        written, key = _save_file(out, out_format, q, contents, files, args, progress, names)
         files[key] = written["bytes"]
     sizes = sizes_with_ratios(q.report, files, input_bytes)
     table_written = None
