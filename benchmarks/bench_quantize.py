@@ -405,8 +405,11 @@ def _memory_worker(npy: str, k: int, mode: str) -> None:
 
     image = np.load(npy)
     # One full call first: what is measured is a call's own memory, not the one-time
-    # import of the libraries it loads lazily (such as scipy's k-d tree).
-    quantize(image, k, random_state=0)
+    # import of the libraries it loads lazily (such as scipy's k-d tree). Large K: a
+    # small call loads the same code without doubling a run of minutes.
+    cold = mode == "rss-cold"
+    mode = "rss" if cold else mode
+    quantize(image[:16, :16] if cold else image, 2 if cold else k, random_state=0)
     gc.collect()
     out = {"mode": mode, "k": k, "image_bytes": image.nbytes}
     if mode == "tracemalloc":
@@ -459,7 +462,9 @@ def _memory_worker(npy: str, k: int, mode: str) -> None:
     print(json.dumps(out))
 
 
-def measure_memory(image: np.ndarray, ks: list[int], threads: int) -> list[dict]:
+def measure_memory(
+    image: np.ndarray, ks: list[int], threads: int, modes=("tracemalloc", "rss")
+) -> list[dict]:
     rows = []
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(threads))
@@ -467,7 +472,7 @@ def measure_memory(image: np.ndarray, ks: list[int], threads: int) -> list[dict]
         npy = os.path.join(tmp, "big.npy")
         np.save(npy, image)
         for k in ks:
-            for mode in ("tracemalloc", "rss"):
+            for mode in modes:
                 cmd = [sys.executable, __file__, "--_memory-worker", npy, str(k), mode]
                 res = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 if res.returncode != 0:
@@ -587,6 +592,37 @@ def count_distinct(image: np.ndarray) -> int:
     seen = np.zeros(1 << 24, dtype=bool)
     seen[(flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]] = True
     return int(seen.sum())
+
+
+def large_k_images(images) -> list[tuple[str, np.ndarray]]:
+    """The large-K cases: every pixel a colour of its own (the most points a fit can have
+    for its size), and the first image given."""
+    noise = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    return [("uniform noise 512x512", noise), *list(images[:1])]
+
+
+def render_large_k(cases: list[tuple[str, np.ndarray, list[dict]]]) -> list[str]:
+    lines = [
+        "## Large K",
+        "",
+        "One `quantize(image, K)` call each, in a fresh process (after a small call that loads"
+        " the code): wall time, and the peak resident memory the call added (VmHWM). K up to"
+        " 4,096 is what the fit takes (`MAX_FIT_COLORS`).",
+        "",
+        "| image | pixels | distinct colours | K | time (s) | peak extra memory (MiB) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, image, rows in cases:
+        pixels = image.shape[0] * image.shape[1]
+        for r in rows:
+            if "error" in r:
+                cells = f"error: {r['error']} | "
+            else:
+                cells = f"{r['seconds']:.1f} | {r['peak_extra'] / 2**20:.0f}"
+            lines.append(
+                f"| {name} | {pixels:,} | {count_distinct(image):,} | {r['k']:,} | {cells} |"
+            )
+    return [*lines, ""]
 
 
 def render_memory(rows: list[dict]) -> list[str]:
@@ -733,6 +769,12 @@ def parse_args(argv=None):
     )
     p.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     p.add_argument("--memory-k", default="16,256", help="K values for the memory table")
+    p.add_argument(
+        "--large-k",
+        default="",
+        metavar="K,K",
+        help="also time large K (e.g. 1024,4096) on uniform noise and the first image",
+    )
     p.add_argument("--markdown", metavar="OUT", help="also write the report to this file")
     p.add_argument("--_memory-worker", nargs=3, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -853,6 +895,16 @@ def main(argv=None) -> int:
     if not args.no_memory and not args.no_ours and available.get("ours"):
         print("  [memory] measuring in subprocesses ...", file=sys.stderr, flush=True)
         lines = render_memory(measure_memory(mosaic, _int_list(args.memory_k), args.threads))
+        out += lines
+        print("\n".join(lines), flush=True)
+
+    if args.large_k and not args.no_ours:
+        print("  [large K] measuring in subprocesses ...", file=sys.stderr, flush=True)
+        cases = [
+            (name, img, measure_memory(img, _int_list(args.large_k), args.threads, ("rss-cold",)))
+            for name, img in large_k_images(images)
+        ]
+        lines = render_large_k(cases)
         out += lines
         print("\n".join(lines), flush=True)
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-# Codes are stored as uint8 or uint16, so K stops at 2**16.
+# Codes are stored as uint8 or uint16, so K stops at 2**16 (palettes, files, labels).
 MAX_COLORS = 65_536
+# The k-means fit's seeding and centre geometry grow as K times the colours and K * K: at
+# K = 4,096 a fit takes minutes on a megapixel photo (docs/benchmarks.md); larger palettes
+# can be given as they are (Codebook.from_palette).
+MAX_FIT_COLORS = 4_096
 MAX_CHANNELS = 16
 
 

@@ -7,10 +7,12 @@ import threading
 import numpy as np
 import pytest
 
-from napari_kmeans_vq import quantize
+from napari_kmeans_vq import Codebook, quantize
+from napari_kmeans_vq._limits import MAX_FIT_COLORS
 from napari_kmeans_vq.core import _kmeans, _threads, kmeans
 from napari_kmeans_vq.core.histogram import ColorHistogram
 from napari_kmeans_vq.core.tutorial import lloyd
+from napari_kmeans_vq.io.samples import ihc_image
 
 
 def _weighted_colours(image):
@@ -251,17 +253,18 @@ def test_kernels_reject_arrays_of_the_wrong_size_or_labels_out_of_range():
     x = np.zeros((10, 3))
     centers = np.zeros((2, 3))
     labels = np.zeros(10, np.int32)
-    nbr, gap = np.zeros((2, 1), np.int32), np.zeros((2, 1))
+    nbr, gap, slack = np.zeros((2, 1), np.int32), np.zeros((2, 1)), np.zeros(2)
     bounds = np.zeros(10), np.zeros(10)
     with pytest.raises(ValueError, match="one entry per point"):
-        _kmeans.nearest(x, centers, labels[:5], *bounds, nbr, gap, False, 1)
+        _kmeans.nearest(x, centers, labels[:5], *bounds, nbr, gap, slack, False, 1)
     with pytest.raises(ValueError, match="coordinates"):
-        _kmeans.nearest(x, np.zeros((2, 4)), labels, *bounds, nbr, gap, False, 1)
+        _kmeans.nearest(x, np.zeros((2, 4)), labels, *bounds, nbr, gap, slack, False, 1)
     bad = np.full(10, 5, np.int32)
     with pytest.raises(ValueError, match="out of range"):
-        _kmeans.nearest(x, centers, bad, *bounds, nbr, gap, True, 1)
+        _kmeans.nearest(x, centers, bad, *bounds, nbr, gap, slack, True, 1)
     with pytest.raises(ValueError, match="width"):
-        _kmeans.nearest(x, centers, labels, *bounds, np.zeros((2, 2), np.int32), gap, True, 1)
+        wide = np.zeros((2, 2), np.int32)
+        _kmeans.nearest(x, centers, labels, *bounds, wide, gap, slack, True, 1)
     with pytest.raises(ValueError, match="weights"):
         _kmeans.cluster_sums(x, np.ones(9), labels, np.zeros((2, 3)), np.zeros(2), 1)
     with pytest.raises(ValueError, match="out of range"):
@@ -269,7 +272,7 @@ def test_kernels_reject_arrays_of_the_wrong_size_or_labels_out_of_range():
     with pytest.raises(ValueError, match="out of range"):
         _kmeans.weighted_error(x, np.ones(10), centers, bad, np.zeros(2), 2)
     delta = np.zeros((2, 2, 4), np.int64)
-    args = x.astype(np.uint8), np.ones(10), centers, np.zeros(2), np.zeros(2), nbr, gap
+    args = x.astype(np.uint8), np.ones(10), centers, np.zeros(2), np.zeros(2), nbr, gap, slack
     with pytest.raises(ValueError, match="out of range"):
         _kmeans.move(*args, bad, *bounds, delta, 2)
     with pytest.raises(ValueError, match="delta"):
@@ -277,4 +280,37 @@ def test_kernels_reject_arrays_of_the_wrong_size_or_labels_out_of_range():
     with pytest.raises(ValueError, match="cell index"):
         _kmeans.cell_sums(x, np.ones(10), np.full(10, 3, np.int64), np.zeros((2, 3)), np.zeros(2))
     with pytest.raises(TypeError, match="signature"):  # wrong dtype: no specialisation
-        _kmeans.nearest(x.astype(np.float32), centers, labels, *bounds, nbr, gap, False, 1)
+        _kmeans.nearest(x.astype(np.float32), centers, labels, *bounds, nbr, gap, slack, False, 1)
+
+
+def test_stale_neighbour_lists_give_the_fit_of_fresh_ones(monkeypatch):
+    # With K * K above the points, the centres' neighbour lists are kept across iterations
+    # (the searches widen their bounds); measuring them afresh each time must change nothing.
+    colors, counts = np.unique(ihc_image().reshape(-1, 3), axis=0, return_counts=True)
+    x, w = colors[::4][:20_000], counts[::4][:20_000].astype(np.float64)
+    k = 300
+    assert k * k > 4 * len(x)
+    fits = {}
+    for stale in (0.0, kmeans._STALE, 10.0):
+        monkeypatch.setattr(kmeans, "_STALE", stale)
+        fits[stale] = kmeans.weighted_kmeans(x, w, k, n_init=1, random_state=3, tol=0)
+    fresh = fits[0.0]
+    for fit in fits.values():
+        np.testing.assert_array_equal(fit.centers, fresh.centers)
+        np.testing.assert_array_equal(fit.labels, fresh.labels)
+        assert fit.n_iter == fresh.n_iter and fit.inertia == fresh.inertia
+
+
+def test_the_largest_k_the_fit_takes_works_and_one_more_is_refused_clearly():
+    image = np.random.default_rng(0).integers(0, 256, (80, 80, 3), dtype=np.uint8)
+    cb = Codebook(MAX_FIT_COLORS, n_init=1, max_iter=5).fit(image)
+    assert cb.n_colors_ == MAX_FIT_COLORS
+    labels = cb.encode(image)
+    assert labels.dtype == np.uint16 and len(np.unique(labels)) == MAX_FIT_COLORS
+    with pytest.raises(ValueError, match=r"n_colors must be between 1 and 4,096.*from_palette"):
+        Codebook(MAX_FIT_COLORS + 1).fit(image)
+    # a larger palette is used as it is
+    palette = np.unique(image.reshape(-1, 3), axis=0)[: MAX_FIT_COLORS + 1]
+    big = Codebook.from_palette(palette)
+    assert big.n_colors_ == MAX_FIT_COLORS + 1
+    np.testing.assert_array_equal(big.decode(big.encode(palette[None])), palette[None])

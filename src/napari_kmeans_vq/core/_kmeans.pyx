@@ -132,14 +132,15 @@ cdef inline int32_t search(
 cdef inline int32_t search_from(
     const point_t* x, const double* centers, Py_ssize_t k, Py_ssize_t d,
     int32_t a, double r2, const int32_t* nbr, const double* gap, Py_ssize_t width,
-    double* first, double* second,
+    double slack, double* first, double* second,
 ) noexcept nogil:
     """:func:`search` starting from centre ``a`` (at squared distance ``r2``) and going
     through its nearest other centres in order of distance (``nbr``, ``gap``: ``width`` of
-    them). Once a centre is farther from ``a`` than r + (second best distance), no centre
-    after it can be nearer than the best two (triangle inequality), so the search stops:
-    the same answer as a full search, ties to the lower index included. A list run through
-    without stopping falls back to the full search."""
+    them, measured when the centres were up to ``slack`` closer to or farther from ``a``
+    than now). Once a centre is farther from ``a`` than r + (second best distance), no
+    centre after it can be nearer than the best two (triangle inequality), so the search
+    stops: the same answer as a full search, ties to the lower index included. A list run
+    through without stopping falls back to the full search."""
     cdef double b1 = r2
     cdef double b2 = INFINITY
     cdef double r = sqrt(r2)
@@ -147,7 +148,7 @@ cdef inline int32_t search_from(
     cdef int32_t best = a, j
     cdef Py_ssize_t n
     for n in range(width):
-        if gap[n] > (r + sqrt(b2)) * (1.0 + LOOSEN):
+        if gap[n] - slack > (r + sqrt(b2)) * (1.0 + LOOSEN):
             first[0] = b1
             second[0] = b2
             return best
@@ -185,13 +186,15 @@ def nearest(
     double[::1] lower,
     const int32_t[:, ::1] nbr,
     const double[:, ::1] gap,
+    const double[::1] slack,
     bint guess,
     int n_threads,
 ):
     """Every point's nearest centre, the distance to it (``upper``) and to the second
     nearest (``lower``, inf for one centre). With ``guess``, ``labels`` holds a centre near
     each point to start from, and the search goes through that centre's neighbours
-    (``nbr``, ``gap`` from :func:`geometry`); the answer is that of a full search."""
+    (``nbr``, ``gap`` from :func:`geometry`, ``slack`` as in :func:`move`); the answer is
+    that of a full search."""
     cdef Py_ssize_t m = x.shape[0], d = x.shape[1], k = centers.shape[0]
     cdef Py_ssize_t c, i, stop, width = nbr.shape[1], bad = 0
     cdef double b1, b2
@@ -203,6 +206,8 @@ def nearest(
         raise ValueError("need at least one centre")
     if guess and (nbr.shape[0] != k or gap.shape[0] != k or gap.shape[1] != width or width > k - 1):
         raise ValueError("nbr and gap: expected (K, width) with width < K")
+    if guess and slack.shape[0] != k:
+        raise ValueError("slack needs one entry per centre")
     with nogil:
         for c in prange(n_chunks(m), schedule="dynamic", num_threads=n_threads):
             stop = min(m, (c + 1) * CHUNK)
@@ -215,7 +220,7 @@ def nearest(
                         continue
                     labels[i] = search_from(
                         &x[i, 0], &centers[0, 0], k, d, a, dist2(&x[i, 0], &centers[a, 0], d),
-                        &nbr[a, 0], &gap[a, 0], width, &b1, &b2,
+                        &nbr[a, 0], &gap[a, 0], width, slack[a], &b1, &b2,
                     )
                 else:
                     labels[i] = search(&x[i, 0], &centers[0, 0], k, d, &b1, &b2)
@@ -225,6 +230,31 @@ def nearest(
         raise ValueError("labels out of range")
 
 
+cdef inline bint ahead(double s, int32_t i, double t, int32_t j) noexcept nogil:
+    """(distance, index) pairs in order: nearer first, then the lower index."""
+    return s < t or (s == t and i < j)
+
+
+cdef inline void sift_down(double* key, int32_t* idx, Py_ssize_t n, Py_ssize_t p) noexcept nogil:
+    """Restore the max-heap (by :func:`ahead`) of ``n`` pairs below position ``p``."""
+    cdef Py_ssize_t c
+    cdef double s = key[p]
+    cdef int32_t i = idx[p]
+    while True:
+        c = 2 * p + 1
+        if c >= n:
+            break
+        if c + 1 < n and ahead(key[c], idx[c], key[c + 1], idx[c + 1]):
+            c = c + 1
+        if not ahead(s, i, key[c], idx[c]):
+            break
+        key[p] = key[c]
+        idx[p] = idx[c]
+        p = c
+    key[p] = s
+    idx[p] = i
+
+
 def geometry(
     const double[:, ::1] old,
     const double[:, ::1] new,
@@ -232,13 +262,17 @@ def geometry(
     double[::1] half_gap,
     int32_t[:, ::1] nbr,
     double[:, ::1] gap,
+    bint neighbours,
     int n_threads,
 ):
-    """How far each centre moved; half the distance from each new centre to the nearest
-    other one (0 for a single centre); and each new centre's ``width`` nearest other
-    centres, nearest first, with their distances (``nbr``, ``gap``: (K, width))."""
-    cdef Py_ssize_t k = new.shape[0], d = new.shape[1], width = nbr.shape[1], j, i, n
-    cdef double s
+    """How far each centre moved; and, with ``neighbours``, half the distance from each new
+    centre to the nearest other one (0 for a single centre) and each new centre's ``width``
+    nearest other centres, nearest first (then the lower index), with their distances
+    (``nbr``, ``gap``: (K, width))."""
+    cdef Py_ssize_t k = new.shape[0], d = new.shape[1], width = nbr.shape[1], j, i, n, p
+    cdef double s, s2, worst2
+    cdef double* key
+    cdef int32_t* idx
     cdef Py_ssize_t filled
     if old.shape[0] != k or old.shape[1] != d or shift.shape[0] != k or half_gap.shape[0] != k:
         raise ValueError("centres, shifts and gaps must have matching shapes")
@@ -247,33 +281,57 @@ def geometry(
     with nogil:
         for j in prange(k, schedule="dynamic", num_threads=n_threads):
             shift[j] = sqrt(dist2(&old[j, 0], &new[j, 0], d))
+            if not neighbours:
+                continue
+            if width == 0:
+                half_gap[j] = 0.0
+                s = INFINITY
+                for i in range(k):
+                    if i != j:
+                        s2 = dist2(&new[i, 0], &new[j, 0], d)
+                        if s2 < s:
+                            s = s2
+                if k > 1:
+                    half_gap[j] = 0.5 * sqrt(s)
+                continue
+            # the width nearest, kept as a max-heap in the row itself, then sorted
+            key = &gap[j, 0]
+            idx = &nbr[j, 0]
             filled = 0
+            worst2 = INFINITY
             for i in range(k):
                 if i == j:
                     continue
-                s = sqrt(dist2(&new[i, 0], &new[j, 0], d))
-                if filled == width and (width == 0 or s >= gap[j, width - 1]):
+                s2 = dist2(&new[i, 0], &new[j, 0], d)
+                if s2 > worst2:  # (squared, with a margin: the root only for near ones)
                     continue
-                # insert (s, i) in the sorted list, after equal distances
-                n = filled if filled < width else width - 1
-                while n > 0 and gap[j, n - 1] > s:
-                    gap[j, n] = gap[j, n - 1]
-                    nbr[j, n] = nbr[j, n - 1]
-                    n = n - 1
-                gap[j, n] = s
-                nbr[j, n] = <int32_t>i
+                s = sqrt(s2)
                 if filled < width:
+                    p = filled
                     filled = filled + 1
-            if k > 1 and width > 0:
-                half_gap[j] = 0.5 * gap[j, 0]
-            elif k > 1:
-                s = INFINITY
-                for i in range(k):
-                    if i != j and sqrt(dist2(&new[i, 0], &new[j, 0], d)) < s:
-                        s = sqrt(dist2(&new[i, 0], &new[j, 0], d))
-                half_gap[j] = 0.5 * s
-            else:
-                half_gap[j] = 0.0
+                    while p > 0 and ahead(key[(p - 1) // 2], idx[(p - 1) // 2], s, <int32_t>i):
+                        key[p] = key[(p - 1) // 2]
+                        idx[p] = idx[(p - 1) // 2]
+                        p = (p - 1) // 2
+                    key[p] = s
+                    idx[p] = <int32_t>i
+                elif ahead(s, <int32_t>i, key[0], idx[0]):
+                    key[0] = s
+                    idx[0] = <int32_t>i
+                    sift_down(key, idx, width, 0)
+                if filled == width:
+                    worst2 = key[0] * key[0] * (1.0 + 1e-12)
+            n = width
+            while n > 1:  # heap sort: the largest to the end, nearest first
+                n = n - 1
+                s = key[0]
+                i = idx[0]
+                key[0] = key[n]
+                idx[0] = idx[n]
+                key[n] = s
+                idx[n] = <int32_t>i
+                sift_down(key, idx, n, 0)
+            half_gap[j] = 0.5 * key[0]
 
 
 def move(
@@ -284,6 +342,7 @@ def move(
     const double[::1] half_gap,
     const int32_t[:, ::1] nbr,
     const double[:, ::1] gap,
+    const double[::1] slack,
     int32_t[::1] labels,
     double[::1] upper,
     double[::1] lower,
@@ -292,7 +351,8 @@ def move(
 ):
     """Reassign the points after the centres moved by ``shift`` (Hamerly's bounds): only
     points whose bounds leave doubt (ties included) are searched again, so the labels are
-    those of a full search. For integer points, ``delta`` (threads, K, D + 1) receives each
+    those of a full search. ``half_gap``, ``nbr`` and ``gap`` may be stale: each centre
+    ``j`` is then at most ``slack[j]`` nearer to any other than they say. For integer points, ``delta`` (threads, K, D + 1) receives each
     thread's change of the clusters' int64 sums and weights. Returns how many points
     changed cluster."""
     cdef Py_ssize_t m = x.shape[0], d = x.shape[1], k = centers.shape[0]
@@ -308,8 +368,8 @@ def move(
     _check_points(x, w, centers.shape[1])
     if labels.shape[0] != m or upper.shape[0] != m or lower.shape[0] != m:
         raise ValueError("labels and bounds need one entry per point")
-    if shift.shape[0] != k or half_gap.shape[0] != k or k < 1:
-        raise ValueError("shift and half_gap need one entry per centre")
+    if shift.shape[0] != k or half_gap.shape[0] != k or slack.shape[0] != k or k < 1:
+        raise ValueError("shift, half_gap and slack need one entry per centre")
     if nbr.shape[0] != k or gap.shape[0] != k or gap.shape[1] != width or width > k - 1:
         raise ValueError("nbr and gap: expected (K, width) with width < K")
     if track and (delta.shape[0] < n_threads or delta.shape[1] != k or delta.shape[2] != d + 1):
@@ -333,7 +393,7 @@ def move(
                 u = (upper[i] + shift[a]) * (1.0 + LOOSEN)
                 step = max2 if a == far else max1
                 l = lower[i] * (1.0 - LOOSEN) - step * (1.0 + LOOSEN)
-                bound = half_gap[a] * (1.0 - LOOSEN)
+                bound = (half_gap[a] - 0.5 * slack[a]) * (1.0 - LOOSEN)
                 if l > bound:
                     bound = l
                 if u < bound:
@@ -349,7 +409,7 @@ def move(
                 b1 = b2 = 0.0  # (assigned here, so that each thread has its own)
                 b = search_from(
                     &x[i, 0], &centers[0, 0], k, d, a, u2, &nbr[a, 0], &gap[a, 0], width,
-                    &b1, &b2,
+                    slack[a], &b1, &b2,
                 )
                 upper[i] = sqrt(b1)
                 lower[i] = sqrt(b2)

@@ -215,7 +215,7 @@ class Codebook:
             raise ValueError(f"codebook version {data.get('version')!r} is not supported (1).")
         try:
             codebook = cls(**data["params"])
-            codebook.check_params()
+            codebook.check_params(fit=False)
             dtype = np.dtype(data["dtype"])
             palette = np.asarray(data["palette"], dtype=dtype)
             centroids = np.asarray(data["centroids"], dtype=np.float64)
@@ -257,7 +257,7 @@ class Codebook:
             raise ValueError(f"palette must have shape (K, C), got {palette.shape}.")
         palette = palette.astype(palette.dtype if dtype is None else dtype)
         codebook = cls(palette.shape[0], **params)
-        codebook.check_params()
+        codebook.check_params(fit=False)
         codebook.check_channels(palette.shape[1], "palette")
         codebook.space_scale_ = 1.0
         centroids = np.asarray(codebook._to_space(palette), dtype=np.float64)
@@ -328,9 +328,10 @@ class Codebook:
         self.fit_histogram(hist, first.dtype, progress=progress)
         return self
 
-    def check_params(self) -> tuple[int, str, int, int]:
-        """Validate the parameters; return K, colour space, seedings and iterations."""
-        n_colors = check_n_colors(self.n_colors)
+    def check_params(self, *, fit: bool = True) -> tuple[int, str, int, int]:
+        """Validate the parameters (for a fit, or for a palette given as it is with
+        ``fit=False``); return K, colour space, seedings and iterations."""
+        n_colors = check_n_colors(self.n_colors, fit=fit)
         space = check_choice(self.color_space, "color_space", COLOR_SPACES)
         if space in STAIN_SPACES:
             stain_space(space, self.stain_vectors)  # (validates the vectors)
@@ -357,7 +358,7 @@ class Codebook:
         return n_colors, space, n_init, max_iter
 
     def _check(self, image, name="image") -> np.ndarray:
-        self.check_params()
+        self.check_params(fit=not self.is_fitted)
         arr = check_image(image, channel_axis=self.channel_axis, name=name)
         self.check_channels(arr.shape[-1], name)
         return arr

@@ -147,15 +147,38 @@ class _Run:
         width = min(k - 1, _NEIGHBOURS)
         self.nbr, self.gap = np.empty((k, width), dtype=np.int32), np.empty((k, width))
         self.shift, self.half_gap = np.empty(k), np.empty(k)
-        self._geometry(self.centers)
+        # The centres' neighbour lists cost K * K; with many more centres than a pass over
+        # the points can pay for, they are kept while the centres move little, and the
+        # searches widen their bounds by how far the centres have moved since (``slack``).
+        self.always = k * k <= 4 * m
+        self.drift, self.slack = np.zeros(k), np.zeros(k)
+        self._geometry(self.centers, rebuild=True)
         if guess is not None:
             self.labels[:] = guess
         self._full(guess is not None)
 
-    def _geometry(self, new):
-        _kmeans.geometry(
-            self.centers, new, self.shift, self.half_gap, self.nbr, self.gap, self.geometry_threads
-        )
+    def _geometry(self, new, rebuild=False):
+        rebuild = rebuild or self.always
+        if not rebuild:
+            _kmeans.geometry(
+                self.centers, new, self.shift, self.half_gap, self.nbr, self.gap, False, 1
+            )
+            self.drift += self.shift
+            self.slack = self.drift + self.drift.max()
+            rebuild = self.slack.max() > _STALE * self.typical_gap
+        if rebuild:
+            _kmeans.geometry(
+                self.centers,
+                new,
+                self.shift,
+                self.half_gap,
+                self.nbr,
+                self.gap,
+                True,
+                self.geometry_threads,
+            )
+            self.drift[:], self.slack[:] = 0.0, 0.0
+            self.typical_gap = float(np.median(self.half_gap))
 
     def _full(self, guess=False):
         """Search every point (from the centre in ``labels`` with ``guess``), and sum the
@@ -168,6 +191,7 @@ class _Run:
             self.lower,
             self.nbr,
             self.gap,
+            self.slack,
             guess,
             self.search_threads,
         )
@@ -199,6 +223,7 @@ class _Run:
             self.half_gap,
             self.nbr,
             self.gap,
+            self.slack,
             self.labels,
             self.upper,
             self.lower,
@@ -223,7 +248,7 @@ class _Run:
         far = np.argsort(-cost, kind="stable")[: int(empty.sum())]
         new = self.centers.copy()
         new[np.flatnonzero(empty)] = self.x[far]
-        self._geometry(new)
+        self._geometry(new, rebuild=True)
         self.centers = new
         self._full()
 
@@ -255,7 +280,7 @@ class _Run:
 
     def reorder(self, order, inverse):
         """Renumber the clusters: centre ``order[i]`` becomes centre ``i``."""
-        self._geometry(self.centers[order])  # (the neighbour lists, renumbered)
+        self._geometry(self.centers[order], rebuild=True)  # (the neighbour lists, renumbered)
         self.centers = self.centers[order]
         self.labels[:] = inverse[self.labels]
         self.sums, self.mass = self.sums[order], self.mass[order]
@@ -484,7 +509,7 @@ def assign(points: np.ndarray, centers: np.ndarray, n_threads: int | None = None
     m = x.shape[0]
     labels = np.empty(m, dtype=np.int32)
     if m:
-        none = np.empty((len(c), 0), dtype=np.int32), np.empty((len(c), 0))
+        none = np.empty((len(c), 0), dtype=np.int32), np.empty((len(c), 0)), np.zeros(len(c))
         threads = team(resolve(n_threads), m * len(c))
         _kmeans.nearest(x, c, labels, np.empty(m), np.empty(m), *none, False, threads)
     return labels.astype(np.intp)
@@ -516,6 +541,9 @@ def weighted_error(
 # Each centre keeps this many nearest other centres for the searches that start from it
 # (any number gives the same labels; more makes the geometry dearer, fewer the searches).
 _NEIGHBOURS = 64
+# Neighbour lists are measured again once a centre may have come this share of the median
+# nearest-centre distance closer to another (with many centres only: see _Run).
+_STALE = 0.1
 # The grid summary holds at most this many cells (its occupancy count is an int64 array).
 _SUMMARY_MAX_CELLS = 1 << 22
 

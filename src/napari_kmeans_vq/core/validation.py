@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from .._limits import MAX_CHANNELS, MAX_COLORS
+from .._limits import MAX_CHANNELS, MAX_COLORS, MAX_FIT_COLORS
 
 
 def check_int(value, name: str) -> int:
@@ -23,9 +23,15 @@ def check_positive_int(value, name: str) -> int:
     return value
 
 
-def check_n_colors(n_colors) -> int:
-    """K must be an integer in [1, 65536]: labels are stored as uint8 or uint16."""
+def check_n_colors(n_colors, *, fit: bool = True) -> int:
+    """K: an integer in [1, MAX_FIT_COLORS] for a fit, [1, MAX_COLORS] for a given palette."""
     n_colors = check_int(n_colors, "n_colors")
+    if fit and not 1 <= n_colors <= MAX_FIT_COLORS:
+        raise ValueError(
+            f"n_colors must be between 1 and {MAX_FIT_COLORS:,} for a k-means fit, got "
+            f"{n_colors:,}; a palette of up to {MAX_COLORS:,} colours can be used as it is "
+            "with Codebook.from_palette."
+        )
     if not 1 <= n_colors <= MAX_COLORS:
         raise ValueError(
             f"n_colors must be between 1 and {MAX_COLORS:,} (labels are stored as uint8 or "
