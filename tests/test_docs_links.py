@@ -19,10 +19,6 @@ DOCS = ROOT / "docs"
 PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
 # The site's docs_dir leaves these out (mkdocs.yml's exclude_docs): a link to them 404s.
 UNPUBLISHED = ("scripts/",)
-# Pages whose owner is fixing a link: page -> reason (the test xfails for them).
-KNOWN_BROKEN = {
-    "napari-guide.md": "links docs/scripts/make_screenshots.py (its owner names it as text)"
-}
 
 INLINE = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 HTML = re.compile(r"<(?:img|a)\b[^>]*?\b(?:src|href)=\"([^\"]+)\"", re.I)
@@ -54,8 +50,6 @@ def test_site_pages_link_only_to_published_files(page):
     """mkdocs leaves docs/scripts/ out of the site: name such files as text instead."""
     bad = [t for t in targets(page) if t.split("#", 1)[0].startswith(UNPUBLISHED)]
     bad += [t for t in targets(page) if t.startswith("../")]  # outside docs_dir: 404 on the site
-    if bad and page.name in KNOWN_BROKEN:
-        pytest.xfail(KNOWN_BROKEN[page.name])
     assert not bad, f"{page.name} links to files the site does not publish: {bad}"
 
 

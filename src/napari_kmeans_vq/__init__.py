@@ -6,7 +6,7 @@ only code that imports napari or Qt, loaded by napari through the manifest) and 
 Importing this package loads neither napari, Qt nor dask.
 """
 
-from ._limits import MAX_COLORS
+from ._limits import MAX_COLORS, MAX_FIT_COLORS
 from .core.bits import BitReport, bit_report
 from .core.codebook import Codebook, FewColorsWarning
 from .core.quantize import Quantization
@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MAX_COLORS",
+    "MAX_FIT_COLORS",
     "BitReport",
     "Codebook",
     "FewColorsWarning",

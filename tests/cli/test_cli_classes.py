@@ -14,7 +14,9 @@ import pytest
 from PIL import Image
 
 from napari_kmeans_vq import quantize
+from napari_kmeans_vq._limits import MAX_FIT_COLORS
 from napari_kmeans_vq.cli.parser import COLOR_SPACES as CLI_SPACES
+from napari_kmeans_vq.cli.parser import MAX_FIT_COLORS as CLI_MAX_FIT_COLORS
 from napari_kmeans_vq.cli.parser import TISSUE_THRESHOLD
 from napari_kmeans_vq.core.colorspace import COLOR_SPACES
 from napari_kmeans_vq.core.tissue import DEFAULT_THRESHOLD, tissue_mask
@@ -69,6 +71,7 @@ def compress_json(*args) -> dict:
 def test_parser_constants_are_the_librarys():
     assert CLI_SPACES == COLOR_SPACES
     assert TISSUE_THRESHOLD == DEFAULT_THRESHOLD
+    assert CLI_MAX_FIT_COLORS == MAX_FIT_COLORS
 
 
 @pytest.mark.parametrize("space", COLOR_SPACES)

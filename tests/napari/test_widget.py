@@ -19,7 +19,8 @@ pytest.importorskip("pytestqt")
 from napari.layers import Image, Labels
 from napari.utils.notifications import notification_manager
 
-from napari_kmeans_vq import MAX_COLORS, bit_report, quantize
+from napari_kmeans_vq import bit_report, quantize
+from napari_kmeans_vq._limits import MAX_FIT_COLORS
 from napari_kmeans_vq.io import save
 from napari_kmeans_vq.napari import jobs as jobs_module
 from napari_kmeans_vq.napari import widget as widget_module
@@ -413,13 +414,13 @@ def test_bad_input_says_why_and_adds_nothing(viewer, widget, qtbot, errors):
     # K out of range (the library's limit), and a bad sweep.
     rgb = viewer.add_image(base, name="rgb")
     before = rgb.data.copy()
-    for k in (0, MAX_COLORS + 1):
+    for k in (0, MAX_FIT_COLORS + 1):
         assert widget.run(layer=rgb, n_colors=k) is None
         assert "out of range" in errors()[-1].message
-        assert f"1 to {MAX_COLORS}" in widget.status.value
+        assert f"1 to {MAX_FIT_COLORS}" in widget.status.value
     assert widget.run_sweep(layer=rgb, ks="2, three") is None
     assert "not a whole number" in errors()[-1].message
-    assert widget.run_sweep(layer=rgb, ks=f"2, {MAX_COLORS + 1}") is None
+    assert widget.run_sweep(layer=rgb, ks=f"2, {MAX_FIT_COLORS + 1}") is None
     assert "out of range" in errors()[-1].message
     assert "Ready" not in widget.status.value
     # The engine's own refusal (NaN pixels), in the worker, is said the same way.
@@ -435,7 +436,7 @@ def test_bad_input_says_why_and_adds_nothing(viewer, widget, qtbot, errors):
 
     assert not any(METADATA_KEY in layer.metadata for layer in viewer.layers)
     assert rgb.data.tobytes() == before.tobytes()
-    assert (widget.n_colors.min, widget.n_colors.max) == (1, MAX_COLORS)
+    assert (widget.n_colors.min, widget.n_colors.max) == (1, MAX_FIT_COLORS)
 
 
 def test_unexpected_error_ends_the_run(viewer, widget, qtbot, errors, monkeypatch):

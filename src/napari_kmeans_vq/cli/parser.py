@@ -16,6 +16,8 @@ SEED_KS = (2, 3, 6, 16)
 COLOR_SPACES = ("rgb", "lab", "oklab", "od", "hed", "hdab", "stains")
 #: ``napari_kmeans_vq.core.tissue.DEFAULT_THRESHOLD`` (a test checks they agree).
 TISSUE_THRESHOLD = 0.15
+#: ``napari_kmeans_vq._limits.MAX_FIT_COLORS`` (a test checks they agree).
+MAX_FIT_COLORS = 4096
 
 
 def _k_value(text: str) -> int:
@@ -23,8 +25,8 @@ def _k_value(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"K must be a whole number, got {text!r}") from None
-    if not 1 <= value <= 65536:
-        raise argparse.ArgumentTypeError(f"K must be between 1 and 65536, got {value}")
+    if not 1 <= value <= MAX_FIT_COLORS:
+        raise argparse.ArgumentTypeError(f"K must be between 1 and {MAX_FIT_COLORS}, got {value}")
     return value
 
 
@@ -267,8 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_k_or_auto,
         metavar="K|auto",
         help=(
-            "colours, 1 .. 65536 (not needed with --codebook); auto: the smallest K that "
-            "meets --target-psnr or --target-j"
+            f"colours, 1 .. {MAX_FIT_COLORS} (not needed with --codebook); auto: the "
+            "smallest K that meets --target-psnr or --target-j"
         ),
     )
     p.add_argument(
@@ -393,7 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="images read into memory (files, globs or folders); one dtype and channel count",
     )
     p.add_argument(
-        "-k", "--colors", type=_k_value, required=True, metavar="K", help="colours, 1 .. 65536"
+        "-k",
+        "--colors",
+        type=_k_value,
+        required=True,
+        metavar="K",
+        help=f"colours, 1 .. {MAX_FIT_COLORS}",
     )
     p.add_argument(
         "-o",

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._limits import MAX_COLORS
+from .._limits import MAX_FIT_COLORS
 from ._threads import resolve
 from .codebook import Codebook, FewColorsWarning
 from .histogram import ColorHistogram
@@ -25,7 +25,7 @@ from .measure import fit_summary
 from .validation import check_image, check_int, check_mask
 
 #: K tried at most by default: uint8 labels, and far past where quality levels off on
-#: stained slides. Up to MAX_COLORS may be asked for.
+#: stained slides. Up to MAX_FIT_COLORS may be asked for.
 DEFAULT_K_MAX = 256
 
 
@@ -124,8 +124,8 @@ def check_target(target_psnr, target_j) -> dict:
 
 def check_k_max(k_max) -> int:
     k_max = check_int(k_max, "k_max")
-    if not 1 <= k_max <= MAX_COLORS:
-        raise ValueError(f"k_max must be from 1 to {MAX_COLORS:,}, got {k_max:,}.")
+    if not 1 <= k_max <= MAX_FIT_COLORS:
+        raise ValueError(f"k_max must be from 1 to {MAX_FIT_COLORS:,}, got {k_max:,}.")
     return k_max
 
 
@@ -194,7 +194,7 @@ def search_histogram(
                 f"{what} is not reached with K up to k_max={k_max} (the best tried: "
                 f"K={best.n_colors}, PSNR {best.psnr:.2f} dB, J {best.distortion:.4g}); "
                 "lower the target or raise k_max (at most "
-                f"{MAX_COLORS:,})."
+                f"{MAX_FIT_COLORS:,})."
             )
         k = min(2 * k, k_top)
     high = k

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Image, Labels, Layer, Shapes
 
-from .._limits import MAX_COLORS
+from .._limits import MAX_FIT_COLORS
 from ..large import is_lazy_input
 
 __all__ = ["IN_MEMORY_PIXELS", "InputError", "check_k", "check_source", "mask_from_layer"]
@@ -70,10 +70,10 @@ def check_source(layer, color_space: str):
 
 
 def check_k(k) -> int:
-    """K as an int in 1 .. MAX_COLORS, or an :class:`InputError` saying so."""
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_COLORS:
+    """K as an int in 1 .. MAX_FIT_COLORS, or an :class:`InputError` saying so."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_FIT_COLORS:
         raise InputError(
-            f"K = {k!r} is out of range: choose a whole number from 1 to {MAX_COLORS}."
+            f"K = {k!r} is out of range: choose a whole number from 1 to {MAX_FIT_COLORS}."
         )
     return int(k)
 

@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._limits import MAX_COLORS, index_dtype, label_dtype, peak_value
+from .._limits import MAX_FIT_COLORS, index_dtype, label_dtype, peak_value
 from ..core.bits import bit_report, label_entropy_bits
 from ..core.colorspace import palette_rgba
 from ..core.quantize import Quantization
@@ -585,7 +585,7 @@ def layer_data(image, n_colors: int, *, source_layer=None, **options) -> list[tu
         The image, colour axis last (or where ``channel_axis`` says; ``channel_axis=None``
         for a one-channel image). It is not modified.
     n_colors : int
-        K, from 1 to ``MAX_COLORS`` (65,536).
+        K, from 1 to ``MAX_FIT_COLORS`` (4,096).
     source_layer : object, optional
         The napari layer the image comes from (or any object with ``name``, ``scale``,
         ``translate``...): names the outputs and places them where the source is.
@@ -642,8 +642,10 @@ def parse_k_list(text: str | Iterable[int]) -> list[int]:
                 f"'{part}' in the sweep is not a whole number; write K values such as "
                 "'2, 3, 6, 16'"
             ) from None
-        if not 1 <= value <= MAX_COLORS:
-            raise ValueError(f"K = {value} in the sweep is out of range; use 1 to {MAX_COLORS}")
+        if not 1 <= value <= MAX_FIT_COLORS:
+            raise ValueError(
+                f"K = {value} in the sweep is out of range; use 1 to {MAX_FIT_COLORS}"
+            )
         if value not in values:
             values.append(value)
     return values

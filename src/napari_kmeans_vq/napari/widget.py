@@ -60,7 +60,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._limits import MAX_COLORS
+from .._limits import MAX_FIT_COLORS
 from ..core.codebook import Codebook
 from ..core.colorspace import COLOR_SPACES
 from ..core.tissue import DEFAULT_THRESHOLD
@@ -200,7 +200,7 @@ class QuantizeWidget(Container):
         self._viewer = viewer
         self.image = create_widget(annotation=Image, label="image")
         self.image.tooltip = "Image layer to quantize: RGB, RGBA or single-channel."
-        self.n_colors = SpinBox(value=16, min=1, max=MAX_COLORS, label="K (colours)")
+        self.n_colors = SpinBox(value=16, min=1, max=MAX_FIT_COLORS, label="K (colours)")
         self.n_colors.tooltip = "Codebook size K: each pixel becomes a ceil(log2 K)-bit index."
         self.auto_k = CheckBox(value=False, text="choose K for a PSNR target", label="")
         self.auto_k.tooltip = (
