@@ -14,9 +14,10 @@ Peers (each optional; a missing package prints ``n/a``):
 ``seed``        scikit-learn ``KMeans(n_clusters=K, n_init="auto", random_state=42)`` fitted on
                 every pixel (float64), ``labels_`` with the centroids rounded to uint8 (the seed
                 tutorial's recipe; the tutorial truncates, we round so it is judged fairly).
-``gallery``     the scikit-learn gallery recipe: ``KMeans(n_init="auto", random_state=0)`` fitted
-                on 1,000 pixels drawn with ``sklearn.utils.shuffle(random_state=0)``, then
-                ``predict`` on every pixel.
+``gallery``     the recipe of scikit-learn's former gallery example "Color Quantization using
+                K-Means" (no longer in its current gallery): ``KMeans(n_init="auto",
+                random_state=0)`` fitted on 1,000 pixels drawn with
+                ``sklearn.utils.shuffle(random_state=0)``, then ``predict`` on every pixel.
 ``mediancut``   Pillow ``Image.quantize(K, method=MEDIANCUT, dither=NONE)``.
 ``octree``      Pillow ``Image.quantize(K, method=FASTOCTREE, dither=NONE)``.
 ``imagequant``  libimagequant through PyPI ``imagequant``, ``dithering_level=0``. We call its
@@ -239,7 +240,9 @@ METHODS_MD = [
     "- ours: `napari_kmeans_vq.quantize(image, K, random_state=0).reconstruction`.",
     "- seed: scikit-learn `KMeans(n_clusters=K, n_init='auto', random_state=42)` fitted on every"
     " pixel (float64); `labels_` decoded with the centroids rounded to uint8.",
-    "- sklearn gallery: `KMeans(n_clusters=K, n_init='auto', random_state=0)` fitted on 1,000"
+    "- sklearn gallery: the recipe of scikit-learn's former gallery example *Color Quantization"
+    " using K-Means* (no longer in its current gallery):"
+    " `KMeans(n_clusters=K, n_init='auto', random_state=0)` fitted on 1,000"
     " pixels drawn by `sklearn.utils.shuffle(random_state=0)`, `predict` on every pixel.",
     "- Pillow median cut / fast octree: `Image.quantize(K, method=MEDIANCUT | FASTOCTREE,"
     " dither=Dither.NONE)`, converted back to RGB.",
