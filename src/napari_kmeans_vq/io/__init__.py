@@ -1,10 +1,15 @@
-"""Real files for quantized images: the ``.kvq`` container and indexed PNG.
+"""Real files for quantized images: the ``.kvq`` container, indexed PNG, palette TIFF and
+GeoJSON outlines, with the class names.
 
 ``.kvq`` stores any K-colour image (any dtype, any number of axes, K up to 65,536) as a small
 header, the palette and the codeword indices bit-packed at exactly ``ceil(log2 K)`` bits, with
 the index payload optionally deflated and a CRC-32 over the file: the seed tutorial's bit
-count, on disk. Its byte layout is in ``docs/kvq-format.md``. Indexed PNG stores 2D images
-with K <= 256 at a palette bit depth of 1, 2, 4 or 8, for any image viewer.
+count, on disk. Its byte layout is in ``docs/kvq-format.md``. Indexed PNG (written by
+Pillow) stores 2D images with K <= 256 at a palette bit depth of 1, 2, 4 or 8, for any image
+viewer; :func:`save` also writes a palette TIFF (``.tif``, for Fiji and QuPath) and the class
+outlines as GeoJSON (``.geojson``, for QuPath). ``save(..., names=[...])`` records the class
+names in each of them (and :func:`save_ome_zarr` in the OME-Zarr properties);
+``load(path).names`` gives them back (None when the file names no class).
 
 >>> from napari_kmeans_vq.io import save, load                      # doctest: +SKIP
 >>> save("slide.kvq", quantize(image, 16))                               # doctest: +SKIP
@@ -25,6 +30,7 @@ from . import limits
 from ._atomic import atomic_write, clean_leftovers, leftovers, write_store
 from .data import KVQData, KVQError
 from .files import (
+    SAVE_FORMATS,
     encode,
     encoded_sizes,
     format_for_path,
@@ -40,8 +46,10 @@ from .kvq import (
     DEFAULT_LEVEL,
     MAX_CHANNELS,
     MAX_COLORS,
+    MAX_METADATA,
     MAX_NDIM,
     auto_index_layout,
+    class_metadata,
     decode_kvq,
     encode_kvq,
     header_size,
@@ -62,11 +70,14 @@ __all__ = [
     "DEFAULT_LEVEL",
     "MAX_CHANNELS",
     "MAX_COLORS",
+    "MAX_METADATA",
     "MAX_NDIM",
+    "SAVE_FORMATS",
     "KVQData",
     "KVQError",
     "atomic_write",
     "auto_index_layout",
+    "class_metadata",
     "clean_leftovers",
     "decode_indexed_png",
     "decode_kvq",
