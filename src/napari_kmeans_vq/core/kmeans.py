@@ -177,8 +177,9 @@ class _Run:
                 True,
                 self.geometry_threads,
             )
-            self.drift[:], self.slack[:] = 0.0, 0.0
-            self.typical_gap = float(np.median(self.half_gap))
+            if not self.always:
+                self.drift[:], self.slack[:] = 0.0, 0.0
+                self.typical_gap = float(np.median(self.half_gap))
 
     def _full(self, guess=False):
         """Search every point (from the centre in ``labels`` with ``guess``), and sum the
