@@ -39,8 +39,12 @@ def test_table_after_min_region_reports_the_labels_produced(ihc, cleaned):
         [[row[c] for c in table.columns if c.startswith("mean_")] for row in table.rows]
     )
     np.testing.assert_allclose(measured, expected, rtol=1e-9, atol=1e-12)
-    # The fit's centroids describe the labels before clean-up, which are not these.
-    fitted = q.centroids / q.codebook.space_scale_
+    # The result's own table says the same: its centroids are the labels' after clean-up,
+    # while the fit's centroids describe the labels before it, which are not these.
+    own = q.class_table()
+    ours = np.array([[row[c] for c in own.columns if c.startswith("mean_")] for row in own.rows])
+    np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=1e-12)
+    fitted = q.codebook.centroids_ / q.codebook.space_scale_
     assert np.abs(fitted - expected).max() > 1e-3
 
 

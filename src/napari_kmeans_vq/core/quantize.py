@@ -11,7 +11,7 @@ import numpy as np
 from .._limits import index_dtype
 from .autok import DEFAULT_K_MAX, check_k_max, check_target, search_histogram
 from .bits import BitReport
-from .classes import class_table
+from .classes import class_table, label_centroids
 from .codebook import Codebook
 from .histogram import ColorHistogram, encode_decode
 from .kmeans import DEFAULT_EFFORT, weighted_error
@@ -35,7 +35,8 @@ class Quantization:
         The codebook as stored and decoded, in the image's dtype (rounded means for integer
         images).
     centroids : ndarray, shape (K, D)
-        Unrounded cluster means in the clustering colour space.
+        Unrounded cluster means in the clustering colour space (after ``min_region``
+        clean-up, the means of the labels produced; the fit's stay in ``codebook``).
     reconstruction : ndarray
         ``palette[labels]``, the image's shape and dtype (an ignored alpha channel is carried
         over unchanged, and so are the pixels outside a ``mask``).
@@ -278,36 +279,20 @@ def quantize(
     labels, reconstruction = codebook.fit_encode(image, mask=mask, progress=progress)
     inside = None if mask is None else np.asarray(mask)
     n_pixels = labels.size if inside is None else int(inside.sum())
-    counts = None
-    if min_region:
-        labels = merge_small_regions(labels, min_region, mask=inside)
-        arr = check_image(image, channel_axis=codebook.channel_axis)
-        counts, inertia = _remeasure(
-            codebook, arr, labels, reconstruction, inside, codebook.channels_
-        )
-        distortion, psnr, report = fit_summary(codebook, n_pixels, n_pixels, inertia, counts)
-    else:
-        distortion, psnr, report = fit_summary(codebook, n_pixels, n_pixels)
     has_alpha = reconstruction.shape[-1] == 4
-    if channel_axis is None:
-        reconstruction = reconstruction[..., 0]
-    else:
-        reconstruction = np.moveaxis(reconstruction, -1, channel_axis)
     info = fit_info(codebook, n_colors, random_state, alpha if has_alpha else None)
-    info["seconds"] = time.perf_counter() - start
-    return Quantization(
-        labels=labels,
-        palette=codebook.palette_,
-        centroids=codebook.centroids_,
-        reconstruction=reconstruction,
-        distortion=distortion,
-        psnr=psnr,
-        report=report,
-        n_colors=codebook.n_colors_,
-        codebook=codebook,
-        info=info,
-        mask=inside,
-        counts=counts,
+    arr = check_image(image, channel_axis=codebook.channel_axis) if min_region else None
+    return _result(
+        codebook,
+        arr,
+        labels,
+        reconstruction,
+        inside,
+        n_pixels,
+        min_region,
+        channel_axis,
+        info,
+        start,
     )
 
 
@@ -498,12 +483,16 @@ def _result(
     inertia=None,
     counts=None,
 ):
-    """The Quantization: clean-up (``min_region``) and the figures measured on the labels."""
+    """The Quantization: clean-up (``min_region``) and the figures measured on the labels
+    (after clean-up, the centroids too: the class table's mean stains describe the labels
+    produced)."""
+    centroids = codebook.centroids_
     if min_region:
         labels = merge_small_regions(labels, min_region, mask=inside)
         counts, inertia = _remeasure(
             codebook, arr, labels, reconstruction, inside, codebook.channels_
         )
+        centroids = label_centroids(codebook, arr, labels, inside)
     distortion, psnr, report = fit_summary(codebook, n_pixels, n_pixels, inertia, counts)
     if channel_axis is None:
         reconstruction = reconstruction[..., 0]
@@ -513,7 +502,7 @@ def _result(
     return Quantization(
         labels=labels,
         palette=codebook.palette_,
-        centroids=codebook.centroids_,
+        centroids=centroids,
         reconstruction=reconstruction,
         distortion=distortion,
         psnr=psnr,
