@@ -333,7 +333,7 @@ class _Job:
 
     source: Path | str  # a path, or "-" for standard input
     out: Path | str | None = None  # a path, "-" for standard output, or None
-    out_format: str | None = None  # "kvq", "png" or "ome-zarr"
+    out_format: str | None = None  # "kvq", "png", "tiff", "geojson" or "ome-zarr"
     table: Path | None = None
 
     @property
@@ -342,18 +342,18 @@ class _Job:
 
 
 def _output_format(out: Path, flag: str = "-o") -> str:
-    """The format an output path names: ``kvq``, ``png`` or ``ome-zarr``."""
-    from ..io import format_for_path
+    """The format an output path names: ``kvq``, ``png``, ``tiff`` (labels with the palette,
+    for Fiji and QuPath), ``geojson`` (class outlines for QuPath) or ``ome-zarr``."""
+    from ..io import SAVE_FORMATS, format_for_path
 
     if out.name.lower().endswith(_ZARR_SUFFIX):
         return "ome-zarr"
     try:
-        out_format = format_for_path(out)
+        return format_for_path(out, formats=SAVE_FORMATS)
     except ValueError:
-        out_format = None
-    if out_format not in ("kvq", "png"):
-        raise UsageError(f"{flag} must name a .kvq, .png or .ome.zarr output, got {out}")
-    return out_format
+        raise UsageError(
+            f"{flag} must name a .kvq, .png, .tif, .geojson or .ome.zarr output, got {out}"
+        ) from None
 
 
 def _check_png_k(k: int | None, out) -> None:
@@ -542,6 +542,9 @@ def _save_file(out, out_format: str, q, contents: dict, files: dict, args, progr
     if out_format == "kvq" and args.no_deflate:
         content = encode(q, format="kvq", deflate=False, names=names)
         key = "kvq_raw"
+    elif out_format in ("tiff", "geojson"):
+        content = encode(q, format=out_format, names=names, pixel_size=_tiff_pixel_size(args))
+        key = out_format
     elif names is not None and out_format in contents:
         content = encode(q, format=out_format, names=names)
         key = "kvq_deflated" if out_format == "kvq" else "png"
@@ -560,13 +563,29 @@ def _save_file(out, out_format: str, q, contents: dict, files: dict, args, progr
     return {"path": str(out), "format": out_format, "bytes": size}, key
 
 
+def _tiff_pixel_size(args) -> float | None:
+    """The pixel side in micrometres a TIFF records (square pixels only)."""
+    size, unit = args.pixel_size, (args.unit or "um").lower()
+    if size is None:
+        return None
+    if isinstance(size, tuple):
+        if size[0] != size[1]:
+            raise UsageError("a TIFF records square pixels: give one --pixel-size")
+        size = size[0]
+    per_um = {"um": 1.0, "µm": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3}.get(unit)
+    if per_um is None:
+        raise UsageError(f"a TIFF records the pixel size in um, nm or mm; --unit is {unit}")
+    return size * per_um
+
+
 def _table_output(args, out) -> Path | None:
-    """The ``--table`` path, checked, or None (``--pixel-size`` and ``--unit`` need it, or
-    --summary)."""
+    """The ``--table`` path, checked, or None (``--pixel-size`` and ``--unit`` need it,
+    --summary or a TIFF output, which records the pixel size)."""
     if args.unit is not None and (not args.unit.strip() or any(c in args.unit for c in " ,\n")):
         raise UsageError(f"--unit must be a word such as um or mm, got {args.unit!r}")
+    tiff = isinstance(out, Path) and out.suffix.lower() in (".tif", ".tiff")
     if args.table is None:
-        if args.summary is None:
+        if args.summary is None and not tiff:
             for name, value in (("--pixel-size", args.pixel_size), ("--unit", args.unit)):
                 if value is not None:
                     raise UsageError(f"{name} goes with --table OUT.csv or --summary")
@@ -635,7 +654,7 @@ def _compress_file(args, job: _Job, source: Path, codebook, names, progress) -> 
     # are computed in memory, for the full report and any output; a larger one goes to
     # OME-Zarr, block by block, or is only reported.
     in_memory = not streamed or (out_format != "ome-zarr" and pixels <= limits.MAX_PIXELS)
-    if not in_memory and out_format in ("kvq", "png"):
+    if not in_memory and out_format != "ome-zarr":
         raise UsageError(
             f"{job.label} has {pixels:,} pixels, over the limit of {limits.MAX_PIXELS:,} "
             f"decoded into memory (--max-pixels): it is streamed and written as OME-Zarr "
