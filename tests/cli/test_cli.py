@@ -152,7 +152,7 @@ def test_refuses_to_overwrite_without_force(photo, tmp_path):
         ["compress", "IMAGE", "-k", "0"],
         ["compress", "IMAGE", "-k", "many"],
         ["compress", "IMAGE"],
-        ["compress", "IMAGE", "-k", "4", "-o", "out.tif"],
+        ["compress", "IMAGE", "-k", "4", "-o", "out.jpg"],
         ["compress", "IMAGE", "-k", "4", "--space", "hsv"],
         ["sweep", "IMAGE", "--csv", "--json"],
         ["sweep", "IMAGE", "-k", "2,x"],
@@ -172,7 +172,7 @@ def test_usage_errors_exit_2(photo, tmp_path, monkeypatch, capsys, args):
 
 
 def test_usage_error_exit_2_in_a_subprocess(photo, tmp_path):
-    for args in (["compress", photo, "-k", "0"], ["compress", photo, "-k", 4, "-o", "out.tif"]):
+    for args in (["compress", photo, "-k", "0"], ["compress", photo, "-k", 4, "-o", "out.jpg"]):
         result = run(*args, cwd=tmp_path)
         assert result.returncode == 2
         assert "usage: napari-kmeans-vq compress" in result.stderr
