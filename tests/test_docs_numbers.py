@@ -42,7 +42,10 @@ def context():
 
 def test_pages_have_generated_blocks():
     names = {b.name for page in PAGES for b in gen.blocks(page)}
-    for expected in ("ihc", "tutorial-k-table", "rate-distortion", "bench-quantize"):
+    for expected in (
+        "ihc", "tutorial-k-table", "rate-distortion", "bench-quantize", "k-curve-table",
+        "k-curve", "cli", "cli-value", "he", "he-table", "he-csv", "tissue",
+    ):  # fmt: skip
         assert expected in names, f"no page uses the {expected!r} generator"
 
 
@@ -83,6 +86,41 @@ def test_a_number_edited_by_hand_is_caught(context, tmp_path):
     copy.write_text(edited, encoding="utf-8")
     assert gen.regenerate(copy, context, {"fast"}, edited) != edited
     assert gen.regenerate(page, context, {"fast"}, text) == text
+
+
+@pytest.mark.parametrize(
+    ("page", "name"),
+    [
+        ("napari-guide.md", "ihc"),
+        ("choosing-k.md", "k-curve"),
+        ("cli.md", "cli"),
+        ("he-walkthrough.md", "he-table"),
+        ("he-walkthrough.md", "he"),
+    ],
+)
+def test_an_edited_transcript_or_table_is_caught(page, name, context):
+    """A digit changed in a CLI transcript, a class table or a prose figure is reported."""
+    path = ROOT / "docs" / page
+    text = path.read_text(encoding="utf-8")
+    block = next(b for b in gen.blocks(path, text) if b.name == name and re.search(r"\d", b.body))
+    i = text.index("-->", block.start) + len("-->")  # where the body starts
+    i += re.search(r"\d", block.body).start()
+    edited = text[:i] + str((int(text[i]) + 1) % 10) + text[i + 1 :]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert gen.regenerate(path, context, {"fast"}, edited) != edited
+
+
+def test_timing_columns_are_left_out_of_transcripts():
+    def row(*cells):  # right-aligned, as the CLI prints its tables
+        return "".join(f"{c:>{w}}" for c, w in zip(cells, (2, 8, 9, 7), strict=True))
+
+    table = [row("K", "J", "PSNR dB", "s"), row(2, 9.5, 20.18, 0.06), row(16, 1.5, 30.87, 12.34)]
+    text = "\n".join(["demo: header", *table, "raw image 786,432 bytes; input 468,806"])
+    assert gen._drop_column(text, "s").splitlines() == [
+        "demo: header", " K       J  PSNR dB", " 2     9.5    20.18", "16     1.5    30.87",
+        "raw image 786,432 bytes; input 468,806",
+    ]  # fmt: skip
 
 
 def test_write_block_replaces_only_its_block(tmp_path):

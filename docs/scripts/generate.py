@@ -252,6 +252,43 @@ class Context:
     def k_curve(self):
         return _load_script(SCRIPTS / "make_k_curve.py")
 
+    @functools.cached_property
+    def k_curve_rows(self) -> dict[int, dict]:
+        """make_k_curve.py's rows for its table's K values, by K (this run's quantizations)."""
+        kc = self.k_curve
+        with contextlib.redirect_stderr(io.StringIO()):
+            rows = kc.measure(kc.TABLE_KS, quantize=self.quantize, sizes=self.sizes)
+        return {r["K"]: r for r in rows}
+
+    @functools.cached_property
+    def he(self):
+        from napari_kmeans_vq.io.samples import stain_patches
+
+        return stain_patches()
+
+    @functools.cached_property
+    def he_tissue(self):
+        from napari_kmeans_vq.core.tissue import DEFAULT_THRESHOLD, tissue_mask
+
+        return tissue_mask(self.he, DEFAULT_THRESHOLD)
+
+    @functools.cache  # noqa: B019
+    def he_run(self, k: int = 4, space: str = "hed", masked: bool = True, min_region: int = 0,
+               merge: tuple[int, ...] = ()):  # fmt: skip
+        """The widget's run on the stain_patches sample with its defaults (seed 0, restarts
+        automatic, the automatic tissue mask at the default threshold), then *Merge
+        selected* on the labels ``merge``: the library calls the widget makes."""
+        from napari_kmeans_vq import quantize
+        from napari_kmeans_vq.napari.layers import merge_classes
+
+        options = {"random_state": 0, "color_space": space, "n_init": "auto"}
+        if masked:
+            options["mask"] = self.he_tissue
+        if min_region:
+            options["min_region"] = min_region
+        q = quantize(self.he, k, **options)
+        return merge_classes(q, list(merge), self.he) if merge else q
+
 
 def _int(value: str | int) -> int:
     return int(str(value).replace(",", "").replace("_", ""))
@@ -276,6 +313,13 @@ IHC_FIELDS = {
     "raw_bytes": lambda c, k, s: f"{c.sizes(k)['raw_bytes']:,}",
     "ratio": lambda c, k, s: f"{c.quantize(k, s).report.ratio:.3f}",
     "kvq_pct_raw": lambda c, k, s: _pct(c.sizes(k)["ratios"]["vs_raw"]["kvq_deflated"]),
+    "png_bit_depth": lambda c, k, s: str(c.sizes(k)["files"]["png_bit_depth"]),
+    "original_bits": lambda c, k, s: f"{c.quantize(k, s).report.original_bits:,}",
+    "index_bits": lambda c, k, s: f"{c.quantize(k, s).report.index_bits:,}",
+    "bits_per_index": lambda c, k, s: str(c.quantize(k, s).report.bits_per_index),
+    "codebook_bits": lambda c, k, s: f"{c.quantize(k, s).report.codebook_bits:,}",
+    "total_bits": lambda c, k, s: f"{c.quantize(k, s).report.total_bits:,}",
+    "saving_pct": lambda c, k, s: _pct(c.quantize(k, s).report.saving),
     "png_pct_raw": lambda c, k, s: _pct(c.sizes(k)["ratios"]["vs_raw"]["png"]),
 }
 # J and PSNR with another number of decimals: show=J digits=2
@@ -293,7 +337,8 @@ def ihc_value(
     immunohistochemistry sample. show: J, psnr (digits=N for other decimals), kvq_bytes
     (deflated .kvq), png_bytes, kvq_raw_bytes, formula_bytes, raw_bytes, entropy_bits,
     distinct (distinct colours), pixels, ratio (formula), kvq_pct_raw, png_pct_raw (file
-    bytes as a percentage of the raw 24-bit bytes)."""
+    bytes as a percentage of the raw 24-bit bytes), png_bit_depth, and the bit report's
+    original_bits, index_bits, bits_per_index, codebook_bits, total_bits, saving_pct."""
     if digits is not None and show in IHC_DIGITS:
         return f"{IHC_DIGITS[show](ctx, int(k), space):,.{int(digits)}f}"
     if show not in IHC_FIELDS:
@@ -484,10 +529,244 @@ def rate_distortion_photo(ctx: Context, image: str) -> str:
 @generator("k-curve-table")
 def k_curve_table(ctx: Context) -> str:
     """The table of docs/scripts/make_k_curve.py (J, PSNR and bits per pixel against K)."""
-    kc = ctx.k_curve
-    with contextlib.redirect_stderr(io.StringIO()):
-        rows = kc.measure(kc.TABLE_KS)
-    return kc.table(rows)
+    return ctx.k_curve.table(list(ctx.k_curve_rows.values()))
+
+
+@generator("k-curve")
+def k_curve_value(
+    ctx: Context, show: str, k: str = "", a: str = "", b: str = "", psnr: str = ""
+) -> str:
+    """A figure of the k-curve table, for the prose around it. show: share k=N (J as a
+    percentage of J at K = 2), psnr_gain a=K b=K (dB gained from K = a to K = b),
+    kvq_bpp_gain a=K b=K (deflated .kvq bits per pixel added), first_k psnr=DB (the first K
+    of the table whose PSNR reaches DB)."""
+    rows = ctx.k_curve_rows
+    if show == "share":
+        return f"{rows[int(k)]['J'] / rows[2]['J']:.1%}"
+    if show in ("psnr_gain", "kvq_bpp_gain"):
+        key, fmt = ("psnr", "{:.1f}") if show == "psnr_gain" else ("kvq_bpp", "{:.2f}")
+        return fmt.format(rows[int(b)][key] - rows[int(a)][key])
+    if show == "first_k":
+        found = [r["K"] for r in rows.values() if r["psnr"] >= float(psnr)]
+        if not found:
+            raise ValueError(f"k-curve: no K of the table reaches {psnr} dB")
+        return str(min(found))
+    raise ValueError(f"k-curve: unknown show={show!r}")
+
+
+# -- fast generators: the command line, run on the IHC sample ---------------------------
+
+SLIDE = "slide.png"
+
+
+@contextlib.contextmanager
+def _cwd(path: Path):
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def _cli(argv: list[str]) -> str:
+    """``napari-kmeans-vq ARGV`` in this process: its stdout (stderr is progress)."""
+    from napari_kmeans_vq.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(argv)
+    if status != 0:
+        raise RuntimeError(f"napari-kmeans-vq {shlex.join(argv)}: exit {status}\n{err.getvalue()}")
+    return out.getvalue()
+
+
+@functools.cache
+def _cli_run(ctx: Context, setup: str, cmd: str) -> tuple[str, dict[str, str]]:
+    """Run ``setup`` (commands separated by ``;``, output dropped), then ``cmd``, in an
+    empty folder holding ``slide.png``: scikit-image's immunohistochemistry sample, written
+    as ``demo`` writes its ``ihc.png``. Returns ``cmd``'s stdout and the text files left."""
+    from napari_kmeans_vq.io import encode_image
+
+    with tempfile.TemporaryDirectory() as tmp, _cwd(Path(tmp)), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Path(SLIDE).write_bytes(encode_image(ctx.ihc, ".png"))
+        for command in filter(str.strip, setup.split(";")):
+            _cli(shlex.split(command))
+        stdout = _cli(shlex.split(cmd))
+        files = {}
+        for path in Path(".").rglob("*"):
+            if path.is_file() and path.suffix in (".csv", ".json", ".txt"):
+                files[path.as_posix()] = path.read_text(encoding="utf-8")
+    return stdout, files
+
+
+def _drop_column(text: str, name: str) -> str:
+    """Cut the table column headed ``name`` (the last one, such as the seconds ``s``) from
+    the header and the rows under it (lines starting with a number)."""
+    out, cut = [], None
+    for line in text.splitlines():
+        fields = line.split()
+        if fields and fields[-1] == name and len(fields) > 2:
+            cut = len(line.rstrip()[: -len(name)].rstrip())  # right-aligned cells
+        elif cut is not None and not re.match(r"\s*\d", line):
+            cut = None
+        out.append(line[:cut].rstrip() if cut is not None else line)
+    return "\n".join(out)
+
+
+@generator("cli")
+def cli_transcript(
+    ctx: Context, cmd: str, setup: str = "", file: str = "", drop: str = "", lines: str = ""
+) -> str:
+    """What ``napari-kmeans-vq CMD`` prints, run on ``slide.png`` (the IHC sample as a PNG)
+    in an empty folder, in a fenced block. setup: commands run first (``;`` between them);
+    file: show that file written by the command instead; drop: a table column left out
+    (timings: ``drop=s``); lines: keep the first N lines, then ``...``."""
+    stdout, files = _cli_run(ctx, setup, cmd)
+    text = files[file] if file else stdout
+    text = text.rstrip("\n")
+    if drop:
+        text = _drop_column(text, drop)
+    if lines:
+        kept = text.splitlines()[: int(lines)]
+        indent = re.match(r"\s*", kept[-1])[0]
+        text = "\n".join([*kept, f"{indent}..."])
+    return f"```text\n{text}\n```"
+
+
+@generator("cli-value")
+def cli_value(ctx: Context, cmd: str, path: str, setup: str = "", digits: str = "") -> str:
+    """One field of ``napari-kmeans-vq CMD``'s ``--json`` output (run as for ``cli``), by
+    its dotted path (``mask.pixels``); whole numbers with thousands separators."""
+    import json
+
+    value = json.loads(_cli_run(ctx, setup, cmd)[0])
+    for key in path.split("."):
+        value = value[int(key)] if isinstance(value, list) else value[key]
+    if isinstance(value, float) and digits:
+        return f"{value:,.{int(digits)}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+# -- fast generators: the H&E walkthrough (the widget's flow on stain_patches) -----------
+
+HE_PIXEL = 0.5  # µm: the pixel size the walkthrough gives the sample's layer
+
+
+def _he_args(k="4", space="hed", mask="auto", min_region="0", merge=""):
+    return (
+        int(k), space, mask == "auto", int(min_region),
+        tuple(int(x) for x in merge.split(",") if x),
+    )  # fmt: skip
+
+
+def _he_table(ctx: Context, names: str = "", **run):
+    from napari_kmeans_vq.napari.layers import class_table_view
+
+    q = ctx.he_run(*_he_args(**run))
+    table = q.class_table(names.split(",") if names else None, pixel_size=HE_PIXEL, unit="um")
+    return q, table, class_table_view(table)
+
+
+@generator("he")
+def he_value(ctx: Context, show: str, label: str = "1", **run) -> str:
+    """One figure of the H&E walkthrough: the widget's flow on the stain_patches sample
+    (automatic tissue mask, seed 0; k=4 space=hed by default; mask=none, min_region=N,
+    merge=3,4 as the widget's options and *Merge selected*), areas at 0.5 µm per pixel.
+    show: tile_pixels, mask_pixels, mask_pct, outside_pixels, outside_pct, tissue_area,
+    outside_area, J, psnr, pixels label=N, area label=N, h_ratio (class 1's hematoxylin
+    over the most of any other class, rounded), background_pct (the share of the palest
+    class)."""
+    tissue, area = ctx.he_tissue, HE_PIXEL**2
+    n, inside = tissue.size, int(tissue.sum())
+    simple = {
+        "tile_pixels": f"{n:,}",
+        "mask_pixels": f"{inside:,}",
+        "mask_pct": f"{100 * inside / n:.1f}%",
+        "outside_pixels": f"{n - inside:,}",
+        "outside_pct": f"{100 * (n - inside) / n:.1f}%",
+        "tissue_area": f"{inside * area:,.1f}",
+        "outside_area": f"{(n - inside) * area:,.1f}",
+    }
+    if show in simple:
+        return simple[show]
+    q, table, (_, cells) = _he_table(ctx, **run)
+    row = table.rows[int(label) - 1]
+    if show == "J":
+        return f"{q.distortion:,.1f}"
+    if show == "psnr":
+        return f"{q.psnr:.1f}"
+    if show == "pixels":
+        return f"{row['pixels']:,}"
+    if show == "area":
+        return cells[int(label) - 1][3]
+    if show == "h_ratio":
+        h = table.column("mean_hematoxylin")
+        return f"{h[0] / max(h[1:]):.0f}"
+    if show == "background_pct":
+        stains = [c for c in table.columns if c.startswith("mean_")]
+        palest = min(table.rows, key=lambda r: sum(r[c] for c in stains))
+        return f"{100 * palest['share']:.1f}%"
+    raise ValueError(f"he: unknown show={show!r}")
+
+
+@generator("he-table")
+def he_table(ctx: Context, columns: str = "stains", names: str = "", **run) -> str:
+    """The widget's class table for the H&E walkthrough's run (arguments as for ``he``),
+    as the widget shows it. columns=stains: class, share, area, mean stains;
+    columns=areas: class, name, pixels, share of the tissue, area."""
+    _, table, (header, cells) = _he_table(ctx, names, **run)
+    if columns == "stains":
+        head = [h for h in header if h != "name"]
+        rows = [[c for i, c in enumerate(r) if header[i] != "name"] for r in cells]
+    elif columns == "areas":
+        head = ["class", "name", "pixels", "share of the tissue", header[3]]
+        rows = [[r[0], r[1], f"{row['pixels']:,}", r[2], r[3]] for r, row in
+                zip(cells, table.rows, strict=True)]  # fmt: skip
+    else:
+        raise ValueError(f"he-table: columns is stains or areas, got {columns!r}")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _short(value) -> str:
+    """A CSV cell as the page shows it: floats past four decimals cut, with ``...``."""
+    text = str(value)
+    whole, dot, decimals = text.partition(".")
+    if isinstance(value, float) and dot and len(decimals) > 4:
+        return f"{whole}.{decimals[:4]}..."
+    return text
+
+
+@generator("he-csv")
+def he_csv(ctx: Context, names: str = "", **run) -> str:
+    """The class table's CSV (*Export CSV…*, ``ClassTable.to_csv``) for the walkthrough's
+    run (arguments as for ``he``), long decimals cut to four, in a fenced block."""
+    _, table, _ = _he_table(ctx, names, **run)
+    lines = [",".join(table.columns)]
+    lines += [",".join(_short(row[c]) for c in table.columns) for row in table.rows]
+    return "```text\n" + "\n".join(lines) + "\n```"
+
+
+@generator("tissue")
+def tissue_value(ctx: Context, show: str) -> str:
+    """The automatic tissue mask's default threshold (``core.tissue.DEFAULT_THRESHOLD``,
+    optical density summed over R, G and B): show=threshold, glass_pct (the brightness, as
+    a percentage of full, that a grey at the threshold has in every channel), glass_grey
+    (that grey in 8-bit levels)."""
+    from napari_kmeans_vq.core.tissue import DEFAULT_THRESHOLD
+
+    level = 10 ** (-DEFAULT_THRESHOLD / 3)
+    values = {
+        "threshold": f"{DEFAULT_THRESHOLD:g}",
+        "glass_pct": f"{100 * level:.0f}%",
+        "glass_grey": f"{255 * level:.0f}",
+    }
+    if show not in values:
+        raise ValueError(f"tissue: show is one of {', '.join(values)}")
+    return values[show]
 
 
 # -- the benchmark: timing blocks and what is derived from them --------------------------
@@ -517,6 +796,19 @@ def bench_quantize(ctx: Context) -> str:
         args = [a.format(data=ctx.data) for a in BENCH_COMMAND]
         _run_script([*args, "--markdown", str(out)])
         return read_block(out, "bench-quantize")
+
+
+@generator("bench-large-k", kind="timing")
+def bench_large_k(ctx: Context) -> str:
+    """benchmarks/bench_quantize.py's large-K table (time and peak memory at K = 1,024 and
+    4,096)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "large-k.md"
+        _run_script([
+            "benchmarks/bench_quantize.py", "--large-k", "1024,4096", "--large-k-only",
+            "--markdown", str(out), "--block", "bench-large-k",
+        ])  # fmt: skip
+        return read_block(out, "bench-large-k")
 
 
 @generator("bench-widget", kind="timing")
@@ -591,6 +883,7 @@ def _span(values: list[float], fmt: str = "{:.0f}") -> str:
 def bench_summary(ctx: Context, show: str) -> str:
     """A figure derived from the bench-quantize block of docs/benchmarks.md (so it always
     agrees with the table). show: images (not counting the mosaic), ks, cells, methods,
+    other_methods (methods besides ours),
     lowest (cells where ours has the lowest J), memory_x (peak memory in image bytes),
     worst_excess (largest % by which ours is above the lowest J),
     faster_seed_small, faster_seed_big (times faster than scikit-learn on every pixel),
@@ -609,6 +902,8 @@ def bench_summary(ctx: Context, show: str) -> str:
         return f"{max(bench_memory()):.1f}"
     if show == "methods":
         return str(max(len(row) for row in cells.values()))
+    if show == "other_methods":
+        return str(max(len(row) for row in cells.values()) - 1)
     excess = {key: _ours(row).J / min(c.J for c in row.values()) - 1 for key, row in cells.items()}
     if show == "lowest":
         return str(sum(e <= 0 for e in excess.values()))

@@ -8,8 +8,8 @@ deflated ``.kvq`` file's, and writes
   K on a log2 axis; an SVG drawn by hand (no matplotlib needed);
 * the table of selected K values into ``docs/choosing-k.md``: its
   ``<!-- generated: k-curve-table -->`` block, which ``docs/scripts/generate.py`` also
-  fills (and ``tests/test_docs_numbers.py`` checks); older pages mark it with
-  ``<!-- k-curve-table:start -->`` and ``<!-- k-curve-table:end -->``.
+  fills (and ``tests/test_docs_numbers.py`` checks), as do the figures of its prose
+  (``generate.py``'s ``k-curve`` generator).
 
 Run from the repository root::
 
@@ -29,24 +29,34 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "choosing-k.md"
 SVG = ROOT / "docs" / "images" / "k_curve.svg"
-START, END = "<!-- k-curve-table:start -->", "<!-- k-curve-table:end -->"
 KS = range(2, 65)
 TABLE_KS = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
-def measure(ks=KS) -> list[dict]:
-    """One row per K: J, PSNR, bits per pixel (formula and deflated .kvq)."""
-    from skimage import data
+def measure(ks=KS, quantize=None, sizes=None) -> list[dict]:
+    """One row per K: J, PSNR, bits per pixel (formula and deflated .kvq).
 
-    from napari_kmeans_vq import quantize
+    ``quantize(k)`` and ``sizes(k)`` may be given by a caller that already holds these
+    quantizations (``generate.py`` shares them between its blocks); by default the IHC
+    sample is quantized here with ``random_state=0``.
+    """
     from napari_kmeans_vq.io import size_report
 
-    image = data.immunohistochemistry()
+    if quantize is None:
+        from skimage import data
+
+        from napari_kmeans_vq import quantize as _quantize
+
+        image = data.immunohistochemistry()
+
+        def quantize(k):
+            return _quantize(image, k, random_state=0)
+
     rows = []
     for k in ks:
-        q = quantize(image, k, random_state=0)
+        q = quantize(k)
         n = q.report.n_pixels
-        files = size_report(q)["files"]
+        files = (sizes(k) if sizes is not None else size_report(q))["files"]
         rows.append(
             {
                 "K": q.n_colors,
@@ -174,12 +184,10 @@ def page_with(text: str, body: str) -> str:
     generated = re.search(
         r"<!-- generated: k-curve-table -->.*?<!-- /generated -->", text, re.DOTALL
     )
-    if generated:
-        region = f"<!-- generated: k-curve-table -->\n{body}\n<!-- /generated -->"
-        return text[: generated.start()] + region + text[generated.end() :]
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{body}\n{END}{tail}"
+    if not generated:
+        raise SystemExit(f"{PAGE}: no <!-- generated: k-curve-table --> block")
+    region = f"<!-- generated: k-curve-table -->\n{body}\n<!-- /generated -->"
+    return text[: generated.start()] + region + text[generated.end() :]
 
 
 def main(argv=None) -> int:
