@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,13 @@ from napari_kmeans_vq import quantize
 from napari_kmeans_vq.io import KVQError, load, png_bit_depth, save
 from napari_kmeans_vq.napari.layers import METADATA_KEY, quantization_layer_data
 from napari_kmeans_vq.napari.reader import get_reader, read_kvq_layers
-from napari_kmeans_vq.napari.writer import codes_from_layers, write_indexed_png, write_kvq
+from napari_kmeans_vq.napari.writer import (
+    codes_from_layers,
+    write_geojson,
+    write_indexed_png,
+    write_kvq,
+    write_labels_tiff,
+)
 
 PLUGIN = "napari-kmeans-vq"
 
@@ -73,7 +80,11 @@ def test_reader_gives_the_names_the_file_records(tmp_path, q, suffix):
 def test_writer_takes_names_from_features(tmp_path, q):
     names = ["nuclei", "stroma", "glass", "red cells", "fat", "muscle"]
     layers = quantization_layer_data(q, names=names)
-    for writer, suffix in ((write_kvq, ".kvq"), (write_indexed_png, ".png")):
+    for writer, suffix in (
+        (write_kvq, ".kvq"),
+        (write_indexed_png, ".png"),
+        (write_labels_tiff, ".tif"),
+    ):
         [written] = writer(str(tmp_path / f"named{suffix}"), [layers[1]])
         assert load(written).names == names
         # Round trip through the reader: the features' names survive.
@@ -255,3 +266,32 @@ def test_an_ordinary_png_is_not_claimed(make_napari_viewer, tmp_path, q):
     ours = save(tmp_path / "ours.png", q)
     [(_, _, kind), (labels, _, kind2)] = npe2.read([str(ours)], plugin_name=PLUGIN, stack=False)
     assert (kind, kind2) == ("image", "labels") and np.array_equal(labels, q.labels + 1)
+
+
+def test_geojson_writer_outlines_every_class_with_its_name(tmp_path, q):
+    names = ["nuclei", "stroma", "glass", "red cells", "fat", "muscle"]
+    [written] = write_geojson(
+        str(tmp_path / "outlines"), [quantization_layer_data(q, names=names)[1]]
+    )
+    assert written.endswith("outlines.geojson")
+    features = json.loads(Path(written).read_text())["features"]
+    assert {f["properties"]["classification"]["name"] for f in features} == set(names)
+    pixels = np.bincount(
+        [f["properties"]["label"] for f in features],
+        weights=[f["properties"]["pixels"] for f in features],
+        minlength=len(names) + 1,
+    )
+    np.testing.assert_array_equal(pixels[1:], np.bincount(q.labels.ravel(), minlength=len(names)))
+
+
+@pytest.mark.napari
+def test_viewer_saves_labels_as_tiff_and_geojson(make_napari_viewer, tmp_path, q):
+    viewer = make_napari_viewer()
+    for data, meta, kind in quantization_layer_data(q):
+        getattr(viewer, f"add_{kind}")(data, **meta)
+    viewer.layers.selection = {viewer.layers[-1]}
+    for suffix in (".tif", ".geojson"):
+        out = tmp_path / f"saved{suffix}"
+        viewer.layers.save(str(out), selected=True, plugin=PLUGIN)
+        assert out.exists()
+    np.testing.assert_array_equal(load(tmp_path / "saved.tif").labels, q.labels)

@@ -253,13 +253,41 @@ def write_indexed_png(path: str, layer_data, meta: dict | None = None) -> list[s
     return _write(path, layer_data, meta, "png")
 
 
-def _write(path, layer_data, meta, fmt: str) -> list[str]:
+def write_labels_tiff(path: str, layer_data, meta: dict | None = None) -> list[str]:
+    """npe2 writer: save a 2D labels layer as a palette-colour TIFF (Fiji and QuPath open it
+    with its colours; the class names go in its description).
+
+    Parameters are as for :func:`write_kvq` (``.tif`` is appended when missing).
+
+    Returns
+    -------
+    list of str
+        The path written.
+    """
+    return _write(path, layer_data, meta, "tiff", ".tif")
+
+
+def write_geojson(path: str, layer_data, meta: dict | None = None) -> list[str]:
+    """npe2 writer: save a 2D labels layer's class outlines as GeoJSON, the form QuPath
+    imports (one feature per region, its class name and colour).
+
+    Parameters are as for :func:`write_kvq` (``.geojson`` is appended when missing).
+
+    Returns
+    -------
+    list of str
+        The path written.
+    """
+    return _write(path, layer_data, meta, "geojson")
+
+
+def _write(path, layer_data, meta, fmt: str, suffix: str | None = None) -> list[str]:
     from ..io import save
 
     layers = _as_layer_list(layer_data, meta)
     indices, palette, scalar = codes_from_layers(layers)
     names = class_names_from_layers(layers, _label_values(layers, len(palette)))
-    path = _with_suffix(path, f".{fmt}")
+    path = _with_suffix(path, suffix or f".{fmt}", also=(".tiff",) if fmt == "tiff" else ())
     save(path, indices, palette, format=fmt, scalar=scalar, names=names)
     return [str(path)]
 
@@ -273,6 +301,8 @@ def _label_values(layers, k: int) -> list[int]:
     return np.unique(np.asarray(labels)).tolist()
 
 
-def _with_suffix(path, suffix: str) -> Path:
+def _with_suffix(path, suffix: str, also=()) -> Path:
     path = Path(path)
-    return path if path.suffix.lower() == suffix else path.with_name(path.name + suffix)
+    if path.suffix.lower() in (suffix, *also):
+        return path
+    return path.with_name(path.name + suffix)
