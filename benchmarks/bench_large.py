@@ -19,6 +19,25 @@ Usage::
     python benchmarks/bench_large.py                       # full size, IHC colours
     python benchmarks/bench_large.py --tile /path/he.png   # H&E tile colours
     python benchmarks/bench_large.py --size 8192           # a quick try
+
+Slide mode (``--slide``): a pyramidal JPEG-tiled TIFF as scanners write them, made by
+``benchmarks/make_slide.py`` (``--make-slide SIDE``) or any slide given. Each figure comes
+from a fresh process with the same dask threaded scheduler and ``--threads`` threads:
+
+* decode only: every tile of the full-resolution level read and decoded once, through the
+  same reader and blocks as the run (nothing else done with the pixels);
+* ours: ``napari_kmeans_vq.quantize(open_image(slide), K)`` (the exact fit: every tile
+  decoded for the colour histogram, then k-means), then ``save_ome_zarr``: labels encoded
+  block by block (every tile decoded again) and written as multiscale OME-Zarr labels with
+  palette colours, class properties and a pyramid subsampled from the full-resolution
+  labels;
+* the ratio of the two, and the run's peak resident memory (its RSS high-water mark).
+
+Usage::
+
+    python benchmarks/bench_large.py --make-slide 16384                 # 0.27 Gpx
+    python benchmarks/bench_large.py --make-slide 65536 --keep          # 4.3 Gpx
+    python benchmarks/bench_large.py --slide slide.svs --markdown docs/large-images.md
 """
 
 from __future__ import annotations
@@ -34,6 +53,8 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import date
+from pathlib import Path
 
 import numpy as np
 
@@ -183,6 +204,180 @@ def check_crop(src: str, k: int, crop: int) -> dict:
     }
 
 
+def _threads(threads: int):
+    import dask
+
+    return dask.config.set(scheduler="threads", num_workers=threads)
+
+
+def slide_decode(src: str, threads: int) -> dict:
+    """Decode every tile of the slide's full-resolution level once: the floor of any
+    exact pass over the pixels. Runs in its own process."""
+    import numpy as np
+
+    from napari_kmeans_vq.large.inputs import as_dask, open_image
+
+    opened = open_image(src)
+    level = opened[0] if isinstance(opened, list) else opened
+    x = as_dask(level)
+    with PeakRSS() as mem, _threads(threads):
+        t0 = time.perf_counter()
+        x.map_blocks(lambda b: np.zeros((1,) * b.ndim, np.uint8), chunks=(1,) * x.ndim).compute()
+        seconds = time.perf_counter() - t0
+    return {
+        "decode_seconds": seconds,
+        "tiles_read": getattr(level, "tiles_read", None),
+        "peak_rss_sampled_mib": mem.peak / 2**20,
+        "peak_rss_getrusage_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def slide_run(src: str, out: str, k: int, chunk: int, threads: int) -> dict:
+    """Slide to multiscale OME-Zarr labels: exact fit, then encode and write. Runs in its
+    own process."""
+    import dataclasses
+
+    from napari_kmeans_vq import quantize
+    from napari_kmeans_vq.io import save_ome_zarr
+    from napari_kmeans_vq.io.omezarr import read_labels
+    from napari_kmeans_vq.large.inputs import open_image
+
+    with PeakRSS() as mem, _threads(threads):
+        t0 = time.perf_counter()
+        levels = open_image(src)
+        q = quantize(levels, k)
+        t1 = time.perf_counter()
+        # The label pyramid is subsampled from the full-resolution labels as they are
+        # written (write_labels would otherwise encode each of the slide's own levels,
+        # decoding them too).
+        full = (
+            dataclasses.replace(
+                q,
+                labels=q.levels[0],
+                reconstruction=q.reconstruction_levels[0],
+                multiscale=False,
+            )
+            if q.multiscale
+            else q
+        )
+        save_ome_zarr(out, full, chunk=chunk, overwrite=True)
+        t2 = time.perf_counter()
+    label_levels, meta = read_labels(out)
+    level0 = levels[0] if isinstance(levels, list) else levels
+    return {
+        "fit_seconds": t1 - t0,
+        "kmeans_seconds": q.codebook.fit_seconds_,
+        "write_seconds": t2 - t1,
+        "total_seconds": t2 - t0,
+        "fit": q.info["fit"],
+        "tiles_read": getattr(level0, "tiles_read", None),
+        "n_distinct_colors": q.codebook.n_distinct_colors_,
+        "psnr": q.psnr,
+        "n_levels": len(label_levels),
+        "n_properties": len(meta.get("properties", [])),
+        "peak_rss_sampled_mib": mem.peak / 2**20,
+        "baseline_rss_mib": mem.baseline / 2**20,
+        "peak_rss_getrusage_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def describe_slide(src: str) -> dict:
+    import tifffile
+
+    with tifffile.TiffFile(src) as tif:
+        series = tif.series[0]
+        page = series.levels[0].pages[0]
+        return {
+            "shape": list(series.levels[0].shape),
+            "levels": len(series.levels),
+            "tile": list(page.chunks[:2]),
+            "tiles": len(page.dataoffsets),
+            "compression": page.compression.name,
+            "bytes": os.path.getsize(src),
+        }
+
+
+def slide_main(args) -> int:
+    me = os.path.abspath(__file__)
+    workdir = args.workdir or tempfile.mkdtemp(prefix="kvq-slide-", dir=os.getcwd())
+    os.makedirs(workdir, exist_ok=True)
+    src = args.slide
+    made = None
+    if src is None:
+        sys.path.insert(0, os.path.dirname(me))
+        import make_slide
+
+        src = os.path.join(workdir, f"slide_{args.make_slide}.tif")
+        if not os.path.exists(src):
+            made = make_slide.write_slide(src, args.make_slide, workers=args.threads)
+    out = os.path.join(workdir, f"{os.path.basename(src)}_labels.ome.zarr")
+    common = ["--threads", str(args.threads), "--src", src]
+    try:
+        figures = {"input": describe_slide(src)}
+        for phase, extra in (
+            ("decode", []),
+            ("slide", ["--k", str(args.k), "--chunk", str(args.chunk), "--out", out]),
+        ):
+            done = subprocess.run(
+                [sys.executable, me, "--phase", phase, *common, *extra],
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode:
+                print(done.stderr, file=sys.stderr)
+                return done.returncode
+            figures[phase] = json.loads(done.stdout.strip().splitlines()[-1])
+        figures["output_mib"] = du(out) / 2**20
+    finally:
+        if not args.keep:
+            shutil.rmtree(out, ignore_errors=True)
+            if made is not None:
+                os.remove(src)
+            if not args.workdir:
+                shutil.rmtree(workdir, ignore_errors=True)
+    info, d, run_ = figures["input"], figures["decode"], figures["slide"]
+    rows, cols = info["shape"][:2]
+    ratio = run_["total_seconds"] / d["decode_seconds"]
+    lines = [
+        f"# bench_large --slide: K={args.k}, {args.threads} threads (dask threaded "
+        f"scheduler), {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        f"slide            {rows:,} x {cols:,} RGB ({rows * cols / 1e9:.2f} Gpx), "
+        f"{info['levels']} levels, {info['tiles']:,} {info['compression']} tiles of "
+        f"{info['tile'][0]} x {info['tile'][1]}, {info['bytes'] / 2**20:,.0f} MiB",
+        f"decode only      {d['decode_seconds']:8.1f} s  (every full-resolution tile "
+        f"decoded once; peak RSS {d['peak_rss_getrusage_mib']:.0f} MiB)",
+        f"ours             {run_['total_seconds']:8.1f} s  (exact fit "
+        f"{run_['fit_seconds']:.1f} s of which k-means {run_['kmeans_seconds']:.1f} s; "
+        f"encode + write {run_['write_seconds']:.1f} s)",
+        f"ratio            {ratio:8.2f}",
+        f"peak memory      {run_['peak_rss_getrusage_mib']:8.0f} MiB  (RSS high-water mark "
+        f"of the run's process; {run_['baseline_rss_mib']:.0f} MiB after imports)",
+        f"output           {run_['n_levels']} label levels, {run_['n_properties']} classes "
+        f"with colours and properties, {figures['output_mib']:,.0f} MiB; "
+        f"{run_['n_distinct_colors']:,} distinct colours, PSNR {run_['psnr']:.2f} dB; "
+        f"tiles decoded {run_['tiles_read']:,} = 2 x {info['tiles']:,}",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.json:
+        print(json.dumps(figures))
+    if args.markdown:
+        sys.path.insert(0, str(Path(me).parents[1] / "docs" / "scripts"))
+        from generate import write_block
+
+        command = "python benchmarks/bench_large.py " + (
+            f"--make-slide {args.make_slide}" if args.slide is None else "--slide SLIDE"
+        )
+        write_block(
+            Path(args.markdown),
+            "bench-large",
+            f"`{command}`, run on {date.today()} (load average "
+            f"{' / '.join(f'{v:.2f}' for v in os.getloadavg())} at the end), as printed:"
+            f"\n\n```text\n{text}\n```",
+        )
+    return 0
+
+
 def du(path: str) -> int:
     total = 0
     for root, _, files in os.walk(path):
@@ -200,7 +395,26 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default=None, help="where to write (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the zarr files")
     parser.add_argument("--json", action="store_true", help="also print one JSON line")
-    parser.add_argument("--phase", choices=["run", "check"], help=argparse.SUPPRESS)
+    slide = parser.add_mutually_exclusive_group()
+    slide.add_argument("--slide", help="slide mode: a (pyramidal, tiled) TIFF to measure")
+    slide.add_argument(
+        "--make-slide",
+        type=int,
+        metavar="SIDE",
+        help="slide mode on a SIDE x SIDE slide from benchmarks/make_slide.py (kept in "
+        "--workdir and reused when there)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count(), help="dask threads (all CPUs)"
+    )
+    parser.add_argument(
+        "--markdown",
+        metavar="OUT",
+        help="slide mode: write the printout into OUT's bench-large block",
+    )
+    parser.add_argument(
+        "--phase", choices=["run", "check", "decode", "slide"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--src", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -211,6 +425,14 @@ def main(argv=None) -> int:
     if args.phase == "check":
         print(json.dumps(check_crop(args.src, args.k, args.crop)))
         return 0
+    if args.phase == "decode":
+        print(json.dumps(slide_decode(args.src, args.threads)))
+        return 0
+    if args.phase == "slide":
+        print(json.dumps(slide_run(args.src, args.out, args.k, args.chunk, args.threads)))
+        return 0
+    if args.slide or args.make_slide:
+        return slide_main(args)
 
     crop = args.crop or min(8192, max(BLOCK, args.size // 4))
     workdir = args.workdir or tempfile.mkdtemp(prefix="kvq-bench-", dir=os.getcwd())

@@ -6,6 +6,7 @@ napari-kmeans-vq[large]``).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
@@ -25,10 +26,11 @@ BLOCK_PIXELS = 1 << 22
 def is_lazy_input(image) -> bool:
     """Whether ``image`` is processed block by block rather than in memory.
 
-    True for dask and zarr arrays and for multiscale images: a list or tuple (or napari's
+    True for dask and zarr arrays, TIFF levels opened by :func:`open_image`, paths (opened
+    with :func:`open_image`) and multiscale images: a list or tuple (or napari's
     ``MultiScaleData``) of arrays, full resolution first. Never imports dask.
     """
-    if is_chunked(image):
+    if is_chunked(image) or isinstance(image, TiffLevel | str | os.PathLike):
         return True
     return _is_multiscale(image)
 
@@ -261,19 +263,205 @@ def _check_metadata(directory: str) -> None:
             )
 
 
+class TiffLevel:
+    """One level of a tiled (or stripped) TIFF as a lazy array: indexing it reads and decodes
+    only the tiles the request touches, each once.
+
+    What :func:`open_image` gives for scanner slides (tiled, pyramidal TIFF, OME-TIFF, SVS
+    with JPEG, deflate, LZW... tiles). Its ``chunks`` are the tiles, so the blocks
+    :func:`as_dask` cuts are whole tiles; each block's tiles are read with ``os.pread`` and
+    decoded by tifffile's own decoder (imagecodecs releases the GIL), so dask's threads
+    decode in parallel. It pickles by path (the file is reopened, and must be unchanged),
+    for dask's process and distributed schedulers.
+
+    Attributes
+    ----------
+    shape, dtype, chunks, ndim
+        As for an array: ``(rows, columns[, samples])``; ``chunks`` the tile shape.
+    path : str
+    level : int
+        The pyramid level in the file's first series (0 = full resolution).
+    tiles_read : int
+        Tiles decoded so far through this object (in this process): a read-once check.
+    """
+
+    def __init__(self, path: str, level: int, _page=None, _stamp=None):
+        self.path = os.fspath(path)
+        self.level = int(level)
+        self.tiles_read = 0
+        self._fd = None
+        self._pid = None
+        stamp = _file_stamp(self.path)
+        if _stamp is not None and stamp != _stamp:
+            raise ValueError(f"{self.path} changed since it was opened")
+        self._stamp = stamp
+        if _page is not None:
+            self._take(_page)
+            return
+        import tifffile
+
+        # The page's decoder is made while the file is open (it looks at the first tile).
+        with tifffile.TiffFile(self.path) as tif:
+            page = tiff_level_page(tif, self.level)
+            if page is None:
+                raise ValueError(f"level {level} is not a plain tiled or stripped image")
+            self._take(page)
+
+    def _take(self, page) -> None:
+        self.shape = tuple(int(v) for v in page.shape)
+        self.dtype = np.dtype(page.dtype).newbyteorder("=")
+        self.ndim = len(self.shape)
+        self._segment = (int(page.chunks[0]), int(page.chunks[1]))
+        self.chunks = (*self._segment, *self.shape[2:])
+        self._grid = (int(page.chunked[0]), int(page.chunked[1]))
+        self._offsets = np.asarray(page.dataoffsets, dtype=np.int64)
+        self._counts = np.asarray(page.databytecounts, dtype=np.int64)
+        self._decode = page.decode
+        self._args = {"_fullsize": True}
+        if page.jpegtables is not None:
+            self._args["jpegtables"] = page.jpegtables
+        if page.jpegheader is not None:
+            self._args["jpegheader"] = page.jpegheader
+
+    def __repr__(self) -> str:
+        return (
+            f"TiffLevel({self.path!r}, level={self.level}, shape={self.shape}, "
+            f"dtype={self.dtype}, tiles={self._segment})"
+        )
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getstate__(self):
+        return {"path": self.path, "level": self.level, "stamp": self._stamp}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"], state["level"], _stamp=state["stamp"])
+
+    def __dask_tokenize__(self):
+        return ("TiffLevel", self.path, self.level, self._stamp)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[tuple(slice(None) for _ in self.shape)]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def _read(self, index: int) -> bytes:
+        # A descriptor per process: os.pread has no shared file position, so threads share it.
+        if self._fd is None or self._pid != os.getpid():
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        count = int(self._counts[index])
+        data = os.pread(self._fd, count, int(self._offsets[index]))
+        if len(data) != count:
+            raise ValueError(f"{self.path}: tile {index} is cut short (the file is truncated)")
+        return data
+
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None and self._pid == os.getpid():
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if not isinstance(key, tuple):
+            key = (key,)
+        if any(k is Ellipsis for k in key):
+            at = key.index(Ellipsis)
+            key = key[:at] + (slice(None),) * (self.ndim - len(key) + 1) + key[at + 1 :]
+        key = key + (slice(None),) * (self.ndim - len(key))
+        if len(key) != self.ndim:
+            raise IndexError(f"too many indices for an array of shape {self.shape}")
+        rows, cols = (_span(k, n) for k, n in zip(key[:2], self.shape[:2], strict=True))
+        (r0, r1), (c0, c1) = rows, cols
+        th, tw = self._segment
+        out = np.zeros((r1 - r0, c1 - c0, *self.shape[2:]), dtype=self.dtype)
+        for ty in range(r0 // th, -(-r1 // th)):
+            for tx in range(c0 // tw, -(-c1 // tw)):
+                index = ty * self._grid[1] + tx
+                y0, x0 = ty * th, tx * tw
+                ys, ye = max(r0, y0), min(r1, y0 + th)
+                xs, xe = max(c0, x0), min(c1, x0 + tw)
+                if self._counts[index] == 0 or self._offsets[index] == 0:
+                    continue  # a tile never written: the fill value, 0
+                data = self._decode(self._read(index), index, **self._args)[0]
+                self.tiles_read += 1
+                tile = data.reshape(th, tw, *self.shape[2:])
+                out[ys - r0 : ye - r0, xs - c0 : xe - c0] = tile[
+                    ys - y0 : ye - y0, xs - x0 : xe - x0
+                ]
+        # Integers and steps along rows and columns, and anything along samples, by numpy.
+        rest = tuple(
+            (k - s) if isinstance(k, int | np.integer) else slice(None, None, k.step)
+            for k, (s, _) in zip(key[:2], (rows, cols), strict=True)
+        )
+        return out[rest + tuple(key[2:])]
+
+
+def _span(key, size: int) -> tuple[int, int]:
+    """The rows (or columns) an index along one axis touches, as (start, stop)."""
+    if isinstance(key, int | np.integer):
+        i = int(key) + (size if key < 0 else 0)
+        if not 0 <= i < size:
+            raise IndexError(f"index {int(key)} is out of bounds for an axis of size {size}")
+        return i, i + 1
+    if isinstance(key, slice):
+        start, stop, step = key.indices(size)
+        if step < 1:
+            raise IndexError("a TIFF level is indexed with positive steps only")
+        return start, max(start, stop)
+    raise IndexError(f"a TIFF level is indexed with integers and slices, not {key!r}")
+
+
+def _file_stamp(path: str) -> tuple[int, int]:
+    info = os.stat(path)
+    return info.st_size, info.st_mtime_ns
+
+
+def tiff_level_page(tif, level: int):
+    """The page holding ``level`` of a TIFF's first series, when :class:`TiffLevel` can read
+    it (a 2D image, with samples interleaved, in tiles or strips); else None."""
+    series = tif.series[0]
+    if not 0 <= level < len(series.levels):
+        return None
+    pages = series.levels[level].pages
+    page = pages[0] if len(pages) == 1 else None
+    if page is None or not hasattr(page, "chunked") or getattr(page, "is_ndpi", False):
+        return None
+    shape = tuple(page.shape)
+    if tuple(series.levels[level].shape) != shape or len(shape) not in (2, 3):
+        return None
+    contiguous = len(shape) == 2 or (page.planarconfig == 1 and page.chunks[2:] == shape[2:])
+    segments = math.prod(int(c) for c in page.chunked)
+    if not contiguous or segments != len(page.dataoffsets) or len(page.chunks) != len(shape):
+        return None
+    return page
+
+
+def _open_tiff(path: str):
+    """A TIFF's levels as :class:`TiffLevel` (a list for a pyramid), or tifffile's zarr
+    view for layouts it does not read (stacks, planes stored apart, NDPI)."""
+    import tifffile
+
+    with open(path, "rb") as handle:
+        check_tiff_structure(handle, os.fstat(handle.fileno()).st_size)
+    with tifffile.TiffFile(path) as tif:
+        check_tiff(tif, os.path.getsize(path))
+        pages = [tiff_level_page(tif, i) for i in range(len(tif.series[0].levels))]
+        if all(page is not None for page in pages):
+            levels = [TiffLevel(path, i, _page=page) for i, page in enumerate(pages)]
+            return levels if len(levels) > 1 else levels[0]
+        # Decoding in tifffile's threads: on the zarr event loop it would be one thread.
+        return tif.aszarr(maxworkers=max(os.cpu_count() or 1, 2))
+
+
 def _open(path: str):
     import zarr
 
     tiff = path.lower().endswith(_TIFF_SUFFIXES)
     if tiff:
-        import tifffile
-
-        with open(path, "rb") as handle:
-            check_tiff_structure(handle, os.fstat(handle.fileno()).st_size)
-        with tifffile.TiffFile(path) as tif:
-            check_tiff(tif, os.path.getsize(path))
-            store = tif.aszarr()
-        node = zarr.open(store, mode="r")
+        opened = _open_tiff(path)
+        if isinstance(opened, TiffLevel | list):
+            _check_levels(opened)
+            return opened
+        node = zarr.open(opened, mode="r")
     else:
         _check_metadata(path)
         node = zarr.open(path, mode="r")
@@ -295,6 +483,12 @@ def _open(path: str):
                 raise ValueError("a zarr group with no arrays and no multiscales")
             levels = sorted((node[k] for k in arrays), key=lambda a: -math.prod(a.shape))
             image = levels if len(levels) > 1 else levels[0]
+    _check_levels(image)
+    return image
+
+
+def _check_levels(image) -> None:
+    """Refuse arrays of too many chunks; decode one chunk of the smallest level."""
     for level in image if isinstance(image, list) else [image]:
         chunks = n_chunks(level)
         if chunks > MAX_CHUNKS:
@@ -308,7 +502,6 @@ def _open(path: str):
     smallest = image[-1] if isinstance(image, list) else image
     if all(smallest.shape):
         smallest[tuple(slice(0, 1) for _ in smallest.shape)]
-    return image
 
 
 def n_chunks(array) -> int:
