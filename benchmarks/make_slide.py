@@ -142,26 +142,35 @@ class SlideMaker:
         np.clip(out, 0, 255, out=out)
         return out.astype(np.uint8)
 
-    def tiles(self, workers: int = 2) -> Iterator[tuple[int, int, np.ndarray]]:
-        """Every tile in row-major order, made by ``workers`` threads a few rows ahead."""
+    def _tile_and_half(self, row: int, col: int) -> tuple[np.ndarray, np.ndarray]:
+        tile = self.tile_at(row, col)
+        return tile, halve(tile)
+
+    def tiles(self, workers: int = 2) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+        """Every tile in row-major order with its halved copy, made by ``workers`` threads a
+        few tiles ahead."""
         order = [(r, c) for r in range(self.grid) for c in range(self.grid)]
         ahead = max(4 * workers, 8)
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             pending = []
             for index in order:
-                pending.append((index, pool.submit(self.tile_at, *index)))
+                pending.append((index, pool.submit(self._tile_and_half, *index)))
                 if len(pending) >= ahead:
                     (r, c), future = pending.pop(0)
-                    yield r, c, future.result()
+                    yield r, c, *future.result()
             for (r, c), future in pending:
-                yield r, c, future.result()
+                yield r, c, *future.result()
 
 
 def halve(tile: np.ndarray) -> np.ndarray:
     """2 x 2 means (rounded half up) of an even-sided (h, w, 3) uint8 array."""
-    h, w = tile.shape[0] // 2, tile.shape[1] // 2
-    s = tile[: 2 * h, : 2 * w].astype(np.uint16).reshape(h, 2, w, 2, -1).sum(axis=(1, 3))
-    return ((s + 2) // 4).astype(np.uint8)
+    s = tile[0::2, 0::2].astype(np.uint16)
+    s += tile[1::2, 0::2]
+    s += tile[0::2, 1::2]
+    s += tile[1::2, 1::2]
+    s += 2
+    s >>= 2
+    return s.astype(np.uint8)
 
 
 def level_sides(side: int, tile: int) -> list[int]:
@@ -267,7 +276,12 @@ def _write_levels(writer, maker, sides, scratch, options, ome, workers, log) -> 
             made = maker.tiles(workers)
         else:
             made = (
-                (r, c, np.asarray(above[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile]))
+                (
+                    r,
+                    c,
+                    np.asarray(above[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile]),
+                    None,
+                )
                 for r in range(grid)
                 for c in range(grid)
             )
@@ -293,10 +307,12 @@ def _write_levels(writer, maker, sides, scratch, options, ome, workers, log) -> 
 
 def _feed(made, below, tile: int) -> Iterator[np.ndarray]:
     """The tiles of ``made`` for the writer; each also halved into ``below``."""
-    half = tile // 2
-    for r, c, data in made:
+    side = tile // 2
+    for r, c, data, half in made:
         if below is not None:
-            below[r * half : (r + 1) * half, c * half : (c + 1) * half] = halve(data)
+            below[r * side : (r + 1) * side, c * side : (c + 1) * side] = (
+                halve(data) if half is None else half
+            )
         yield data
 
 
@@ -323,7 +339,7 @@ def main(argv=None) -> int:
         seed=args.seed,
         workers=args.workers,
         compression=args.compression,
-        log=print,
+        log=lambda line: print(line, flush=True),
     )
     gpx = args.side**2 / 1e9
     print(
