@@ -25,10 +25,10 @@ as near-white glass, as on a real slide. Every choice is drawn from a generator 
 Streaming: tiles are made in order and handed to ``tifffile.TiffWriter.write`` as an
 iterator, compressed by its thread pool; nothing holds more than a few tiles of the full
 resolution level. Each level's tiles are halved (2 x 2 means, rounded) as they are made
-into a temporary raw file (a memory map beside the output, a quarter of the level's size,
-deleted afterwards) from which the next level's tiles are then read: the pyramid is made
-from the tiles written, never by decoding the file. The file appears under its name only
-when complete.
+into a temporary raw file beside the output (a quarter of the level's size, written and
+read with pwrite/pread, deleted afterwards) from which the next level's tiles are then
+read: the pyramid is made from the tiles written, never by decoding the file. The file
+appears under its name only when complete.
 
 Usage::
 
@@ -254,9 +254,41 @@ def write_slide(
     }
 
 
+class _Spill:
+    """The next pyramid level, kept tile by tile in a raw file beside the output.
+
+    Written with ``os.pwrite`` and read with ``os.pread`` (no memory map), so its pages stay
+    in the system's file cache and out of this process. Each tile of the level is stored
+    as its four quadrants, each the halved copy of one tile of the level above, one after
+    the other: a quadrant is one write and a tile one read. Quadrants never written (past
+    an odd edge) read as zeros.
+    """
+
+    def __init__(self, path: str, grid: int, tile: int):
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.grid, self.tile = grid, tile
+        self.quadrant = (tile // 2) ** 2 * 3
+
+    def put(self, row: int, col: int, half: np.ndarray) -> None:
+        """Store the halved tile (row, col) of the level above."""
+        index = ((row // 2) * self.grid + col // 2) * 4 + (row % 2) * 2 + col % 2
+        os.pwrite(self.fd, np.ascontiguousarray(half).tobytes(), index * self.quadrant)
+
+    def tile_at(self, row: int, col: int) -> np.ndarray:
+        """Tile (row, col) of this level."""
+        size = 4 * self.quadrant
+        data = os.pread(self.fd, size, (row * self.grid + col) * size).ljust(size, b"\0")
+        t = self.tile // 2
+        quads = np.frombuffer(data, np.uint8).reshape(2, 2, t, t, 3)
+        return quads.transpose(0, 2, 1, 3, 4).reshape(self.tile, self.tile, 3)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 def _write_levels(writer, maker, sides, scratch, options, ome, workers, log) -> None:
     """Write level 0 from the maker's tiles, then each level from the halved tiles of the
-    one before (kept in a raw memory-mapped file in ``scratch``)."""
+    one before (spilled to a raw file in ``scratch``)."""
     tile = maker.tile
     below = None
     for level, level_side in enumerate(sides):
@@ -264,29 +296,14 @@ def _write_levels(writer, maker, sides, scratch, options, ome, workers, log) -> 
         grid = -(-level_side // tile)
         above, below = below, None
         if level + 1 < len(sides):
-            # The next level, padded to whole tiles, filled as this one is made.
-            padded = -(-sides[level + 1] // tile) * tile
-            below = np.lib.format.open_memmap(
-                os.path.join(scratch, f"level{level + 1}.npy"),
-                mode="w+",
-                dtype=np.uint8,
-                shape=(padded, padded, 3),
-            )
+            path = os.path.join(scratch, f"level{level + 1}.raw")
+            below = _Spill(path, -(-sides[level + 1] // tile), tile)
         if level == 0:
             made = maker.tiles(workers)
         else:
-            made = (
-                (
-                    r,
-                    c,
-                    np.asarray(above[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile]),
-                    None,
-                )
-                for r in range(grid)
-                for c in range(grid)
-            )
+            made = ((r, c, above.tile_at(r, c), None) for r in range(grid) for c in range(grid))
         writer.write(
-            _feed(made, below, tile),
+            _feed(made, below),
             shape=(level_side, level_side, 3),
             dtype=np.uint8,
             subifds=len(sides) - 1 if level == 0 else None,
@@ -295,9 +312,8 @@ def _write_levels(writer, maker, sides, scratch, options, ome, workers, log) -> 
             **options,
         )
         if above is not None:
-            name = above.filename
-            del above, made
-            os.remove(name)
+            above.close()
+            os.remove(os.path.join(scratch, f"level{level}.raw"))
         if log is not None:
             log(
                 f"level {level}: {level_side:,} x {level_side:,} in {grid * grid:,} tiles, "
@@ -305,14 +321,11 @@ def _write_levels(writer, maker, sides, scratch, options, ome, workers, log) -> 
             )
 
 
-def _feed(made, below, tile: int) -> Iterator[np.ndarray]:
+def _feed(made, below) -> Iterator[np.ndarray]:
     """The tiles of ``made`` for the writer; each also halved into ``below``."""
-    side = tile // 2
     for r, c, data, half in made:
         if below is not None:
-            below[r * side : (r + 1) * side, c * side : (c + 1) * side] = (
-                halve(data) if half is None else half
-            )
+            below.put(r, c, halve(data) if half is None else half)
         yield data
 
 
