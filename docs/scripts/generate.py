@@ -346,6 +346,29 @@ def ihc_value(
     return IHC_FIELDS[show](ctx, int(k), space)
 
 
+@generator("kvq-layouts")
+def kvq_layouts(ctx: Context, ks: str = "4,8,16,32,64,128,256") -> str:
+    """The .kvq format page's table: the IHC sample at each K, its deflated index payload
+    packed and byte-aligned, the layout ``save`` picks, and the indexed PNG, in bytes."""
+    from napari_kmeans_vq.io import encode
+
+    lines = [
+        "| K | b | packed, deflated | bytes, deflated | `.kvq` as written | indexed PNG |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for k in (int(v) for v in ks.split(",")):
+        q = ctx.quantize(k)
+        b = q.report.bits_per_index
+        packed = len(encode(q, format="kvq", index_layout="packed"))
+        aligned = len(encode(q, format="kvq", index_layout="bytes"))
+        written = len(encode(q, format="kvq"))
+        layout = "packed" if written == packed else "bytes"
+        png = len(encode(q, format="png"))
+        same = "(same bytes)" if b == 8 else f"{aligned:,}"
+        lines.append(f"| {k} | {b} | {packed:,} | {same} | {written:,} ({layout}) | {png:,} |")
+    return "\n".join(lines)
+
+
 @generator("bits")
 def bits_value(ctx: Context, n: str, k: str, show: str, channels: str = "3") -> str:
     """One figure of ``bit_report(n, k, channels)``: original_bits, bits_per_index,
