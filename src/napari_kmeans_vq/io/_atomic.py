@@ -7,6 +7,10 @@ final step is a rename, never a copy):
 
 ``DIR/.NAME.<12 hex digits>.tmp``
     The file or the store being written. Renamed to ``NAME`` once complete.
+    A store written so that an interrupted run can be finished (``write_store`` with
+    ``resumable``) is marked incomplete by the record file :data:`PARTIAL_RECORD` inside
+    it for as long as blocks are missing: such a ``.tmp`` is kept when its writer fails or
+    is killed (:func:`partial_stores` finds it), and renamed to ``NAME`` only once complete.
 ``DIR/.NAME.<12 hex digits>.old``
     Only while an existing store is replaced on a system without an atomic exchange of two
     paths (Linux has one, ``renameat2``; macOS ``renamex_np``): the old store, moved
@@ -52,7 +56,18 @@ _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 #: Without locks, leftovers older than this (seconds) count as abandoned.
 _STALE_SECONDS = 24 * 3600
 
-__all__ = ["atomic_write", "clean_leftovers", "leftovers", "write_store"]
+#: The file inside a temporary store that marks it incomplete (and resumable).
+PARTIAL_RECORD = ".kvq-partial.json"
+
+__all__ = [
+    "PARTIAL_RECORD",
+    "atomic_write",
+    "clean_leftovers",
+    "discard_partials",
+    "leftovers",
+    "partial_stores",
+    "write_store",
+]
 
 
 def _pattern(name: str) -> re.Pattern:
@@ -140,8 +155,10 @@ def clean_leftovers(path) -> dict:
     """Tidy what interrupted writes to ``path`` left beside it.
 
     An old store whose swap was interrupted (``path`` missing) is renamed back to ``path``
-    first; then every abandoned ``.NAME.<hex>.tmp`` and ``.old`` is removed. Those of a
-    writer still running (it holds their lock) are left alone.
+    first; then every abandoned ``.NAME.<hex>.tmp`` and ``.old`` is removed, but for the
+    incomplete stores marked by a :data:`PARTIAL_RECORD` (kept for a resume: see
+    :func:`partial_stores`). Those of a writer still running (it holds their lock) are left
+    alone.
 
     Returns
     -------
@@ -152,7 +169,7 @@ def clean_leftovers(path) -> dict:
     done: dict = {"removed": [], "restored": None}
     found = leftovers(path)
     olds = [p for p in found if p.suffix == ".old"]
-    tmps = [p for p in found if p.suffix == ".tmp"]
+    tmps = [p for p in found if p.suffix == ".tmp" and not _is_partial(p)]
     # Newest first: if several swaps were interrupted, the latest old store was the last
     # one at `path`.
     olds.sort(key=lambda p: _mtime(p), reverse=True)
@@ -171,6 +188,43 @@ def clean_leftovers(path) -> dict:
             if fd >= 0:
                 os.close(fd)
     return done
+
+
+def _is_partial(path: Path) -> bool:
+    return os.path.isfile(path / PARTIAL_RECORD) and not os.path.islink(path)
+
+
+def partial_stores(path) -> list[Path]:
+    """The incomplete stores that interrupted resumable writes to ``path`` left beside it
+    (``.NAME.<hex>.tmp`` holding :data:`PARTIAL_RECORD`, no writer running), newest
+    first."""
+    found = []
+    for candidate in leftovers(path):
+        if candidate.suffix != ".tmp" or not _is_partial(candidate):
+            continue
+        fd = _abandoned(candidate)
+        if fd is None:
+            continue
+        if fd >= 0:
+            os.close(fd)
+        found.append(candidate)
+    return sorted(found, key=_mtime, reverse=True)
+
+
+def discard_partials(path) -> list[Path]:
+    """Remove the incomplete stores :func:`partial_stores` finds (to start again)."""
+    removed = []
+    for candidate in partial_stores(path):
+        fd = _abandoned(candidate)
+        if fd is None:
+            continue
+        try:
+            _remove(candidate)
+            removed.append(candidate)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+    return removed
 
 
 def _mtime(path: Path) -> float:
@@ -400,7 +454,9 @@ def _link_noreplace(tmp: Path, path: Path) -> None:
 # directory stores
 
 
-def write_store(path, write, *, overwrite: bool, replaceable=None) -> None:
+def write_store(
+    path, write, *, overwrite: bool, replaceable=None, resumable: bool = False, resume=None
+) -> None:
     """Write a directory store atomically: ``write(tmp)`` fills the empty temporary folder
     ``.NAME.<hex>.tmp`` beside ``path``, which is then renamed to ``path``.
 
@@ -416,7 +472,8 @@ def write_store(path, write, *, overwrite: bool, replaceable=None) -> None:
     ----------
     path : Path
     write : callable
-        ``write(tmp)`` writes the store into the (existing, empty) folder ``tmp``.
+        ``write(tmp)`` writes the store into the folder ``tmp`` (empty, or the incomplete
+        store given as ``resume``).
     overwrite : bool
         Replace an existing ``path``. Without it, any existing path (a dangling symbolic
         link too) raises ``FileExistsError``.
@@ -424,15 +481,36 @@ def write_store(path, write, *, overwrite: bool, replaceable=None) -> None:
         ``replaceable(path) -> bool``: whether an existing folder may be replaced (for
         example, only a store this package could have written). Checked before writing and
         again just before the swap; False raises ``FileExistsError``.
+    resumable : bool, default False
+        Keep the temporary folder when ``write`` fails or is interrupted after marking it
+        incomplete (``write`` puts :data:`PARTIAL_RECORD` in it, and removes the record
+        once the store is complete): a later call finishes it (``resume``).
+    resume : Path, optional
+        An incomplete store from :func:`partial_stores` to finish: locked, handed to
+        ``write`` and renamed to ``path`` as a new one would be. (Implies ``resumable``.)
     """
     path = Path(path)
     parent = _parent(path)
     clean_leftovers(path)
     _check_replace(path, overwrite, replaceable)
-    tmp, fd = _new_folder(path)
+    if resume is not None:
+        tmp, fd = Path(resume), _abandoned(Path(resume))
+        if fd is None or not _is_partial(tmp):
+            if fd is not None and fd >= 0:
+                os.close(fd)
+            raise FileExistsError(
+                f"{tmp} is not an incomplete store left by an interrupted write, or another "
+                "run is writing it now"
+            )
+        fd = None if fd < 0 else fd
+        resumable = True
+    else:
+        tmp, fd = _new_folder(path)
     old = old_fd = None
     try:
         write(tmp)
+        if resumable and _is_partial(tmp):
+            raise RuntimeError(f"the store {tmp} is still marked incomplete")  # pragma: no cover
         if os.path.lexists(path):
             _check_replace(path, overwrite, replaceable)
             if _exchange(tmp, path):
@@ -454,7 +532,10 @@ def write_store(path, write, *, overwrite: bool, replaceable=None) -> None:
                 _remove(old)  # the new store is in place: the old one goes as planned
             else:
                 os.rename(old, path)  # between the two renames: put the old one back
-        _remove(tmp)  # the partial new store (or, after an exchange, the old one)
+        # The partial new store (or, after an exchange, the old one) goes, unless it is an
+        # incomplete store marked so, kept to be finished.
+        if not (resumable and _is_partial(tmp)):
+            _remove(tmp)
         raise
     finally:
         for descriptor in (fd, old_fd):

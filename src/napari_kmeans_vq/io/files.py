@@ -10,7 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_write, write_store
+from ._atomic import (
+    atomic_write,
+    clean_leftovers,
+    discard_partials,
+    partial_stores,
+    write_store,
+)
 from ._read import read_checked
 from .data import KVQData, KVQError
 from .kvq import (
@@ -29,9 +35,11 @@ from .png import PNG_SIGNATURE, decode_indexed_png, encode_indexed_png, read_png
 __all__ = [
     "SAVE_FORMATS",
     "TIFF_MAGICS",
+    "IncompleteStoreError",
     "encode",
     "encoded_sizes",
     "format_for_path",
+    "incomplete_store",
     "load",
     "save",
     "save_ome_zarr",
@@ -525,19 +533,73 @@ def tree_size(path) -> tuple[int, int]:
     return size, allocated
 
 
-def save_ome_zarr(
-    path, result, *, image=None, overwrite: bool = False, progress=None, **options
-) -> Path:
-    """Write a quantization's labels as an OME-Zarr store that appears whole or not at all.
+class IncompleteStoreError(FileExistsError):
+    """An interrupted write left an incomplete store for this path: finish it
+    (``resume=True``, ``--resume``) or start again (``overwrite=True``, ``--force``).
 
-    :func:`napari_kmeans_vq.io.omezarr.write_labels` fills a temporary folder
-    ``.NAME.<hex>.tmp`` beside ``path``, which is then renamed to ``path``; a failure or an
-    interruption leaves no partial store, and the leftovers of a killed run are removed by
-    the next write to ``path``. With ``overwrite`` an existing store is replaced once the
-    new one is complete (an atomic exchange where the system has one), and only if it is a
-    store this package could have written
-    (:func:`~napari_kmeans_vq.io.omezarr.replaceable_store`), an empty folder or a
-    symbolic link (the link is replaced, not followed): never an arbitrary folder.
+    Attributes
+    ----------
+    partial : Path
+        The incomplete store, ``.NAME.<hex>.tmp`` beside the destination.
+    record : dict
+        Its record (:func:`napari_kmeans_vq.io.omezarr.read_partial`): ``done`` and
+        ``total`` blocks among others.
+    """
+
+    def __init__(self, path, partial: Path, record: dict | None):
+        self.path, self.partial, self.record = Path(path), Path(partial), record or {}
+        done, total = self.record.get("done", "?"), self.record.get("total", "?")
+        super().__init__(
+            f"{path}: an interrupted write left an incomplete store, {partial} ({done} of "
+            f"{total} blocks written); finish it with resume=True, or start again with "
+            "overwrite=True"
+        )
+
+
+def incomplete_store(path) -> tuple[Path, dict] | None:
+    """The newest incomplete store an interrupted :func:`save_ome_zarr` to ``path`` left
+    (no writer running), with its record; None when there is none."""
+    from . import omezarr
+
+    for partial in partial_stores(path):
+        record = omezarr.read_partial(partial)
+        if record is not None:
+            return partial, record
+    return None
+
+
+def save_ome_zarr(
+    path,
+    result,
+    *,
+    image=None,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress=None,
+    **options,
+) -> Path:
+    """Write a quantization's labels as an OME-Zarr store that appears whole or not at all,
+    and that an interrupted run finishes where it stopped.
+
+    :func:`napari_kmeans_vq.io.omezarr.write_labels` fills a folder ``.NAME.<hex>.tmp``
+    beside ``path`` block by block, marked incomplete by a record (the result's and the
+    options' fingerprint) and a marker per block stored; once every block and level is
+    stored it is renamed to ``path``. So ``path`` never names an incomplete store. A run
+    that fails, is interrupted or killed leaves the incomplete store (or nothing, before its
+    first block); ``resume=True`` finishes it, skipping the blocks stored, and the finished
+    store is the same bytes as an uninterrupted run's. Without ``resume`` (or
+    ``overwrite``) such a leftover raises :class:`IncompleteStoreError`.
+
+    With ``overwrite`` an existing store is replaced once the new one is complete (an
+    atomic exchange where the system has one), and only if it is a store this package
+    could have written (:func:`~napari_kmeans_vq.io.omezarr.replaceable_store`), an empty
+    folder or a symbolic link (the link is replaced, not followed): never an arbitrary
+    folder. ``overwrite`` without ``resume`` also discards incomplete stores (starts
+    again).
+
+    The blocks are computed and stored on dask's active scheduler: a ``distributed``
+    client's when one is set up, whose workers write the chunks themselves (the store must
+    be on a file system they share).
 
     Parameters
     ----------
@@ -548,10 +610,15 @@ def save_ome_zarr(
         Also store the original or the quantized image (see ``write_labels``).
     overwrite : bool, default False
         When False, an existing ``path`` of any kind raises ``FileExistsError``.
+    resume : bool, default False
+        Finish the incomplete store an interrupted run left, if its fingerprint is this
+        call's (same input, codebook and options; else
+        :class:`~napari_kmeans_vq.io.omezarr.ResumeError`); with none, write from the
+        start.
     progress : callable, optional
         ``progress("write", fraction_done)``, as for ``write_labels``.
     **options
-        Passed to ``write_labels`` (``name``, ``chunk``, ``n_levels``, ...).
+        Passed to ``write_labels`` (``name``, ``chunk``, ``n_levels``, ``source``, ...).
 
     Returns
     -------
@@ -562,15 +629,38 @@ def save_ome_zarr(
     FileExistsError
         ``path`` exists and ``overwrite`` is False, or it is not a store that may be
         replaced (a file, a folder of something else).
+    IncompleteStoreError
+        An interrupted run left an incomplete store, and neither ``resume`` nor
+        ``overwrite`` says what to do with it.
     """
     from . import omezarr
 
     path = Path(path)
+    clean_leftovers(path)
+    found = incomplete_store(path)
+    if found is not None and not resume:
+        if not overwrite:
+            raise IncompleteStoreError(path, *found)
+        discard_partials(path)
+        found = None
 
     def write(tmp: Path) -> None:
         omezarr.write_labels(
-            tmp, result, image=image, progress=progress, overwrite=True, **options
+            tmp,
+            result,
+            image=image,
+            progress=progress,
+            overwrite=True,
+            resume=found is not None,
+            **options,
         )
 
-    write_store(path, write, overwrite=overwrite, replaceable=omezarr.replaceable_store)
+    write_store(
+        path,
+        write,
+        overwrite=overwrite,
+        replaceable=omezarr.replaceable_store,
+        resumable=True,
+        resume=None if found is None else found[0],
+    )
     return path

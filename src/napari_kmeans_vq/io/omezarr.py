@@ -10,9 +10,12 @@ Either way ome-zarr-py's ``Reader`` and napari-ome-zarr open it (as a labels lay
 the palette's colours). NGFF 0.5 is zarr v3 with the metadata under ``"ome"``; 0.4 is zarr
 v2 with ``/`` separated chunk keys. Arrays are Blosc/zstd-compressed.
 
-Writing streams: each level is stored by dask block by block (labels are computed from the
-image as they are written, for a lazy result), and each coarser level is read back from the
-level just written and subsampled, so memory holds a few blocks, never a whole level.
+Writing streams: every level is stored in one dask computation, block by block (labels are
+computed from the image as they are written, for a lazy result, and the coarser levels
+are subsampled from the blocks as they are computed), so memory holds a few blocks, never
+a whole level. Each task writes its own whole chunks and then a marker file, and the store
+carries a record of its fingerprint until the last block is stored: a write that stops is
+resumed where it stopped (``resume=True``), on any dask scheduler or cluster.
 
 Needs ``zarr>=3`` and ``dask`` (``pip install napari-kmeans-vq[large]``); neither is
 imported until a function here is called.
@@ -20,8 +23,11 @@ imported until a function here is called.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
+import shutil
 
 import numpy as np
 
@@ -109,13 +115,12 @@ def _aligned(x, chunk: int, dims: int):
     return (x.rechunk(tuple(target)) if changed else x), zchunks
 
 
-def _create_level(group, path: str, x, chunk: int, compressor, dims: int, names):
-    """Create ``group[path]`` for dask array ``x``; return (x aligned to its chunks, array)."""
-    x, chunks = _aligned(x, chunk, dims)
+def _create_level(group, path: str, x, chunks, compressor, names):
+    """Create ``group[path]`` for the (aligned) dask array ``x`` with zarr ``chunks``."""
     v2 = group.metadata.zarr_format == 2
     # zarr v3 arrays name their axes (NGFF 0.5 asks for it); v2 has no such field.
     named = {} if v2 else {"dimension_names": names}
-    arr = group.create_array(
+    return group.create_array(
         path,
         shape=x.shape,
         chunks=chunks,
@@ -126,7 +131,6 @@ def _create_level(group, path: str, x, chunk: int, compressor, dims: int, names)
         overwrite=True,
         **named,
     )
-    return x, arr
 
 
 def _subsample(x, step: int, spatial: int):
@@ -147,18 +151,15 @@ def _n_levels(shape, chunk: int, n_levels: int | None) -> int:
     return 1 + max(0, math.ceil(math.log2(side / chunk))) if side > chunk else 1
 
 
-def _write_multiscale(
-    group, levels, *, chunk, compressor, n_levels, spatial, scale0, shape0, names
-):
-    """Store the given levels (dask) and subsampled ones down to n_levels; return datasets.
+def _multiscale(levels, *, chunk, n_levels, spatial, scale0, shape0):
+    """The given levels (dask) and levels subsampled from the last one, down to
+    ``n_levels``: ``(datasets, [(path, x aligned to its chunks, zarr chunks)])``.
 
     Every level is stored in one dask computation, the extra levels subsampled from the
     last given level's blocks as they are computed: the labels are encoded once and no
     level is read back.
     """
-    import dask.array as da
-
-    datasets, sources, targets = [], [], []
+    datasets, levels_out = [], []
     last = len(levels) - 1
     for i in range(n_levels):
         if i <= last:
@@ -172,28 +173,255 @@ def _write_multiscale(
             x = _subsample(levels[last], step, spatial)
             base = datasets[last]["coordinateTransformations"][0]["scale"]
             scale = [v * step if a >= x.ndim - spatial else v for a, v in enumerate(base)]
-        x, arr = _create_level(group, str(i), x, chunk, compressor, spatial, names)
-        sources.append(x)
-        targets.append(arr)
+        x, zchunks = _aligned(x, chunk, spatial)
+        levels_out.append((str(i), x, zchunks))
         datasets.append(
             {"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": scale}]}
         )
-    da.store(sources, targets, lock=False)
-    return datasets, targets
+    return datasets, levels_out
 
 
-def _counts(arr, n_colors: int) -> np.ndarray:
-    """Pixels of each label value 1 .. K in a stored level, block by block."""
+# ---------------------------------------------------------------------------------------------
+# writing block by block, resumably
+
+#: The folder inside a store being written where each stored block leaves a marker.
+_BLOCKS = ".kvq-blocks"
+_RECORD_FORMAT = "napari-kmeans-vq incomplete OME-Zarr store"
+#: What each part of a store's fingerprint is, for the message when a resume is refused.
+_PARTS = {
+    "n_colors": "K",
+    "random_state": "the seed",
+    "color_space": "the colour space",
+    "fit": "the fit (exact or sampled, level)",
+    "codebook": "the fitted codebook (palette, centroids, class sizes)",
+    "input": "the input image",
+    "labels": "the label levels (shapes, dtype, blocks)",
+    "options": "the output options (name, chunk, levels, pixel size, NGFF version, names)",
+    "image": "--with-image (the image stored with the labels)",
+    "source": "the input file (path, size or modification time)",
+}
+
+
+class ResumeError(ValueError):
+    """An incomplete store cannot be finished with this result: it was written from another
+    input, codebook or options (its fingerprint differs), or it is not an incomplete store."""
+
+
+def _store_block(block, target, marker_dir, level, block_info=None):
+    """Store one block of a level into its (whole) zarr chunks, then leave its marker."""
+    info = block_info[0]
+    target[tuple(slice(a, b) for a, b in info["array-location"])] = block
+    # Only after the chunks are written: a resume skips this block.
+    name = _marker(level, info["chunk-location"])
+    with open(os.path.join(marker_dir, name), "wb"):
+        pass
+    return np.zeros((1,) * block.ndim, dtype=bool)
+
+
+def _marker(level: int, index) -> str:
+    return f"{level}-" + ".".join(str(int(i)) for i in index)
+
+
+def _store_blocks(sources, targets, marker_dir: str, done: set) -> None:
+    """Store every block of ``sources`` not in ``done`` into ``targets``, in one dask
+    computation on the active scheduler (a ``distributed`` client's when there is one).
+
+    Each task writes its block's own chunks and a marker file: nothing depends on the
+    process that built the graph (no lock, no open handle), so any worker may run it.
+    """
     import dask
+
+    written = [
+        x.map_blocks(
+            _store_block,
+            target,
+            marker_dir,
+            level,
+            chunks=tuple((1,) * len(c) for c in x.chunks),
+            dtype=bool,
+            meta=np.empty((0,) * x.ndim, dtype=bool),
+        )
+        for level, (x, target) in enumerate(zip(sources, targets, strict=True))
+    ]
+    if not done:
+        dask.compute(*written)
+        return
+    todo = []
+    for level, w in enumerate(dask.optimize(*written)):
+        blocks = w.to_delayed(optimize_graph=False)
+        for index in np.ndindex(*w.numblocks):
+            if _marker(level, index) not in done:
+                todo.append(blocks[index])
+    if todo:
+        # One computation: blocks shared by several levels are computed once.
+        dask.compute(*todo)
+
+
+def _digest(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _input_token(levels) -> str:
+    """The label levels' identity: dask's names (derived from the input's and the
+    codebook's), or a hash of in-memory labels."""
+    from dask.base import tokenize
+
+    return tokenize(*[lv.name if hasattr(lv, "dask") else np.asarray(lv) for lv in levels])
+
+
+def _fingerprint_parts(result, levels, options: dict, image, source) -> dict:
+    from dask.base import tokenize
+
+    info = getattr(result, "info", {}) or {}
+    if image is None or isinstance(image, str):
+        image_token = image
+    else:
+        images = list(image) if isinstance(image, list | tuple) else [image]
+        image_token = tokenize(
+            *[im.name if hasattr(im, "dask") else np.asarray(im) for im in images]
+        )
+    return {
+        "n_colors": int(result.n_colors),
+        "random_state": info.get("random_state"),
+        "color_space": info.get("color_space"),
+        "fit": [info.get("fit", "exact"), info.get("fit_level", 0), info.get("n_samples")],
+        "codebook": _digest(
+            np.asarray(result.palette),
+            np.asarray(result.centroids),
+            np.asarray(result.cluster_sizes),
+        ),
+        "input": _input_token(levels),
+        "labels": [[list(lv.shape), str(lv.dtype)] for lv in levels],
+        "options": options,
+        "image": image_token,
+        "source": source,
+    }
+
+
+def _fingerprint(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def read_partial(path) -> dict | None:
+    """The record of an incomplete store (what an interrupted :func:`write_labels` left):
+    its fingerprint and parts, its levels and their blocks, plus ``done`` and ``total``
+    (blocks stored so far and in all); None when ``path`` holds no such record."""
+    from ._atomic import PARTIAL_RECORD
+    from .data import KVQError
+    from .limits import parse_json
+
+    record_path = os.path.join(os.fspath(path), PARTIAL_RECORD)
+    try:
+        with open(record_path, "rb") as handle:
+            record = parse_json(handle.read(), source=record_path)
+    except (OSError, KVQError):
+        return None
+    if not isinstance(record, dict) or record.get("format") != _RECORD_FORMAT:
+        return None
+    try:
+        done = set(os.listdir(os.path.join(os.fspath(path), _BLOCKS)))
+    except OSError:
+        done = set()
+    record["done_markers"] = done
+    record["done"] = len(done)
+    record["total"] = int(sum(record.get("blocks", [])))
+    return record
+
+
+def _check_resumable(path, record, parts: dict, fingerprint: str) -> None:
+    if record is None:
+        raise ResumeError(
+            f"{path} is not an incomplete store left by an interrupted write (it has no "
+            "progress record): nothing to resume."
+        )
+    if record.get("fingerprint") == fingerprint:
+        return
+    old = record.get("parts") or {}
+    differ = [
+        key
+        for key in parts
+        if json.dumps(old.get(key), sort_keys=True, default=str)
+        != json.dumps(parts[key], sort_keys=True, default=str)
+    ]
+    what = ", ".join(_PARTS.get(k, k) for k in differ) or "its fingerprint"
+    raise ResumeError(
+        f"cannot resume {path}: it was written with a different {what} "
+        f"({record.get('done', 0)} of {record.get('total', '?')} blocks stored), and a "
+        "resume never mixes two runs: start again with overwrite=True."
+    )
+
+
+def _prepare(
+    result, image, name, chunk, n_levels, pixel_size, compressor, ngff_version, names, source
+):
+    """Everything a write needs, checked, before anything is written."""
     import dask.array as da
 
-    x = da.from_zarr(arr)
-    parts = [
-        dask.delayed(np.bincount)(b.ravel(), minlength=n_colors + 1)
-        for b in x.to_delayed().ravel()
-    ]
-    total = dask.delayed(sum)(parts)
-    return np.asarray(total.compute())[1 : n_colors + 1].astype(np.int64)
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ValueError(f"name must be a non-empty string without '/', got {name!r}.")
+    if ngff_version not in NGFF_VERSIONS:
+        raise ValueError(f"ngff_version must be one of {NGFF_VERSIONS}, got {ngff_version!r}.")
+    chunk = int(chunk)
+    if chunk < 1:
+        raise ValueError(f"chunk must be a positive integer, got {chunk}.")
+    given = default_compressor(ngff_version) if compressor is None else compressor
+    raw = list(result.labels) if getattr(result, "multiscale", False) else [result.labels]
+    levels = [lv if isinstance(lv, da.Array) else da.from_array(np.asarray(lv)) for lv in raw]
+    shape0 = levels[0].shape
+    spatial = min(2, len(shape0))
+    axes = _axes(len(shape0))
+    scale0 = [1.0] * len(shape0) if pixel_size is None else [float(s) for s in pixel_size]
+    if len(scale0) != len(shape0):
+        raise ValueError(
+            f"pixel_size must have one entry per label axis ({len(shape0)}), got {pixel_size!r}."
+        )
+    k = int(result.n_colors)
+    if names is not None:
+        names = [str(n) for n in names]
+        if len(names) != k:
+            raise ValueError(f"names: expected {k}, one per class, got {len(names)}.")
+    dtype = label_dtype(k)
+    stored = [lv.astype(dtype) + dtype.type(1) for lv in levels]
+    n = max(_n_levels(shape0, chunk, n_levels), len(stored))
+    datasets, label_levels = _multiscale(
+        stored, chunk=chunk, n_levels=n, spatial=spatial, scale0=scale0, shape0=shape0
+    )
+    label_root = "" if image is None else f"labels/{name}/"
+    arrays = [(label_root + p, x, c, [a["name"] for a in axes]) for p, x, c in label_levels]
+    image_datasets = None
+    if image is not None:
+        image_datasets, image_levels = _image_levels(
+            result, image, levels, chunk, n, scale0, shape0, spatial
+        )
+        image_axes = [a["name"] for a in _axes(len(shape0), channel=True)]
+        arrays += [(p, x, c, image_axes) for p, x, c in image_levels]
+    options = {
+        "name": name,
+        "chunk": chunk,
+        "n_levels": n,
+        "pixel_size": scale0,
+        "ngff_version": ngff_version,
+        "names": names,
+        "compressor": repr(given),
+    }
+    parts = _fingerprint_parts(result, raw, options, image, source)
+    return {
+        "k": k,
+        "names": names,
+        "axes": axes,
+        "shape0": shape0,
+        "compressor": given,
+        "datasets": datasets,
+        "image_datasets": image_datasets,
+        "arrays": arrays,
+        "parts": parts,
+        "fingerprint": _fingerprint(parts),
+    }
 
 
 def write_labels(
@@ -210,8 +438,18 @@ def write_labels(
     progress=None,
     ngff_version: str = "0.5",
     names=None,
+    resume: bool = False,
+    source=None,
 ) -> str:
     """Write a quantization's labels as OME-Zarr labels with the palette.
+
+    The store is written in place, block by block, and marked incomplete until every block
+    and level is stored (the record :data:`~napari_kmeans_vq.io._atomic.PARTIAL_RECORD`
+    inside it, with a fingerprint of the result and the options; each stored block leaves
+    a marker beside it). A write that stops (killed, interrupted, a block that fails)
+    leaves that incomplete store, which ``resume=True`` finishes, skipping the blocks
+    stored; the finished store is the same bytes as an uninterrupted write. For a store
+    that appears whole or not at all, use :func:`napari_kmeans_vq.io.save_ome_zarr`.
 
     Parameters
     ----------
@@ -239,8 +477,9 @@ def write_labels(
         Default :func:`default_compressor` (a zarr v3 codec for NGFF 0.5, numcodecs for 0.4).
     overwrite : bool, default False
         Replace an existing ``path``, if it is a store this package could have written
-        (:func:`replaceable_store`); never an arbitrary folder. (The store is rewritten in
-        place: :func:`napari_kmeans_vq.io.save_ome_zarr` writes beside it and swaps.)
+        (:func:`replaceable_store`, an incomplete one too); never an arbitrary folder.
+        (The store is rewritten in place: :func:`napari_kmeans_vq.io.save_ome_zarr` writes
+        beside it and swaps.)
     progress : callable, optional
         Called as ``progress("write", fraction_done)`` as blocks are stored (on dask's
         local schedulers); an exception raised in it stops the writing.
@@ -249,79 +488,110 @@ def write_labels(
     names : sequence of K str, optional
         Class names in codeword order: each ``image-label`` properties entry gets its
         ``"name"`` (label ``i + 1`` is ``names[i]``). Without them no entry has a name.
+    resume : bool, default False
+        Finish the incomplete store at ``path``: only if its fingerprint is this call's
+        (same input, codebook and options), else :class:`ResumeError`.
+    source : str, optional
+        More identity for the fingerprint (the command line gives the input file's path,
+        size and modification time).
 
     Returns
     -------
     str
         ``path``.
     """
-    import dask.array as da
     import zarr
 
-    path = os.fspath(path)
+    from ._atomic import PARTIAL_RECORD, atomic_write
+
+    given_path = os.fspath(path)
+    path = os.path.abspath(given_path)
+    plan = _prepare(
+        result,
+        image,
+        name,
+        chunk,
+        n_levels,
+        pixel_size,
+        compressor,
+        ngff_version,
+        names,
+        source,
+    )
     fresh = _empty_folder(path)
-    if os.path.lexists(path) and not fresh:
+    if resume:
+        record = read_partial(path)
+        _check_resumable(given_path, record, plan["parts"], plan["fingerprint"])
+    elif os.path.lexists(path) and not fresh:
         if not overwrite:
-            raise FileExistsError(f"path {path!r} exists; pass overwrite=True to replace it.")
+            raise FileExistsError(
+                f"path {given_path!r} exists; pass overwrite=True to replace it."
+            )
         if not replaceable_store(path):
             raise FileExistsError(
-                f"path {path!r} is not an OME-Zarr store this package could have written; "
-                "refusing to replace it."
+                f"path {given_path!r} is not an OME-Zarr store this package could have "
+                "written; refusing to replace it."
             )
-    if not isinstance(name, str) or not name or "/" in name:
-        raise ValueError(f"name must be a non-empty string without '/', got {name!r}.")
-    if ngff_version not in NGFF_VERSIONS:
-        raise ValueError(f"ngff_version must be one of {NGFF_VERSIONS}, got {ngff_version!r}.")
-    chunk = int(chunk)
-    if chunk < 1:
-        raise ValueError(f"chunk must be a positive integer, got {chunk}.")
-    compressor = default_compressor(ngff_version) if compressor is None else compressor
-    levels = list(result.labels) if getattr(result, "multiscale", False) else [result.labels]
-    levels = [lv if isinstance(lv, da.Array) else da.from_array(np.asarray(lv)) for lv in levels]
-    shape0 = levels[0].shape
-    spatial = min(2, len(shape0))
-    axes = _axes(len(shape0))
-    scale0 = [1.0] * len(shape0) if pixel_size is None else [float(s) for s in pixel_size]
-    if len(scale0) != len(shape0):
-        raise ValueError(
-            f"pixel_size must have one entry per label axis ({len(shape0)}), got {pixel_size!r}."
+    marker_dir = os.path.join(path, _BLOCKS)
+    record_path = os.path.join(path, PARTIAL_RECORD)
+    arrays = plan["arrays"]
+    if resume:
+        root = zarr.open_group(path, mode="r+")
+        targets = [root[p] for p, *_ in arrays]
+        done = record["done_markers"]
+    else:
+        # An empty folder is filled as it is ("w-": zarr would otherwise delete and
+        # recreate it, and the writer's lock on it with it); anything else is replaced.
+        root = zarr.open_group(
+            path, mode="w-" if fresh else "w", zarr_format=2 if ngff_version == "0.4" else 3
         )
-    k = int(result.n_colors)
-    if names is not None:
-        names = [str(n) for n in names]
-        if len(names) != k:
-            raise ValueError(f"names: expected {k}, one per class, got {len(names)}.")
-    dtype = label_dtype(k)
-    stored = [lv.astype(dtype) + dtype.type(1) for lv in levels]
-    n = max(_n_levels(shape0, chunk, n_levels), len(stored))
+        if image is not None:
+            root.create_group("labels").create_group(name)
+        targets = [
+            _create_level(root, p, x, c, plan["compressor"], axis_names)
+            for p, x, c, axis_names in arrays
+        ]
+        os.mkdir(marker_dir)
+        record = {
+            "format": _RECORD_FORMAT,
+            "note": (
+                "An incomplete store: its writing was interrupted. Run the same command "
+                "again with --resume (save_ome_zarr(..., resume=True)) to finish it, or "
+                "with --force (overwrite=True) to start again."
+            ),
+            "fingerprint": plan["fingerprint"],
+            "parts": plan["parts"],
+            "arrays": [p for p, *_ in arrays],
+            "blocks": [math.prod(x.numblocks) for _, x, *_ in arrays],
+        }
+        atomic_write(record_path, json.dumps(record, indent=1, default=str).encode())
+        done = set()
 
     from ..large.progress import stage
 
-    # An empty folder is filled as it is ("w-": zarr would otherwise delete and recreate it,
-    # and the writer's lock on it with it); anything else is replaced.
-    root = zarr.open_group(
-        path, mode="w-" if fresh else "w", zarr_format=2 if ngff_version == "0.4" else 3
-    )
-    group = root if image is None else root.create_group("labels").create_group(name)
     with stage(progress, "write"):
-        datasets, arrays = _write_multiscale(
-            group,
-            stored,
-            chunk=chunk,
-            compressor=compressor,
-            n_levels=n,
-            spatial=spatial,
-            scale0=scale0,
-            shape0=shape0,
-            names=[axis["name"] for axis in axes],
-        )
+        _store_blocks([x for _, x, *_ in arrays], targets, marker_dir, done)
+    _write_metadata(root, result, plan, image, targets[0])
+    # Complete: the markers go, then the record (the store is then the same bytes as any
+    # other write of this result).
+    shutil.rmtree(marker_dir)
+    os.unlink(record_path)
+    return given_path
 
+
+def _write_metadata(root, result, plan, image, level0) -> None:
+    """The NGFF metadata, written once every block is stored (in the same order whatever
+    the run, so that a resumed store is the same bytes)."""
+    k, names, shape0 = plan["k"], plan["names"], plan["shape0"]
+    version = plan["parts"]["options"]["ngff_version"]
+    name = plan["parts"]["options"]["name"]
+    group = root if image is None else root[f"labels/{name}"]
     info = getattr(result, "info", {}) or {}
     exact = info.get("fit", "exact") == "exact" and info.get("fit_level", 0) == 0
     sizes = np.asarray(result.cluster_sizes)
     if not exact or int(sizes.sum()) != math.prod(shape0):
         # The fit's counts describe other pixels (a sample, a coarser level): count these.
-        sizes = _counts(arrays[0], k)
+        sizes = _counts(level0, k)
     total = max(int(sizes.sum()), 1)
     rgba = palette_rgba255(result.palette)
     colors = [{"label-value": i + 1, "rgba": [int(v) for v in rgba[i]]} for i in range(k)]
@@ -342,23 +612,36 @@ def write_labels(
         image_label["source"] = {"image": "../../"}
     _set_ome(
         group,
-        ngff_version,
-        multiscales=[{"name": name, "axes": axes, "datasets": datasets}],
+        version,
+        multiscales=[{"name": name, "axes": plan["axes"], "datasets": plan["datasets"]}],
         **{"image-label": image_label},
     )
     if image is not None:
-        _set_ome(root["labels"], ngff_version, labels=[name])
-        datasets = _write_image(
-            root, result, image, levels, chunk, compressor, n, scale0, shape0, spatial
-        )
+        _set_ome(root["labels"], version, labels=[name])
         axes = _axes(len(shape0), channel=True)
         _set_ome(
-            root, ngff_version, multiscales=[{"name": "image", "axes": axes, "datasets": datasets}]
+            root,
+            version,
+            multiscales=[{"name": "image", "axes": axes, "datasets": plan["image_datasets"]}],
         )
-    return path
 
 
-def _write_image(root, result, image, label_levels, chunk, compressor, n, scale0, shape0, spatial):
+def _counts(arr, n_colors: int) -> np.ndarray:
+    """Pixels of each label value 1 .. K in a stored level, block by block."""
+    import dask
+    import dask.array as da
+
+    x = da.from_zarr(arr)
+    parts = [
+        dask.delayed(np.bincount)(b.ravel(), minlength=n_colors + 1)
+        for b in x.to_delayed().ravel()
+    ]
+    total = dask.delayed(sum)(parts)
+    return np.asarray(total.compute())[1 : n_colors + 1].astype(np.int64)
+
+
+def _image_levels(result, image, label_levels, chunk, n, scale0, shape0, spatial):
+    """The image stored with the labels: ``(datasets, [(path, x, zarr chunks)])``."""
     import dask.array as da
 
     if isinstance(image, str):
@@ -384,21 +667,16 @@ def _write_image(root, result, image, label_levels, chunk, compressor, n, scale0
     # Channel-first (NGFF puts c before the spatial axes).
     at = 1 if len(shape0) == 4 else 0
     images = [da.moveaxis(im, -1, at) for im in images]
-    img_shape0 = images[0].shape
     img_scale0 = list(scale0)
     img_scale0.insert(at, 1.0)
-    datasets, _ = _write_multiscale(
-        root,
+    return _multiscale(
         images,
         chunk=chunk,
-        compressor=compressor,
         n_levels=n,
         spatial=spatial,
         scale0=img_scale0,
-        shape0=img_shape0,
-        names=[axis["name"] for axis in _axes(len(shape0), channel=True)],
+        shape0=images[0].shape,
     )
-    return datasets
 
 
 def _with_colour_axis(image, labels_shape):
@@ -430,9 +708,11 @@ def replaceable_store(path) -> bool:
     ``--force`` may replace it: an OME-Zarr group whose root holds only zarr metadata,
     numbered levels and ``labels``, with ``multiscales`` metadata and either an
     ``image-label`` (labels alone) or a ``labels`` group (an image with labels). An empty
-    folder also qualifies (nothing is lost). Anything else (a symbolic link counts as
-    replaceable by the caller, never followed here) is not.
+    folder also qualifies (nothing is lost), and so does an incomplete store an
+    interrupted write left (:func:`read_partial` reads its record). Anything else (a
+    symbolic link counts as replaceable by the caller, never followed here) is not.
     """
+    from ._atomic import PARTIAL_RECORD
     from .data import KVQError
     from .limits import MAX_METADATA_BYTES, parse_json
 
@@ -445,6 +725,9 @@ def replaceable_store(path) -> bool:
         return False
     if not names:
         return True
+    if read_partial(path) is not None:
+        names = [n for n in names if n not in (PARTIAL_RECORD, _BLOCKS)]
+        return all(name in _STORE_ENTRIES or name.isdigit() for name in names)
     if any(name not in _STORE_ENTRIES and not name.isdigit() for name in names):
         return False
     attrs = None
@@ -486,6 +769,13 @@ def read_labels(path, name: str = "kmeans"):
     import dask.array as da
     import zarr
 
+    record = read_partial(path)
+    if record is not None:
+        raise ResumeError(
+            f"{os.fspath(path)} is an incomplete store ({record['done']} of {record['total']} "
+            "blocks written before its writing was interrupted): finish it with resume=True, "
+            "or write it again."
+        )
     group = zarr.open_group(os.fspath(path), mode="r")
     if "image-label" not in _get_ome(group):
         group = group[f"labels/{name}"]
@@ -516,10 +806,12 @@ def label_names(image_label: dict) -> list[str] | None:
 
 
 __all__ = [
+    "ResumeError",
     "default_compressor",
     "label_names",
     "palette_rgba255",
     "read_labels",
+    "read_partial",
     "replaceable_store",
     "write_labels",
 ]

@@ -62,6 +62,20 @@ class LabelTable:
             self.table[hist.keys] = per_color
         self._codec = codec
 
+    def __dask_tokenize__(self):
+        # Deterministic graph keys: the same fit gives the same label arrays' names in
+        # every process, which a resumed write checks (io.omezarr fingerprints them).
+        import json
+
+        from dask.base import tokenize
+
+        # The codebook as data (parameters, palette, centroids, scale): all that encoding
+        # uses; the threads it may use do not change a label.
+        data = self.codebook.to_dict()
+        data["params"].pop("n_threads", None)
+        book = json.dumps(data, sort_keys=True, default=str)
+        return ("LabelTable", tokenize(book), None if self.table is None else tokenize(self.table))
+
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """Labels of ``pixels`` (n, C), shape (n,)."""
         if self.table is None:
@@ -95,7 +109,8 @@ def _table_task(table: LabelTable):
     import dask
 
     # One graph key for the table: shipped once to each worker, not embedded in each task.
-    return dask.delayed(table, pure=False)
+    # Named from its content, so that the labels' names are the same in every run.
+    return dask.delayed(table, pure=True)
 
 
 def _encode(x, table_task, dtype):
