@@ -224,11 +224,12 @@ def _check_output(path: Path, force: bool) -> None:
         raise CLIError(f"the directory {path.parent} does not exist")
 
 
-def _check_store_output(path: Path, force: bool) -> None:
+def _check_store_output(path: Path, force: bool, resume: bool = False) -> None:
     messages.require_large_extra("-o OUT.ome.zarr (OME-Zarr labels)")
     from ..io.omezarr import replaceable_store
 
     _tidy(path)
+    _check_incomplete(path, force, resume)
     if _exists(path) and not force:
         raise CLIError(f"{path} exists; use --force to overwrite it")
     if _exists(path) and not path.is_symlink():
@@ -241,6 +242,37 @@ def _check_store_output(path: Path, force: bool) -> None:
             )
     if not path.parent.exists():
         raise CLIError(f"the directory {path.parent} does not exist")
+
+
+def _check_incomplete(path: Path, force: bool, resume: bool) -> None:
+    """An incomplete store an interrupted run left for ``path`` is finished (--resume) or
+    discarded (--force), never ignored."""
+    if force or resume:
+        return
+    from ..io.files import IncompleteStoreError, incomplete_store
+
+    found = incomplete_store(path)
+    if found is not None:
+        raise CLIError(_flags(str(IncompleteStoreError(path, *found))))
+
+
+def _flags(message: str) -> str:
+    """A library message about a store in the command line's flags."""
+    return message.replace("resume=True", "--resume").replace("overwrite=True", "--force")
+
+
+def _source_identity(source: Path) -> str:
+    """The input file for a resumed store's fingerprint: its path, size and modification
+    time (a folder store: its path and bytes)."""
+    from ..io import tree_size
+
+    try:
+        if source.is_dir():
+            return f"{source.resolve()} {tree_size(source)[0]}"
+        info = source.stat()
+    except OSError:
+        return str(source)
+    return f"{source.resolve()} {info.st_size} {info.st_mtime_ns}"
 
 
 def _read_image(path: Path, *, lazy: bool = False):
@@ -430,6 +462,8 @@ def _plan(args, sources: list, k: int | None) -> tuple[list[_Job], Path | None]:
         stdio = inputs.STDIO in (job.out, job.source)
         if not stdio and Path(job.source).resolve() == Path(job.out).resolve():
             raise UsageError(f"{job.source} is both an input and an output")
+    if args.resume and not any(job.out_format == "ome-zarr" for job in jobs):
+        raise UsageError("--resume finishes an OME-Zarr output (-o OUT.ome.zarr)")
     if all(job.out is None for job in jobs) and args.with_image != "none":
         raise UsageError("--with-image needs an OME-Zarr output (-o OUT.ome.zarr)")
     if jobs[0].out_format == "ome-zarr" and jobs[0].out == inputs.STDIO:
@@ -450,14 +484,18 @@ def _check_outputs(args, jobs: list[_Job]) -> None:
         messages.require_large_extra("-o OUT.ome.zarr (OME-Zarr labels)")
     if len(files) == 1:
         job = files[0]
-        check = _check_store_output if job.out_format == "ome-zarr" else _check_output
         if job.out.parent.exists() or not args.out_dir:
-            check(job.out, args.force)
+            if job.out_format == "ome-zarr":
+                _check_store_output(job.out, args.force, args.resume)
+            else:
+                _check_output(job.out, args.force)
         return
     existing = []
     for job in files:
         if job.out.parent.exists():
             _tidy(job.out)
+            if job.out_format == "ome-zarr":
+                _check_incomplete(job.out, args.force, args.resume)
             if _exists(job.out):
                 existing.append(str(job.out))
     if existing and not args.force:
@@ -507,17 +545,34 @@ def _check_names(args, k: int | None, default=None) -> list[str] | None:
     return names
 
 
-def _save_store(out: Path, q, image, args, progress, names=None) -> dict:
+def _save_store(out: Path, q, image, args, progress, names=None, source=None) -> dict:
     """Write ``q``'s labels as an OME-Zarr store at ``out``; the ``output`` record."""
     from ..io import save_ome_zarr, tree_size
+    from ..io.files import IncompleteStoreError, incomplete_store
+    from ..io.omezarr import ResumeError
 
     extra = {"original": image, "reconstruction": "reconstruction"}.get(args.with_image)
     out.parent.mkdir(parents=True, exist_ok=True)
+    found = incomplete_store(out) if args.resume else None
+    if found is not None:
+        partial, record = found
+        progress(
+            f"resuming {partial}: {record['done']:,} of {record['total']:,} blocks already written"
+        )
     progress(f"writing OME-Zarr labels to {out}")
     try:
         save_ome_zarr(
-            out, q, image=extra, overwrite=args.force, progress=progress.stages(), names=names
+            out,
+            q,
+            image=extra,
+            overwrite=args.force,
+            resume=args.resume,
+            progress=progress.stages(),
+            names=names,
+            source=None if source is None else _source_identity(Path(source)),
         )
+    except (IncompleteStoreError, ResumeError) as exc:
+        raise CLIError(_flags(str(exc))) from None
     except FileExistsError as exc:
         if args.force:
             raise CLIError(str(exc)) from None
@@ -694,7 +749,7 @@ def _compress_file(args, job: _Job, source: Path, codebook, names, progress) -> 
     files = size_report(q, input_bytes=input_bytes, contents=contents)["files"]
     written = None
     if out_format == "ome-zarr":
-        written = _save_store(out, q, image, args, progress, names)
+        written = _save_store(out, q, image, args, progress, names, source)
         files["ome_zarr"] = written["bytes"]
     elif out is not None:
         written, key = _save_file(out, out_format, q, contents, files, args, progress, names)

@@ -376,6 +376,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--unit", metavar="U", help="the unit of --pixel-size (default um); the column is area_U2"
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help=(
+            "OME-Zarr output: finish the incomplete store an interrupted run left (the "
+            "blocks written are kept; refused if the input, K, seed or options differ)"
+        ),
+    )
 
     p = sub.add_parser(
         "fit",
