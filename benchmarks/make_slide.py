@@ -228,6 +228,8 @@ def write_slide(
         "photometric": "rgb",
         "compression": compression,
         "maxworkers": workers,
+        # Tiles compressed per pass: a few dozen, not tifffile's default of hundreds of MB.
+        "buffersize": 32 * 2**20,
         # 0.25 um a pixel, as a 40x scan.
         "resolution": (1e4 / 0.25, 1e4 / 0.25),
         "resolutionunit": "CENTIMETER",
