@@ -764,7 +764,8 @@ def read_labels(path, name: str = "kmeans"):
     metadata : dict
         The label image's ``image-label`` metadata (colours and properties), plus
         ``"names"``: the class names in codeword order (each property's ``"name"``, by
-        label value), or None when the store names no class.
+        label value), or None when the store names no class; and ``"scales"``: each
+        level's pixel size (its NGFF scale transformation).
     """
     import dask.array as da
     import zarr
@@ -780,9 +781,14 @@ def read_labels(path, name: str = "kmeans"):
     if "image-label" not in _get_ome(group):
         group = group[f"labels/{name}"]
     attrs = _get_ome(group)
-    levels = [da.from_zarr(group[d["path"]]) for d in attrs["multiscales"][0]["datasets"]]
+    datasets = attrs["multiscales"][0]["datasets"]
+    levels = [da.from_zarr(group[d["path"]]) for d in datasets]
     metadata = dict(attrs["image-label"])
     metadata["names"] = label_names(metadata)
+    metadata["scales"] = [
+        next(t["scale"] for t in d["coordinateTransformations"] if t["type"] == "scale")
+        for d in datasets
+    ]
     return levels, metadata
 
 

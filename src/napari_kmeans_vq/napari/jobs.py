@@ -8,6 +8,7 @@ engine, whose progress callback raises, and returns None.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import warnings
@@ -37,6 +38,7 @@ class Relay(QObject):
     """Carries progress from the worker thread to the main thread (a queued Qt signal)."""
 
     progressed = Signal(int, str, int)  # run id, stage, percent
+    counted = Signal(int, str, int, int)  # run id, stage, dask tasks done, in all
 
 
 class Reporter:
@@ -47,12 +49,15 @@ class Reporter:
         self.run_id, self.stop, self.relay = run_id, stop, relay
         self.span = (0.0, 1.0)  # the part of the bar this quantization fills (sweeps)
         self.stopped_in: str | None = None  # the stage the engine was stopped in
+        self.stage = ""  # the stage reported last
+        self.counts: list[tuple[str, int, int]] = []  # (stage, done, total) relayed
         self._last = None
 
     def __call__(self, stage: str, fraction: float) -> None:
         if self.stop.is_set():
             self.stopped_in = stage
             raise Stop
+        self.stage = stage
         start, end = _STAGES.get(stage, (0.0, 1.0))
         low, high = self.span
         percent = int(100 * (low + (high - low) * (start + (end - start) * fraction)))
@@ -62,6 +67,21 @@ class Reporter:
 
     def send(self, stage: str, percent: int) -> None:
         self.relay.progressed.emit(self.run_id, stage, percent)
+
+    def tasks(self, done: int, total: int) -> None:
+        """A lazy image's progress task by task (a block read, counted or encoded), as
+        dask reports it; relayed so that a slide's run shows each block it gets through."""
+        if self.stop.is_set():
+            self.stopped_in = self.stage
+            raise Stop
+        self.counts.append((self.stage, done, total))
+        self.relay.counted.emit(self.run_id, self.stage, done, total)
+
+    def watching(self, image):
+        """``dask_progress`` relaying each task for a lazy image; nothing for an array."""
+        if not is_lazy_input(image):
+            return contextlib.nullcontext()
+        return dask_progress(self.tasks)
 
 
 @dataclass
@@ -102,7 +122,7 @@ def _quantize(image, k, options, reporter):
     options = dict(options)
     if not is_lazy_input(image):
         options.pop("fit_level", None)
-    with one_thread():
+    with one_thread(), reporter.watching(image):
         return quantize(image, k, progress=reporter, **options)
 
 
@@ -110,7 +130,10 @@ def _compute(arrays, reporter):
     """Compute dask arrays as the "encode" stage; a cancel stops them between blocks."""
     import dask
 
-    report = lambda done, total: reporter("encode", done / max(total, 1))  # noqa: E731
+    def report(done, total):
+        reporter("encode", done / max(total, 1))
+        reporter.tasks(done, total)
+
     with dask_progress(report, reporter.stop.is_set):
         return dask.compute(*arrays)
 

@@ -33,8 +33,10 @@ lazily.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 from typing import NamedTuple
 
@@ -64,6 +66,7 @@ __all__ = [
     "lazy_coded_layer_data",
     "merge_classes",
     "merge_names",
+    "ome_zarr_labels_layer_data",
     "parse_k_list",
     "pixel_size",
     "quantization_layer_data",
@@ -479,6 +482,49 @@ def lazy_coded_layer_data(
         recon_meta.pop("multiscale", None)
         return [(recons[0], recon_meta, "image"), (coded[0], labels_meta, "labels")]
     return [(recons, recon_meta, "image"), (coded, labels_meta, "labels")]
+
+
+def ome_zarr_labels_layer_data(path, *, name: str = "kmeans", source_layer=None) -> tuple:
+    """A labels layer tuple for an OME-Zarr store :func:`napari_kmeans_vq.io.save_ome_zarr`
+    wrote: its levels as a napari multiscale labels layer (read lazily, chunk by chunk),
+    coloured with the stored palette, with the class table as ``features`` and the
+    store's pixel size as ``scale``.
+
+    ``viewer.add_labels(data, **meta)`` puts it over the slide it was made from: give
+    ``source_layer`` (the slide's image layer) to place it as that layer is placed, when
+    the store was written without ``pixel_size``.
+
+    Returns
+    -------
+    (list of dask arrays, dict, "labels")
+    """
+    from ..io.omezarr import read_labels
+
+    levels, stored = read_labels(path, name)
+    colours = {None: (0.0, 0.0, 0.0, 0.0), 0: (0.0, 0.0, 0.0, 0.0)}
+    for entry in stored["colors"]:
+        colours[int(entry["label-value"])] = tuple(float(v) / 255 for v in entry["rgba"])
+    properties = sorted(stored["properties"], key=lambda p: p["label-value"])
+    palette = np.array([p["palette-value"] for p in properties]).reshape(len(properties), -1)
+    if palette.dtype.kind in "iu":  # JSON keeps no dtype: the smallest that holds the values
+        palette = palette.astype(np.uint8 if palette.max() <= 255 else np.uint16)
+    counts = np.array([p["pixel-count"] for p in properties], dtype=np.int64)
+    features = cluster_features(palette, counts, names=stored["names"])
+    features["hex"] = np.array([p["color"] for p in properties], dtype=object)
+    meta = {
+        "name": f"{Path(os.fspath(path)).name} labels",
+        "colormap": colours,
+        "features": features,
+        "multiscale": True,
+        "metadata": {METADATA_KEY: {"role": "labels", "path": os.fspath(path)}},
+    }
+    spatial = spatial_kwargs(source_layer)
+    scale = [float(v) for v in stored["scales"][0]]
+    if spatial and all(v == 1.0 for v in scale):
+        meta |= spatial
+    else:
+        meta["scale"] = scale
+    return levels, meta, "labels"
 
 
 def is_lazy_quantization(q) -> bool:

@@ -315,8 +315,12 @@ class QuantizeWidget(Container):
         self._closed = False
         self._grid_hidden: list[Layer] = []  # layers hidden while the sweep's grid is on
         self._grid_named: list[Layer] = []  # sweep layers whose names the grid shows
-        self._relay = Relay()
-        self._relay.progressed.connect(self._on_progress)
+        # The runs' progress, delivered on the main thread: ``progressed(run, stage,
+        # percent)`` and, for a lazy image, ``counted(run, stage, done, total)`` per dask
+        # task; public so that others (a status bar, a test) may follow a run.
+        self.relay = Relay()
+        self.relay.progressed.connect(self._on_progress)
+        self.relay.counted.connect(self._on_counted)
         self._close_watch = _CloseWatch(self._close)
         self.native.installEventFilter(self._close_watch)
         # A bound method, which PyQt holds weakly: a partial would keep the widget alive.
@@ -710,7 +714,7 @@ class QuantizeWidget(Container):
             self._end(self._run, "")
             self._show_sizes({"skipped": "a new run started"})
         self._runs += 1
-        reporter = Reporter(self._runs, threading.Event(), self._relay)
+        reporter = Reporter(self._runs, threading.Event(), self.relay)
         run = _Run(self._runs, source, f"'{source.name}' at K = {k_text}", reporter)
         # The worker reads a plain copy of the source layer, never the live one.
         run.snapshot, run.channel_axis = layer_snapshot(source), channel_axis
@@ -796,6 +800,14 @@ class QuantizeWidget(Container):
             self._set_status(f"Quantizing {run.title}: {stage} {percent}%")
             if percent > run.progress.n:
                 run.progress.update(percent - run.progress.n)
+
+    def _on_counted(self, run_id: int, stage: str, done: int, total: int) -> None:
+        """A lazy image's run, task by task: the status line says how far the stage got."""
+        run = self._run
+        if self._closed or run is None or run.id != run_id or run.stage == "sizes":
+            return
+        what = {"histogram": "counting colours", "encode": "encoding"}.get(stage, stage)
+        self._set_status(f"Quantizing {run.title}: {what}, {done:,} of {total:,} blocks' tasks")
 
     def _on_yielded(self, run: _Run, item) -> None:
         if not isinstance(item, Layers) or not self._current(run):
