@@ -40,6 +40,21 @@ def test_a_cohort_codebook_gives_one_label_per_colour(ihc):
     assert all(per_colour[key] == lab for key, lab in zip(keys, flat, strict=True))
 
 
+def test_a_cohort_fitted_from_merged_histograms_equals_the_fit_on_the_images(ihc):
+    # One image in memory at a time (the CLI's fit command): the same codebook.
+    from napari_kmeans_vq.core.histogram import ColorHistogram
+
+    tiles = [ihc[:256, :256], ihc[256:, 256:], ihc[:256, 256:]]
+    masks = [None, ihc[256:, 256:, 0] > 100, None]
+    whole = Codebook(6, color_space="hdab").fit(tiles, mask=masks)
+    streamed = Codebook(6, color_space="hdab")
+    hists = [streamed.histogram(t, mask=m) for t, m in zip(tiles, masks, strict=True)]
+    streamed.fit_histogram(ColorHistogram.merge(hists), np.dtype(np.uint8))
+    np.testing.assert_array_equal(streamed.palette_, whole.palette_)
+    np.testing.assert_array_equal(streamed.centroids_, whole.centroids_)
+    assert sum(h.n_pixels for h in hists) == 2 * 256 * 256 + int(masks[1].sum())
+
+
 def test_from_palette_encodes_to_the_nearest_given_colour(ihc_crop):
     palette = np.array([[255, 255, 255], [120, 80, 50], [80, 80, 160]], dtype=np.uint8)
     cb = Codebook.from_palette(palette)

@@ -914,7 +914,11 @@ def cmd_fit(args, progress) -> int:
         if out.suffix.lower() != ".json":
             raise UsageError(f"-o writes a codebook file, .json; got {out}")
         _check_output(out, args.force)
-    images, masks, first = [], [], None
+    # One image in memory at a time: each is reduced to its colour histogram, and the
+    # codebook is fitted on the merged histograms (the same fit as on all the pixels).
+    from ..core.histogram import ColorHistogram
+
+    hists, first, codebook, pixels = [], None, None, 0
     for index, source in enumerate(sources, 1):
         progress(f"[{index}/{len(sources)}] reading {source}")
         image = _read_image(source)
@@ -924,6 +928,14 @@ def cmd_fit(args, progress) -> int:
         kind = (3 if channels == 4 else channels, image.dtype)  # alpha is not fitted
         if first is None:
             first = (source, kind)
+            codebook = Codebook(
+                args.colors,
+                color_space=args.space,
+                stain_vectors=args.stain_vectors,
+                random_state=args.seed,
+                n_init=args.restarts,
+                channel_axis=None if image.ndim == 2 else -1,
+            )
         elif kind != first[1]:
             raise CLIError(
                 f"{source} has {kind[0]} colour channel(s) of {kind[1]}, but {first[0]} has "
@@ -932,27 +944,18 @@ def cmd_fit(args, progress) -> int:
         mask, record = _make_mask(args, image)
         if record is not None:
             progress(f"[{index}/{len(sources)}] mask: {record['pixels']:,} of {record['total']:,}")
-        images.append(image)
-        masks.append(mask)
-    codebook = Codebook(
-        args.colors,
-        color_space=args.space,
-        stain_vectors=args.stain_vectors,
-        random_state=args.seed,
-        n_init=args.restarts,
-        channel_axis=None if images[0].ndim == 2 else -1,
-    )
-    pixels = sum(
-        _pixel_count(image) if mask is None else int(mask.sum())
-        for image, mask in zip(images, masks, strict=True)
-    )
-    progress(f"fitting K = {args.colors} on {len(images)} image(s), {pixels:,} pixels")
+        pixels += _pixel_count(image) if mask is None else int(mask.sum())
+        try:
+            hists.append(codebook.histogram(image, mask=mask))
+        except (TypeError, ValueError) as exc:
+            raise CLIError(f"cannot fit the codebook: {messages.cli_terms(str(exc))}") from None
+        del image, mask
+    progress(f"fitting K = {args.colors} on {len(hists)} image(s), {pixels:,} pixels")
     try:
-        codebook.fit(images, mask=masks if any(m is not None for m in masks) else None,
-                     progress=progress.stages())  # fmt: skip
+        hist = hists[0] if len(hists) == 1 else ColorHistogram.merge(hists)
+        codebook.fit_histogram(hist, hist.colors.dtype, progress=progress.stages())
     except (TypeError, ValueError) as exc:
         raise CLIError(f"cannot fit the codebook: {messages.cli_terms(str(exc))}") from None
-    del images
     if names is not None and len(names) != codebook.n_colors_:
         raise CLIError(f"--names gives {len(names)} names, but K = {codebook.n_colors_}")
     document = codebook_document(codebook, names=names)

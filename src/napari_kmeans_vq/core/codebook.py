@@ -303,30 +303,50 @@ class Codebook:
         imgs = list(images) if isinstance(images, list | tuple) else [images]
         if not imgs:
             raise ValueError("images is an empty list; pass at least one image.")
-        colors = [self._colors(self._check(img, f"images[{i}]"))[0] for i, img in enumerate(imgs)]
         masks = list(mask) if isinstance(mask, list | tuple) else [mask] * len(imgs)
         if len(masks) != len(imgs):
             raise ValueError(f"mask: expected one per image ({len(imgs)}), got {len(masks)}.")
-        pixels = [
-            c.reshape(-1, c.shape[-1])
-            if m is None
-            else c[check_mask(m, c.shape[:-1], f"mask[{i}]" if len(imgs) > 1 else "mask")]
-            for i, (c, m) in enumerate(zip(colors, masks, strict=True))
+        several = len(imgs) > 1
+        hists = [
+            self.histogram(
+                img,
+                mask=m,
+                progress=progress,
+                name=f"images[{i}]",
+                mask_name=f"mask[{i}]" if several else "mask",
+            )
+            for i, (img, m) in enumerate(zip(imgs, masks, strict=True))
         ]
-        first = colors[0]
-        for i, c in enumerate(colors[1:], 1):
-            if c.shape[-1] != first.shape[-1] or c.dtype != first.dtype:
+        first = hists[0]
+        for i, h in enumerate(hists[1:], 1):
+            if h.colors.shape[1] != first.colors.shape[1] or h.colors.dtype != first.colors.dtype:
                 raise ValueError(
-                    f"images[{i}] has {c.shape[-1]} channels of {c.dtype}, but images[0] has "
-                    f"{first.shape[-1]} of {first.dtype}; a codebook is fitted to images of "
-                    "one kind."
+                    f"images[{i}] has {h.colors.shape[1]} channels of {h.colors.dtype}, but "
+                    f"images[0] has {first.colors.shape[1]} of {first.colors.dtype}; a "
+                    "codebook is fitted to images of one kind."
                 )
-        threads = resolve(self.n_threads)
-        hist = ColorHistogram.merge(
-            [ColorHistogram.from_pixels(p, progress=progress, n_threads=threads) for p in pixels]
-        )
-        self.fit_histogram(hist, first.dtype, progress=progress)
+        hist = hists[0] if len(hists) == 1 else ColorHistogram.merge(hists)
+        self.fit_histogram(hist, first.colors.dtype, progress=progress)
         return self
+
+    def histogram(
+        self, image, *, mask=None, progress=None, name="image", mask_name="mask"
+    ) -> ColorHistogram:
+        """The colour histogram a fit counts for one image: its distinct colours (the
+        channels clustered, in the image's dtype) and their pixel counts, inside ``mask``.
+
+        Histograms of several images merged with ``ColorHistogram.merge`` and given to
+        :meth:`fit_histogram` fit one codebook to them all with only one image in memory
+        at a time (a cohort); the result equals :meth:`fit` on the list of images.
+        """
+        colors = self._colors(self._check(image, name))[0]
+        pixels = (
+            colors.reshape(-1, colors.shape[-1])
+            if mask is None
+            else colors[check_mask(mask, colors.shape[:-1], mask_name)]
+        )
+        threads = resolve(self.n_threads)
+        return ColorHistogram.from_pixels(pixels, progress=progress, n_threads=threads)
 
     def check_params(self, *, fit: bool = True) -> tuple[int, str, int, int]:
         """Validate the parameters (for a fit, or for a palette given as it is with
