@@ -23,10 +23,12 @@ imported until a function here is called.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+import re
 import shutil
 
 import numpy as np
@@ -536,6 +538,7 @@ def write_labels(
     record_path = os.path.join(path, PARTIAL_RECORD)
     arrays = plan["arrays"]
     if resume:
+        _remove_write_debris(path)
         root = zarr.open_group(path, mode="r+")
         targets = [root[p] for p, *_ in arrays]
         done = record["done_markers"]
@@ -577,6 +580,21 @@ def write_labels(
     shutil.rmtree(marker_dir)
     os.unlink(record_path)
     return given_path
+
+
+#: zarr's local store writes a chunk to ``KEY.<32 hex>.partial`` and renames it: a writer
+#: killed meanwhile leaves that file.
+_ZARR_PARTIAL = re.compile(r".+\.[0-9a-f]{32}\.partial")
+
+
+def _remove_write_debris(path: str) -> None:
+    """Remove the half-written chunk files a killed writer left in an incomplete store
+    (their blocks have no marker, so they are written again)."""
+    for folder, _, files in os.walk(path):
+        for name in files:
+            if _ZARR_PARTIAL.fullmatch(name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, name))
 
 
 def _write_metadata(root, result, plan, image, level0) -> None:
