@@ -295,3 +295,22 @@ def test_viewer_saves_labels_as_tiff_and_geojson(make_napari_viewer, tmp_path, q
         viewer.layers.save(str(out), selected=True, plugin=PLUGIN)
         assert out.exists()
     np.testing.assert_array_equal(load(tmp_path / "saved.tif").labels, q.labels)
+
+
+@pytest.mark.napari
+def test_viewer_opens_our_ome_zarr_labels_as_multiscale_labels(make_napari_viewer, tmp_path, q):
+    pytest.importorskip("zarr")
+    from napari_kmeans_vq.io import save_ome_zarr
+
+    names = ["nuclei", "stroma", "glass", "red cells", "fat", "muscle"]
+    store = tmp_path / "slide_labels.ome.zarr"
+    save_ome_zarr(store, q, names=names, chunk=64)
+    other = tmp_path / "other.zarr"
+    other.mkdir()
+    (other / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group"}')
+    assert get_reader(str(other)) is None
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(store), plugin=PLUGIN)
+    assert type(layer).__name__ == "Labels" and layer.multiscale
+    np.testing.assert_array_equal(np.asarray(layer.data[0]), q.labels + 1)
+    assert list(layer.features["name"]) == names

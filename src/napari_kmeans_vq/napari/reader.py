@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["get_reader", "read_kvq_layers"]
+__all__ = ["get_reader", "read_kvq_layers", "read_label_store"]
 
 _TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -42,6 +42,8 @@ def get_reader(path):
     if not isinstance(path, str | Path):
         return None
     suffix = Path(path).suffix.lower()
+    if suffix == ".zarr":
+        return read_label_store if _label_store_here(path) else None
     if suffix == ".kvq":
         return read_kvq_layers
     if suffix == ".png":
@@ -101,3 +103,37 @@ def read_kvq_layers(path) -> list[tuple]:
         dtype=data.dtype,
         names=data.names,
     )
+
+
+def _label_store_here(path) -> bool:
+    """An OME-Zarr labels store this package wrote (complete), not any zarr folder."""
+    from ..io.omezarr import read_partial, replaceable_store
+
+    try:
+        return (
+            bool(replaceable_store(path))
+            and read_partial(path) is None
+            and any(Path(path).iterdir())
+        )
+    except OSError:
+        return False
+
+
+def read_label_store(path) -> list[tuple]:
+    """Read an OME-Zarr labels store written by this package as a multiscale labels layer
+    (lazily, chunk by chunk), coloured with its palette, with its class table and names
+    (see :func:`napari_kmeans_vq.napari.layers.ome_zarr_labels_layer_data`).
+
+    Parameters
+    ----------
+    path : str, Path or list of one of them
+
+    Returns
+    -------
+    list of (data, meta, "labels")
+    """
+    from .layers import ome_zarr_labels_layer_data
+
+    if isinstance(path, list | tuple):
+        path = path[0]
+    return [ome_zarr_labels_layer_data(path)]
