@@ -834,6 +834,19 @@ def bench_large_k(ctx: Context) -> str:
         return read_block(out, "bench-large-k")
 
 
+@generator("bench-large", kind="timing")
+def bench_large(ctx: Context) -> str:
+    """benchmarks/bench_large.py's slide printout: the 65,536 x 65,536 benchmark slide made
+    by benchmarks/make_slide.py, decode-only against slide to OME-Zarr labels (minutes)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "large.md"
+        _run_script([
+            "benchmarks/bench_large.py", "--make-slide", "65536", "--workdir", tmp,
+            "--markdown", str(out),
+        ])  # fmt: skip
+        return read_block(out, "bench-large")
+
+
 @generator("bench-widget", kind="timing")
 def bench_widget(ctx: Context) -> str:
     """benchmarks/bench_widget.py's printout, under a (virtual) display."""
