@@ -604,10 +604,9 @@ def large_k_images(images) -> list[tuple[str, np.ndarray]]:
     return [("uniform noise 512x512", noise), *list(images[:1])]
 
 
-def render_large_k(cases: list[tuple[str, np.ndarray, list[dict]]]) -> list[str]:
-    lines = [
-        "## Large K",
-        "",
+def render_large_k(cases: list[tuple[str, np.ndarray, list[dict]]], heading=True) -> list[str]:
+    lines = ["## Large K", ""] if heading else [""]
+    lines += [
         "One `quantize(image, K)` call each, in a fresh process (after a small call that loads"
         " the code): wall time, and the peak resident memory the call added (VmHWM). K up to"
         " 4,096 is what the fit takes (`MAX_FIT_COLORS`).",
@@ -920,7 +919,7 @@ def main(argv=None) -> int:
             (name, img, measure_memory(img, _int_list(args.large_k), args.threads, ("rss-cold",)))
             for name, img in large_k_images(images)
         ]
-        lines = render_large_k(cases)
+        lines = render_large_k(cases, heading=not args.large_k_only)
         out += lines
         print("\n".join(lines), flush=True)
 
