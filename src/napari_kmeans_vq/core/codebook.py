@@ -68,8 +68,9 @@ class Codebook:
     effort : int, default 5
         Speed against quality, 1 to 10: the seedings, the size of the colour summary the
         seedings converge on, and how many of their optima are finished on every colour
-        all follow from it (see ``docs/how-it-works.md``). At 5 the distortion is within
-        0.5% of scikit-learn's best of 10 restarts (see ``docs/benchmarks.md``).
+        all follow from it (see ``docs/how-it-works.md``). ``docs/benchmarks.md`` compares
+        the distortion at 5 with scikit-learn's best of 10 restarts, image by image and K
+        by K.
     n_threads : int or None, default None
         Threads for the compiled engine; None uses the cores this process may run on.
         The palette and labels do not depend on it.
