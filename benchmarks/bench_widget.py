@@ -203,13 +203,13 @@ def _run(args) -> None:
                 widget.cancel()
                 pressed["idle"] = time.perf_counter()
 
-        widget._relay.progressed.connect(press)
+        widget.relay.progressed.connect(press)
         worker = widget.run(layer=layer)
         finished: list[float] = []
         worker.finished.connect(lambda finished=finished: finished.append(time.perf_counter()))
         pump(until=lambda finished=finished: bool(finished) and not widget.running)
         stopped = finished[0]
-        widget._relay.progressed.disconnect(press)
+        widget.relay.progressed.disconnect(press)
         name = "stain" if layer is source else "noise (4M colours)"
         if not pressed:
             cancels.append((name, stage, None, None, "run ended first"))
