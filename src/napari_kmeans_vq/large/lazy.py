@@ -421,7 +421,16 @@ def quantize_lazy(
         "fit_seconds": state["seconds"],
         "seconds": time.perf_counter() - start,
     }
-    multiscale = state["multiscale"]
+    return _lazy_result(
+        codebook, labels, recons, state["multiscale"], distortion, psnr, report, info
+    )
+
+
+def _lazy_result(
+    codebook, labels, recons, multiscale, distortion, psnr, report, info, counts=None
+) -> LazyQuantization:
+    """The result of a lazy run: one level's arrays, or every level's for a multiscale
+    input."""
     return LazyQuantization(
         labels=labels if multiscale else labels[0],
         palette=codebook.palette_,
@@ -434,6 +443,7 @@ def quantize_lazy(
         codebook=codebook,
         info=info,
         multiscale=multiscale,
+        counts=counts,
     )
 
 
@@ -536,19 +546,8 @@ def _apply_lazy(
         "n_levels": len(image_levels),
         "seconds": time.perf_counter() - start,
     }
-    return LazyQuantization(
-        labels=labels if multiscale else labels[0],
-        palette=codebook.palette_,
-        centroids=codebook.centroids_,
-        reconstruction=recons if multiscale else recons[0],
-        distortion=float(distortion),
-        psnr=float(psnr),
-        report=report,
-        n_colors=codebook.n_colors_,
-        codebook=codebook,
-        info=info,
-        multiscale=multiscale,
-        counts=sizes,
+    return _lazy_result(
+        codebook, labels, recons, multiscale, distortion, psnr, report, info, counts=sizes
     )
 
 
