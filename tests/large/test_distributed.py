@@ -9,11 +9,9 @@ nothing in the write depends on the process that built the graph.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -59,27 +57,8 @@ def local(slide, tmp_path_factory):
     return q, _h.store_bytes(out)
 
 
-@contextlib.contextmanager
-def two_process_cluster():
-    """A LocalCluster of two worker processes, one thread each, as the active client."""
-    with (
-        warnings.catch_warnings(),
-        distributed.LocalCluster(
-            n_workers=2,
-            processes=True,
-            threads_per_worker=1,
-            dashboard_address=None,
-            worker_dashboard_address=None,
-        ) as cluster,
-        distributed.Client(cluster, timeout="60s") as client,
-    ):
-        warnings.simplefilter("ignore")
-        client.wait_for_workers(2, timeout=60)
-        yield client
-
-
 @pytest.fixture
-def client():
+def client(two_process_cluster):
     with two_process_cluster() as client:
         yield client
 
@@ -100,7 +79,9 @@ def test_cluster_writes_the_same_bytes(tmp_path, slide, local, client):
     assert leftovers(out) == []
 
 
-def test_cluster_finishes_a_store_a_local_run_left(tmp_path, monkeypatch, slide, local):
+def test_cluster_finishes_a_store_a_local_run_left(
+    tmp_path, monkeypatch, slide, local, two_process_cluster
+):
     q_local, expected = local
     out = tmp_path / "labels.ome.zarr"
     store = omezarr._store_block

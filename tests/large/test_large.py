@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
@@ -183,21 +182,11 @@ def test_caller_array_is_not_modified(ihc):
     assert np.array_equal(image, ihc)
 
 
-def test_distributed_client_gives_identical_results(tmp_path, ihc, lazy16, eager16):
-    distributed = pytest.importorskip("distributed")
+def test_distributed_client_gives_identical_results(
+    tmp_path, ihc, lazy16, eager16, two_process_cluster
+):
     omezarr = pytest.importorskip("napari_kmeans_vq.io.omezarr")
-    with (
-        warnings.catch_warnings(),
-        distributed.LocalCluster(
-            n_workers=2,
-            processes=True,
-            threads_per_worker=1,
-            dashboard_address=None,
-            worker_dashboard_address=None,
-        ) as cluster,
-        distributed.Client(cluster, timeout="60s") as client,
-    ):
-        warnings.simplefilter("ignore")
+    with two_process_cluster() as client:
         q = chunked.quantize_lazy(da.from_array(ihc, chunks=(150, 120, 3)), 16)
         assert np.array_equal(q.palette, eager16.palette)
         labels, recon = client.compute([q.labels, q.reconstruction], sync=True)
