@@ -451,6 +451,11 @@ class QuantizeWidget(Container):
         self.n_colors.value = int(k)
         return self.run(n_colors=int(k))
 
+    def _ask_save_path(self, title: str, default: str, file_filter: str) -> str | None:
+        """A path from napari's save dialog, or None when it is cancelled."""
+        path, _ = QFileDialog.getSaveFileName(self.native, title, default, file_filter)
+        return path or None
+
     def save_codebook(self, path=None):
         """Write the last result's codebook, with the class table's names, to ``path``
         (None: ask with a file dialog). Returns the path written, or None."""
@@ -460,11 +465,12 @@ class QuantizeWidget(Container):
         if c is None:
             return self._refuse("No codebook yet: press Run first.")
         if path is None:
-            default = f"{c.source.name} K{c.q.n_colors}.codebook.json"
-            path, _ = QFileDialog.getSaveFileName(
-                self.native, "Save the codebook", default, "Codebook files (*.json)"
+            path = self._ask_save_path(
+                "Save the codebook",
+                f"{c.source.name} K{c.q.n_colors}.codebook.json",
+                "Codebook files (*.json)",
             )
-            if not path:
+            if path is None:
                 return None
         colors = [row["color"] for row in self.class_table.rows]
         try:
@@ -649,11 +655,12 @@ class QuantizeWidget(Container):
         if table is None:
             return self._refuse("No class table yet: press Run first.")
         if path is None:
-            default = f"{self._classes.source.name} classes.csv"
-            path, _ = QFileDialog.getSaveFileName(
-                self.native, "Export the class table", default, "CSV files (*.csv)"
+            path = self._ask_save_path(
+                "Export the class table",
+                f"{self._classes.source.name} classes.csv",
+                "CSV files (*.csv)",
             )
-            if not path:
+            if path is None:
                 return None
         try:
             table.to_csv(path)
