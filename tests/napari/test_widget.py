@@ -32,21 +32,6 @@ PLUGIN = "napari-kmeans-vq"
 WIDGET = "K-Means colour quantization"
 
 
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
-def docked(viewer):
-    return viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-
-
-@pytest.fixture
-def widget(docked):
-    return docked[1]
-
-
 def run_and_wait(qtbot, widget, **kwargs):
     worker = widget.run(**kwargs)
     assert worker is not None

@@ -19,17 +19,6 @@ from napari_kmeans_vq.napari.plot import CurvePlot
 pytestmark = pytest.mark.napari
 
 PLUGIN = "napari-kmeans-vq"
-WIDGET = "K-Means colour quantization"
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
-def widget(viewer):
-    return viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)[1]
 
 
 @pytest.fixture

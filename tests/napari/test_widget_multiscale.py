@@ -18,18 +18,7 @@ from napari_kmeans_vq.large import quantize_lazy  # noqa: E402
 from napari_kmeans_vq.napari.layers import ome_zarr_labels_layer_data  # noqa: E402
 
 PLUGIN = "napari-kmeans-vq"
-WIDGET = "K-Means colour quantization"
 BLOCK = 128
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
-def widget(viewer):
-    return viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)[1]
 
 
 @pytest.fixture(scope="module")
