@@ -173,23 +173,32 @@ def fit_codebook(
     return codebook
 
 
-def fit_histogram_or_sample(
-    codebook, image, fit, fit_level, n_samples, block_pixels, progress=None
-) -> tuple:
-    """Fit ``codebook`` in place; return the histogram fitted (None for a sample), the
-    fit's label of each of its colours, and what was done (levels, mode, pixels, time)."""
-    codebook.check_params()
+def fit_plan(image, channel_axis, fit, fit_level, n_samples, block_pixels) -> tuple:
+    """The fit's options checked against the image: the mode, the sample size, the
+    image's levels (dask), whether it is multiscale, and the level to fit on."""
     mode = check_choice(fit, "fit", FIT_MODES)
     n_samples = check_int(n_samples, "n_samples")
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-    image_levels, multiscale = levels(image, codebook.channel_axis, block_pixels)
+    image_levels, multiscale = levels(image, channel_axis, block_pixels)
     fit_level = check_int(fit_level, "fit_level")
     if not 0 <= fit_level < len(image_levels):
         raise ValueError(
             f"fit_level must be between 0 and {len(image_levels) - 1} (the image has "
             f"{len(image_levels)} level(s)), got {fit_level}."
         )
+    return mode, n_samples, image_levels, multiscale, fit_level
+
+
+def fit_histogram_or_sample(
+    codebook, image, fit, fit_level, n_samples, block_pixels, progress=None
+) -> tuple:
+    """Fit ``codebook`` in place; return the histogram fitted (None for a sample), the
+    fit's label of each of its colours, and what was done (levels, mode, pixels, time)."""
+    codebook.check_params()
+    mode, n_samples, image_levels, multiscale, fit_level = fit_plan(
+        image, codebook.channel_axis, fit, fit_level, n_samples, block_pixels
+    )
     x = image_levels[fit_level]
     channels = codebook.clustered_channels(x.shape[-1])
     codebook.check_channels(x.shape[-1])

@@ -16,12 +16,11 @@ from ..core.histogram import ColorHistogram, KeyCodec
 from ..core.kmeans import weighted_error
 from ..core.quantize import Quantization, check_codebook, fit_info, fit_summary
 from ..core.quantize import quantize as quantize_in_memory
-from ..core.validation import check_choice, check_int
 from .fit import (
     DEFAULT_SAMPLE,
-    FIT_MODES,
     color_histogram,
     fit_histogram_or_sample,
+    fit_plan,
     sample_pixels,
 )
 from .inputs import BLOCK_PIXELS, is_lazy_input, levels
@@ -453,17 +452,9 @@ def _level_histogram(
     """The colour histogram of one level (exact, block by block) or of a sample of it,
     without fitting; and the levels, mode and pixels, as ``fit_histogram_or_sample``."""
     start = time.perf_counter()
-    mode = check_choice(fit, "fit", FIT_MODES)
-    n_samples = check_int(n_samples, "n_samples")
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-    image_levels, multiscale = levels(image, channel_axis, block_pixels)
-    fit_level = check_int(fit_level, "fit_level")
-    if not 0 <= fit_level < len(image_levels):
-        raise ValueError(
-            f"fit_level must be between 0 and {len(image_levels) - 1} (the image has "
-            f"{len(image_levels)} level(s)), got {fit_level}."
-        )
+    mode, n_samples, image_levels, multiscale, fit_level = fit_plan(
+        image, channel_axis, fit, fit_level, n_samples, block_pixels
+    )
     x = image_levels[fit_level]
     codebook.check_channels(x.shape[-1])
     channels = codebook.clustered_channels(x.shape[-1])
