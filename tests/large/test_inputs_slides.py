@@ -138,6 +138,25 @@ def test_exact_fit_reads_each_full_resolution_tile_once(decoded, eager8, jpeg_sl
     assert q.distortion == eager8.distortion
 
 
+def test_written_pyramid_comes_from_full_resolution_labels(eager8, jpeg_slide, tmp_path):
+    """The label pyramid of a multiscale result is subsampled from its full-resolution
+    labels as they are written (as NGFF label pyramids are made), at the slide's level
+    shapes: the slide's lower levels are never decoded, and level 0 once more."""
+    from napari_kmeans_vq.io.omezarr import read_labels, write_labels
+
+    levels = large.open_image(jpeg_slide)
+    q = quantize(levels, 8)
+    tiles = (SIDE // TILE) ** 2
+    write_labels(tmp_path / "p.ome.zarr", q, chunk=256)
+    assert [lv.tiles_read for lv in levels] == [2 * tiles, 0, 0, 1]
+    stored, meta = read_labels(tmp_path / "p.ome.zarr")
+    assert [tuple(lv.shape) for lv in stored[: len(levels)]] == [lv.shape[:2] for lv in levels]
+    for i, level in enumerate(stored):
+        step = 2**i
+        assert np.array_equal(np.asarray(level) - 1, eager8.labels[::step, ::step])
+        assert meta["scales"][i] == [float(step), float(step)]
+
+
 def test_lazy_labels_equal_in_memory_encoding(decoded, eager8, jpeg_slide):
     q = quantize(str(jpeg_slide), 8)  # a path goes block by block too
     assert isinstance(q, large.LazyQuantization)
