@@ -93,19 +93,47 @@ def test_the_colour_kernels_check_their_input():
 
     bits = np.zeros(1 << 18, np.uint64)
     keys = np.array([1 | 2 << 8 | 3 << 16, 4 | 5 << 8 | 6 << 16], np.uint32)
-    _colors.mark(keys[:1], bits)
+    _colors.mark(keys[:1], bits, 2)
     before = np.empty(1 << 18, np.uint32)
     assert _colors.rank(bits, before) == 1
+    scratch = np.empty(2, np.uint16)
+    for threads in (1, 2):
+        with pytest.raises(ValueError, match="not in the table"):
+            _colors.count(keys, bits, before, np.zeros(1, np.int64), scratch, threads)
     with pytest.raises(ValueError, match="not in the table"):
-        _colors.tally(keys, bits, before, np.zeros(1, np.int64))
-    with pytest.raises(ValueError, match="larger than the bitmap"):
-        _colors.mark(keys, bits[:10])
+        _colors.tally(keys, bits, before, np.ones(2, np.int64), np.zeros(1, np.int64))
+    with pytest.raises(ValueError, match="one entry per bit set"):
+        _colors.count(keys[:1], bits, before, np.zeros(2, np.int64), scratch, 1)
+    with pytest.raises(ValueError, match="scratch"):
+        _colors.count(keys, bits, before, np.zeros(1, np.int64), scratch[:1], 1)
+    for threads in (1, 2):
+        with pytest.raises(ValueError, match="larger than the bitmap"):
+            _colors.mark(keys, bits[:10], threads)
     with pytest.raises(ValueError, match="wrong size"):
-        _colors.set_keys(bits, np.zeros(3, np.uint32), np.zeros((3, 3), np.uint8))
+        _colors.set_keys(bits, before, np.zeros(3, np.uint32), np.zeros((3, 3), np.uint8), 1)
     with pytest.raises(ValueError, match="pack_rgb8"):
         _colors.pack_rgb8(np.zeros((2, 4), np.uint8), np.zeros(2, np.uint32), 1)
     with pytest.raises(ValueError, match="dtype"):  # wrong dtype
-        _colors.mark(keys.astype(np.int64), bits)
+        _colors.mark(keys.astype(np.int64), bits, 1)
+    with pytest.raises(ValueError, match="past the table"):
+        _colors.lookup(keys, np.zeros(16, np.uint8), np.zeros(2, np.uint8), 1)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_many_colour_histograms_equal_numpys_unique(threads):
+    # uniform noise: nearly every pixel its own colour, every bucket of keys in use
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, size=(700_000, 3), dtype=np.uint8)
+    pixels[:1000] = pixels[1000:2000]  # and some colours repeated
+    keys, counts = np.unique(KeyCodec(np.uint8, 3).keys(pixels), return_counts=True)
+    for chunk in (None, 250_000):
+        hist = ColorHistogram.from_pixels(pixels, chunk=chunk, n_threads=threads)
+        np.testing.assert_array_equal(hist.keys, keys)
+        np.testing.assert_array_equal(hist.counts, counts)
+    parts = [ColorHistogram.from_pixels(p) for p in np.array_split(pixels, 5)]
+    merged = ColorHistogram.merge(parts)
+    np.testing.assert_array_equal(merged.keys, keys)
+    np.testing.assert_array_equal(merged.counts, counts)
 
 
 @pytest.mark.parametrize("label_type", [np.uint8, np.uint16])

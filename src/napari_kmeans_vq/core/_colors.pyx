@@ -6,12 +6,15 @@ per possible key, and encoding pixels through a key -> label table.
 Keys of up to 24 bits (8-bit RGB, or any colour of at most 3 bytes) are counted without a
 sort: a bitmap with a bit per possible key marks the keys present (2 MiB for 2**24 keys),
 the set bits are ranked (a prefix count per 64-bit word), and each pixel's count is then
-added at its key's rank. Every key and label is checked against the tables' sizes before
-it is used as an index.
+added at its key's rank. So that this last step stays in cache with many colours, the keys
+are first partitioned into buckets of 2**16 by their high bits, and each bucket is counted
+in a small table of its own. Every key and label is checked against the tables' sizes
+before it is used as an index.
 """
 
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc
 
 cdef extern from *:
     """
@@ -25,12 +28,24 @@ cdef extern from *:
         return (int)((v * 0x0101010101010101ULL) >> 56);
     }
     #endif
+    #if defined(__GNUC__) || defined(__clang__)
+    static inline int nkvq_ctz(unsigned long long v) { return __builtin_ctzll(v); }
+    #elif defined(_MSC_VER) && defined(_WIN64)
+    #include <intrin.h>
+    static inline int nkvq_ctz(unsigned long long v) {
+        unsigned long i; _BitScanForward64(&i, v); return (int)i;
+    }
+    #else
+    static inline int nkvq_ctz(unsigned long long v) { return nkvq_popcount((v & (~v + 1)) - 1); }
+    #endif
     """
     int nkvq_popcount(unsigned long long v) nogil
+    int nkvq_ctz(unsigned long long v) nogil
 
 ctypedef fused label_t:
     uint8_t
     uint16_t
+    uint32_t
 
 ctypedef fused value_t:
     uint8_t
@@ -47,19 +62,120 @@ def pack_rgb8(const uint8_t[:, :] pixels, uint32_t[::1] keys, int n_threads):
             keys[i] = pixels[i, 0] | (<uint32_t>pixels[i, 1] << 8) | (<uint32_t>pixels[i, 2] << 16)
 
 
-def mark(const uint32_t[::1] keys, uint64_t[::1] bits):
-    """Set the bit of every key."""
-    cdef Py_ssize_t n = keys.shape[0], words = bits.shape[0], i, bad = 0
+cdef Py_ssize_t _bucket_sizes(
+    const uint32_t *keys, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t size, Py_ssize_t *sizes
+) noexcept nogil:
+    """sizes[key >> 16] += 1 for keys[lo:hi]; returns how many keys are past ``size``."""
+    cdef Py_ssize_t i, bad = 0
     cdef uint32_t key
+    for i in range(lo, hi):
+        key = keys[i]
+        if key >= size:
+            bad += 1
+        else:
+            sizes[key >> 16] += 1
+    return bad
+
+
+cdef void _scatter_low(
+    const uint32_t *keys, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t *at, uint16_t *low
+) noexcept nogil:
+    """Each key of keys[lo:hi] to the next place of its bucket: low[at[key >> 16]++]."""
+    cdef Py_ssize_t i
+    cdef uint32_t key
+    for i in range(lo, hi):
+        key = keys[i]
+        low[at[key >> 16]] = key & 0xFFFF
+        at[key >> 16] += 1
+
+
+cdef Py_ssize_t _count_direct(
+    const uint32_t *keys,
+    Py_ssize_t n,
+    const uint64_t *bits,
+    const uint32_t *before,
+    Py_ssize_t words,
+    int64_t *counts,
+    Py_ssize_t m,
+) noexcept nogil:
+    """counts[rank of key] += 1 for n keys; returns how many keys were not in the bits."""
+    cdef Py_ssize_t i, at, bad = 0
+    cdef uint32_t key
+    cdef uint64_t word, below
+    for i in range(n):
+        key = keys[i]
+        if (key >> 6) >= <uint64_t>words:
+            bad += 1
+            continue
+        word = bits[key >> 6]
+        below = (<uint64_t>1) << (key & 63)
+        at = before[key >> 6] + nkvq_popcount(word & (below - 1))
+        if not (word & below) or at >= m:
+            bad += 1
+            continue
+        counts[at] += 1
+    return bad
+
+
+cdef Py_ssize_t _count_bucket(
+    const uint16_t *low,
+    Py_ssize_t n,
+    const uint64_t *bits,
+    const uint32_t *before,
+    int64_t *counts,
+    uint32_t *table,
+) noexcept nogil:
+    """One bucket: its n low halves counted in ``table`` (2**16 zeros, left zero), then
+    added to ``counts`` at the ranks of its 2**10 words of ``bits``; returns how many
+    keys were not in the bits."""
+    cdef Py_ssize_t i, w, j, bad = 0
+    cdef uint16_t v
+    cdef uint64_t word
+    for i in range(n):
+        v = low[i]
+        if (bits[v >> 6] >> (v & 63)) & 1:
+            table[v] += 1
+        else:
+            bad += 1
+    if n == 0:
+        return bad
+    for w in range(1 << 10):
+        word = bits[w]
+        j = before[w]
+        while word:
+            i = (w << 6) + nkvq_ctz(word)
+            counts[j] += table[i]
+            table[i] = 0
+            j += 1
+            word = word & (word - 1)
+    return bad
+
+
+def mark(const uint32_t[::1] keys, uint64_t[::1] bits, int n_threads):
+    """Set the bit of every key. Each thread marks the keys of its share of the bitmap,
+    reading all the keys: no two threads write the same word."""
+    cdef Py_ssize_t n = keys.shape[0], words = bits.shape[0], teams = max(1, n_threads)
+    cdef Py_ssize_t t, bad = 0
     with nogil:
-        for i in range(n):
-            key = keys[i]
-            if (key >> 6) >= <uint64_t>words:
-                bad = 1
-                break
-            bits[key >> 6] |= (<uint64_t>1) << (key & 63)
+        for t in prange(teams, schedule="static", num_threads=teams):
+            bad += _mark_share(&keys[0] if n else NULL, n, &bits[0],
+                               words * t // teams, words * (t + 1) // teams, t == teams - 1)
     if bad:
         raise ValueError("a key is larger than the bitmap")
+
+
+cdef Py_ssize_t _mark_share(
+    const uint32_t *keys, Py_ssize_t n, uint64_t *bits, Py_ssize_t lo, Py_ssize_t hi, bint last
+) noexcept nogil:
+    """Set the bits of the keys in words [lo, hi); with ``last``, count the keys past hi."""
+    cdef Py_ssize_t i, word, bad = 0
+    for i in range(n):
+        word = keys[i] >> 6
+        if lo <= word < hi:
+            bits[word] |= (<uint64_t>1) << (keys[i] & 63)
+        elif last and word >= hi:
+            bad += 1
+    return bad
 
 
 def rank(const uint64_t[::1] bits, uint32_t[::1] before):
@@ -77,48 +193,53 @@ def rank(const uint64_t[::1] bits, uint32_t[::1] before):
     return total
 
 
-def set_keys(const uint64_t[::1] bits, uint32_t[::1] keys, uint8_t[:, ::1] colors):
-    """The keys whose bit is set, in increasing order (``keys`` must hold them all), and
-    each key's little-endian bytes in the row of ``colors`` (m, bytes per colour)."""
-    cdef Py_ssize_t words = bits.shape[0], m = keys.shape[0], i, j = 0, b, bad = 0
+def set_keys(
+    const uint64_t[::1] bits,
+    const uint32_t[::1] before,
+    uint32_t[::1] keys,
+    uint8_t[:, ::1] colors,
+    int n_threads,
+):
+    """The keys whose bit is set, in increasing order (``keys`` must hold them all, and
+    ``before`` is :func:`rank`'s), and each key's little-endian bytes in the row of
+    ``colors`` (m, bytes per colour)."""
+    cdef Py_ssize_t words = bits.shape[0], m = keys.shape[0], i, j, b
     cdef Py_ssize_t nbytes = colors.shape[1]
-    cdef uint64_t v, low
+    cdef uint64_t v
     cdef uint32_t key
     if colors.shape[0] != m or nbytes > 4:
         raise ValueError("colors: expected (m, at most 4)")
+    if before.shape[0] != words:
+        raise ValueError("before needs one entry per word")
+    if words and before[words - 1] + nkvq_popcount(bits[words - 1]) != m:
+        raise ValueError("keys: wrong size for the bits set")
     with nogil:
-        for i in range(words):
+        for i in prange(words, schedule="static", num_threads=max(1, n_threads)):
             v = bits[i]
+            j = before[i]
             while v:
-                low = v & (~v + 1)
-                if j >= m:
-                    bad = 1
-                    break
-                key = <uint32_t>(i * 64 + nkvq_popcount(low - 1))
+                key = <uint32_t>(i * 64 + nkvq_ctz(v))
                 keys[j] = key
                 for b in range(nbytes):
                     colors[j, b] = (key >> (8 * b)) & 255
-                j += 1
-                v ^= low
-            if bad:
-                break
-    if bad or j != m:
-        raise ValueError("keys: wrong size for the bits set")
+                j = j + 1
+                v = v & (v - 1)
 
 
 def tally(
     const uint32_t[::1] keys,
     const uint64_t[::1] bits,
     const uint32_t[::1] before,
+    const int64_t[::1] weights,
     int64_t[::1] counts,
 ):
-    """counts[rank of key] += 1 for every key; every key's bit must be set."""
+    """counts[rank of key] += weight for every key; every key's bit must be set."""
     cdef Py_ssize_t n = keys.shape[0], words = bits.shape[0], m = counts.shape[0], i, bad = 0
     cdef uint32_t key
     cdef uint64_t word, below
     cdef Py_ssize_t at
-    if before.shape[0] != words:
-        raise ValueError("before needs one entry per word")
+    if before.shape[0] != words or weights.shape[0] != n:
+        raise ValueError("tally: before needs one entry per word, weights one per key")
     with nogil:
         for i in range(n):
             key = keys[i]
@@ -134,9 +255,113 @@ def tally(
             if at >= m:
                 bad = 1
                 break
-            counts[at] += 1
+            counts[at] += weights[i]
     if bad:
         raise ValueError("a key is not in the table")
+
+
+def count(
+    const uint32_t[::1] keys,
+    const uint64_t[::1] bits,
+    const uint32_t[::1] before,
+    int64_t[::1] counts,
+    uint16_t[::1] scratch,
+    int n_threads,
+):
+    """counts[rank of key] += 1 for every key; every key's bit must be set. ``scratch``
+    holds at least one value per key.
+
+    With more than 2**16 possible keys, the keys are first partitioned by their high bits
+    into buckets of 2**16 keys; each bucket is then counted in a small table of its own
+    (in cache) and added to ``counts`` in one sweep of its bits, and the buckets,
+    disjoint, are counted in parallel.
+    """
+    cdef Py_ssize_t n = keys.shape[0], words = bits.shape[0], m = counts.shape[0]
+    cdef Py_ssize_t i, t, b, at, bad = 0, buckets = max(1, (words * 64) >> 16)
+    cdef Py_ssize_t teams = max(1, n_threads)
+    cdef Py_ssize_t *start
+    cdef Py_ssize_t *first
+    cdef uint16_t *low
+    cdef uint32_t *tables
+    if scratch.shape[0] < n:
+        raise ValueError("count: scratch needs one entry per key")
+    if before.shape[0] != words or words * 64 > (1 << 32) or words < 1:
+        raise ValueError("count: before needs one entry per word, at most 2**32 bits")
+    if before[words - 1] + nkvq_popcount(bits[words - 1]) != m:
+        raise ValueError("count: counts needs one entry per bit set")
+    if n == 0:
+        return
+    if buckets == 1:
+        with nogil:
+            bad = _count_direct(&keys[0], n, &bits[0], &before[0], words, &counts[0], m)
+        if bad:
+            raise ValueError("a key is not in the table")
+        return
+    start = <Py_ssize_t *>calloc(teams * buckets, sizeof(Py_ssize_t))
+    first = <Py_ssize_t *>malloc((buckets + 1) * sizeof(Py_ssize_t))
+    low = &scratch[0]
+    tables = <uint32_t *>calloc(teams << 16, sizeof(uint32_t))
+    try:
+        if start == NULL or first == NULL or tables == NULL:
+            raise MemoryError()
+        with nogil:
+            # 1. each thread counts its share of the keys per bucket
+            for t in prange(teams, schedule="static", num_threads=teams):
+                bad += _bucket_sizes(
+                    &keys[0], n * t // teams, n * (t + 1) // teams, words * 64, start + t * buckets
+                )
+        if bad:
+            raise ValueError("a key is not in the table")
+        with nogil:
+            # 2. where each (bucket, thread) share goes: buckets in order, threads within
+            at = 0
+            for b in range(buckets):
+                first[b] = at
+                for t in range(teams):
+                    i = start[t * buckets + b]
+                    start[t * buckets + b] = at
+                    at += i
+            first[buckets] = at
+            # 3. each thread moves its keys' low 16 bits into their buckets
+            for t in prange(teams, schedule="static", num_threads=teams):
+                _scatter_low(
+                    &keys[0], n * t // teams, n * (t + 1) // teams, start + t * buckets, low
+                )
+            # 4. the buckets, each in the calling thread's table
+            for b in prange(buckets, schedule="dynamic", num_threads=teams):
+                bad += _count_bucket(
+                    low + first[b],
+                    first[b + 1] - first[b],
+                    &bits[b << 10],
+                    &before[b << 10],
+                    &counts[0],
+                    tables + (<Py_ssize_t>threadid() << 16),
+                )
+        if bad:
+            raise ValueError("a key is not in the table")
+    finally:
+        free(start)
+        free(first)
+        free(tables)
+
+
+def lookup(
+    const uint32_t[::1] keys, const label_t[::1] table, label_t[::1] labels, int n_threads
+):
+    """labels[i] = table[keys[i]]; raises if a key is past the table."""
+    cdef Py_ssize_t n = keys.shape[0], size = table.shape[0], i, bad = 0
+    cdef uint32_t key
+    if labels.shape[0] != n:
+        raise ValueError("labels: need one per key")
+    with nogil:
+        for i in prange(n, schedule="static", num_threads=max(1, n_threads)):
+            key = keys[i]
+            if key >= size:
+                bad += 1
+            else:
+                labels[i] = table[key]
+    if bad:
+        raise ValueError("a key is past the table")
 
 
 def lookup_decode(

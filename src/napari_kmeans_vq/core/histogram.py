@@ -22,6 +22,8 @@ from . import _colors
 from ._threads import resolve, team
 
 CHUNK_PIXELS = 1 << 20
+# Pixels counted at a time by the dense histogram (the counts stay in cache the longer).
+DENSE_CHUNK_PIXELS = 1 << 22
 # Per-chunk counts of wide keys are merged every this many chunks, to bound memory.
 _MERGE_EVERY = 8
 # Key spaces up to this many bits get a dense lookup table (2**24 entries: 16 MiB as uint8).
@@ -99,9 +101,11 @@ class ColorHistogram:
 
     @classmethod
     def from_pixels(
-        cls, pixels: np.ndarray, chunk: int = CHUNK_PIXELS, progress=None, n_threads=None
+        cls, pixels: np.ndarray, chunk: int | None = None, progress=None, n_threads=None
     ) -> ColorHistogram:
-        """Count the distinct rows of ``pixels``, shape (N, C).
+        """Count the distinct rows of ``pixels``, shape (N, C), ``chunk`` pixels at a time
+        (default: :data:`DENSE_CHUNK_PIXELS` for keys of up to 24 bits, else
+        :data:`CHUNK_PIXELS`).
 
         ``progress``, if given, is called as ``progress("histogram", fraction_done)``.
         """
@@ -112,7 +116,9 @@ class ColorHistogram:
             )
             return cls(colors, counts.astype(np.int64), None, inverse.reshape(-1), codec)
         if codec.dense:
+            chunk = DENSE_CHUNK_PIXELS if chunk is None else chunk
             return cls._from_dense(pixels, chunk, progress, codec, resolve(n_threads))
+        chunk = CHUNK_PIXELS if chunk is None else chunk
         n = pixels.shape[0]
         parts = []
         for start in range(0, n, chunk):
@@ -129,35 +135,35 @@ class ColorHistogram:
         """Keys of up to 24 bits: mark each pixel's key in a bitmap, rank the set bits,
         then count each pixel at its key's rank (no sort)."""
         n = pixels.shape[0]
+        one_chunk = n <= chunk
         words = max(1, (1 << (8 * codec.nbytes)) // 64)
         bits = np.zeros(words, dtype=np.uint64)
-        buffer = np.empty(min(n, chunk), dtype=np.uint32)
-        one_chunk = n <= chunk
-
-        def chunk_keys(start):
-            part = pixels[start : start + chunk]
-            if codec.rgb8:
-                return codec.keys(part, out=buffer[: len(part)], n_threads=threads)
-            return codec.keys(part).astype(np.uint32)
-
-        keys = None
-        for start in range(0, n, chunk):
-            keys = chunk_keys(start)
-            _colors.mark(keys, bits)
-            if progress is not None:
-                progress("histogram", 0.5 * min(1.0, (start + chunk) / n))
         before = np.empty(words, dtype=np.uint32)
-        m = _colors.rank(bits, before)
-        distinct = np.empty(m, dtype=np.uint32)
-        raw = np.empty((m, codec.nbytes), dtype=np.uint8)
-        _colors.set_keys(bits, distinct, raw)
-        counts = np.zeros(m, dtype=np.int64)
-        for start in range(0, n, chunk):
-            if not one_chunk:
+        with _pooled(("scratch", chunk), lambda: _scratch(chunk)) as (buffer, scratch):
+
+            def chunk_keys(start):
+                part = pixels[start : start + chunk]
+                if codec.rgb8:
+                    return codec.keys(part, out=buffer[: len(part)], n_threads=threads)
+                return codec.keys(part).astype(np.uint32)
+
+            keys = None
+            for start in range(0, n, chunk):
                 keys = chunk_keys(start)
-            _colors.tally(keys, bits, before, counts)
-            if progress is not None:
-                progress("histogram", 0.5 + 0.5 * min(1.0, (start + chunk) / n))
+                _colors.mark(keys, bits, team(threads, len(keys)))
+                if progress is not None:
+                    progress("histogram", 0.5 * min(1.0, (start + chunk) / n))
+            m = _colors.rank(bits, before)
+            distinct = np.empty(m, dtype=np.uint32)
+            raw = np.empty((m, codec.nbytes), dtype=np.uint8)
+            _colors.set_keys(bits, before, distinct, raw, team(threads, m))
+            counts = np.zeros(m, dtype=np.int64)
+            for start in range(0, n, chunk):
+                if not one_chunk:
+                    keys = chunk_keys(start)
+                _colors.count(keys, bits, before, counts, scratch, team(threads, len(keys)))
+                if progress is not None:
+                    progress("histogram", 0.5 + 0.5 * min(1.0, (start + chunk) / n))
         colors = raw.view(codec.dtype).reshape(m, codec.channels)
         return cls(colors, counts, distinct.astype(codec.key_dtype, copy=False), None, codec)
 
@@ -167,6 +173,8 @@ class ColorHistogram:
         if len(hists) == 1:
             return hists[0]
         codec = hists[0]._codec
+        if codec.dense:
+            return cls._merge_dense(hists, codec)
         if codec.usable:
             keys, counts = _merge_counts([(h.keys, h.counts) for h in hists])
             return cls(codec.colors(keys), counts, keys, None, codec)
@@ -177,6 +185,26 @@ class ColorHistogram:
             inverse.reshape(-1), weights=np.concatenate([h.counts for h in hists])
         ).astype(np.int64)
         return cls(colors, counts, None, None, codec)
+
+    @classmethod
+    def _merge_dense(cls, hists, codec) -> ColorHistogram:
+        """Keys of up to 24 bits: mark every histogram's keys in a bitmap, rank the set
+        bits, and add each histogram's counts at its keys' ranks (no sort)."""
+        words = max(1, (1 << (8 * codec.nbytes)) // 64)
+        bits = np.zeros(words, dtype=np.uint64)
+        parts = [(np.ascontiguousarray(h.keys, dtype=np.uint32), h.counts) for h in hists]
+        for keys, _ in parts:
+            _colors.mark(keys, bits, 1)
+        before = np.empty(words, dtype=np.uint32)
+        m = _colors.rank(bits, before)
+        distinct = np.empty(m, dtype=np.uint32)
+        raw = np.empty((m, codec.nbytes), dtype=np.uint8)
+        _colors.set_keys(bits, before, distinct, raw, 1)
+        counts = np.zeros(m, dtype=np.int64)
+        for keys, weights in parts:
+            _colors.tally(keys, bits, before, np.ascontiguousarray(weights, np.int64), counts)
+        colors = raw.view(codec.dtype).reshape(m, codec.channels)
+        return cls(colors, counts, distinct.astype(codec.key_dtype, copy=False), None, codec)
 
     def lookup(
         self, pixels: np.ndarray, values: np.ndarray, chunk: int = CHUNK_PIXELS, progress=None
@@ -199,7 +227,7 @@ class ColorHistogram:
         for start in range(0, pixels.shape[0], chunk):
             keys = self._codec.keys(pixels[start : start + chunk])
             if self._codec.dense:
-                np.take(table, keys, out=out[start : start + chunk])
+                lookup_keys(keys.astype(np.uint32, copy=False), table, out[start : start + chunk])
             else:
                 out[start : start + chunk] = values[np.searchsorted(self.keys, keys)]
             if progress is not None:
@@ -254,30 +282,57 @@ def encode_decode(
     return labels, out
 
 
-_tables: dict = {}
-_tables_lock = threading.Lock()
+_pool: dict = {}
+_pool_lock = threading.Lock()
+# Tables kept per kind for the next calls: enough for two callers at once (dask's threads
+# on blocks), not one per core.
+_POOL_SIZE = 2
 
 
 @contextlib.contextmanager
-def _lookup_table(dtype: np.dtype, size: int):
-    """A table of ``size`` entries of ``dtype`` (up to 2**24: 16 or 32 MiB), kept for the
-    next call.
+def _pooled(kind, make):
+    """A table from the pool of ``kind`` (or ``make()``), put back after use.
 
-    Fresh memory of that size costs a page fault per 4 KiB page touched on first use:
-    measured 3-4 ms a call on a photo whose colours touch every page, several times what
-    the lookups cost. One table per dtype is kept (a second caller at the same time gets a
-    fresh one); its contents are never relied on.
+    Fresh memory of these sizes (2**24 entries) costs a page fault per 4 KiB page touched
+    on first use: measured 3-4 ms a call on a photo whose colours touch every page, several
+    times what the lookups cost.
     """
+    with _pool_lock:
+        free = _pool.get(kind)
+        item = free.pop() if free else None
+    if item is None:
+        item = make()
+    yield item
+    with _pool_lock:
+        free = _pool.setdefault(kind, [])
+        if len(free) < _POOL_SIZE:
+            free.append(item)
+
+
+def _scratch(chunk: int):
+    """Keys and bucketed key halves for a chunk of pixels."""
+    return np.empty(chunk, dtype=np.uint32), np.empty(chunk, dtype=np.uint16)
+
+
+def _lookup_table(dtype: np.dtype, size: int):
+    """A table of ``size`` entries of ``dtype``; its contents are never relied on."""
     dtype = np.dtype(dtype)
-    with _tables_lock:
-        table = _tables.pop((dtype, size), None)
-    if table is None:
-        table = np.empty(size, dtype=dtype)
-    try:
-        yield table
-    finally:
-        with _tables_lock:
-            _tables[dtype, size] = table
+    return _pooled(("lookup", dtype, size), lambda: np.empty(size, dtype=dtype))
+
+
+def lookup_keys(
+    keys: np.ndarray, table: np.ndarray, out: np.ndarray | None = None, n_threads=None
+):
+    """``table[keys]`` for uint32 ``keys``, into ``out`` if given (compiled for uint8,
+    uint16 and uint32 tables; a key past the table raises ``ValueError``)."""
+    keys = np.ascontiguousarray(keys, dtype=np.uint32)
+    if out is None:
+        out = np.empty(keys.shape[0], dtype=table.dtype)
+    if table.dtype in (np.uint8, np.uint16, np.uint32) and out.flags.c_contiguous:
+        _colors.lookup(keys, table, out, team(resolve(n_threads), keys.shape[0]))
+    else:
+        np.take(table, keys, out=out)
+    return out
 
 
 def take_rows(table: np.ndarray, index: np.ndarray, chunk: int = CHUNK_PIXELS) -> np.ndarray:
