@@ -349,19 +349,38 @@ def lookup(
     const uint32_t[::1] keys, const label_t[::1] table, label_t[::1] labels, int n_threads
 ):
     """labels[i] = table[keys[i]]; raises if a key is past the table."""
-    cdef Py_ssize_t n = keys.shape[0], size = table.shape[0], i, bad = 0
-    cdef uint32_t key
+    cdef Py_ssize_t n = keys.shape[0], size = table.shape[0], t, teams = max(1, n_threads)
+    cdef Py_ssize_t bad = 0
     if labels.shape[0] != n:
         raise ValueError("labels: need one per key")
+    if n == 0:
+        return
     with nogil:
-        for i in prange(n, schedule="static", num_threads=max(1, n_threads)):
-            key = keys[i]
-            if key >= size:
-                bad += 1
-            else:
-                labels[i] = table[key]
+        for t in prange(teams, schedule="static", num_threads=teams):
+            bad += _lookup_rows(
+                &keys[0], n * t // teams, n * (t + 1) // teams, &table[0], size, &labels[0]
+            )
     if bad:
         raise ValueError("a key is past the table")
+
+
+cdef Py_ssize_t _lookup_rows(
+    const uint32_t *keys,
+    Py_ssize_t lo,
+    Py_ssize_t hi,
+    const label_t *table,
+    Py_ssize_t size,
+    label_t *labels,
+) noexcept nogil:
+    cdef Py_ssize_t i, bad = 0
+    cdef uint32_t key
+    for i in range(lo, hi):
+        key = keys[i]
+        if key >= size:
+            bad += 1
+        else:
+            labels[i] = table[key]
+    return bad
 
 
 def lookup_decode(
@@ -375,23 +394,54 @@ def lookup_decode(
     """labels[i] = table[keys[i]] and out[i] = palette[labels[i]]; raises if a key is past
     the table or a label past the palette (a pixel that was not in the histogram)."""
     cdef Py_ssize_t n = keys.shape[0], size = table.shape[0], k = palette.shape[0]
-    cdef Py_ssize_t c = palette.shape[1], i, j, bad = 0
-    cdef uint32_t key
-    cdef label_t lab
+    cdef Py_ssize_t c = palette.shape[1], t, teams = max(1, n_threads), bad = 0
     if labels.shape[0] != n or out.shape[0] != n or out.shape[1] != c:
         raise ValueError("labels and out need one row per key")
+    if n == 0 or c == 0:
+        return
     with nogil:
-        for i in prange(n, schedule="static", num_threads=n_threads):
-            key = keys[i]
-            if key >= size:
-                bad += 1
-                continue
-            lab = table[key]
-            if lab >= k:
-                bad += 1
-                continue
-            labels[i] = lab
-            for j in range(c):
-                out[i, j] = palette[lab, j]
+        for t in prange(teams, schedule="static", num_threads=teams):
+            bad += _decode_rows(
+                &keys[0], n * t // teams, n * (t + 1) // teams, &table[0], size,
+                &palette[0, 0], k, c, &labels[0], &out[0, 0]
+            )
     if bad:
         raise ValueError(f"a label is {k} or more, or a key past the table: a pixel not in the histogram")
+
+
+cdef Py_ssize_t _decode_rows(
+    const uint32_t *keys,
+    Py_ssize_t lo,
+    Py_ssize_t hi,
+    const label_t *table,
+    Py_ssize_t size,
+    const value_t *palette,
+    Py_ssize_t k,
+    Py_ssize_t c,
+    label_t *labels,
+    value_t *out,
+) noexcept nogil:
+    """lookup_decode for rows [lo, hi); returns how many rows were refused."""
+    cdef Py_ssize_t i, j, bad = 0
+    cdef uint32_t key
+    cdef label_t lab
+    cdef const value_t *row
+    for i in range(lo, hi):
+        key = keys[i]
+        if key >= size:
+            bad += 1
+            continue
+        lab = table[key]
+        if lab >= k:
+            bad += 1
+            continue
+        labels[i] = lab
+        row = palette + lab * c
+        if c == 3:  # (RGB: three stores the compiler can see)
+            out[3 * i] = row[0]
+            out[3 * i + 1] = row[1]
+            out[3 * i + 2] = row[2]
+        else:
+            for j in range(c):
+                out[i * c + j] = row[j]
+    return bad
