@@ -235,8 +235,6 @@ def slide_decode(src: str, threads: int) -> dict:
 def slide_run(src: str, out: str, k: int, chunk: int, threads: int) -> dict:
     """Slide to multiscale OME-Zarr labels: exact fit, then encode and write. Runs in its
     own process."""
-    import dataclasses
-
     from napari_kmeans_vq import quantize
     from napari_kmeans_vq.io import save_ome_zarr
     from napari_kmeans_vq.io.omezarr import read_labels
@@ -247,20 +245,9 @@ def slide_run(src: str, out: str, k: int, chunk: int, threads: int) -> dict:
         levels = open_image(src)
         q = quantize(levels, k)
         t1 = time.perf_counter()
-        # The label pyramid is subsampled from the full-resolution labels as they are
-        # written (write_labels would otherwise encode each of the slide's own levels,
-        # decoding them too).
-        full = (
-            dataclasses.replace(
-                q,
-                labels=q.levels[0],
-                reconstruction=q.reconstruction_levels[0],
-                multiscale=False,
-            )
-            if q.multiscale
-            else q
-        )
-        save_ome_zarr(out, full, chunk=chunk, overwrite=True)
+        # As the command line does: the label pyramid is subsampled from the
+        # full-resolution labels as they are written (the slide's lower levels are not read).
+        save_ome_zarr(out, q, chunk=chunk, overwrite=True)
         t2 = time.perf_counter()
     label_levels, meta = read_labels(out)
     level0 = levels[0] if isinstance(levels, list) else levels

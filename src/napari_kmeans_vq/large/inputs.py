@@ -372,7 +372,8 @@ class TiffLevel:
         rows, cols = (_span(k, n) for k, n in zip(key[:2], self.shape[:2], strict=True))
         (r0, r1), (c0, c1) = rows, cols
         th, tw = self._segment
-        out = np.zeros((r1 - r0, c1 - c0, *self.shape[2:]), dtype=self.dtype)
+        # Every pixel is written below (the tiles cover the request): no need to clear it.
+        out = np.empty((r1 - r0, c1 - c0, *self.shape[2:]), dtype=self.dtype)
         for ty in range(r0 // th, -(-r1 // th)):
             for tx in range(c0 // tw, -(-c1 // tw)):
                 index = ty * self._grid[1] + tx
@@ -380,7 +381,8 @@ class TiffLevel:
                 ys, ye = max(r0, y0), min(r1, y0 + th)
                 xs, xe = max(c0, x0), min(c1, x0 + tw)
                 if self._counts[index] == 0 or self._offsets[index] == 0:
-                    continue  # a tile never written: the fill value, 0
+                    out[ys - r0 : ye - r0, xs - c0 : xe - c0] = 0  # never written: fill value
+                    continue
                 data = self._decode(self._read(index), index, **self._args)[0]
                 self.tiles_read += 1
                 tile = data.reshape(th, tw, *self.shape[2:])
