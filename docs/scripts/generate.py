@@ -169,13 +169,17 @@ def blocks(page: Path, text: str | None = None) -> list[Block]:
     return found
 
 
-def regenerate(page: Path, context: Context, kinds: set[str], text: str | None = None) -> str:
-    """The page's text with its blocks of these kinds regenerated."""
+def regenerate(
+    page: Path, context: Context, kinds: set[str], text: str | None = None, only=None
+) -> str:
+    """The page's text with its blocks of these kinds (and names in ``only``, if given)
+    regenerated."""
     text = page.read_text(encoding="utf-8") if text is None else text
     out, pos = [], 0
     for b in blocks(page, text):
         out.append(text[pos : b.start])
-        out.append(b.render(context) if b.kind in kinds else text[b.start : b.end])
+        wanted = b.kind in kinds and (only is None or b.name in only)
+        out.append(b.render(context) if wanted else text[b.start : b.end])
         pos = b.end
     out.append(text[pos:])
     return "".join(out)
@@ -834,6 +838,36 @@ def bench_large_k(ctx: Context) -> str:
         return read_block(out, "bench-large-k")
 
 
+SWEEP_KS = "2,3,4,6,8,12,16,24,32,64,100,128,256"
+
+
+@generator("bench-k-sweep", kind="timing")
+def bench_k_sweep(ctx: Context) -> str:
+    """benchmarks/bench_quantize.py against the quality reference only, over a K sweep
+    (every image, 13 values of K from 2 to 256)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "sweep.md"
+        _run_script([
+            "benchmarks/bench_quantize.py", "--shared-data", str(ctx.data), "--k", SWEEP_KS,
+            "--peers", "ref10", "--no-memory", "--repeat", "1",
+            "--markdown", str(out), "--block", "bench-k-sweep",
+        ])  # fmt: skip
+        return read_block(out, "bench-k-sweep")
+
+
+@generator("bench-histogram", kind="timing")
+def bench_histogram(ctx: Context) -> str:
+    """benchmarks/bench_quantize.py's colour-histogram table (ours against np.unique)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "histogram.md"
+        _run_script([
+            "benchmarks/bench_quantize.py", "--shared-data", str(ctx.data), "--big",
+            "--histogram-only", "--repeat", "5",
+            "--markdown", str(out), "--block", "bench-histogram",
+        ])  # fmt: skip
+        return read_block(out, "bench-histogram")
+
+
 @generator("bench-large", kind="timing")
 def bench_large(ctx: Context) -> str:
     """benchmarks/bench_large.py's slide printout: the 65,536 x 65,536 benchmark slide made
@@ -1003,6 +1037,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-figures", action="store_true", help="with --all: skip the figures")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
     parser.add_argument("--list", action="store_true", help="list the generators and blocks")
+    parser.add_argument(
+        "--only", metavar="NAME,NAME", help="only the blocks of these generators (with --all)"
+    )
     parser.add_argument("pages", nargs="*", type=Path, help="only these pages")
     args = parser.parse_args(argv)
     ctx = Context(args.data)
@@ -1015,6 +1052,9 @@ def main(argv=None) -> int:
                 print(f"{b.where}: [{b.kind}] {b.spec}")
         return 0
     kinds = {"fast", "slow", "timing"} if args.all else {"fast"}
+    only = None if args.only is None else set(args.only.split(","))
+    if only and not only <= set(GENERATORS):
+        raise SystemExit(f"--only: unknown generators {sorted(only - set(GENERATORS))}")
     if args.check:
         kinds.discard("timing")
         diffs = [d for page in todo if (d := stale(page, ctx, kinds))]
@@ -1022,7 +1062,7 @@ def main(argv=None) -> int:
         if diffs:
             print("\nstale: run `python docs/scripts/generate.py`", file=sys.stderr)
         return 1 if diffs else 0
-    if args.all and not args.no_figures:
+    if args.all and not args.no_figures and only is None:
         redraw_figures(ctx)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -1033,7 +1073,7 @@ def main(argv=None) -> int:
                 if not want:
                     continue
                 old = page.read_text(encoding="utf-8")
-                new = regenerate(page, ctx, want, old)
+                new = regenerate(page, ctx, want, old, only)
                 if new != old:
                     page.write_text(new, encoding="utf-8")
                     print(f"updated {_show(page)}", file=sys.stderr)
