@@ -111,6 +111,12 @@ def test_the_colour_kernels_check_their_input():
             _colors.mark(keys, bits[:10], threads)
     with pytest.raises(ValueError, match="wrong size"):
         _colors.set_keys(bits, before, np.zeros(3, np.uint32), np.zeros((3, 3), np.uint8), 1)
+    wrong = before.copy()
+    wrong[keys[0] >> 6] = 5  # a rank table that is not the bits'
+    with pytest.raises(ValueError, match="not the bits' rank"):
+        _colors.set_keys(bits, wrong, np.zeros(1, np.uint32), np.zeros((1, 3), np.uint8), 1)
+    with pytest.raises(ValueError, match="not in the table"):
+        _colors.count(keys[:1], bits, wrong, np.zeros(1, np.int64), scratch, 1)
     with pytest.raises(ValueError, match="pack_rgb8"):
         _colors.pack_rgb8(np.zeros((2, 4), np.uint8), np.zeros(2, np.uint32), 1)
     with pytest.raises(ValueError, match="dtype"):  # wrong dtype

@@ -123,6 +123,7 @@ cdef Py_ssize_t _count_bucket(
     const uint64_t *bits,
     const uint32_t *before,
     int64_t *counts,
+    Py_ssize_t m,
     uint32_t *table,
 ) noexcept nogil:
     """One bucket: its n low halves counted in ``table`` (2**16 zeros, left zero), then
@@ -142,6 +143,9 @@ cdef Py_ssize_t _count_bucket(
     for w in range(1 << 10):
         word = bits[w]
         j = before[w]
+        if j + nkvq_popcount(word) > m:  # (a ``before`` that is not rank's)
+            bad += 1
+            continue
         while word:
             i = (w << 6) + nkvq_ctz(word)
             counts[j] += table[i]
@@ -203,7 +207,7 @@ def set_keys(
     """The keys whose bit is set, in increasing order (``keys`` must hold them all, and
     ``before`` is :func:`rank`'s), and each key's little-endian bytes in the row of
     ``colors`` (m, bytes per colour)."""
-    cdef Py_ssize_t words = bits.shape[0], m = keys.shape[0], i, j, b
+    cdef Py_ssize_t words = bits.shape[0], m = keys.shape[0], i, j, b, bad = 0
     cdef Py_ssize_t nbytes = colors.shape[1]
     cdef uint64_t v
     cdef uint32_t key
@@ -217,6 +221,9 @@ def set_keys(
         for i in prange(words, schedule="static", num_threads=max(1, n_threads)):
             v = bits[i]
             j = before[i]
+            if j + nkvq_popcount(v) > m:  # (a ``before`` that is not rank's)
+                bad += 1
+                continue
             while v:
                 key = <uint32_t>(i * 64 + nkvq_ctz(v))
                 keys[j] = key
@@ -224,6 +231,8 @@ def set_keys(
                     colors[j, b] = (key >> (8 * b)) & 255
                 j = j + 1
                 v = v & (v - 1)
+    if bad:
+        raise ValueError("set_keys: before is not the bits' rank")
 
 
 def tally(
@@ -335,6 +344,7 @@ def count(
                     &bits[b << 10],
                     &before[b << 10],
                     &counts[0],
+                    m,
                     tables + (<Py_ssize_t>threadid() << 16),
                 )
         if bad:
