@@ -144,20 +144,12 @@ def _create_level(group, path: str, x, chunks, compressor, names, never_empty=Fa
     )
 
 
-def _subsample(x, step: int, spatial: int):
-    """Every ``step``-th row and column (nearest-neighbour downsampling, as NGFF labels use)."""
-    index = tuple(
-        slice(None, None, step) if a >= x.ndim - spatial else slice(None) for a in range(x.ndim)
-    )
-    return x[index]
-
-
 def _from_full_resolution(levels, spatial: int) -> list:
     """The levels, each lower one that is every n-th pixel of level 0 (n rounded from the
-    size ratio, the last row or column of the subsample dropped if need be) taken from
-    level 0's blocks: a multiscale result's labels are then encoded once, at full
-    resolution, and the image's lower levels are never decoded. Levels of other shapes are
-    kept."""
+    size ratio, the last row or column of the subsample dropped if need be) given as
+    ``(steps, shape)`` for :func:`_multiscale` to take from level 0's blocks: a multiscale
+    result's labels are then encoded once, at full resolution, and the image's lower
+    levels are never decoded. Levels of other shapes are kept."""
     first = levels[0]
     out = [first]
     for x in levels[1:]:
@@ -169,11 +161,7 @@ def _from_full_resolution(levels, spatial: int) -> list:
             elif s not in (s0 // step, -(-s0 // step)):
                 step = 0
             steps.append(step)
-        if not all(steps):
-            out.append(x)
-            continue
-        index = tuple(slice(0, s * step, step) for s, step in zip(x.shape, steps, strict=True))
-        out.append(first[index])
+        out.append((tuple(steps), tuple(x.shape)) if all(steps) else x)
     return out
 
 
@@ -188,33 +176,64 @@ def _n_levels(shape, chunk: int, n_levels: int | None) -> int:
 
 
 def _multiscale(levels, *, chunk, n_levels, spatial, scale0, shape0):
-    """The given levels (dask) and levels subsampled from the last one, down to
-    ``n_levels``: ``(datasets, [(path, x aligned to its chunks, zarr chunks)])``.
+    """The given levels and levels subsampled from the last one, down to ``n_levels``:
+    ``(datasets, [(path, x aligned to its chunks, zarr chunks)])``.
 
-    Every level is stored in one dask computation, the extra levels subsampled from the
-    last given level's blocks as they are computed: the labels are encoded once and no
-    level is read back.
+    A given level is a dask array, or ``(steps, shape)``: every ``steps``-th pixel of
+    level 0 along each axis, cut to ``shape`` (see :func:`_from_full_resolution`). Every
+    level is stored in one dask computation, and each subsampled level is taken from the
+    blocks of the finest level already made that it is a subsample of (a pyramid halving
+    at each level is made from the level above, whose blocks are a quarter of the size):
+    the labels are encoded once, no level is read back, and the tasks per level shrink
+    with the level.
     """
-    datasets, levels_out = [], []
+    datasets, levels_out, made = [], [], []
     last = len(levels) - 1
     for i in range(n_levels):
         if i <= last:
-            x = levels[i]
+            given = levels[i]
+            shape = given[1] if isinstance(given, tuple) else given.shape
             # A given level's scale is its size ratio to full resolution.
-            factor = [s0 / s for s0, s in zip(shape0, x.shape, strict=True)]
-            scale = [scale0[a] * factor[a] for a in range(x.ndim)]
+            factor = [s0 / s for s0, s in zip(shape0, shape, strict=True)]
+            scale = [scale0[a] * factor[a] for a in range(len(shape))]
+            if isinstance(given, tuple):
+                origin, steps = 0, given[0]
+            else:
+                origin, steps = i, (1,) * len(shape)
         else:
             # Every 2**j-th pixel of the last given level: exactly 2**j times its pixel size.
             step = 2 ** (i - last)
-            x = _subsample(levels[last], step, spatial)
+            origin, last_steps, last_shape = made[last]
+            ndim = len(last_shape)
+            steps = tuple(s * step if a >= ndim - spatial else s for a, s in enumerate(last_steps))
+            shape = tuple(
+                -(-n // step) if a >= ndim - spatial else n for a, n in enumerate(last_shape)
+            )
             base = datasets[last]["coordinateTransformations"][0]["scale"]
-            scale = [v * step if a >= x.ndim - spatial else v for a, v in enumerate(base)]
+            scale = [v * step if a >= ndim - spatial else v for a, v in enumerate(base)]
+        x = given if origin == i else _from_made(levels_out, made, origin, steps, shape)
         x, zchunks = _aligned(x, chunk, spatial)
+        made.append((origin, tuple(steps), tuple(shape)))
         levels_out.append((str(i), x, zchunks))
         datasets.append(
             {"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": scale}]}
         )
     return datasets, levels_out
+
+
+def _from_made(levels_out, made, origin, steps, shape):
+    """Every ``steps``-th pixel of level ``origin`` cut to ``shape``, taken from the last
+    level made from the same origin that holds all those pixels."""
+    for j in reversed(range(len(made))):
+        j_origin, j_steps, j_shape = made[j]
+        if j_origin != origin or any(s % t for s, t in zip(steps, j_steps, strict=True)):
+            continue
+        ratio = [s // t for s, t in zip(steps, j_steps, strict=True)]
+        if all(-(-m // r) >= n for m, r, n in zip(j_shape, ratio, shape, strict=True)):
+            x = levels_out[j][1]
+            index = tuple(slice(0, n * r, r) for n, r in zip(shape, ratio, strict=True))
+            return x[index]
+    raise AssertionError("level 0 holds every subsample")  # pragma: no cover
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,7 +441,10 @@ def _prepare(
         if len(names) != k:
             raise ValueError(f"names: expected {k}, one per class, got {len(names)}.")
     dtype = label_dtype(k)
-    stored = [lv.astype(dtype) + dtype.type(1) for lv in _from_full_resolution(levels, spatial)]
+    stored = [
+        lv if isinstance(lv, tuple) else lv.astype(dtype) + dtype.type(1)
+        for lv in _from_full_resolution(levels, spatial)
+    ]
     n = max(_n_levels(shape0, chunk, n_levels), len(stored))
     datasets, label_levels = _multiscale(
         stored, chunk=chunk, n_levels=n, spatial=spatial, scale0=scale0, shape0=shape0
