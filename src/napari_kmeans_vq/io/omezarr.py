@@ -600,6 +600,11 @@ def write_labels(
         _remove_write_debris(path)
         root = zarr.open_group(path, mode="r+")
         targets = [root[p] for p, *_ in arrays]
+        # (as created: the labels' chunks are never compared with the fill value)
+        targets = [
+            t.with_config({"write_empty_chunks": True}) if i < plan["n_label"] else t
+            for i, t in enumerate(targets)
+        ]
         done = record["done_markers"]
     else:
         # An empty folder is filled as it is ("w-": zarr would otherwise delete and
