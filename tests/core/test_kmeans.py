@@ -129,8 +129,62 @@ def test_effort_must_be_an_integer_from_1_to_10(ihc_crop, effort):
 def test_plan_follows_effort():
     low, high = kmeans.Plan.from_effort(1, 16), kmeans.Plan.from_effort(10, 16)
     assert low.n_init < high.n_init and low.summary < high.summary
-    assert low.finish <= high.finish
+    assert low.swaps < high.swaps and low.finish <= high.finish
+    assert kmeans.Plan.from_effort(5, 2).swaps < kmeans.Plan.from_effort(5, 64).swaps
     assert kmeans.Plan.from_effort(5, 1024).summary > kmeans.Plan.from_effort(5, 16).summary
+
+
+# -- local search ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float64])
+def test_swap_costs_are_the_costs_after_each_swap(ihc_crop, dtype):
+    x, w = _weighted_colours(ihc_crop)
+    x = x.astype(dtype)
+    k = 6
+    start = kmeans.kmeans_plusplus(x, w, k, np.random.default_rng(0), n_threads=1)
+    run = kmeans._Run(x, w, start, 1)
+    run.iterate(300, 0.0)
+    run.exact_bounds()
+    xf = x.astype(np.float64)
+    for point in xf[[0, len(x) // 2, len(x) - 1]]:
+        costs = []
+        for threads in (1, 2):
+            costs.append(np.empty(k))
+            _kmeans.swap_costs(
+                run.x, w, run.labels, run.upper, run.lower, point, costs[-1], threads
+            )
+        assert costs[0].tobytes() == costs[1].tobytes()
+        for j in range(k):
+            centers = run.centers.copy()
+            centers[j] = point
+            d2 = ((xf[:, np.newaxis] - centers[np.newaxis]) ** 2).sum(axis=-1).min(axis=1)
+            assert costs[0][j] == pytest.approx(float((w * d2).sum()), rel=1e-9)
+
+
+def test_local_search_lowers_the_cost_of_a_lloyd_optimum(ihc):
+    # Lloyd's optimum from one seeding is a local one: swaps reach a lower cost.
+    x, w = _weighted_colours(ihc)
+    rng = np.random.default_rng(0)
+    run = kmeans._Run(x, w, kmeans._plusplus(x.astype(float), w, 24, rng, 1), 1)
+    run.iterate(300, 0.0)
+    before = run.inertia()
+    after = kmeans._local_search(run, 10, rng, 300, 0.0, 1, None, 0.0, 0.0)
+    assert after.inertia() < before
+    np.testing.assert_array_equal(after.labels, kmeans.assign(x, after.centers))
+
+
+def test_j_is_within_half_a_percent_of_scikit_learns_best_of_ten(ihc):
+    # The example: at K = 8 on this slide, J was 2% above this reference.
+    sklearn_cluster = pytest.importorskip("sklearn.cluster")
+    x, w = _weighted_colours(ihc)
+    ref = sklearn_cluster.KMeans(8, n_init=10, random_state=0).fit(
+        x.astype(float), sample_weight=w
+    )
+    palette = np.clip(np.rint(ref.cluster_centers_), 0, 255)
+    d2 = ((x[:, np.newaxis].astype(float) - palette[np.newaxis]) ** 2).sum(axis=-1).min(axis=1)
+    ref_j = float((w * d2).sum()) / w.sum()
+    assert quantize(ihc, 8).distortion <= 1.005 * ref_j
 
 
 # -- threads ---------------------------------------------------------------------------
@@ -279,6 +333,10 @@ def test_kernels_reject_arrays_of_the_wrong_size_or_labels_out_of_range():
         _kmeans.move(*args, labels, *bounds, delta[:1], 2)
     with pytest.raises(ValueError, match="cell index"):
         _kmeans.cell_sums(x, np.ones(10), np.full(10, 3, np.int64), np.zeros((2, 3)), np.zeros(2))
+    with pytest.raises(ValueError, match="out of range"):
+        _kmeans.swap_costs(x, np.ones(10), bad, *bounds, np.zeros(3), np.zeros(2), 1)
+    with pytest.raises(ValueError, match="coordinates"):
+        _kmeans.swap_costs(x, np.ones(10), labels, *bounds, np.zeros(4), np.zeros(2), 1)
     with pytest.raises(TypeError, match="signature"):  # wrong dtype: no specialisation
         _kmeans.nearest(x.astype(np.float32), centers, labels, *bounds, nbr, gap, slack, False, 1)
 

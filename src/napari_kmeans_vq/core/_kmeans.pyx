@@ -719,3 +719,68 @@ def reseed_costs(
                 cost[i] = w[i] * dist2(&x[i, 0], &centers[a, 0], d)
     if bad:
         raise ValueError("labels out of range")
+
+
+
+
+def swap_costs(
+    const point_t[:, ::1] x,
+    const double[::1] w,
+    const int32_t[::1] labels,
+    const double[::1] upper,
+    const double[::1] lower,
+    const double[::1] candidate,
+    double[::1] cost,
+    int n_threads,
+):
+    """What swapping each centre for a candidate point would cost before Lloyd's
+    iterations move anything (the swap of Lattanzi and Sohler's k-means++ local search):
+    ``cost[j]``, the sum over points of weight times the squared distance to the nearest
+    centre once centre ``j`` is replaced by ``candidate``. ``labels``, ``upper`` and
+    ``lower`` must be those of a full search (:func:`nearest`): each point's centre and
+    the distances to it and to the second nearest. Per-chunk partial sums added in chunk
+    order."""
+    cdef Py_ssize_t m = x.shape[0], d = x.shape[1], k = cost.shape[0], e = k + 1
+    cdef Py_ssize_t c, i, j, stop, nc = n_chunks(m), bad = 0
+    cdef int32_t a
+    cdef double s, d1, d2, near, other, total
+    cdef double* part
+    cdef double* row
+    _check_points(x, w, candidate.shape[0])
+    if labels.shape[0] != m or upper.shape[0] != m or lower.shape[0] != m:
+        raise ValueError("labels and bounds need one entry per point")
+    if k < 1:
+        raise ValueError("need at least one centre")
+    part = <double*>calloc(max(nc, 1) * e, sizeof(double))
+    if part == NULL:
+        raise MemoryError()
+    with nogil:
+        # per chunk: the change, cluster by cluster, if that cluster's centre goes (its
+        # points then go to the candidate or to their second nearest); then the cost with
+        # the candidate added to all the centres
+        for c in prange(nc, schedule="static", num_threads=n_threads):
+            row = part + c * e
+            stop = min(m, (c + 1) * CHUNK)
+            for i in range(c * CHUNK, stop):
+                a = labels[i]
+                if a < 0 or a >= k:
+                    bad += 1
+                    continue
+                d1 = upper[i] * upper[i]
+                d2 = lower[i] * lower[i]
+                s = dist2(&x[i, 0], &candidate[0], d)
+                near = s if s < d1 else d1
+                other = s if s < d2 else d2
+                row[k] = row[k] + w[i] * near
+                row[a] = row[a] + w[i] * (other - near)
+        total = 0.0
+        for c in range(nc):
+            total = total + part[c * e + k]
+        for j in range(k):
+            s = 0.0
+            for c in range(nc):
+                s = s + part[c * e + j]
+            cost[j] = total + s
+    free(part)
+    if bad:
+        raise ValueError("labels out of range")

@@ -6,14 +6,19 @@ kernels (``_kmeans.pyx``); this module decides which passes to make:
 
 * **coarse to fine**: with many points, the seedings are drawn and converge on a summary of
   the points (the weighted means of the occupied cells of a grid), and only the best of
-  them go on to convergence on every point, so the result is a fixed point of Lloyd's
-  algorithm on all the data;
+  them go on to convergence on every point, so the result is a local optimum of Lloyd's
+  algorithm on all the data, not on the summary;
+* **local search** (Lattanzi and Sohler 2019, "A better k-means++ algorithm via local
+  search"): the best optimum of the seedings is improved by swaps, each of a centre for a
+  point drawn as k-means++ draws, kept when Lloyd's iterations from it reach a lower cost.
+  Best-of-n restarts only sample Lloyd's local optima, whose costs spread over a few per
+  cent; the swaps move from one optimum to a better one;
 * **Hamerly's bounds** (Hamerly 2010, "Making k-means even faster"): each point keeps an
   upper bound on the distance to its centre and a lower bound on the distance to any
   other; only points whose bounds overlap are searched again. The labels are always those
   of a full search, ties to the lower centre index;
-* **one knob**: ``effort`` (1 to 10) sets the seedings, the summary's size and how many
-  coarse optima are finished on every point (see :class:`Plan`).
+* **one knob**: ``effort`` (1 to 10) sets the seedings, the summary's size, the swaps and
+  how many coarse optima are finished on every point (see :class:`Plan`).
 
 Integer points (8- and 16-bit colours) with whole weights keep exact int64 cluster sums,
 so the same input and seed give the same centres and labels, bit for bit, on any CPU and
@@ -47,12 +52,18 @@ class Plan:
     summary : int
         About how many points stand for the data in the coarse stage:
         ``effort * max(4096, 16 K)``.
+    swaps : int
+        Local-search steps on the best coarse optimum: ``ceil(effort * min(8, K / 4))``.
+        Each costs about a short Lloyd run on the summary; with few clusters Lloyd's
+        optima are few and the restarts find the best.
     finish : int
-        Best coarse optima run to convergence on every point: ``1 + effort // 3``.
+        Best coarse optima run to convergence on every point: ``1 + effort // 6``. The
+        swaps leave the best coarse optimum far ahead of the others.
     """
 
     n_init: int
     summary: int
+    swaps: int
     finish: int
 
     @classmethod
@@ -63,7 +74,8 @@ class Plan:
         return cls(
             n_init=int(n_init),
             summary=effort * max(4096, 16 * n_clusters),
-            finish=1 + effort // 3,
+            swaps=math.ceil(effort * min(8.0, n_clusters / 4)),
+            finish=1 + effort // 6,
         )
 
 
@@ -198,6 +210,22 @@ class _Run:
         )
         self._sum()
 
+    def exact_bounds(self):
+        """Make ``upper`` and ``lower`` the exact distances to the nearest and the second
+        nearest centre (the labels, already the nearest, stay)."""
+        _kmeans.nearest(
+            self.x,
+            self.centers,
+            self.labels,
+            self.upper,
+            self.lower,
+            self.nbr,
+            self.gap,
+            self.slack,
+            True,
+            self.search_threads,
+        )
+
     def _sum(self):
         k, d = self.centers.shape
         self.sums, self.mass = np.empty((k, d)), np.empty(k)
@@ -253,9 +281,11 @@ class _Run:
         self.centers = new
         self._full()
 
-    def iterate(self, max_iter: int, tol_abs: float, step=None) -> tuple[int, bool]:
-        """Iterate until no label changes, the squared centre shift is at most
-        ``tol_abs``, or ``max_iter``; returns (iterations, converged)."""
+    def iterate(self, max_iter: int, tol_abs: float, step=None, gain_tol=None) -> tuple[int, bool]:
+        """Iterate until no label changes, the summed squared centre shift is at most
+        ``tol_abs`` (or, with ``gain_tol``, the update's decrease of the cost, the sum of
+        cluster weight times squared shift, is at most ``gain_tol``), or ``max_iter``;
+        returns (iterations, converged)."""
         for n_iter in range(1, max_iter + 1):
             empty = self.mass <= 0
             if empty.any():
@@ -263,11 +293,14 @@ class _Run:
                 continue
             means = self.sums / self.mass[:, np.newaxis]
             diff = means - self.centers
-            shift2 = float(np.einsum("ij,ij->", diff, diff))
+            if gain_tol is None:
+                done = float(np.einsum("ij,ij->", diff, diff)) <= tol_abs
+            else:
+                done = float(np.einsum("ij,ij,i->", diff, diff, self.mass)) <= gain_tol
             changed = self._move(means)
             if step is not None:
                 step(n_iter, max_iter)
-            if changed == 0 or shift2 <= tol_abs:
+            if changed == 0 or done:
                 return n_iter, True
         return max_iter, False
 
@@ -324,9 +357,13 @@ def weighted_kmeans(
     max_iter : int
         Most Lloyd iterations per run.
     tol : float
-        Stop when the summed squared centre shift falls to ``tol`` times the mean per-axis
-        weighted variance of the points (scikit-learn's convention); 0 runs until no
-        assignment changes. Labels are always those of the final centres.
+        Stop a run when the summed squared centre shift falls to ``tol`` times the mean
+        per-axis weighted variance of the points (scikit-learn's convention); 0 runs until
+        no assignment changes. With k-means++ seeding, the final run on every point stops
+        instead when an iteration's update lowers the cost by at most ``tol / 20`` of it:
+        on all the points, the centres can creep in small steps through a long plateau
+        before a cluster reorganises, and a shift threshold stops there (up to about 1%
+        above the optimum reached). Labels are always those of the final centres.
     random_state : int, Generator or None
         Seed for the seeding.
     progress : callable, optional
@@ -366,8 +403,8 @@ def weighted_kmeans(
         sx, sw, cell = np.asarray(x, dtype=np.float64), w, None
     else:
         sx, sw, cell = summary
-    coarse_share = 0.5 if cell is not None else 1.0
-    share = coarse_share / plan.n_init
+    coarse_share = 0.5 if cell is not None else 0.9
+    share = coarse_share / (plan.n_init + plan.swaps)
     runs = []
     for i in range(plan.n_init):
         start = _plusplus(sx, sw, n_clusters, rng, threads)
@@ -375,8 +412,15 @@ def weighted_kmeans(
         n_iter, converged = run.iterate(max_iter, tol_abs, _stage(progress, i * share, share))
         runs.append((run.inertia(), i, run, n_iter, converged))
     runs.sort(key=lambda r: (r[0], r[1]))
+    _, _, run, n_iter, converged = runs[0]
+    run = _local_search(
+        run, plan.swaps, rng, max_iter, tol_abs, threads, progress, plan.n_init * share, share
+    )
+    runs[0] = (run.inertia(), 0, run, n_iter, converged)
     if cell is None:
-        _, _, run, n_iter, converged = runs[0]
+        n_iter, converged = run.iterate(
+            max_iter, 0.0, _stage(progress, 0.9, 0.1), _FINAL_GAIN * tol * run.inertia()
+        )
         return _result(run, n_iter, plan.n_init, converged)
     # Fine: the best coarse optima (distinct ones) go on to convergence on every point,
     # each point's search starting from its cell's centre.
@@ -391,11 +435,40 @@ def weighted_kmeans(
     for i, coarse in enumerate(starts):
         run = _Run(x, w, coarse.centers, threads, scale, guess=coarse.labels[cell])
         n_iter, converged = run.iterate(
-            max_iter, tol_abs, _stage(progress, 0.5 + i * share, share)
+            max_iter,
+            0.0,
+            _stage(progress, 0.5 + i * share, share),
+            _FINAL_GAIN * tol * run.inertia(),
         )
         if best is None or run.inertia() < best[0].inertia():
             best = (run, n_iter, converged)
     return _result(best[0], best[1], plan.n_init, best[2])
+
+
+def _local_search(run, swaps, rng, max_iter, tol_abs, threads, progress, start, share):
+    """``run`` improved by ``swaps`` steps of k-means++ local search, each followed by
+    Lloyd's iterations: draw a point with probability proportional to weight times squared
+    distance to its centre, swap it for the centre whose swap costs least, iterate, and
+    keep the result if its cost is lower."""
+    k = run.centers.shape[0]
+    for step in range(swaps if k > 1 else 0):
+        run.exact_bounds()
+        # cumsum adds in point order: the same draw on every machine
+        cumulative = np.cumsum(run.w * run.upper * run.upper)
+        if not cumulative[-1] > 0:
+            break  # every point is on a centre
+        point = np.array(run.x[_draw(cumulative, rng.random(1))[0]], dtype=np.float64)
+        cost = np.empty(k)
+        _kmeans.swap_costs(
+            run.x, run.w, run.labels, run.upper, run.lower, point, cost, run.threads
+        )
+        centers = run.centers.copy()
+        centers[int(np.argmin(cost))] = point
+        trial = _Run(run.x, run.w, centers, threads, run.scale, guess=run.labels)
+        trial.iterate(max_iter, tol_abs, _stage(progress, start + step * share, share))
+        if trial.inertia() < run.inertia():
+            run = trial
+    return run
 
 
 def _result(run: _Run, n_iter: int, n_init: int, converged: bool) -> KMeansResult:
@@ -539,6 +612,8 @@ def weighted_error(
     return error, mass
 
 
+# The final run stops once an iteration lowers the cost by at most this times tol of it.
+_FINAL_GAIN = 1 / 20
 # Each centre keeps this many nearest other centres for the searches that start from it
 # (any number gives the same labels; more makes the geometry dearer, fewer the searches).
 _NEIGHBOURS = 64
