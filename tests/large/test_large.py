@@ -337,6 +337,37 @@ def test_multiscale_levels_that_are_no_subsample_keep_their_own_labels(tmp_path,
     assert not np.array_equal(full[::5, ::5][:100, :100], q.labels[2].compute())
 
 
+def _tree_bytes(path) -> dict:
+    import os
+
+    out = {}
+    for folder, _, files in os.walk(path):
+        for name in files:
+            full = os.path.join(folder, name)
+            with open(full, "rb") as handle:
+                out[os.path.relpath(full, path)] = handle.read()
+    return out
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+@pytest.mark.parametrize("k", [16, 300])
+def test_label_chunks_written_directly_are_zarrs_bytes(tmp_path, monkeypatch, ihc, version, k):
+    """Label chunks written straight to their files (edge chunks padded) are the files
+    zarr writes, in both NGFF versions, for uint8 and uint16 labels."""
+    omezarr = pytest.importorskip("napari_kmeans_vq.io.omezarr")
+    image = ihc if k <= 255 else ihc.astype(np.uint16) * 257
+    q = chunked.quantize_lazy(da.from_array(image, chunks=(200, 200, 3)), k, n_samples=20_000)
+    direct = omezarr.write_labels(tmp_path / "d.ome.zarr", q, chunk=200, ngff_version=version)
+    calls = []
+    real = omezarr._direct_codec
+    monkeypatch.setattr(omezarr, "_direct_codec", lambda t: calls.append(real(t)))
+    by_zarr = omezarr.write_labels(tmp_path / "z.ome.zarr", q, chunk=200, ngff_version=version)
+    assert calls and all(c is not None for c in calls)  # the direct path was taken before
+    assert _tree_bytes(direct) == _tree_bytes(by_zarr)
+    levels, _ = omezarr.read_labels(direct)
+    assert np.array_equal(np.asarray(levels[0]) - 1, q.labels.compute())
+
+
 def test_progress_and_cancel(ihc_dask):
     seen = []
     with chunked.dask_progress(lambda done, total: seen.append((done, total))):

@@ -30,6 +30,7 @@ import math
 import os
 import re
 import shutil
+from typing import NamedTuple
 
 import numpy as np
 
@@ -261,10 +262,21 @@ class ResumeError(ValueError):
     input, codebook or options (its fingerprint differs), or it is not an incomplete store."""
 
 
+class _Target(NamedTuple):
+    """Where a level's blocks go: its zarr array, and the codec :func:`_write_chunks`
+    writes its chunks with (None: zarr writes them)."""
+
+    array: object
+    codec: object = None
+
+
 def _store_block(block, target, marker_dir, level, block_info=None):
     """Store one block of a level into its (whole) zarr chunks, then leave its marker."""
     info = block_info[0]
-    target[tuple(slice(a, b) for a, b in info["array-location"])] = block
+    if target.codec is None:
+        target.array[tuple(slice(a, b) for a, b in info["array-location"])] = block
+    else:
+        _write_chunks(block, target.array, target.codec, [a for a, _ in info["array-location"]])
     # Only after the chunks are written: a resume skips this block.
     name = _marker(level, info["chunk-location"])
     with open(os.path.join(marker_dir, name), "wb"):
@@ -272,30 +284,98 @@ def _store_block(block, target, marker_dir, level, block_info=None):
     return np.zeros((1,) * block.ndim, dtype=bool)
 
 
+def _direct_codec(target):
+    """The numcodecs codec that makes the bytes of ``target``'s chunks, when they can be
+    written here as zarr writes them (:func:`_write_chunks`): a local store, C order, no
+    filter, zstd compression (the default), a byte order the machine has; else None."""
+    import sys
+
+    from numcodecs import Zstd
+    from zarr.codecs import BytesCodec, ZstdCodec
+    from zarr.storage import LocalStore
+
+    meta = target.metadata
+    if not isinstance(target.store, LocalStore) or sys.byteorder != "little":
+        return None
+    if target.dtype.itemsize > 1 and target.dtype.byteorder not in "=<":
+        return None
+    if meta.zarr_format == 2:
+        if meta.filters or meta.order != "C" or not isinstance(meta.compressor, Zstd):
+            return None
+        return meta.compressor
+    codecs = meta.codecs
+    if (
+        len(codecs) != 2
+        or not isinstance(codecs[0], BytesCodec)
+        or not isinstance(codecs[1], ZstdCodec)
+        or (codecs[0].endian is not None and codecs[0].endian.value != "little")
+    ):
+        return None
+    return Zstd(level=codecs[1].level, checksum=codecs[1].checksum)
+
+
+def _write_chunks(block, target, codec, start) -> None:
+    """Write the whole chunks of ``block`` (at ``start`` in ``target``) straight to their
+    files, compressed in this thread: the bytes and names zarr gives them (edge chunks
+    padded with the fill value), each written to ``KEY.<hex>.partial`` and renamed, as
+    zarr's local store does. zarr's own writes go through its event loop thread, where
+    two writers wait on each other (measured: a quarter of the labels' writing time)."""
+    import uuid
+
+    chunks = target.chunks
+    folder = os.path.join(os.fspath(target.store.root), target.path)
+    grid = [-(-n // c) for n, c in zip(block.shape, chunks, strict=True)]
+    for offset in np.ndindex(*grid):
+        at = [o * c for o, c in zip(offset, chunks, strict=True)]
+        piece = block[tuple(slice(a, a + c) for a, c in zip(at, chunks, strict=True))]
+        if piece.shape != tuple(chunks):
+            full = np.full(chunks, target.fill_value, dtype=target.dtype)
+            full[tuple(slice(0, n) for n in piece.shape)] = piece
+            piece = full
+        data = codec.encode(np.ascontiguousarray(piece, dtype=target.dtype))
+        key = target.metadata.encode_chunk_key(
+            tuple((s + a) // c for s, a, c in zip(start, at, chunks, strict=True))
+        )
+        path = os.path.join(folder, *key.split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        partial = f"{path}.{uuid.uuid4().hex}.partial"
+        try:
+            with open(partial, "wb") as handle:
+                handle.write(data)
+            os.replace(partial, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+            raise
+
+
 def _marker(level: int, index) -> str:
     return f"{level}-" + ".".join(str(int(i)) for i in index)
 
 
-def _store_blocks(sources, targets, marker_dir: str, done: set) -> None:
+def _store_blocks(sources, targets, marker_dir: str, done: set, codecs=None) -> None:
     """Store every block of ``sources`` not in ``done`` into ``targets``, in one dask
     computation on the active scheduler (a ``distributed`` client's when there is one).
 
     Each task writes its block's own chunks and a marker file: nothing depends on the
     process that built the graph (no lock, no open handle), so any worker may run it.
+    ``codecs``: for each target, the codec with which :func:`_write_chunks` writes its
+    chunks, or None for zarr's own writing.
     """
     import dask
 
+    codecs = [None] * len(targets) if codecs is None else codecs
     written = [
         x.map_blocks(
             _store_block,
-            target,
+            _Target(target, codec),
             marker_dir,
             level,
             chunks=tuple((1,) * len(c) for c in x.chunks),
             dtype=bool,
             meta=np.empty((0,) * x.ndim, dtype=bool),
         )
-        for level, (x, target) in enumerate(zip(sources, targets, strict=True))
+        for level, (x, target, codec) in enumerate(zip(sources, targets, codecs, strict=True))
     ]
     if not done:
         dask.compute(*written)
@@ -635,8 +715,11 @@ def write_labels(
 
     from ..large.progress import stage
 
+    # Label chunks are written straight to their files where that gives zarr's bytes (the
+    # image's, which may be all fill value and then are not stored, by zarr).
+    codecs = [_direct_codec(t) if i < plan["n_label"] else None for i, t in enumerate(targets)]
     with stage(progress, "write"):
-        _store_blocks([x for _, x, *_ in arrays], targets, marker_dir, done)
+        _store_blocks([x for _, x, *_ in arrays], targets, marker_dir, done, codecs)
     _write_metadata(root, result, plan, image, targets[0])
     # Complete: the markers go, then the record (the store is then the same bytes as any
     # other write of this result).
