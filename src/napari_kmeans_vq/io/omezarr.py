@@ -319,7 +319,7 @@ def _write_chunks(block, target, codec, start) -> None:
     files, compressed in this thread: the bytes and names zarr gives them (edge chunks
     padded with the fill value), each written to ``KEY.<hex>.partial`` and renamed, as
     zarr's local store does. zarr's own writes go through its event loop thread, where
-    two writers wait on each other (measured: a quarter of the labels' writing time)."""
+    two writers wait on each other."""
     import uuid
 
     chunks = target.chunks
