@@ -57,8 +57,10 @@ class Codebook:
     max_iter : int, default 300
         Most Lloyd iterations per seeding.
     tol : float, default 1e-4
-        Convergence threshold on the centre shift, relative to the data's variance
-        (scikit-learn's convention). 0 iterates until no assignment changes.
+        Convergence threshold: on the centre shift, relative to the data's variance
+        (scikit-learn's convention), and for the final run on every colour on the cost's
+        decrease (see :func:`.kmeans.weighted_kmeans`). 0 iterates until no assignment
+        changes.
     alpha : {"ignore", "quantize"}, default "ignore"
         For 4-channel (RGBA) images: ``"ignore"`` clusters RGB only (the alpha channel is
         kept as it was by :func:`napari_kmeans_vq.quantize`); ``"quantize"`` clusters all
