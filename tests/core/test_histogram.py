@@ -96,16 +96,18 @@ def test_the_colour_kernels_check_their_input():
     _colors.mark(keys[:1], bits, 2)
     before = np.empty(1 << 18, np.uint32)
     assert _colors.rank(bits, before) == 1
-    scratch = np.empty(2, np.uint16)
+    scratch, first = np.empty(2, np.uint16), np.empty(257, np.int64)
     for threads in (1, 2):
-        with pytest.raises(ValueError, match="not in the table"):
-            _colors.count(keys, bits, before, np.zeros(1, np.int64), scratch, threads)
+        with pytest.raises(ValueError, match="larger than the bitmap"):
+            _colors.count(keys, bits[:10], scratch, keys.copy(), first[:2], threads)
+        dirty = np.zeros_like(bits)
+        dirty[(3 << 16) >> 6] = 0b11  # two keys of the first key's bucket already set
+        with pytest.raises(ValueError, match="not clear"):
+            _colors.count(keys[:1], dirty, scratch, keys.copy(), first, threads)
     with pytest.raises(ValueError, match="not in the table"):
         _colors.tally(keys, bits, before, np.ones(2, np.int64), np.zeros(1, np.int64))
-    with pytest.raises(ValueError, match="one entry per bit set"):
-        _colors.count(keys[:1], bits, before, np.zeros(2, np.int64), scratch, 1)
-    with pytest.raises(ValueError, match="scratch"):
-        _colors.count(keys, bits, before, np.zeros(1, np.int64), scratch[:1], 1)
+    with pytest.raises(ValueError, match="scratch and tally"):
+        _colors.count(keys, np.zeros_like(bits), scratch[:1], keys.copy(), first, 1)
     for threads in (1, 2):
         with pytest.raises(ValueError, match="larger than the bitmap"):
             _colors.mark(keys, bits[:10], threads)
@@ -115,8 +117,6 @@ def test_the_colour_kernels_check_their_input():
     wrong[keys[0] >> 6] = 5  # a rank table that is not the bits'
     with pytest.raises(ValueError, match="not the bits' rank"):
         _colors.set_keys(bits, wrong, np.zeros(1, np.uint32), np.zeros((1, 3), np.uint8), 1)
-    with pytest.raises(ValueError, match="not in the table"):
-        _colors.count(keys[:1], bits, wrong, np.zeros(1, np.int64), scratch, 1)
     with pytest.raises(ValueError, match="pack_rgb8"):
         _colors.pack_rgb8(np.zeros((2, 4), np.uint8), np.zeros(2, np.uint32), 1)
     with pytest.raises(ValueError, match="dtype"):  # wrong dtype

@@ -5,11 +5,12 @@ per possible key, and encoding pixels through a key -> label table.
 
 Keys of up to 24 bits (8-bit RGB, or any colour of at most 3 bytes) are counted without a
 sort: a bitmap with a bit per possible key marks the keys present (2 MiB for 2**24 keys),
-the set bits are ranked (a prefix count per 64-bit word), and each pixel's count is then
-added at its key's rank. So that this last step stays in cache with many colours, the keys
-are first partitioned into buckets of 2**16 by their high bits, and each bucket is counted
-in a small table of its own. Every key and label is checked against the tables' sizes
-before it is used as an index.
+the set bits are ranked (a prefix count per 64-bit word) and read out in key order. So
+that the counting stays in cache with many colours, the keys are first partitioned into
+buckets of 2**16 by their high bits, and each bucket is counted in a small table of its
+own. Histograms are merged by marking their keys, ranking, and adding each one's counts at
+its keys' ranks. Every key and label is checked against the tables' sizes before it is
+used as an index.
 """
 
 from cython.parallel cimport prange, threadid
@@ -89,70 +90,35 @@ cdef void _scatter_low(
         at[key >> 16] += 1
 
 
-cdef Py_ssize_t _count_direct(
-    const uint32_t *keys,
-    Py_ssize_t n,
-    const uint64_t *bits,
-    const uint32_t *before,
-    Py_ssize_t words,
-    int64_t *counts,
-    Py_ssize_t m,
-) noexcept nogil:
-    """counts[rank of key] += 1 for n keys; returns how many keys were not in the bits."""
-    cdef Py_ssize_t i, at, bad = 0
-    cdef uint32_t key
-    cdef uint64_t word, below
-    for i in range(n):
-        key = keys[i]
-        if (key >> 6) >= <uint64_t>words:
-            bad += 1
-            continue
-        word = bits[key >> 6]
-        below = (<uint64_t>1) << (key & 63)
-        at = before[key >> 6] + nkvq_popcount(word & (below - 1))
-        if not (word & below) or at >= m:
-            bad += 1
-            continue
-        counts[at] += 1
-    return bad
-
-
 cdef Py_ssize_t _count_bucket(
     const uint16_t *low,
     Py_ssize_t n,
-    const uint64_t *bits,
-    const uint32_t *before,
-    int64_t *counts,
-    Py_ssize_t m,
+    uint64_t *bits,
+    Py_ssize_t words,
+    uint32_t *tally,
     uint32_t *table,
 ) noexcept nogil:
-    """One bucket: its n low halves counted in ``table`` (2**16 zeros, left zero), then
-    added to ``counts`` at the ranks of its 2**10 words of ``bits``; returns how many
-    keys were not in the bits."""
-    cdef Py_ssize_t i, w, j, bad = 0
+    """One bucket: its n low halves counted in ``table`` (2**16 zeros, left zero) with
+    their bits set in its ``words`` words of ``bits``, then the counts of its distinct keys,
+    in key order, to the front of ``tally``; returns 1 if ``bits`` was not clear."""
+    cdef Py_ssize_t i, w, j = 0
     cdef uint16_t v
     cdef uint64_t word
     for i in range(n):
         v = low[i]
-        if (bits[v >> 6] >> (v & 63)) & 1:
-            table[v] += 1
-        else:
-            bad += 1
-    if n == 0:
-        return bad
-    for w in range(1 << 10):
+        table[v] += 1
+        bits[v >> 6] |= (<uint64_t>1) << (v & 63)
+    for w in range(words):
         word = bits[w]
-        j = before[w]
-        if j + nkvq_popcount(word) > m:  # (a ``before`` that is not rank's)
-            bad += 1
-            continue
         while word:
             i = (w << 6) + nkvq_ctz(word)
-            counts[j] += table[i]
+            if j >= n:  # (bits that were set before: no room, and not ours)
+                return 1
+            tally[j] = table[i]
             table[i] = 0
             j += 1
             word = word & (word - 1)
-    return bad
+    return 0
 
 
 def mark(const uint32_t[::1] keys, uint64_t[::1] bits, int n_threads):
@@ -271,56 +237,52 @@ def tally(
 
 def count(
     const uint32_t[::1] keys,
-    const uint64_t[::1] bits,
-    const uint32_t[::1] before,
-    int64_t[::1] counts,
+    uint64_t[::1] bits,
     uint16_t[::1] scratch,
+    uint32_t[::1] tally,
+    int64_t[::1] first,
     int n_threads,
 ):
-    """counts[rank of key] += 1 for every key; every key's bit must be set. ``scratch``
-    holds at least one value per key.
+    """Count the keys: each distinct key's bit set in ``bits`` (clear on entry, a bit per
+    possible key), and for each bucket b of 2**16 possible keys, its distinct keys' counts
+    in increasing key order in ``tally[first[b]:]``.
 
-    With more than 2**16 possible keys, the keys are first partitioned by their high bits
-    into buckets of 2**16 keys; each bucket is then counted in a small table of its own
-    (in cache) and added to ``counts`` in one sweep of its bits, and the buckets,
-    disjoint, are counted in parallel.
+    The keys are partitioned into the buckets by their high bits (their low halves into
+    ``scratch``, the buckets' starts into ``first``, one entry per bucket and one more);
+    each bucket is then counted in a table of 2**16 entries of its own thread (in cache),
+    the buckets in parallel. ``scratch`` and ``tally`` hold at least one value per key;
+    ``tally`` may be ``keys`` itself (the keys are read before any count is written).
     """
-    cdef Py_ssize_t n = keys.shape[0], words = bits.shape[0], m = counts.shape[0]
-    cdef Py_ssize_t i, t, b, at, bad = 0, buckets = max(1, (words * 64) >> 16)
-    cdef Py_ssize_t teams = max(1, n_threads)
+    cdef Py_ssize_t n = keys.shape[0], words = bits.shape[0], size = words * 64
+    cdef Py_ssize_t i, t, b, at, bad = 0, buckets = max(1, size >> 16)
+    cdef Py_ssize_t bucket_words = min(words, 1 << 10), teams = max(1, n_threads)
     cdef Py_ssize_t *start
-    cdef Py_ssize_t *first
     cdef uint16_t *low
     cdef uint32_t *tables
-    if scratch.shape[0] < n:
-        raise ValueError("count: scratch needs one entry per key")
-    if before.shape[0] != words or words * 64 > (1 << 32) or words < 1:
-        raise ValueError("count: before needs one entry per word, at most 2**32 bits")
-    if before[words - 1] + nkvq_popcount(bits[words - 1]) != m:
-        raise ValueError("count: counts needs one entry per bit set")
+    if words < 1 or size > (1 << 32) or (size > (1 << 16) and size & 0xFFFF):
+        raise ValueError("count: bits need a bit per possible key, at most 2**32")
+    if scratch.shape[0] < n or tally.shape[0] < n or first.shape[0] != buckets + 1:
+        raise ValueError("count: scratch and tally need one entry per key, first one per bucket and one more")
+    first[0] = 0
+    first[buckets] = n
     if n == 0:
-        return
-    if buckets == 1:
-        with nogil:
-            bad = _count_direct(&keys[0], n, &bits[0], &before[0], words, &counts[0], m)
-        if bad:
-            raise ValueError("a key is not in the table")
+        for b in range(buckets):
+            first[b] = 0
         return
     start = <Py_ssize_t *>calloc(teams * buckets, sizeof(Py_ssize_t))
-    first = <Py_ssize_t *>malloc((buckets + 1) * sizeof(Py_ssize_t))
-    low = &scratch[0]
     tables = <uint32_t *>calloc(teams << 16, sizeof(uint32_t))
+    low = &scratch[0]
     try:
-        if start == NULL or first == NULL or tables == NULL:
+        if start == NULL or tables == NULL:
             raise MemoryError()
         with nogil:
             # 1. each thread counts its share of the keys per bucket
             for t in prange(teams, schedule="static", num_threads=teams):
                 bad += _bucket_sizes(
-                    &keys[0], n * t // teams, n * (t + 1) // teams, words * 64, start + t * buckets
+                    &keys[0], n * t // teams, n * (t + 1) // teams, size, start + t * buckets
                 )
         if bad:
-            raise ValueError("a key is not in the table")
+            raise ValueError("a key is larger than the bitmap")
         with nogil:
             # 2. where each (bucket, thread) share goes: buckets in order, threads within
             at = 0
@@ -330,7 +292,6 @@ def count(
                     i = start[t * buckets + b]
                     start[t * buckets + b] = at
                     at += i
-            first[buckets] = at
             # 3. each thread moves its keys' low 16 bits into their buckets
             for t in prange(teams, schedule="static", num_threads=teams):
                 _scatter_low(
@@ -341,17 +302,15 @@ def count(
                 bad += _count_bucket(
                     low + first[b],
                     first[b + 1] - first[b],
-                    &bits[b << 10],
-                    &before[b << 10],
-                    &counts[0],
-                    m,
+                    &bits[b * bucket_words],
+                    bucket_words,
+                    &tally[0] + first[b],
                     tables + (<Py_ssize_t>threadid() << 16),
                 )
         if bad:
-            raise ValueError("a key is not in the table")
+            raise ValueError("count: the bits were not clear")
     finally:
         free(start)
-        free(first)
         free(tables)
 
 

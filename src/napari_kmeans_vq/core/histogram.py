@@ -132,38 +132,43 @@ class ColorHistogram:
 
     @classmethod
     def _from_dense(cls, pixels, chunk, progress, codec, threads) -> ColorHistogram:
-        """Keys of up to 24 bits: mark each pixel's key in a bitmap, rank the set bits,
-        then count each pixel at its key's rank (no sort)."""
+        """Keys of up to 24 bits: each chunk counted with a bit per possible key (no sort),
+        the chunks' histograms merged."""
         n = pixels.shape[0]
-        one_chunk = n <= chunk
-        words = max(1, (1 << (8 * codec.nbytes)) // 64)
-        bits = np.zeros(words, dtype=np.uint64)
-        before = np.empty(words, dtype=np.uint32)
+        parts = []
         with _pooled(("scratch", chunk), lambda: _scratch(chunk)) as (buffer, scratch):
-
-            def chunk_keys(start):
+            for start in range(0, n, chunk):
                 part = pixels[start : start + chunk]
                 if codec.rgb8:
-                    return codec.keys(part, out=buffer[: len(part)], n_threads=threads)
-                return codec.keys(part).astype(np.uint32)
+                    keys = codec.keys(part, out=buffer[: len(part)], n_threads=threads)
+                else:
+                    keys = codec.keys(part).astype(np.uint32)
+                parts.append(cls._count_keys(keys, scratch, codec, threads))
+                if progress is not None:
+                    progress("histogram", min(1.0, (start + chunk) / n))
+        if not parts:
+            parts.append(cls._count_keys(np.empty(0, np.uint32), scratch, codec, threads))
+        return parts[0] if len(parts) == 1 else cls._merge_dense(parts, codec)
 
-            keys = None
-            for start in range(0, n, chunk):
-                keys = chunk_keys(start)
-                _colors.mark(keys, bits, team(threads, len(keys)))
-                if progress is not None:
-                    progress("histogram", 0.5 * min(1.0, (start + chunk) / n))
-            m = _colors.rank(bits, before)
-            distinct = np.empty(m, dtype=np.uint32)
-            raw = np.empty((m, codec.nbytes), dtype=np.uint8)
-            _colors.set_keys(bits, before, distinct, raw, team(threads, m))
-            counts = np.zeros(m, dtype=np.int64)
-            for start in range(0, n, chunk):
-                if not one_chunk:
-                    keys = chunk_keys(start)
-                _colors.count(keys, bits, before, counts, scratch, team(threads, len(keys)))
-                if progress is not None:
-                    progress("histogram", 0.5 + 0.5 * min(1.0, (start + chunk) / n))
+    @classmethod
+    def _count_keys(cls, keys, scratch, codec, threads) -> ColorHistogram:
+        """The histogram of uint32 ``keys`` (overwritten with counts)."""
+        words = max(1, (1 << (8 * codec.nbytes)) // 64)
+        buckets = max(1, words >> 10)
+        bits = np.zeros(words, dtype=np.uint64)
+        first = np.empty(buckets + 1, dtype=np.int64)
+        _colors.count(keys, bits, scratch, keys, first, team(threads, len(keys)))
+        before = np.empty(words, dtype=np.uint32)
+        m = _colors.rank(bits, before)
+        distinct = np.empty(m, dtype=np.uint32)
+        raw = np.empty((m, codec.nbytes), dtype=np.uint8)
+        _colors.set_keys(bits, before, distinct, raw, team(threads, m))
+        # Bucket b's counts, in key order, start at first[b] in keys: one slice each.
+        edges = np.append(before[:: min(words, 1 << 10)], m).astype(np.int64)
+        counts = np.empty(m, dtype=np.int64)
+        for b in range(buckets):
+            width = edges[b + 1] - edges[b]
+            counts[edges[b] : edges[b + 1]] = keys[first[b] : first[b] + width]
         colors = raw.view(codec.dtype).reshape(m, codec.channels)
         return cls(colors, counts, distinct.astype(codec.key_dtype, copy=False), None, codec)
 
