@@ -949,6 +949,27 @@ def _span(values: list[float], fmt: str = "{:.0f}") -> str:
     return lo if lo == hi else f"{lo}-{hi}"
 
 
+@generator("bench-sweep")
+def bench_sweep(ctx: Context, show: str) -> str:
+    """A figure from the bench-k-sweep and bench-histogram blocks of docs/benchmarks.md:
+    show=cells, worst, where, above (the K sweep against the reference), noise_ratio
+    (np.unique's time over ours on uniform noise)."""
+    if show == "noise_ratio":
+        text = read_block(BENCH_PAGE, "bench-histogram")
+        row = next(line for line in text.splitlines() if line.startswith("| uniform noise"))
+        return row.strip("|").split("|")[-1].strip()
+    text = read_block(BENCH_PAGE, "bench-k-sweep")
+    m = re.search(
+        r"over (\d+) image x K cells: worst ([\d.]+) \((.+?), K=(\d+)\), median [\d.]+;"
+        r" cells above [\d.]+: (\d+)",
+        text,
+    )
+    if m is None:
+        raise LookupError("the bench-k-sweep block has no summary line")
+    figures = {"cells": m[1], "worst": m[2], "where": f"{m[3]}, K = {m[4]}", "above": m[5]}
+    return figures[show]
+
+
 @generator("bench-summary")
 def bench_summary(ctx: Context, show: str) -> str:
     """A figure derived from the bench-quantize block of docs/benchmarks.md (so it always
