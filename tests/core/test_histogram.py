@@ -93,7 +93,7 @@ def test_the_colour_kernels_check_their_input():
 
     bits = np.zeros(1 << 18, np.uint64)
     keys = np.array([1 | 2 << 8 | 3 << 16, 4 | 5 << 8 | 6 << 16], np.uint32)
-    _colors.mark(keys[:1], bits, 2)
+    _colors.mark(keys[:1], bits)
     before = np.empty(1 << 18, np.uint32)
     assert _colors.rank(bits, before) == 1
     scratch, first = np.empty(2, np.uint16), np.empty(257, np.int64)
@@ -108,9 +108,8 @@ def test_the_colour_kernels_check_their_input():
         _colors.tally(keys, bits, before, np.ones(2, np.int64), np.zeros(1, np.int64))
     with pytest.raises(ValueError, match="scratch and tally"):
         _colors.count(keys, np.zeros_like(bits), scratch[:1], keys.copy(), first, 1)
-    for threads in (1, 2):
-        with pytest.raises(ValueError, match="larger than the bitmap"):
-            _colors.mark(keys, bits[:10], threads)
+    with pytest.raises(ValueError, match="larger than the bitmap"):
+        _colors.mark(keys, bits[:10])
     with pytest.raises(ValueError, match="wrong size"):
         _colors.set_keys(bits, before, np.zeros(3, np.uint32), np.zeros((3, 3), np.uint8), 1)
     wrong = before.copy()
@@ -120,7 +119,7 @@ def test_the_colour_kernels_check_their_input():
     with pytest.raises(ValueError, match="pack_rgb8"):
         _colors.pack_rgb8(np.zeros((2, 4), np.uint8), np.zeros(2, np.uint32), 1)
     with pytest.raises(ValueError, match="dtype"):  # wrong dtype
-        _colors.mark(keys.astype(np.int64), bits, 1)
+        _colors.mark(keys.astype(np.int64), bits)
     with pytest.raises(ValueError, match="past the table"):
         _colors.lookup(keys, np.zeros(16, np.uint8), np.zeros(2, np.uint8), 1)
 

@@ -121,31 +121,19 @@ cdef Py_ssize_t _count_bucket(
     return 0
 
 
-def mark(const uint32_t[::1] keys, uint64_t[::1] bits, int n_threads):
-    """Set the bit of every key. Each thread marks the keys of its share of the bitmap,
-    reading all the keys: no two threads write the same word."""
-    cdef Py_ssize_t n = keys.shape[0], words = bits.shape[0], teams = max(1, n_threads)
-    cdef Py_ssize_t t, bad = 0
+def mark(const uint32_t[::1] keys, uint64_t[::1] bits):
+    """Set the bit of every key."""
+    cdef Py_ssize_t n = keys.shape[0], words = bits.shape[0], i, bad = 0
+    cdef uint32_t key
     with nogil:
-        for t in prange(teams, schedule="static", num_threads=teams):
-            bad += _mark_share(&keys[0] if n else NULL, n, &bits[0],
-                               words * t // teams, words * (t + 1) // teams, t == teams - 1)
+        for i in range(n):
+            key = keys[i]
+            if (key >> 6) >= <uint64_t>words:
+                bad = 1
+                break
+            bits[key >> 6] |= (<uint64_t>1) << (key & 63)
     if bad:
         raise ValueError("a key is larger than the bitmap")
-
-
-cdef Py_ssize_t _mark_share(
-    const uint32_t *keys, Py_ssize_t n, uint64_t *bits, Py_ssize_t lo, Py_ssize_t hi, bint last
-) noexcept nogil:
-    """Set the bits of the keys in words [lo, hi); with ``last``, count the keys past hi."""
-    cdef Py_ssize_t i, word, bad = 0
-    for i in range(n):
-        word = keys[i] >> 6
-        if lo <= word < hi:
-            bits[word] |= (<uint64_t>1) << (keys[i] & 63)
-        elif last and word >= hi:
-            bad += 1
-    return bad
 
 
 def rank(const uint64_t[::1] bits, uint32_t[::1] before):

@@ -137,7 +137,7 @@ class ColorHistogram:
         n = pixels.shape[0]
         parts = []
         with _pooled(("scratch", chunk), lambda: _scratch(chunk)) as (buffer, scratch):
-            for start in range(0, n, chunk):
+            for start in range(0, max(n, 1), chunk):  # (an empty image: one empty chunk)
                 part = pixels[start : start + chunk]
                 if codec.rgb8:
                     keys = codec.keys(part, out=buffer[: len(part)], n_threads=threads)
@@ -145,9 +145,7 @@ class ColorHistogram:
                     keys = codec.keys(part).astype(np.uint32)
                 parts.append(cls._count_keys(keys, scratch, codec, threads))
                 if progress is not None:
-                    progress("histogram", min(1.0, (start + chunk) / n))
-        if not parts:
-            parts.append(cls._count_keys(np.empty(0, np.uint32), scratch, codec, threads))
+                    progress("histogram", min(1.0, (start + chunk) / max(n, 1)))
         return parts[0] if len(parts) == 1 else cls._merge_dense(parts, codec)
 
     @classmethod
@@ -199,7 +197,7 @@ class ColorHistogram:
         bits = np.zeros(words, dtype=np.uint64)
         parts = [(np.ascontiguousarray(h.keys, dtype=np.uint32), h.counts) for h in hists]
         for keys, _ in parts:
-            _colors.mark(keys, bits, 1)
+            _colors.mark(keys, bits)
         before = np.empty(words, dtype=np.uint32)
         m = _colors.rank(bits, before)
         distinct = np.empty(m, dtype=np.uint32)

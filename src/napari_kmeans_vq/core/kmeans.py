@@ -196,6 +196,16 @@ class _Run:
     def _full(self, guess=False):
         """Search every point (from the centre in ``labels`` with ``guess``), and sum the
         clusters afresh."""
+        self._search(guess)
+        self._sum()
+
+    def exact_bounds(self):
+        """Make ``upper`` and ``lower`` the exact distances to the nearest and the second
+        nearest centre (the labels, already the nearest, stay)."""
+        self._search(True)
+
+    def _search(self, guess: bool):
+        """A full nearest-centre search of every point, setting labels and exact bounds."""
         _kmeans.nearest(
             self.x,
             self.centers,
@@ -206,23 +216,6 @@ class _Run:
             self.gap,
             self.slack,
             guess,
-            self.search_threads,
-        )
-        self._sum()
-
-    def exact_bounds(self):
-        """Make ``upper`` and ``lower`` the exact distances to the nearest and the second
-        nearest centre (the labels, already the nearest, stay)."""
-        _kmeans.nearest(
-            self.x,
-            self.centers,
-            self.labels,
-            self.upper,
-            self.lower,
-            self.nbr,
-            self.gap,
-            self.slack,
-            True,
             self.search_threads,
         )
 
