@@ -342,24 +342,39 @@ cdef Py_ssize_t _lookup_rows(
 
 def lookup_decode(
     const uint32_t[::1] keys,
+    const uint8_t[:, ::1] rgb,
     const label_t[::1] table,
     const value_t[:, ::1] palette,
     label_t[::1] labels,
     value_t[:, ::1] out,
     int n_threads,
 ):
-    """labels[i] = table[keys[i]] and out[i] = palette[labels[i]]; raises if a key is past
-    the table or a label past the palette (a pixel that was not in the histogram)."""
+    """labels[i] = table[key] and out[i] = palette[labels[i]], the key being ``keys[i]``,
+    or, for 8-bit RGB pixels given as ``rgb`` (n, 3) instead (``keys`` empty), packed on the
+    fly (no keys array to write and read back); raises if a key is past the table or a
+    label past the palette (a pixel that was not in the histogram)."""
     cdef Py_ssize_t n = keys.shape[0], size = table.shape[0], k = palette.shape[0]
     cdef Py_ssize_t c = palette.shape[1], t, teams = max(1, n_threads), bad = 0
+    cdef const uint32_t *key_at = NULL
+    cdef const uint8_t *rgb_at = NULL
+    if n == 0:
+        n = rgb.shape[0]
+        if rgb.shape[1] != 3:
+            raise ValueError("rgb: expected (n, 3) pixels")
+    elif rgb.shape[0]:
+        raise ValueError("give keys or rgb pixels, not both")
     if labels.shape[0] != n or out.shape[0] != n or out.shape[1] != c:
         raise ValueError("labels and out need one row per key")
     if n == 0 or c == 0:
         return
+    if keys.shape[0]:
+        key_at = &keys[0]
+    else:
+        rgb_at = &rgb[0, 0]
     with nogil:
         for t in prange(teams, schedule="static", num_threads=teams):
             bad += _decode_rows(
-                &keys[0], n * t // teams, n * (t + 1) // teams, &table[0], size,
+                key_at, rgb_at, n * t // teams, n * (t + 1) // teams, &table[0], size,
                 &palette[0, 0], k, c, &labels[0], &out[0, 0]
             )
     if bad:
@@ -368,6 +383,7 @@ def lookup_decode(
 
 cdef Py_ssize_t _decode_rows(
     const uint32_t *keys,
+    const uint8_t *rgb,
     Py_ssize_t lo,
     Py_ssize_t hi,
     const label_t *table,
@@ -384,7 +400,10 @@ cdef Py_ssize_t _decode_rows(
     cdef label_t lab
     cdef const value_t *row
     for i in range(lo, hi):
-        key = keys[i]
+        if keys != NULL:
+            key = keys[i]
+        else:
+            key = rgb[3 * i] | (<uint32_t>rgb[3 * i + 1] << 8) | (<uint32_t>rgb[3 * i + 2] << 16)
         if key >= size:
             bad += 1
             continue

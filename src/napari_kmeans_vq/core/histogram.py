@@ -265,20 +265,28 @@ def encode_decode(
     n = pixels.shape[0]
     labels = np.empty(n, dtype=values.dtype)
     out = np.empty((n, palette.shape[1]), dtype=palette.dtype)
-    buffer = np.empty(min(n, chunk), dtype=np.uint32)
     codec = hist._codec
+    # 8-bit RGB rows in one piece are packed inside the kernel
+    packed = codec.rgb8 and pixels.strides[1:] == (1,) and pixels.strides[0] == 3
+    no_keys, no_rgb = np.empty(0, dtype=np.uint32), np.empty((0, 3), dtype=np.uint8)
     with _lookup_table(values.dtype, 1 << (8 * codec.nbytes)) as table:
         # Only the entries of the histogram's colours are read: no need to clear it.
         table[hist.keys] = values
         for start in range(0, n, chunk):
             part = pixels[start : start + chunk]
             end = start + len(part)
-            if codec.rgb8:
-                keys = codec.keys(part, out=buffer[: len(part)], n_threads=threads)
+            if packed:
+                keys, rgb = no_keys, part
             else:
-                keys = codec.keys(part).astype(np.uint32)
+                keys, rgb = codec.keys(part).astype(np.uint32, copy=False), no_rgb
             _colors.lookup_decode(
-                keys, table, palette, labels[start:end], out[start:end], team(threads, len(part))
+                keys,
+                rgb,
+                table,
+                palette,
+                labels[start:end],
+                out[start:end],
+                team(threads, len(part)),
             )
             if progress is not None:
                 progress("encode", end / n)

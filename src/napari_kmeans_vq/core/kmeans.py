@@ -28,6 +28,7 @@ with any number of threads; float points sum in a fixed order for the same reaso
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -398,13 +399,16 @@ def weighted_kmeans(
         sx, sw, cell = summary
     coarse_share = 0.5 if cell is not None else 0.9
     share = coarse_share / (plan.n_init + plan.swaps)
-    runs = []
-    for i in range(plan.n_init):
-        start = _plusplus(sx, sw, n_clusters, rng, threads)
-        run = _Run(sx if cell is not None else x, sw, start, threads, scale)
-        n_iter, converged = run.iterate(max_iter, tol_abs, _stage(progress, i * share, share))
-        runs.append((run.inertia(), i, run, n_iter, converged))
-    runs.sort(key=lambda r: (r[0], r[1]))
+    points = sx if cell is not None else x
+    starts = [_plusplus(sx, sw, n_clusters, rng, threads) for _ in range(plan.n_init)]
+
+    def seeding(start, threads):
+        run = _Run(points, sw, start, threads, scale)
+        n_iter, converged = run.iterate(max_iter, tol_abs)
+        return run.inertia(), run, n_iter, converged
+
+    done = _side_by_side(seeding, starts, threads, _stage(progress, 0.0, plan.n_init * share))
+    runs = sorted(((r[0], i, *r[1:]) for i, r in enumerate(done)), key=lambda r: (r[0], r[1]))
     _, _, run, n_iter, converged = runs[0]
     run = _local_search(
         run, plan.swaps, rng, max_iter, tol_abs, threads, progress, plan.n_init * share, share
@@ -462,6 +466,34 @@ def _local_search(run, swaps, rng, max_iter, tol_abs, threads, progress, start, 
         if trial.inertia() < run.inertia():
             run = trial
     return run
+
+
+def _side_by_side(work, items, threads, step=None) -> list:
+    """``[work(item, threads) for item in items]``, the items run at once on up to
+    ``threads`` threads, the threads shared among them (each item's result is the same
+    with any number). ``step``, if given, is called in this thread as each result is in;
+    an exception it raises stops the items not started."""
+    width = max(1, min(threads, len(items)))
+    if width == 1:
+        out = []
+        for item in items:
+            out.append(work(item, threads))
+            if step is not None:
+                step(len(out), len(items))
+        return out
+    with ThreadPoolExecutor(width) as pool:
+        futures = [pool.submit(work, item, max(1, threads // width)) for item in items]
+        try:
+            out = []
+            for future in futures:
+                out.append(future.result())
+                if step is not None:
+                    step(len(out), len(items))
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return out
 
 
 def _result(run: _Run, n_iter: int, n_init: int, converged: bool) -> KMeansResult:
