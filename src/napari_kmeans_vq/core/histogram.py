@@ -52,12 +52,12 @@ class KeyCodec:
         self, pixels: np.ndarray, out: np.ndarray | None = None, n_threads: int | None = None
     ) -> np.ndarray:
         """Keys of ``pixels`` (n, C) as a 1D array (a new array, never a view of the input;
-        for 8-bit RGB, ``out`` if given: uint32, n)."""
+        for 8-bit RGB, ``out`` if given: uint32, n), packed on up to ``n_threads`` threads
+        (default one)."""
         n = pixels.shape[0]
         if self.rgb8:
             keys = np.empty(n, dtype=np.uint32) if out is None else out
-            # (one thread: packing is cheaper than waking a team, and memory-bound)
-            _colors.pack_rgb8(pixels, keys, 1)
+            _colors.pack_rgb8(pixels, keys, team(n_threads or 1, n))
             return keys
         if self.width == self.nbytes:
             return np.ascontiguousarray(pixels).view(self.key_dtype).reshape(n).copy()

@@ -656,8 +656,9 @@ def _summary(x: np.ndarray, w: np.ndarray, target: int, threads: int):
     m, dim = x.shape
     if m <= target:
         return None
-    low = x.min(axis=0).astype(np.float64)
-    span = x.max(axis=0).astype(np.float64) - low
+    # column by column: numpy reduces an (M, 3) array over axis 0 about 10x slower
+    low = np.array([x[:, j].min() for j in range(dim)], dtype=np.float64)
+    span = np.array([x[:, j].max() for j in range(dim)], dtype=np.float64) - low
     limit = max(2, int(_SUMMARY_MAX_CELLS ** (1.0 / dim)))
     cells = min(limit, max(2, math.ceil(target ** (1.0 / dim))))
     keys = np.empty(m, dtype=np.int64)
