@@ -60,7 +60,11 @@ def test_large_images_count_in_chunks_with_the_same_result():
 
 
 def test_counting_equals_sorting_on_a_real_image(ihc):
-    rgba = np.dstack([ihc, np.full(ihc.shape[:2], 255, np.uint8)])
+    from napari_kmeans_vq.core.histogram import DENSE_MIN_PIXELS
+
+    tiled = np.tile(ihc, (2, 1, 1))  # enough pixels to be counted, not sorted
+    assert tiled.shape[0] * tiled.shape[1] >= DENSE_MIN_PIXELS
+    rgba = np.dstack([tiled, np.full(tiled.shape[:2], 255, np.uint8)])
     pixels = rgba[..., :3].reshape(-1, 3)  # rows 4 bytes apart: not contiguous
     seen = []
     hist = ColorHistogram.from_pixels(pixels, chunk=10_000, progress=lambda s, f: seen.append(f))
@@ -69,7 +73,7 @@ def test_counting_equals_sorting_on_a_real_image(ihc):
     np.testing.assert_array_equal(hist.counts, counts)
     np.testing.assert_array_equal(hist.colors, KeyCodec(np.uint8, 3).colors(keys))
     assert seen == sorted(seen) and seen[-1] == 1.0
-    assert np.array_equal(rgba[..., :3], ihc)  # the caller's pixels are left alone
+    assert np.array_equal(rgba[..., :3], tiled)  # the caller's pixels are left alone
     for threads in (1, 2):
         again = ColorHistogram.from_pixels(pixels, n_threads=threads)
         np.testing.assert_array_equal(again.counts, counts)
@@ -79,7 +83,10 @@ def test_counting_equals_sorting_on_a_real_image(ihc):
 def test_narrow_keys_count_in_the_bitmap_too(dtype, channels):
     rng = np.random.default_rng(9)
     top = np.iinfo(dtype).max
-    pixels = rng.integers(0, top, size=(50_000, channels), endpoint=True).astype(dtype)
+    from napari_kmeans_vq.core.histogram import DENSE_MIN_PIXELS
+
+    size = (DENSE_MIN_PIXELS, channels)  # enough to be counted, not sorted
+    pixels = rng.integers(0, top, size=size, endpoint=True).astype(dtype)
     pixels[0] = top  # the largest key, the bitmap's last bit
     hist = ColorHistogram.from_pixels(pixels)
     colors, counts = np.unique(pixels, axis=0, return_counts=True)
@@ -120,8 +127,52 @@ def test_the_colour_kernels_check_their_input():
         _colors.pack_rgb8(np.zeros((2, 4), np.uint8), np.zeros(2, np.uint32), 1)
     with pytest.raises(ValueError, match="dtype"):  # wrong dtype
         _colors.mark(keys.astype(np.int64), bits)
-    with pytest.raises(ValueError, match="past the table"):
-        _colors.lookup(keys, np.zeros(16, np.uint8), np.zeros(2, np.uint8), 1)
+    no_keys, no_rgb = np.empty(0, np.uint32), np.empty((0, 3), np.uint8)
+    no_marks = np.empty(0, np.int64)
+    rgb = np.array([[1, 2, 3], [4, 5, 6]], np.uint8)  # the same two colours as keys
+    small = np.zeros(16, np.uint8)
+    for source in ((keys, no_rgb), (no_keys, rgb)):
+        with pytest.raises(ValueError, match="past the table"):
+            _colors.lookup(*source, small, np.zeros(2, np.uint8), no_marks, 1)
+        with pytest.raises(ValueError, match="past the table"):
+            _colors.lookup_decode(
+                *source,
+                small,
+                np.zeros((1, 3), np.uint8),
+                np.zeros(2, np.uint8),
+                np.zeros((2, 3), np.uint8),
+                1,
+            )
+    with pytest.raises(ValueError, match="not both"):
+        _colors.lookup(keys, rgb, small, np.zeros(2, np.uint8), no_marks, 1)
+    table = np.zeros(1 << 24, np.uint8)
+    table[keys] = [7, 9]
+    for source in ((keys, no_rgb), (no_keys, rgb)):
+        out = np.zeros(2, np.uint8)
+        assert _colors.lookup(*source, table, out, no_marks, 2) == 0
+        assert out.tolist() == [7, 9]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_lookup_finds_the_pixels_a_table_marks_unknown(ihc, threads):
+    from napari_kmeans_vq.core.histogram import lookup_colors
+
+    pixels = ihc.reshape(-1, 3)
+    codec = KeyCodec(np.uint8, 3)
+    keys = codec.keys(pixels)
+    table = np.full(1 << 24, 255, np.uint8)
+    known = np.unique(keys)[::3]  # a third of the colours known
+    table[known] = known % 200
+    expected = table[keys]
+    rgba = np.dstack([ihc, np.zeros(ihc.shape[:2], np.uint8)])
+    strided = rgba[..., :3].reshape(-1, 3)  # rows 4 bytes apart: packed before the lookup
+    assert strided.strides == (4, 1)
+    for image in (pixels, strided, pixels[::7]):
+        values, rows = lookup_colors(codec, image, table, n_threads=threads, marked=True)
+        truth = table[codec.keys(image)]
+        np.testing.assert_array_equal(values, truth)
+        np.testing.assert_array_equal(rows, np.flatnonzero(truth == 255))
+    assert len(rows) and np.array_equal(lookup_colors(codec, pixels, table), expected)
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -85,6 +85,27 @@ def test_encode_lazy_equals_codebook_encode(ihc, eager16):
     assert np.array_equal(decoded, eager16.codebook.decode(eager16.codebook.encode(other)))
 
 
+def test_colours_the_fit_never_saw_go_to_the_nearest_codeword_and_are_remembered(ihc):
+    from dask.base import tokenize
+
+    from napari_kmeans_vq.core.histogram import ColorHistogram, KeyCodec
+    from napari_kmeans_vq.large.lazy import LabelTable
+
+    top = ihc[:256]  # the fit sees the top half only, as a fit on a coarser level would
+    codebook = Codebook(8).fit(top)
+    hist = ColorHistogram.from_pixels(top.reshape(-1, 3))
+    table = LabelTable(codebook, hist, codebook.label_colors(hist.colors))
+    token = tokenize(table)
+    pixels = ihc.reshape(-1, 3)
+    keys = KeyCodec(np.uint8, 3).keys(pixels)
+    assert (table.table[keys] == table.unknown).mean() > 0.05
+    expected = codebook.encode(ihc).reshape(-1)
+    assert np.array_equal(table(pixels), expected)
+    assert not (table.table[keys] == table.unknown).any()  # remembered
+    assert np.array_equal(table(pixels), expected)
+    assert tokenize(table) == token  # the graph's names do not change
+
+
 def test_numpy_and_zarr_inputs(ihc, tmp_path, eager16):
     zarr = pytest.importorskip("zarr")
     z = zarr.create_array(tmp_path / "in.zarr", shape=ihc.shape, chunks=(64, 64, 3), dtype="u1")

@@ -302,41 +302,106 @@ def count(
         free(tables)
 
 
+cdef Py_ssize_t _rows(
+    const uint32_t[::1] keys, const uint8_t[:, ::1] rgb, const uint32_t **key_at,
+    const uint8_t **rgb_at,
+) except -1:
+    """The rows to look up: ``keys``, or 8-bit RGB pixels ``rgb`` (n, 3) when ``keys`` is
+    empty; sets the pointer of the one given."""
+    if keys.shape[0] == 0 and rgb.shape[0]:
+        if rgb.shape[1] != 3:
+            raise ValueError("rgb: expected (n, 3) pixels")
+        rgb_at[0] = &rgb[0, 0]
+        return rgb.shape[0]
+    if rgb.shape[0]:
+        raise ValueError("give keys or rgb pixels, not both")
+    if keys.shape[0]:
+        key_at[0] = &keys[0]
+    return keys.shape[0]
+
+
+cdef inline uint32_t _key(const uint32_t *keys, const uint8_t *rgb, Py_ssize_t i) noexcept nogil:
+    if keys != NULL:
+        return keys[i]
+    return rgb[3 * i] | (<uint32_t>rgb[3 * i + 1] << 8) | (<uint32_t>rgb[3 * i + 2] << 16)
+
+
 def lookup(
-    const uint32_t[::1] keys, const label_t[::1] table, label_t[::1] labels, int n_threads
+    const uint32_t[::1] keys,
+    const uint8_t[:, ::1] rgb,
+    const label_t[::1] table,
+    label_t[::1] labels,
+    int64_t[::1] missing,
+    int n_threads,
 ):
-    """labels[i] = table[keys[i]]; raises if a key is past the table."""
-    cdef Py_ssize_t n = keys.shape[0], size = table.shape[0], t, teams = max(1, n_threads)
-    cdef Py_ssize_t bad = 0
+    """labels[i] = table[key], the key being ``keys[i]`` or, for 8-bit RGB pixels given
+    as ``rgb`` (n, 3) instead (``keys`` empty), packed on the fly (no keys array to write
+    and read back); raises if a key is past the table. With ``missing`` of n entries, the
+    rows whose value is the dtype's largest (a table's mark for a colour it does not
+    hold) go to its front, in order, and their number is returned (else 0)."""
+    cdef const uint32_t *key_at = NULL
+    cdef const uint8_t *rgb_at = NULL
+    cdef Py_ssize_t n = _rows(keys, rgb, &key_at, &rgb_at)
+    cdef Py_ssize_t size = table.shape[0], t, teams = max(1, n_threads), bad = 0, found = 0
+    cdef Py_ssize_t lo, hi
+    cdef Py_ssize_t *marks
+    cdef int64_t *at = NULL
     if labels.shape[0] != n:
         raise ValueError("labels: need one per key")
+    if missing.shape[0] not in (0, n):
+        raise ValueError("missing: need one entry per key, or none")
     if n == 0:
-        return
-    with nogil:
-        for t in prange(teams, schedule="static", num_threads=teams):
-            bad += _lookup_rows(
-                &keys[0], n * t // teams, n * (t + 1) // teams, &table[0], size, &labels[0]
-            )
+        return 0
+    if missing.shape[0]:
+        at = &missing[0]
+    marks = <Py_ssize_t *>calloc(teams, sizeof(Py_ssize_t))
+    if marks == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            for t in prange(teams, schedule="static", num_threads=teams):
+                bad += _lookup_rows(
+                    key_at, rgb_at, n * t // teams, n * (t + 1) // teams, &table[0], size,
+                    &labels[0], at, marks + t
+                )
+            for t in range(teams):  # each team's rows to the front, in order
+                lo = n * t // teams
+                for hi in range(marks[t]):
+                    missing[found + hi] = missing[lo + hi]
+                found = found + marks[t]
+    finally:
+        free(marks)
     if bad:
         raise ValueError("a key is past the table")
+    return found
 
 
 cdef Py_ssize_t _lookup_rows(
     const uint32_t *keys,
+    const uint8_t *rgb,
     Py_ssize_t lo,
     Py_ssize_t hi,
     const label_t *table,
     Py_ssize_t size,
     label_t *labels,
+    int64_t *missing,
+    Py_ssize_t *found,
 ) noexcept nogil:
-    cdef Py_ssize_t i, bad = 0
+    """lookup for rows [lo, hi), the rows holding the mark to missing[lo:] (if given),
+    their number to ``found``; returns how many keys were past the table."""
+    cdef Py_ssize_t i, bad = 0, j = lo
     cdef uint32_t key
+    cdef label_t mark = <label_t>(-1)
     for i in range(lo, hi):
-        key = keys[i]
+        key = _key(keys, rgb, i)
         if key >= size:
             bad += 1
         else:
             labels[i] = table[key]
+            if missing != NULL and labels[i] == mark:
+                missing[j] = i
+                j += 1
+    found[0] = j - lo
     return bad
 
 
@@ -349,28 +414,18 @@ def lookup_decode(
     value_t[:, ::1] out,
     int n_threads,
 ):
-    """labels[i] = table[key] and out[i] = palette[labels[i]], the key being ``keys[i]``,
-    or, for 8-bit RGB pixels given as ``rgb`` (n, 3) instead (``keys`` empty), packed on the
-    fly (no keys array to write and read back); raises if a key is past the table or a
-    label past the palette (a pixel that was not in the histogram)."""
-    cdef Py_ssize_t n = keys.shape[0], size = table.shape[0], k = palette.shape[0]
-    cdef Py_ssize_t c = palette.shape[1], t, teams = max(1, n_threads), bad = 0
+    """:func:`lookup` (from ``keys`` or ``rgb`` pixels) and out[i] = palette[labels[i]];
+    raises if a key is past the table or a label past the palette (a pixel that was not
+    in the histogram)."""
     cdef const uint32_t *key_at = NULL
     cdef const uint8_t *rgb_at = NULL
-    if n == 0:
-        n = rgb.shape[0]
-        if rgb.shape[1] != 3:
-            raise ValueError("rgb: expected (n, 3) pixels")
-    elif rgb.shape[0]:
-        raise ValueError("give keys or rgb pixels, not both")
+    cdef Py_ssize_t n = _rows(keys, rgb, &key_at, &rgb_at)
+    cdef Py_ssize_t size = table.shape[0], k = palette.shape[0]
+    cdef Py_ssize_t c = palette.shape[1], t, teams = max(1, n_threads), bad = 0
     if labels.shape[0] != n or out.shape[0] != n or out.shape[1] != c:
         raise ValueError("labels and out need one row per key")
     if n == 0 or c == 0:
         return
-    if keys.shape[0]:
-        key_at = &keys[0]
-    else:
-        rgb_at = &rgb[0, 0]
     with nogil:
         for t in prange(teams, schedule="static", num_threads=teams):
             bad += _decode_rows(
@@ -400,10 +455,7 @@ cdef Py_ssize_t _decode_rows(
     cdef label_t lab
     cdef const value_t *row
     for i in range(lo, hi):
-        if keys != NULL:
-            key = keys[i]
-        else:
-            key = rgb[3 * i] | (<uint32_t>rgb[3 * i + 1] << 8) | (<uint32_t>rgb[3 * i + 2] << 16)
+        key = _key(keys, rgb, i)
         if key >= size:
             bad += 1
             continue

@@ -24,6 +24,9 @@ from ._threads import resolve, team
 CHUNK_PIXELS = 1 << 20
 # Pixels counted at a time by the dense histogram (the counts stay in cache the longer).
 DENSE_CHUNK_PIXELS = 1 << 22
+# The dense histogram pays for a bitmap of 2**24 bits per chunk: with fewer pixels,
+# sorting the keys is faster.
+DENSE_MIN_PIXELS = 1 << 19
 # Per-chunk counts of wide keys are merged every this many chunks, to bound memory.
 _MERGE_EVERY = 8
 # Key spaces up to this many bits get a dense lookup table (2**24 entries: 16 MiB as uint8).
@@ -104,8 +107,8 @@ class ColorHistogram:
         cls, pixels: np.ndarray, chunk: int | None = None, progress=None, n_threads=None
     ) -> ColorHistogram:
         """Count the distinct rows of ``pixels``, shape (N, C), ``chunk`` pixels at a time
-        (default: :data:`DENSE_CHUNK_PIXELS` for keys of up to 24 bits, else
-        :data:`CHUNK_PIXELS`).
+        (default: :data:`DENSE_CHUNK_PIXELS` for keys of up to 24 bits and at least
+        :data:`DENSE_MIN_PIXELS` pixels, else :data:`CHUNK_PIXELS`).
 
         ``progress``, if given, is called as ``progress("histogram", fraction_done)``.
         """
@@ -115,7 +118,7 @@ class ColorHistogram:
                 pixels, axis=0, return_inverse=True, return_counts=True
             )
             return cls(colors, counts.astype(np.int64), None, inverse.reshape(-1), codec)
-        if codec.dense:
+        if codec.dense and pixels.shape[0] >= DENSE_MIN_PIXELS:
             chunk = DENSE_CHUNK_PIXELS if chunk is None else chunk
             return cls._from_dense(pixels, chunk, progress, codec, resolve(n_threads))
         chunk = CHUNK_PIXELS if chunk is None else chunk
@@ -228,11 +231,13 @@ class ColorHistogram:
             table = np.empty(1 << (8 * self._codec.nbytes), dtype=values.dtype)
             table[self.keys] = values
         for start in range(0, pixels.shape[0], chunk):
-            keys = self._codec.keys(pixels[start : start + chunk])
+            part = pixels[start : start + chunk]
             if self._codec.dense:
-                lookup_keys(keys.astype(np.uint32, copy=False), table, out[start : start + chunk])
+                lookup_colors(self._codec, part, table, out[start : start + chunk])
             else:
-                out[start : start + chunk] = values[np.searchsorted(self.keys, keys)]
+                out[start : start + chunk] = values[
+                    np.searchsorted(self.keys, self._codec.keys(part))
+                ]
             if progress is not None:
                 progress("encode", min(1.0, (start + chunk) / pixels.shape[0]))
         return out
@@ -266,19 +271,13 @@ def encode_decode(
     labels = np.empty(n, dtype=values.dtype)
     out = np.empty((n, palette.shape[1]), dtype=palette.dtype)
     codec = hist._codec
-    # 8-bit RGB rows in one piece are packed inside the kernel
-    packed = codec.rgb8 and pixels.strides[1:] == (1,) and pixels.strides[0] == 3
-    no_keys, no_rgb = np.empty(0, dtype=np.uint32), np.empty((0, 3), dtype=np.uint8)
     with _lookup_table(values.dtype, 1 << (8 * codec.nbytes)) as table:
         # Only the entries of the histogram's colours are read: no need to clear it.
         table[hist.keys] = values
         for start in range(0, n, chunk):
             part = pixels[start : start + chunk]
             end = start + len(part)
-            if packed:
-                keys, rgb = no_keys, part
-            else:
-                keys, rgb = codec.keys(part).astype(np.uint32, copy=False), no_rgb
+            keys, rgb = _kernel_rows(codec, part)
             _colors.lookup_decode(
                 keys,
                 rgb,
@@ -331,19 +330,44 @@ def _lookup_table(dtype: np.dtype, size: int):
     return _pooled(("lookup", dtype, size), lambda: np.empty(size, dtype=dtype))
 
 
-def lookup_keys(
-    keys: np.ndarray, table: np.ndarray, out: np.ndarray | None = None, n_threads=None
+def lookup_colors(
+    codec: KeyCodec,
+    pixels: np.ndarray,
+    table: np.ndarray,
+    out=None,
+    n_threads=None,
+    *,
+    marked: bool = False,
 ):
-    """``table[keys]`` for uint32 ``keys``, into ``out`` if given (compiled for uint8,
-    uint16 and uint32 tables; a key past the table raises ``ValueError``)."""
-    keys = np.ascontiguousarray(keys, dtype=np.uint32)
+    """``table[key]`` for the key of each of ``pixels`` (n, C), keys of up to 24 bits, into
+    ``out`` if given (compiled for uint8, uint16 and uint32 tables; a key past the table
+    raises ``ValueError``). With ``marked``, returns (values, rows): ``rows`` the indices
+    of the pixels whose value is the table dtype's largest (the mark of a colour a table
+    does not hold), found in the same pass."""
+    n = pixels.shape[0]
     if out is None:
-        out = np.empty(keys.shape[0], dtype=table.dtype)
+        out = np.empty(n, dtype=table.dtype)
+    missing = np.empty(n if marked else 0, dtype=np.int64)  # (pages touched only if used)
     if table.dtype in (np.uint8, np.uint16, np.uint32) and out.flags.c_contiguous:
-        _colors.lookup(keys, table, out, team(resolve(n_threads), keys.shape[0]))
+        keys, rgb = _kernel_rows(codec, pixels)
+        found = _colors.lookup(keys, rgb, table, out, missing, team(resolve(n_threads), n))
+        rows = missing[:found]
     else:
-        np.take(table, keys, out=out)
-    return out
+        np.take(table, codec.keys(pixels), out=out)
+        rows = np.flatnonzero(out == np.iinfo(table.dtype).max) if marked else None
+    return (out, rows) if marked else out
+
+
+_NO_KEYS = np.empty(0, dtype=np.uint32)
+_NO_RGB = np.empty((0, 3), dtype=np.uint8)
+
+
+def _kernel_rows(codec: KeyCodec, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(keys, rgb) as the lookup kernels take them: 8-bit RGB rows in one piece are packed
+    inside the kernel (no keys array written and read back), others packed here."""
+    if codec.rgb8 and pixels.strides[1:] == (1,) and pixels.strides[0] == 3:
+        return _NO_KEYS, pixels
+    return np.ascontiguousarray(codec.keys(pixels), dtype=np.uint32), _NO_RGB
 
 
 def take_rows(table: np.ndarray, index: np.ndarray, chunk: int = CHUNK_PIXELS) -> np.ndarray:

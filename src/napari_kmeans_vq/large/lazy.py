@@ -12,7 +12,7 @@ from .._limits import MAX_COLORS, index_dtype
 from ..core.autok import DEFAULT_K_MAX, check_k_max, check_target, search_histogram
 from ..core.bits import BitReport
 from ..core.codebook import Codebook
-from ..core.histogram import ColorHistogram, KeyCodec, lookup_keys
+from ..core.histogram import ColorHistogram, KeyCodec, lookup_colors
 from ..core.kmeans import weighted_error
 from ..core.quantize import Quantization, check_codebook, fit_info, fit_summary
 from ..core.quantize import quantize as quantize_in_memory
@@ -60,36 +60,43 @@ class LabelTable:
             self.table = np.full(1 << (8 * codec.nbytes), self.unknown, dtype=table_dtype)
             self.table[hist.keys] = per_color
         self._codec = codec
+        self._token = None
 
     def __dask_tokenize__(self):
         # Deterministic graph keys: the same fit gives the same label arrays' names in
         # every process, which a resumed write checks (io.omezarr fingerprints them).
-        import json
+        # Taken once: the table's later entries (see __call__) follow from the codebook.
+        if self._token is None:
+            import json
 
-        from dask.base import tokenize
+            from dask.base import tokenize
 
-        # The codebook as data (parameters, palette, centroids, scale): all that encoding
-        # uses; the threads it may use do not change a label.
-        data = self.codebook.to_dict()
-        data["params"].pop("n_threads", None)
-        book = json.dumps(data, sort_keys=True, default=str)
-        return ("LabelTable", tokenize(book), None if self.table is None else tokenize(self.table))
+            # The codebook as data (parameters, palette, centroids, scale): all that
+            # encoding uses; the threads it may use do not change a label.
+            data = self.codebook.to_dict()
+            data["params"].pop("n_threads", None)
+            book = json.dumps(data, sort_keys=True, default=str)
+            table = None if self.table is None else tokenize(self.table)
+            self._token = ("LabelTable", tokenize(book), table)
+        return self._token
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """Labels of ``pixels`` (n, C), shape (n,)."""
         if self.table is None:
-            return self._nearest(pixels)
+            hist = ColorHistogram.from_pixels(pixels)
+            return hist.lookup(pixels, self.codebook.label_colors(hist.colors))
         # One thread: blocks are encoded in parallel by dask's workers.
-        out = lookup_keys(self._codec.keys(pixels), self.table, n_threads=1)
-        # The spare value is the dtype's largest: one pass tells whether any is missing.
-        if out.max(initial=0) == self.unknown:
-            missing = out == self.unknown
-            out[missing] = self._nearest(pixels[missing])
+        # The spare value is the dtype's largest: the lookup finds the pixels that have it.
+        out, missing = lookup_colors(self._codec, pixels, self.table, n_threads=1, marked=True)
+        if len(missing):
+            unknown = np.take(pixels, missing, axis=0)
+            hist = ColorHistogram.from_pixels(unknown, n_threads=1)
+            # Remembered for the next blocks (a fit on a coarser level leaves most of the
+            # full resolution's colours out): each entry is the colour's nearest codeword
+            # whichever block writes it, so concurrent writes agree.
+            self.table[hist.keys] = self.codebook.label_colors(hist.colors)
+            out[missing] = lookup_colors(self._codec, unknown, self.table, n_threads=1)
         return out.astype(self.dtype, copy=False)
-
-    def _nearest(self, pixels: np.ndarray) -> np.ndarray:
-        hist = ColorHistogram.from_pixels(pixels)
-        return hist.lookup(pixels, self.codebook.label_colors(hist.colors))
 
 
 def _encode_block(block: np.ndarray, table: LabelTable) -> np.ndarray:
