@@ -375,7 +375,7 @@ def slide_main(args) -> int:
         )
         write_block(
             Path(args.markdown),
-            "bench-large",
+            args.block,
             f"`{command}`, run on {date.today()} (load average "
             f"{' / '.join(f'{v:.2f}' for v in os.getloadavg())} at the end), as printed:"
             f"\n\n```text\n{text}\n```",
@@ -421,7 +421,10 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--markdown",
         metavar="OUT",
-        help="slide mode: write the printout into OUT's bench-large block",
+        help="slide mode: write the printout into OUT's generated block (--block)",
+    )
+    parser.add_argument(
+        "--block", default="bench-large", help="the generated block --markdown writes"
     )
     parser.add_argument(
         "--phase", choices=["run", "check", "decode", "slide"], help=argparse.SUPPRESS

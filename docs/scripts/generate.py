@@ -881,6 +881,19 @@ def bench_large(ctx: Context) -> str:
         return read_block(out, "bench-large")
 
 
+@generator("bench-large-level", kind="timing")
+def bench_large_level(ctx: Context) -> str:
+    """bench-large with the fit on the slide's level 2 (``--fit-level 2``), as a user may
+    ask for."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "large-level.md"
+        _run_script([
+            "benchmarks/bench_large.py", "--make-slide", "65536", "--fit-level", "2",
+            "--workdir", tmp, "--markdown", str(out), "--block", "bench-large-level",
+        ])  # fmt: skip
+        return read_block(out, "bench-large-level")
+
+
 @generator("bench-widget", kind="timing")
 def bench_widget(ctx: Context) -> str:
     """benchmarks/bench_widget.py's printout, under a (virtual) display."""
