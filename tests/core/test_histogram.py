@@ -232,3 +232,13 @@ def test_small_rgb_histograms_equal_numpys_unique(ihc):
     np.testing.assert_array_equal(hist.colors, colors[order])
     np.testing.assert_array_equal(hist.counts, counts[order])
     assert hist.counts.dtype == np.int64 and hist.keys.dtype == np.uint32
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.int64])
+def test_count_values_equals_bincount(ihc, dtype):
+    from napari_kmeans_vq.core.histogram import count_values
+
+    labels = (ihc[..., 0] // 9).astype(dtype)  # runs of one value, 0 .. 28
+    assert count_values(labels, 40).tolist() == np.bincount(labels.ravel(), minlength=40).tolist()
+    with pytest.raises(ValueError, match="past the counts"):
+        count_values(labels, 20)

@@ -322,6 +322,30 @@ def test_ome_zarr_sampled_fit_counts_written_labels(tmp_path, ihc):
     )
 
 
+def test_labels_are_counted_as_they_are_stored_not_read_back(tmp_path, ihc, monkeypatch):
+    omezarr = pytest.importorskip("napari_kmeans_vq.io.omezarr")
+    q = chunked.quantize_lazy(ihc, 8, fit="sample", n_samples=20_000)
+    expected = np.bincount(q.labels.compute().ravel(), minlength=8)
+
+    def read_back(*args):
+        raise AssertionError("the stored labels were read back")
+
+    monkeypatch.setattr(omezarr, "_counts", read_back)
+    path = omezarr.write_labels(tmp_path / "a.ome.zarr", q, chunk=128, n_levels=2)
+    _, meta = omezarr.read_labels(path)
+    assert [p["pixel-count"] for p in meta["properties"]] == expected.tolist()
+    # Markers without counts (a store begun by an earlier version), or missing, are not
+    # trusted: the stored labels are then counted.
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    (markers / "0-0.0").write_bytes(np.array([0, 5, 6], "<i8").tobytes())
+    (markers / "1-0.0").write_bytes(b"")  # (another level's: ignored)
+    assert omezarr._marker_counts(str(markers), 2, 1).tolist() == [5, 6]
+    assert omezarr._marker_counts(str(markers), 2, 2) is None
+    (markers / "0-0.1").write_bytes(b"")
+    assert omezarr._marker_counts(str(markers), 2, 2) is None
+
+
 def test_pyramidal_tiff_and_ome_zarr_paths(tmp_path, ihc, eager16):
     tifffile = pytest.importorskip("tifffile")
     omezarr = pytest.importorskip("napari_kmeans_vq.io.omezarr")

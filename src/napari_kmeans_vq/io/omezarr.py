@@ -263,24 +263,30 @@ class ResumeError(ValueError):
 
 
 class _Target(NamedTuple):
-    """Where a level's blocks go: its zarr array, and the codec :func:`_write_chunks`
-    writes its chunks with (None: zarr writes them)."""
+    """Where a level's blocks go: its zarr array, the codec :func:`_write_chunks` writes
+    its chunks with (None: zarr writes them), and how many values to count in each block
+    (0: none; the counts go into the block's marker)."""
 
     array: object
     codec: object = None
+    count: int = 0
 
 
 def _store_block(block, target, marker_dir, level, block_info=None):
-    """Store one block of a level into its (whole) zarr chunks, then leave its marker."""
+    """Store one block of a level into its (whole) zarr chunks, then leave its marker
+    (holding the block's value counts, if asked)."""
+    from ..core.histogram import count_values
+
     info = block_info[0]
     if target.codec is None:
         target.array[tuple(slice(a, b) for a, b in info["array-location"])] = block
     else:
         _write_chunks(block, target.array, target.codec, [a for a, _ in info["array-location"]])
+    counts = b"" if not target.count else count_values(block, target.count).astype("<i8")
     # Only after the chunks are written: a resume skips this block.
     name = _marker(level, info["chunk-location"])
-    with open(os.path.join(marker_dir, name), "wb"):
-        pass
+    with open(os.path.join(marker_dir, name), "wb") as handle:
+        handle.write(bytes(counts))
     return np.zeros((1,) * block.ndim, dtype=bool)
 
 
@@ -353,14 +359,17 @@ def _marker(level: int, index) -> str:
     return f"{level}-" + ".".join(str(int(i)) for i in index)
 
 
-def _store_blocks(sources, targets, marker_dir: str, done: set, codecs=None) -> None:
+def _store_blocks(
+    sources, targets, marker_dir: str, done: set, codecs=None, count: int = 0
+) -> None:
     """Store every block of ``sources`` not in ``done`` into ``targets``, in one dask
     computation on the active scheduler (a ``distributed`` client's when there is one).
 
     Each task writes its block's own chunks and a marker file: nothing depends on the
     process that built the graph (no lock, no open handle), so any worker may run it.
     ``codecs``: for each target, the codec with which :func:`_write_chunks` writes its
-    chunks, or None for zarr's own writing.
+    chunks, or None for zarr's own writing. ``count``: values 0 .. count - 1 of the first
+    level counted block by block into the markers (0: none).
     """
     import dask
 
@@ -368,7 +377,7 @@ def _store_blocks(sources, targets, marker_dir: str, done: set, codecs=None) -> 
     written = [
         x.map_blocks(
             _store_block,
-            _Target(target, codec),
+            _Target(target, codec, count if level == 0 else 0),
             marker_dir,
             level,
             chunks=tuple((1,) * len(c) for c in x.chunks),
@@ -718,9 +727,12 @@ def write_labels(
     # Label chunks are written straight to their files where that gives zarr's bytes (the
     # image's, which may be all fill value and then are not stored, by zarr).
     codecs = [_direct_codec(t) if i < plan["n_label"] else None for i, t in enumerate(targets)]
+    # The fit's cluster sizes describe other pixels (a sample, a coarser level): the
+    # stored labels are counted as they are written.
+    count = 0 if _fit_sizes(result, plan) is not None else plan["k"] + 1
     with stage(progress, "write"):
-        _store_blocks([x for _, x, *_ in arrays], targets, marker_dir, done, codecs)
-    _write_metadata(root, result, plan, image, targets[0])
+        _store_blocks([x for _, x, *_ in arrays], targets, marker_dir, done, codecs, count)
+    _write_metadata(root, result, plan, image, targets[0], marker_dir)
     # Complete: the markers go, then the record (the store is then the same bytes as any
     # other write of this result).
     shutil.rmtree(marker_dir)
@@ -743,18 +755,28 @@ def _remove_write_debris(path: str) -> None:
                     os.unlink(os.path.join(folder, name))
 
 
-def _write_metadata(root, result, plan, image, level0) -> None:
+def _fit_sizes(result, plan) -> np.ndarray | None:
+    """The fit's cluster sizes when they count the stored full-resolution labels (an
+    exact fit of every pixel), else None."""
+    info = getattr(result, "info", {}) or {}
+    exact = info.get("fit", "exact") == "exact" and info.get("fit_level", 0) == 0
+    sizes = np.asarray(result.cluster_sizes)
+    if not exact or int(sizes.sum()) != math.prod(plan["shape0"]):
+        return None
+    return sizes
+
+
+def _write_metadata(root, result, plan, image, level0, marker_dir) -> None:
     """The NGFF metadata, written once every block is stored (in the same order whatever
     the run, so that a resumed store is the same bytes)."""
     k, names, shape0 = plan["k"], plan["names"], plan["shape0"]
     version = plan["parts"]["options"]["ngff_version"]
     name = plan["parts"]["options"]["name"]
     group = root if image is None else root[f"labels/{name}"]
-    info = getattr(result, "info", {}) or {}
-    exact = info.get("fit", "exact") == "exact" and info.get("fit_level", 0) == 0
-    sizes = np.asarray(result.cluster_sizes)
-    if not exact or int(sizes.sum()) != math.prod(shape0):
-        # The fit's counts describe other pixels (a sample, a coarser level): count these.
+    sizes = _fit_sizes(result, plan)
+    if sizes is None:
+        sizes = _marker_counts(marker_dir, k, math.prod(plan["arrays"][0][1].numblocks))
+    if sizes is None:
         sizes = _counts(level0, k)
     total = max(int(sizes.sum()), 1)
     rgba = palette_rgba255(result.palette)
@@ -790,16 +812,34 @@ def _write_metadata(root, result, plan, image, level0) -> None:
         )
 
 
+def _marker_counts(marker_dir: str, n_colors: int, n_blocks: int) -> np.ndarray | None:
+    """Pixels of each label value 1 .. K of the first level, summed from its blocks'
+    markers; None unless every block's marker holds its counts (a store begun by an
+    earlier version, say)."""
+    size = 8 * (n_colors + 1)
+    total = np.zeros(n_colors + 1, dtype=np.int64)
+    found = 0
+    for entry in os.scandir(marker_dir):
+        if not entry.name.startswith("0-"):
+            continue
+        with open(entry.path, "rb") as handle:
+            data = handle.read()
+        if len(data) != size:
+            return None
+        total += np.frombuffer(data, dtype="<i8")
+        found += 1
+    return total[1:] if found == n_blocks else None
+
+
 def _counts(arr, n_colors: int) -> np.ndarray:
     """Pixels of each label value 1 .. K in a stored level, block by block."""
     import dask
     import dask.array as da
 
+    from ..core.histogram import count_values
+
     x = da.from_zarr(arr)
-    parts = [
-        dask.delayed(np.bincount)(b.ravel(), minlength=n_colors + 1)
-        for b in x.to_delayed().ravel()
-    ]
+    parts = [dask.delayed(count_values)(b, n_colors + 1) for b in x.to_delayed().ravel()]
     total = dask.delayed(sum)(parts)
     return np.asarray(total.compute())[1 : n_colors + 1].astype(np.int64)
 
