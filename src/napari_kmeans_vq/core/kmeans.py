@@ -474,21 +474,21 @@ def _side_by_side(work, items, threads, step=None) -> list:
     with any number). ``step``, if given, is called in this thread as each result is in;
     an exception it raises stops the items not started."""
     width = max(1, min(threads, len(items)))
-    if width == 1:
-        out = []
-        for item in items:
-            out.append(work(item, threads))
+    out = []
+
+    def collect(results):
+        for result in results:
+            out.append(result)
             if step is not None:
                 step(len(out), len(items))
+
+    if width == 1:
+        collect(work(item, threads) for item in items)
         return out
     with ThreadPoolExecutor(width) as pool:
         futures = [pool.submit(work, item, max(1, threads // width)) for item in items]
         try:
-            out = []
-            for future in futures:
-                out.append(future.result())
-                if step is not None:
-                    step(len(out), len(items))
+            collect(future.result() for future in futures)
         except BaseException:
             for future in futures:
                 future.cancel()
