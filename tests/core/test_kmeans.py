@@ -166,7 +166,7 @@ def test_local_search_lowers_the_cost_of_a_lloyd_optimum(ihc):
     # Lloyd's optimum from one seeding is a local one: swaps reach a lower cost.
     x, w = _weighted_colours(ihc)
     rng = np.random.default_rng(0)
-    run = kmeans._Run(x, w, kmeans._plusplus(x.astype(float), w, 24, rng, 1), 1)
+    run = kmeans._Run(x, w, kmeans.kmeans_plusplus(x.astype(float), w, 24, rng, n_threads=1), 1)
     run.iterate(300, 0.0)
     before = run.inertia()
     after = kmeans._local_search(run, 10, rng, 300, 0.0, 1, None, 0.0, 0.0)

@@ -145,10 +145,11 @@ cdef inline int32_t search_from(
     cdef double b2 = INFINITY
     cdef double r = sqrt(r2)
     cdef double s
+    cdef double reach = INFINITY  # (r + sqrt(b2)) * (1 + LOOSEN), taken when b2 changes
     cdef int32_t best = a, j
     cdef Py_ssize_t n
     for n in range(width):
-        if gap[n] - slack > (r + sqrt(b2)) * (1.0 + LOOSEN):
+        if gap[n] - slack > reach:
             first[0] = b1
             second[0] = b2
             return best
@@ -158,8 +159,10 @@ cdef inline int32_t search_from(
             b2 = b1
             b1 = s
             best = j
+            reach = (r + sqrt(b2)) * (1.0 + LOOSEN)
         elif s < b2:
             b2 = s
+            reach = (r + sqrt(b2)) * (1.0 + LOOSEN)
     if width == k - 1:
         first[0] = b1
         second[0] = b2
@@ -582,56 +585,106 @@ def moments(const point_t[:, ::1] x, const double[::1] w, double[::1] out, int n
     free(part)
 
 
-def seed_potentials(
+cdef inline Py_ssize_t draw(const double* cumulative, Py_ssize_t m, double u) noexcept nogil:
+    """The first index whose cumulative weight exceeds ``u`` times the total (the last one
+    at most), as numpy's ``searchsorted(..., side="right")`` finds it."""
+    cdef double target = u * cumulative[m - 1]
+    cdef Py_ssize_t lo = 0, hi = m, mid
+    while lo < hi:
+        mid = lo + (hi - lo) // 2
+        if cumulative[mid] > target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo if lo < m else m - 1
+
+
+def plusplus(
     const double[:, ::1] x,
     const double[::1] w,
-    const double[::1] closest,
-    const double[:, ::1] candidates,
-    double[::1] potential,
+    const double[::1] uniforms,
+    Py_ssize_t trials,
+    double[:, ::1] centers,
     int n_threads,
 ):
-    """For each candidate centre: sum over points of weight times the squared distance to
-    the nearer of the candidate and the closest centre so far (k-means++'s potential).
-    Per-chunk partial sums added in chunk order."""
-    cdef Py_ssize_t m = x.shape[0], d = x.shape[1], nt = candidates.shape[0]
-    cdef Py_ssize_t c, i, t, stop, nc = n_chunks(m)
-    cdef double s
+    """Greedy k-means++ seeding of ``centers`` (K, D): the first centre drawn with
+    probability proportional to weight, each next one the best of ``trials`` candidates
+    drawn with probability proportional to weight times squared distance to the nearest
+    centre so far (the one whose potential, the sum of weight times squared distance to
+    the nearest centre with it, is least; the first of equal ones). ``uniforms`` holds the
+    1 + (K - 1) * trials numbers in [0, 1) the draws take, in order. Cumulative weights
+    are added in point order and potentials per chunk, the chunks' sums in chunk order."""
+    cdef Py_ssize_t m = x.shape[0], d = x.shape[1], k = centers.shape[0]
+    cdef Py_ssize_t c, i, j, t, stop, nc = n_chunks(m), best
+    cdef double s, total
+    cdef double* closest
+    cdef double* cumulative
     cdef double* part
-    _check_points(x, w, candidates.shape[1])
-    if closest.shape[0] != m or potential.shape[0] != nt:
-        raise ValueError("closest needs one entry per point, potential one per candidate")
-    part = <double*>calloc(max(nc, 1) * max(nt, 1), sizeof(double))
-    if part == NULL:
+    cdef double* potential
+    cdef Py_ssize_t* pick
+    _check_points(x, w, centers.shape[1])
+    if m < 1 or k < 1 or trials < 1:
+        raise ValueError("plusplus needs points, centres and trials")
+    if uniforms.shape[0] != 1 + (k - 1) * trials:
+        raise ValueError("uniforms: expected 1 + (K - 1) * trials numbers")
+    closest = <double*>malloc(m * sizeof(double))
+    cumulative = <double*>malloc(m * sizeof(double))
+    part = <double*>malloc(nc * trials * sizeof(double))
+    potential = <double*>malloc(trials * sizeof(double))
+    pick = <Py_ssize_t*>malloc(trials * sizeof(Py_ssize_t))
+    if closest == NULL or cumulative == NULL or part == NULL or potential == NULL or pick == NULL:
+        free(closest)
+        free(cumulative)
+        free(part)
+        free(potential)
+        free(pick)
         raise MemoryError()
     with nogil:
-        for c in prange(nc, schedule="static", num_threads=n_threads):
-            stop = min(m, (c + 1) * CHUNK)
-            for i in range(c * CHUNK, stop):
-                for t in range(nt):
-                    s = dist2(&x[i, 0], &candidates[t, 0], d)
-                    if closest[i] < s:
-                        s = closest[i]
-                    part[c * nt + t] = part[c * nt + t] + w[i] * s
-        potential[:] = 0.0
-        for c in range(nc):
-            for t in range(nt):
-                potential[t] = potential[t] + part[c * nt + t]
-    free(part)
-
-
-def seed_update(
-    const double[:, ::1] x, const double[::1] center, double[::1] closest, int n_threads
-):
-    """closest = min(closest, squared distance to ``center``), point by point."""
-    cdef Py_ssize_t m = x.shape[0], d = x.shape[1], i
-    cdef double s
-    if center.shape[0] != d or closest.shape[0] != m:
-        raise ValueError("center needs D entries, closest one per point")
-    with nogil:
+        total = 0.0
+        for i in range(m):
+            total = total + w[i]
+            cumulative[i] = total
+        best = draw(cumulative, m, uniforms[0])
+        for j in range(d):
+            centers[0, j] = x[best, j]
         for i in prange(m, schedule="static", num_threads=n_threads):
-            s = dist2(&x[i, 0], &center[0], d)
-            if s < closest[i]:
-                closest[i] = s
+            closest[i] = dist2(&x[i, 0], &centers[0, 0], d)
+        for c in range(1, k):
+            total = 0.0
+            for i in range(m):
+                total = total + w[i] * closest[i]
+                cumulative[i] = total
+            for t in range(trials):
+                pick[t] = draw(cumulative, m, uniforms[1 + (c - 1) * trials + t])
+            for j in prange(nc, schedule="static", num_threads=n_threads):
+                for t in range(trials):
+                    part[j * trials + t] = 0.0
+                stop = min(m, (j + 1) * CHUNK)
+                for i in range(j * CHUNK, stop):
+                    for t in range(trials):
+                        s = dist2(&x[i, 0], &x[pick[t], 0], d)
+                        if closest[i] < s:
+                            s = closest[i]
+                        part[j * trials + t] = part[j * trials + t] + w[i] * s
+            best = 0
+            for t in range(trials):
+                s = 0.0
+                for j in range(nc):
+                    s = s + part[j * trials + t]
+                potential[t] = s
+                if s < potential[best]:
+                    best = t
+            for j in range(d):
+                centers[c, j] = x[pick[best], j]
+            for i in prange(m, schedule="static", num_threads=n_threads):
+                s = dist2(&x[i, 0], &centers[c, 0], d)
+                if s < closest[i]:
+                    closest[i] = s
+    free(closest)
+    free(cumulative)
+    free(part)
+    free(potential)
+    free(pick)
 
 
 def grid_keys(

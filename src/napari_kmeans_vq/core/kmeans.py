@@ -156,7 +156,7 @@ class _Run:
         self.geometry_threads = team(n_threads, k * k)
         self.labels = np.empty(m, dtype=np.int32)
         self.upper, self.lower = np.empty(m), np.empty(m)
-        self.delta = np.zeros((self.threads if self.exact else 1, k, d + 1), dtype=np.int64)
+        self.delta = np.zeros((self.search_threads if self.exact else 1, k, d + 1), dtype=np.int64)
         width = min(k - 1, _NEIGHBOURS)
         self.nbr, self.gap = np.empty((k, width), dtype=np.int32), np.empty((k, width))
         self.shift, self.half_gap = np.empty(k), np.empty(k)
@@ -251,7 +251,7 @@ class _Run:
             self.upper,
             self.lower,
             self.delta,
-            self.threads,
+            self.search_threads,
         )
         if self.exact:
             _kmeans.apply_delta(self.delta, self.total)
@@ -400,14 +400,17 @@ def weighted_kmeans(
     coarse_share = 0.5 if cell is not None else 0.9
     share = coarse_share / (plan.n_init + plan.swaps)
     points = sx if cell is not None else x
-    starts = [_plusplus(sx, sw, n_clusters, rng, threads) for _ in range(plan.n_init)]
+    # Each seeding's random numbers are drawn here, in turn: the seedings themselves can
+    # then run side by side and still be those of one generator used in order.
+    draws = [rng.random(_plusplus_draws(n_clusters)) for _ in range(plan.n_init)]
 
-    def seeding(start, threads):
+    def seeding(uniforms, threads):
+        start = _plusplus(sx, sw, n_clusters, uniforms, threads)
         run = _Run(points, sw, start, threads, scale)
         n_iter, converged = run.iterate(max_iter, tol_abs)
         return run.inertia(), run, n_iter, converged
 
-    done = _side_by_side(seeding, starts, threads, _stage(progress, 0.0, plan.n_init * share))
+    done = _side_by_side(seeding, draws, threads, _stage(progress, 0.0, plan.n_init * share))
     runs = sorted(((r[0], i, *r[1:]) for i, r in enumerate(done)), key=lambda r: (r[0], r[1]))
     _, _, run, n_iter, converged = runs[0]
     run = _local_search(
@@ -448,8 +451,11 @@ def _local_search(run, swaps, rng, max_iter, tol_abs, threads, progress, start, 
     distance to its centre, swap it for the centre whose swap costs least, iterate, and
     keep the result if its cost is lower."""
     k = run.centers.shape[0]
+    exact = False  # whether run's bounds are its exact distances (a rejected swap keeps them)
     for step in range(swaps if k > 1 else 0):
-        run.exact_bounds()
+        if not exact:
+            run.exact_bounds()
+            exact = True
         # cumsum adds in point order: the same draw on every machine
         cumulative = np.cumsum(run.w * run.upper * run.upper)
         if not cumulative[-1] > 0:
@@ -464,7 +470,7 @@ def _local_search(run, swaps, rng, max_iter, tol_abs, threads, progress, start, 
         trial = _Run(run.x, run.w, centers, threads, run.scale, guess=run.labels)
         trial.iterate(max_iter, tol_abs, _stage(progress, start + step * share, share))
         if trial.inertia() < run.inertia():
-            run = trial
+            run, exact = trial, False
     return run
 
 
@@ -574,24 +580,24 @@ def kmeans_plusplus(
     """
     x = np.ascontiguousarray(points, dtype=np.float64)
     w = np.ascontiguousarray(weights, dtype=np.float64)
-    return _plusplus(x, w, n_clusters, rng, resolve(n_threads))
+    uniforms = rng.random(_plusplus_draws(n_clusters))
+    return _plusplus(x, w, n_clusters, uniforms, resolve(n_threads))
 
 
-def _plusplus(x, w, n_clusters, rng, threads) -> np.ndarray:
-    trials = 2 + int(np.log(n_clusters))
-    threads = team(threads, x.shape[0] * trials)
+def _plusplus_trials(n_clusters: int) -> int:
+    return 2 + int(np.log(n_clusters))
+
+
+def _plusplus_draws(n_clusters: int) -> int:
+    """The uniform numbers a seeding of K centres takes: one for the first centre and
+    each candidate of the others."""
+    return 1 + (n_clusters - 1) * _plusplus_trials(n_clusters)
+
+
+def _plusplus(x, w, n_clusters, uniforms, threads) -> np.ndarray:
+    trials = _plusplus_trials(n_clusters)
     centers = np.empty((n_clusters, x.shape[1]))
-    first = _draw(np.cumsum(w), rng.random(1))[0]
-    centers[0] = x[first]
-    closest = np.full(x.shape[0], np.inf)
-    _kmeans.seed_update(x, centers[0], closest, threads)
-    potential = np.empty(trials)
-    for i in range(1, n_clusters):
-        # cumsum adds in point order: the same draws on every machine
-        candidates = _draw(np.cumsum(w * closest), rng.random(trials))
-        _kmeans.seed_potentials(x, w, closest, x[candidates], potential, threads)
-        centers[i] = x[candidates[int(np.argmin(potential))]]
-        _kmeans.seed_update(x, centers[i], closest, threads)
+    _kmeans.plusplus(x, w, uniforms, trials, centers, team(threads, x.shape[0] * trials))
     return centers
 
 
