@@ -134,6 +134,37 @@ def test_plan_follows_effort():
     assert kmeans.Plan.from_effort(5, 1024).summary > kmeans.Plan.from_effort(5, 16).summary
 
 
+def _greedy_plusplus(x, w, k, uniforms):
+    """Greedy k-means++ in plain numpy, as the kernel documents it."""
+    trials = 2 + int(np.log(k))
+
+    def draw(cumulative, u):
+        return np.minimum(np.searchsorted(cumulative, u * cumulative[-1], "right"), len(x) - 1)
+
+    centers = [x[draw(np.cumsum(w), uniforms[:1])[0]]]
+    closest = ((x - centers[0]) ** 2).sum(axis=1)
+    for i in range(1, k):
+        candidates = draw(np.cumsum(w * closest), uniforms[1 + (i - 1) * trials :][:trials])
+        d2 = ((x[:, np.newaxis] - x[candidates][np.newaxis]) ** 2).sum(axis=-1)
+        potential = (w[:, np.newaxis] * np.minimum(closest[:, np.newaxis], d2)).sum(axis=0)
+        centers.append(x[candidates[np.argmin(potential)]])
+        closest = np.minimum(closest, ((x - centers[-1]) ** 2).sum(axis=1))
+    return np.array(centers)
+
+
+@pytest.mark.parametrize("k", [2, 7, 30])
+def test_seeding_is_greedy_kmeans_plusplus(ihc_crop, k):
+    x, w = _weighted_colours(ihc_crop)
+    x = x.astype(np.float64)
+    want = _greedy_plusplus(x, w, k, np.random.default_rng(k).random(kmeans._plusplus_draws(k)))
+    for threads in (1, 2):
+        got = kmeans.kmeans_plusplus(x, w, k, np.random.default_rng(k), n_threads=threads)
+        # (numpy sums the potentials in another order: only a near tie could differ)
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="uniforms"):
+        _kmeans.plusplus(x, w, np.zeros(2 * k), 2, np.zeros((k, 3)), 1)
+
+
 # -- local search ----------------------------------------------------------------------
 
 
