@@ -48,8 +48,9 @@ class Plan:
     ----------
     n_init : int
         Seedings (k-means++), each run to convergence on the summary:
-        ``ceil(2 * effort * min(1, sqrt(16 / K)))``, at least 2. Restarts matter most with
-        few clusters; with many, their optima differ less and each costs K**2 more.
+        ``ceil(2 * effort * min(1, (16 / K) ** 0.75))``, at least 2. Restarts matter most
+        with few clusters; with many, their optima differ less, each costs more, and the
+        swaps that follow improve the best of them.
     summary : int
         About how many points stand for the data in the coarse stage:
         ``effort * max(4096, 16 K)``.
@@ -71,7 +72,7 @@ class Plan:
     def from_effort(cls, effort: int, n_clusters: int, n_init: int | None = None) -> Plan:
         effort = check_effort(effort)
         if n_init is None:
-            n_init = max(2, math.ceil(2 * effort * min(1.0, math.sqrt(16 / n_clusters))))
+            n_init = max(2, math.ceil(2 * effort * min(1.0, (16 / n_clusters) ** 0.75)))
         return cls(
             n_init=int(n_init),
             summary=effort * max(4096, 16 * n_clusters),
