@@ -238,26 +238,6 @@ cdef inline bint ahead(double s, int32_t i, double t, int32_t j) noexcept nogil:
     return s < t or (s == t and i < j)
 
 
-cdef inline void sift_down(double* key, int32_t* idx, Py_ssize_t n, Py_ssize_t p) noexcept nogil:
-    """Restore the max-heap (by :func:`ahead`) of ``n`` pairs below position ``p``."""
-    cdef Py_ssize_t c
-    cdef double s = key[p]
-    cdef int32_t i = idx[p]
-    while True:
-        c = 2 * p + 1
-        if c >= n:
-            break
-        if c + 1 < n and ahead(key[c], idx[c], key[c + 1], idx[c + 1]):
-            c = c + 1
-        if not ahead(s, i, key[c], idx[c]):
-            break
-        key[p] = key[c]
-        idx[p] = idx[c]
-        p = c
-    key[p] = s
-    idx[p] = i
-
-
 def geometry(
     const double[:, ::1] old,
     const double[:, ::1] new,
@@ -271,18 +251,34 @@ def geometry(
     """How far each centre moved; and, with ``neighbours``, half the distance from each new
     centre to the nearest other one (0 for a single centre) and each new centre's ``width``
     nearest other centres, nearest first (then the lower index), with their distances
-    (``nbr``, ``gap``: (K, width))."""
-    cdef Py_ssize_t k = new.shape[0], d = new.shape[1], width = nbr.shape[1], j, i, n, p
-    cdef double s, s2, worst2
+    (``nbr``, ``gap``: (K, width)). The lists ``nbr`` holds on entry (any indices) are the
+    order each row's sort starts from: lists of centres that moved a little are nearly
+    sorted already."""
+    cdef Py_ssize_t k = new.shape[0], d = new.shape[1], width = nbr.shape[1], j, i, n, p, q
+    cdef Py_ssize_t nt = max(1, n_threads), t
+    cdef double s, s2
     cdef double* key
     cdef int32_t* idx
-    cdef Py_ssize_t filled
+    cdef char* mark
+    cdef double* keys = NULL
+    cdef int32_t* idxs = NULL
+    cdef char* marks = NULL
+    cdef int32_t c
     if old.shape[0] != k or old.shape[1] != d or shift.shape[0] != k or half_gap.shape[0] != k:
         raise ValueError("centres, shifts and gaps must have matching shapes")
     if nbr.shape[0] != k or gap.shape[0] != k or gap.shape[1] != width or width > k - 1:
         raise ValueError("nbr and gap: expected (K, width) with width < K")
+    if neighbours and width:
+        keys = <double*>malloc(nt * k * sizeof(double))
+        idxs = <int32_t*>malloc(nt * k * sizeof(int32_t))
+        marks = <char*>calloc(nt * k, sizeof(char))
+        if keys == NULL or idxs == NULL or marks == NULL:
+            free(keys)
+            free(idxs)
+            free(marks)
+            raise MemoryError()
     with nogil:
-        for j in prange(k, schedule="dynamic", num_threads=n_threads):
+        for j in prange(k, schedule="dynamic", num_threads=nt):
             shift[j] = sqrt(dist2(&old[j, 0], &new[j, 0], d))
             if not neighbours:
                 continue
@@ -297,44 +293,51 @@ def geometry(
                 if k > 1:
                     half_gap[j] = 0.5 * sqrt(s)
                 continue
-            # the width nearest, kept as a max-heap in the row itself, then sorted
-            key = &gap[j, 0]
-            idx = &nbr[j, 0]
-            filled = 0
-            worst2 = INFINITY
+            t = threadid()
+            key = keys + t * k
+            idx = idxs + t * k
+            mark = marks + t * k
+            # every other centre's squared distance, the previous list's centres first
+            n = 0
+            for p in range(width):
+                c = nbr[j, p]
+                if c < 0 or c >= k or c == j or mark[c]:
+                    continue
+                mark[c] = 1
+                key[n] = dist2(&new[c, 0], &new[j, 0], d)
+                idx[n] = c
+                n = n + 1
             for i in range(k):
                 if i == j:
                     continue
-                s2 = dist2(&new[i, 0], &new[j, 0], d)
-                if s2 > worst2:  # (squared, with a margin: the root only for near ones)
+                if mark[i]:
+                    mark[i] = 0  # (the marks are all cleared for the next row)
                     continue
-                s = sqrt(s2)
-                if filled < width:
-                    p = filled
-                    filled = filled + 1
-                    while p > 0 and ahead(key[(p - 1) // 2], idx[(p - 1) // 2], s, <int32_t>i):
-                        key[p] = key[(p - 1) // 2]
-                        idx[p] = idx[(p - 1) // 2]
-                        p = (p - 1) // 2
-                    key[p] = s
-                    idx[p] = <int32_t>i
-                elif ahead(s, <int32_t>i, key[0], idx[0]):
-                    key[0] = s
-                    idx[0] = <int32_t>i
-                    sift_down(key, idx, width, 0)
-                if filled == width:
-                    worst2 = key[0] * key[0] * (1.0 + 1e-12)
-            n = width
-            while n > 1:  # heap sort: the largest to the end, nearest first
-                n = n - 1
-                s = key[0]
-                i = idx[0]
-                key[0] = key[n]
-                idx[0] = idx[n]
-                key[n] = s
+                key[n] = dist2(&new[i, 0], &new[j, 0], d)
                 idx[n] = <int32_t>i
-                sift_down(key, idx, n, 0)
-            half_gap[j] = 0.5 * key[0]
+                n = n + 1
+            # insertion sort of the first width; a later one enters only ahead of the last
+            for p in range(1, n):
+                s = key[p]
+                c = idx[p]
+                q = p
+                if p >= width:
+                    if not ahead(s, c, key[width - 1], idx[width - 1]):
+                        continue
+                    q = width - 1
+                while q > 0 and ahead(s, c, key[q - 1], idx[q - 1]):
+                    key[q] = key[q - 1]
+                    idx[q] = idx[q - 1]
+                    q = q - 1
+                key[q] = s
+                idx[q] = c
+            for p in range(width):
+                gap[j, p] = sqrt(key[p])
+                nbr[j, p] = idx[p]
+            half_gap[j] = 0.5 * gap[j, 0]
+    free(keys)
+    free(idxs)
+    free(marks)
 
 
 def move(
