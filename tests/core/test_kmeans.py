@@ -368,6 +368,10 @@ def test_kernels_reject_arrays_of_the_wrong_size_or_labels_out_of_range():
         _kmeans.swap_costs(x, np.ones(10), bad, *bounds, np.zeros(3), np.zeros(2), 1)
     with pytest.raises(ValueError, match="coordinates"):
         _kmeans.swap_costs(x, np.ones(10), labels, *bounds, np.zeros(4), np.zeros(2), 1)
+    with pytest.raises(ValueError, match="means"):
+        _kmeans.update(np.zeros((2, 3)), np.ones(2), centers, np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="must match"):
+        _kmeans.update(np.zeros((2, 3)), np.ones(3), centers, np.zeros((2, 3)))
     with pytest.raises(TypeError, match="signature"):  # wrong dtype: no specialisation
         _kmeans.nearest(x.astype(np.float32), centers, labels, *bounds, nbr, gap, slack, False, 1)
 

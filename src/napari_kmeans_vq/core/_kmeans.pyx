@@ -514,6 +514,38 @@ def apply_delta(int64_t[:, :, ::1] delta, int64_t[:, ::1] total):
                     delta[t, a, j] = 0
 
 
+def update(
+    const double[:, ::1] sums,
+    const double[::1] mass,
+    const double[:, ::1] centers,
+    double[:, ::1] means,
+):
+    """Lloyd's update: ``means`` = each cluster's sum over its weight. Returns how many
+    clusters are empty (weight 0: their means are not set), the summed squared shift of
+    the others' centres, and the summed weight times squared shift (the cost the update
+    takes off), both added in cluster order."""
+    cdef Py_ssize_t k = centers.shape[0], d = centers.shape[1], j, a
+    cdef Py_ssize_t empty = 0
+    cdef double step, t, shift2 = 0.0, gain = 0.0
+    if sums.shape[0] != k or sums.shape[1] != d or mass.shape[0] != k:
+        raise ValueError("sums (K, D) and mass (K,) must match the centres")
+    if means.shape[0] != k or means.shape[1] != d:
+        raise ValueError("means: expected (K, D)")
+    with nogil:
+        for a in range(k):
+            if not mass[a] > 0.0:
+                empty += 1
+                continue
+            step = 0.0
+            for j in range(d):
+                means[a, j] = sums[a, j] / mass[a]
+                t = means[a, j] - centers[a, j]
+                step = step + t * t
+            shift2 = shift2 + step
+            gain = gain + mass[a] * step
+    return empty, shift2, gain
+
+
 def weighted_error(
     const point_t[:, ::1] x,
     const double[::1] w,

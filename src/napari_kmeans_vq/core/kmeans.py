@@ -282,16 +282,13 @@ class _Run:
         cluster weight times squared shift, is at most ``gain_tol``), or ``max_iter``;
         returns (iterations, converged)."""
         for n_iter in range(1, max_iter + 1):
-            empty = self.mass <= 0
-            if empty.any():
-                self._reseed(empty)
+            means = np.empty_like(self.centers)
+            # (sums added in a fixed order: the same stop on every machine)
+            empty, shift2, gain = _kmeans.update(self.sums, self.mass, self.centers, means)
+            if empty:
+                self._reseed(~(self.mass > 0))
                 continue
-            means = self.sums / self.mass[:, np.newaxis]
-            diff = means - self.centers
-            if gain_tol is None:
-                done = float(np.einsum("ij,ij->", diff, diff)) <= tol_abs
-            else:
-                done = float(np.einsum("ij,ij,i->", diff, diff, self.mass)) <= gain_tol
+            done = shift2 <= tol_abs if gain_tol is None else gain <= gain_tol
             changed = self._move(means)
             if step is not None:
                 step(n_iter, max_iter)
