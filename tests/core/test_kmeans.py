@@ -165,6 +165,20 @@ def test_seeding_is_greedy_kmeans_plusplus(ihc_crop, k):
         _kmeans.plusplus(x, w, np.zeros(2 * k), 2, np.zeros((k, 3)), 1)
 
 
+def test_a_far_point_is_drawn_by_weight_times_squared_distance():
+    rng = np.random.default_rng(3)
+    w, dist = rng.gamma(2.0, 1.0, 500), rng.random(500)
+    dist[::7] = 0.0  # points on a centre are never drawn
+    cumulative = np.cumsum(w * dist * dist)
+    for u in [0.0, 0.3, 0.999999, *rng.random(20)]:
+        want = np.searchsorted(cumulative, u * cumulative[-1], side="right")
+        got = _kmeans.draw_far(w, dist, u)
+        assert got == want and dist[got] > 0
+    assert _kmeans.draw_far(w, np.zeros(500), 0.5) == -1
+    with pytest.raises(ValueError, match="one entry per weight"):
+        _kmeans.draw_far(w, dist[:10], 0.5)
+
+
 # -- local search ----------------------------------------------------------------------
 
 

@@ -634,6 +634,30 @@ cdef inline Py_ssize_t draw(const double* cumulative, Py_ssize_t m, double u) no
     return lo if lo < m else m - 1
 
 
+def draw_far(const double[::1] w, const double[::1] dist, double u):
+    """The point drawn with probability proportional to weight times squared ``dist`` by
+    the uniform number ``u`` (cumulative sums added in point order: the same draw on every
+    machine); -1 when every product is 0."""
+    cdef Py_ssize_t m = w.shape[0], i, found = -1
+    cdef double total = 0.0
+    cdef double* cumulative
+    if dist.shape[0] != m:
+        raise ValueError("dist needs one entry per weight")
+    if m == 0:
+        return -1
+    cumulative = <double*>malloc(m * sizeof(double))
+    if cumulative == NULL:
+        raise MemoryError()
+    with nogil:
+        for i in range(m):
+            total = total + w[i] * dist[i] * dist[i]
+            cumulative[i] = total
+        if total > 0.0:
+            found = draw(cumulative, m, u)
+    free(cumulative)
+    return found
+
+
 def plusplus(
     const double[:, ::1] x,
     const double[::1] w,

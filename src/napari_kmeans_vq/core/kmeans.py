@@ -454,11 +454,10 @@ def _local_search(run, swaps, rng, max_iter, tol_abs, threads, progress, start, 
         if not exact:
             run.exact_bounds()
             exact = True
-        # cumsum adds in point order: the same draw on every machine
-        cumulative = np.cumsum(run.w * run.upper * run.upper)
-        if not cumulative[-1] > 0:
+        drawn = _kmeans.draw_far(run.w, run.upper, rng.random())
+        if drawn < 0:
             break  # every point is on a centre
-        point = np.array(run.x[_draw(cumulative, rng.random(1))[0]], dtype=np.float64)
+        point = np.array(run.x[drawn], dtype=np.float64)
         cost = np.empty(k)
         _kmeans.swap_costs(
             run.x, run.w, run.labels, run.upper, run.lower, point, cost, run.threads
@@ -597,12 +596,6 @@ def _plusplus(x, w, n_clusters, uniforms, threads) -> np.ndarray:
     centers = np.empty((n_clusters, x.shape[1]))
     _kmeans.plusplus(x, w, uniforms, trials, centers, team(threads, x.shape[0] * trials))
     return centers
-
-
-def _draw(cumulative: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
-    """Indices drawn with probability proportional to the steps of ``cumulative``."""
-    targets = uniforms * cumulative[-1]
-    return np.minimum(np.searchsorted(cumulative, targets, side="right"), len(cumulative) - 1)
 
 
 def assign(points: np.ndarray, centers: np.ndarray, n_threads: int | None = None) -> np.ndarray:
