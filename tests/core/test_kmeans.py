@@ -53,6 +53,43 @@ def test_assign_breaks_ties_to_the_lower_index():
     np.testing.assert_array_equal(kmeans.assign(uint8_points, centres), [0, 0, 1, 0])
 
 
+@pytest.mark.parametrize("k", [1, 2, 24, 25, 32, 33, 70])
+def test_nearest_and_second_nearest_over_blocks_of_centres(k):
+    # whole-number coordinates: exact distances, so ties happen and must go to the lower
+    # index; K past the search's block of 32 centres and past the full-search limit
+    rng = np.random.default_rng(k)
+    centres = rng.integers(0, 6, size=(k, 3)).astype(np.float64)
+    points = rng.integers(0, 6, size=(4000, 3)).astype(np.uint8)
+    squared = ((points[:, None, :].astype(np.float64) - centres[None]) ** 2).sum(axis=2)
+    want = squared.argmin(axis=1)  # (the first of equal minima)
+    ordered = np.sort(squared, axis=1)
+    m = len(points)
+    labels, upper, lower = np.empty(m, np.int32), np.empty(m), np.empty(m)
+    none = np.empty((k, 0), np.int32), np.empty((k, 0)), np.zeros(k)
+    for threads in (1, 2):
+        _kmeans.nearest(points, centres, labels, upper, lower, *none, False, threads)
+        np.testing.assert_array_equal(labels, want)
+        np.testing.assert_array_equal(upper, np.sqrt(ordered[:, 0]))
+        second = np.sqrt(ordered[:, 1]) if k > 1 else np.full(m, np.inf)
+        np.testing.assert_array_equal(lower, second)
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3, 4])
+def test_float_cluster_sums_add_in_point_order(dim):
+    rng = np.random.default_rng(dim)
+    x = rng.normal(0.0, 30.0, size=(2000, dim))
+    w = rng.gamma(2.0, 1.5, size=2000)
+    labels = np.repeat(rng.integers(0, 5, size=400), 5).astype(np.int32)  # runs and jumps
+    sums, mass = np.empty((5, dim)), np.empty(5)
+    _kmeans.cluster_sums(x, w, labels, sums, mass, 2)
+    want, want_mass = np.zeros((5, dim)), np.zeros(5)
+    for i in range(len(x)):  # float64 scalars: the same roundings as the kernel's
+        want[labels[i]] = want[labels[i]] + w[i] * x[i]
+        want_mass[labels[i]] = want_mass[labels[i]] + w[i]
+    np.testing.assert_array_equal(sums, want)
+    np.testing.assert_array_equal(mass, want_mass)
+
+
 @pytest.mark.parametrize("k", [4, 40])
 def test_relabel_after_rounding_equals_a_full_search(ihc, k):
     x, w = _weighted_colours(ihc)

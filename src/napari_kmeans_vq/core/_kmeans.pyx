@@ -75,6 +75,13 @@ ctypedef fused point_t:
 # Points per chunk: the unit of work of a thread and of a float partial sum.
 cdef enum:
     CHUNK = 1024
+# Centres whose distances search() computes at once (a thread's stack array).
+cdef enum:
+    BLOCK = 32
+# Up to this many centres, every search is a full one: a vectorised pass over all the
+# centres costs less than walking a centre's neighbour list with its bound tests.
+cdef enum:
+    FULL_SEARCH_K = 24
 # Relative margin on Hamerly's bounds: they are updated in floating point, and a point is
 # skipped only when its bounds prove, with this margin, that its centre did not change.
 cdef double LOOSEN = 1e-9
@@ -107,23 +114,37 @@ cdef inline double dist2(const point_t* x, const double* c, Py_ssize_t d) noexce
 
 
 cdef inline int32_t search(
-    const point_t* x, const double* centers, Py_ssize_t k, Py_ssize_t d,
+    const point_t* x, const double* ct, Py_ssize_t k, Py_ssize_t d,
     double* first, double* second,
 ) noexcept nogil:
-    """Nearest centre (ties to the lower index); its squared distance and the second's."""
+    """Nearest centre (ties to the lower index); its squared distance and the second's.
+    ``ct`` holds the centres axis by axis (coordinate c of centre j at ``ct[c * k + j]``):
+    the distances to a block of centres are then summed axis by axis in loops that
+    compilers vectorise, each the same sum as :func:`dist2`."""
+    cdef double s[BLOCK]
     cdef double b1 = INFINITY
     cdef double b2 = INFINITY
-    cdef double s
+    cdef double v, t
     cdef int32_t best = 0
-    cdef Py_ssize_t j
-    for j in range(k):
-        s = dist2(x, centers + j * d, d)
-        if s < b1:
-            b2 = b1
-            b1 = s
-            best = <int32_t>j
-        elif s < b2:
-            b2 = s
+    cdef Py_ssize_t start = 0, n, j, c
+    while start < k:
+        n = min(<Py_ssize_t>BLOCK, k - start)
+        v = <double>x[0]
+        for j in range(n):
+            t = v - ct[start + j]
+            s[j] = t * t  # (0.0 + t * t, as dist2 starts)
+        for c in range(1, d):
+            v = <double>x[c]
+            for j in range(n):
+                t = v - ct[c * k + start + j]
+                s[j] = s[j] + t * t
+        for j in range(n):  # (no branches: which centre is nearest is unpredictable)
+            v = s[j]
+            if v < b1:
+                best = <int32_t>(start + j)
+            b2 = min(b2, max(b1, v))
+            b1 = min(b1, v)
+        start = start + n
     first[0] = b1
     second[0] = b2
     return best
@@ -132,7 +153,7 @@ cdef inline int32_t search(
 cdef inline int32_t search_from(
     const point_t* x, const double* centers, Py_ssize_t k, Py_ssize_t d,
     int32_t a, double r2, const int32_t* nbr, const double* gap, Py_ssize_t width,
-    double slack, double* first, double* second,
+    double slack, const double* ct, double* first, double* second,
 ) noexcept nogil:
     """:func:`search` starting from centre ``a`` (at squared distance ``r2``) and going
     through its nearest other centres in order of distance (``nbr``, ``gap``: ``width`` of
@@ -167,11 +188,23 @@ cdef inline int32_t search_from(
         first[0] = b1
         second[0] = b2
         return best
-    return search(x, centers, k, d, first, second)
+    return search(x, ct, k, d, first, second)
 
 
 cdef inline Py_ssize_t n_chunks(Py_ssize_t m) noexcept nogil:
     return (m + CHUNK - 1) // CHUNK
+
+
+cdef double* transposed(const double[:, ::1] centers) except NULL:
+    """The centres axis by axis, as search() takes them (free() it)."""
+    cdef Py_ssize_t k = centers.shape[0], d = centers.shape[1], j, c
+    cdef double* ct = <double*>malloc(max(1, k * d) * sizeof(double))
+    if ct == NULL:
+        raise MemoryError()
+    for j in range(k):
+        for c in range(d):
+            ct[c * k + j] = centers[j, c]
+    return ct
 
 
 def _check_points(x, w, Py_ssize_t d=-1):
@@ -196,12 +229,14 @@ def nearest(
     """Every point's nearest centre, the distance to it (``upper``) and to the second
     nearest (``lower``, inf for one centre). With ``guess``, ``labels`` holds a centre near
     each point to start from, and the search goes through that centre's neighbours
-    (``nbr``, ``gap`` from :func:`geometry`, ``slack`` as in :func:`move`); the answer is
-    that of a full search."""
+    (``nbr``, ``gap`` from :func:`geometry`, ``slack`` as in :func:`move`; with up to
+    ``FULL_SEARCH_K`` centres the search is a full one all the same); the answer is that
+    of a full search."""
     cdef Py_ssize_t m = x.shape[0], d = x.shape[1], k = centers.shape[0]
     cdef Py_ssize_t c, i, stop, width = nbr.shape[1], bad = 0
     cdef double b1, b2
     cdef int32_t a
+    cdef double* ct
     _check_points(x, None, centers.shape[1])
     if labels.shape[0] != m or upper.shape[0] != m or lower.shape[0] != m:
         raise ValueError("labels and bounds need one entry per point")
@@ -211,6 +246,7 @@ def nearest(
         raise ValueError("nbr and gap: expected (K, width) with width < K")
     if guess and slack.shape[0] != k:
         raise ValueError("slack needs one entry per centre")
+    ct = transposed(centers)
     with nogil:
         for c in prange(n_chunks(m), schedule="dynamic", num_threads=n_threads):
             stop = min(m, (c + 1) * CHUNK)
@@ -221,14 +257,16 @@ def nearest(
                     if a < 0 or a >= k:
                         bad += 1
                         continue
+                if k <= FULL_SEARCH_K or not guess:
+                    labels[i] = search(&x[i, 0], ct, k, d, &b1, &b2)
+                else:
                     labels[i] = search_from(
                         &x[i, 0], &centers[0, 0], k, d, a, dist2(&x[i, 0], &centers[a, 0], d),
-                        &nbr[a, 0], &gap[a, 0], width, slack[a], &b1, &b2,
+                        &nbr[a, 0], &gap[a, 0], width, slack[a], ct, &b1, &b2,
                     )
-                else:
-                    labels[i] = search(&x[i, 0], &centers[0, 0], k, d, &b1, &b2)
                 upper[i] = sqrt(b1)
                 lower[i] = sqrt(b2)
+    free(ct)
     if bad:
         raise ValueError("labels out of range")
 
@@ -370,6 +408,7 @@ def move(
     cdef Py_ssize_t changed = 0, bad = 0
     cdef int64_t wi
     cdef int64_t* row
+    cdef double* ct
     cdef bint track = point_t is not double
     _check_points(x, w, centers.shape[1])
     if labels.shape[0] != m or upper.shape[0] != m or lower.shape[0] != m:
@@ -387,6 +426,7 @@ def move(
             far = j
         elif shift[j] > max2:
             max2 = shift[j]
+    ct = transposed(centers)
     with nogil:
         for c in prange(n_chunks(m), schedule="dynamic", num_threads=n_threads):
             t = threadid()
@@ -406,17 +446,20 @@ def move(
                     upper[i] = u
                     lower[i] = l
                     continue
-                u2 = dist2(&x[i, 0], &centers[a, 0], d)
-                u = sqrt(u2)
-                if u < bound:
-                    upper[i] = u
-                    lower[i] = l
-                    continue
                 b1 = b2 = 0.0  # (assigned here, so that each thread has its own)
-                b = search_from(
-                    &x[i, 0], &centers[0, 0], k, d, a, u2, &nbr[a, 0], &gap[a, 0], width,
-                    slack[a], &b1, &b2,
-                )
+                if k <= FULL_SEARCH_K:
+                    b = search(&x[i, 0], ct, k, d, &b1, &b2)
+                else:
+                    u2 = dist2(&x[i, 0], &centers[a, 0], d)
+                    u = sqrt(u2)
+                    if u < bound:
+                        upper[i] = u
+                        lower[i] = l
+                        continue
+                    b = search_from(
+                        &x[i, 0], &centers[0, 0], k, d, a, u2, &nbr[a, 0], &gap[a, 0], width,
+                        slack[a], ct, &b1, &b2,
+                    )
                 upper[i] = sqrt(b1)
                 lower[i] = sqrt(b2)
                 if b != a:
@@ -432,9 +475,61 @@ def move(
                         for j in range(d):
                             row[j] = row[j] + wi * <int64_t>x[i, j]
                         row[d] = row[d] + wi
+    free(ct)
     if bad:
         raise ValueError("labels out of range")
     return changed
+
+
+cdef Py_ssize_t _float_sums3(
+    const double[:, ::1] x,
+    const double[::1] w,
+    const int32_t[::1] labels,
+    double[:, ::1] sums,
+    double[::1] mass,
+) noexcept nogil:
+    """cluster_sums' float path for up to 3 axes, the same additions in the same order:
+    a run of points in one cluster adds into running sums held in registers, not in
+    memory, where each addition would wait for the last one's store (the summary's
+    points, in grid order, come in such runs). Returns 1 for a label out of range."""
+    cdef Py_ssize_t m = x.shape[0], d = x.shape[1], k = sums.shape[0], i, bad = 0
+    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, sm = 0.0, wi
+    cdef int32_t a, run = -1
+    for i in range(m):
+        a = labels[i]
+        if a != run:
+            if a < 0 or a >= k:
+                bad = 1
+                break
+            if run >= 0:
+                sums[run, 0] = s0
+                if d > 1:
+                    sums[run, 1] = s1
+                if d > 2:
+                    sums[run, 2] = s2
+                mass[run] = sm
+            run = a
+            s0 = sums[a, 0]
+            if d > 1:
+                s1 = sums[a, 1]
+            if d > 2:
+                s2 = sums[a, 2]
+            sm = mass[a]
+        wi = w[i]
+        s0 = s0 + wi * x[i, 0]
+        if d > 1:
+            s1 = s1 + wi * x[i, 1]
+        if d > 2:
+            s2 = s2 + wi * x[i, 2]
+        sm = sm + wi
+    if run >= 0:
+        sums[run, 0] = s0
+        if d > 1:
+            sums[run, 1] = s1
+        if d > 2:
+            sums[run, 2] = s2
+        mass[run] = sm
+    return bad
 
 
 def cluster_sums(
@@ -461,14 +556,17 @@ def cluster_sums(
         with nogil:
             sums[:, :] = 0.0
             mass[:] = 0.0
-            for i in range(m):
-                a = labels[i]
-                if a < 0 or a >= k:
-                    bad += 1
-                    break
-                for j in range(d):
-                    sums[a, j] = sums[a, j] + w[i] * x[i, j]
-                mass[a] = mass[a] + w[i]
+            if d <= 3:
+                bad = _float_sums3(x, w, labels, sums, mass)
+            else:
+                for i in range(m):
+                    a = labels[i]
+                    if a < 0 or a >= k:
+                        bad += 1
+                        break
+                    for j in range(d):
+                        sums[a, j] = sums[a, j] + w[i] * x[i, j]
+                    mass[a] = mass[a] + w[i]
     else:
         buf = <int64_t*>calloc(nt * k * (d + 1), sizeof(int64_t))
         if buf == NULL:
