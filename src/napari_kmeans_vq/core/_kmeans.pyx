@@ -153,7 +153,7 @@ cdef inline int32_t search(
 cdef inline int32_t search_from(
     const point_t* x, const double* centers, Py_ssize_t k, Py_ssize_t d,
     int32_t a, double r2, const int32_t* nbr, const double* gap, Py_ssize_t width,
-    double slack, const double* ct, double* first, double* second,
+    double slack, double* first, double* second,
 ) noexcept nogil:
     """:func:`search` starting from centre ``a`` (at squared distance ``r2``) and going
     through its nearest other centres in order of distance (``nbr``, ``gap``: ``width`` of
@@ -161,7 +161,8 @@ cdef inline int32_t search_from(
     than now). Once a centre is farther from ``a`` than r + (second best distance), no
     centre after it can be nearer than the best two (triangle inequality), so the search
     stops: the same answer as a full search, ties to the lower index included. A list run
-    through without stopping falls back to the full search."""
+    through without stopping that does not hold every other centre returns -1: the caller
+    then makes the full search."""
     cdef double b1 = r2
     cdef double b2 = INFINITY
     cdef double r = sqrt(r2)
@@ -188,7 +189,7 @@ cdef inline int32_t search_from(
         first[0] = b1
         second[0] = b2
         return best
-    return search(x, ct, k, d, first, second)
+    return -1
 
 
 cdef inline Py_ssize_t n_chunks(Py_ssize_t m) noexcept nogil:
@@ -262,8 +263,10 @@ def nearest(
                 else:
                     labels[i] = search_from(
                         &x[i, 0], &centers[0, 0], k, d, a, dist2(&x[i, 0], &centers[a, 0], d),
-                        &nbr[a, 0], &gap[a, 0], width, slack[a], ct, &b1, &b2,
+                        &nbr[a, 0], &gap[a, 0], width, slack[a], &b1, &b2,
                     )
+                    if labels[i] < 0:
+                        labels[i] = search(&x[i, 0], ct, k, d, &b1, &b2)
                 upper[i] = sqrt(b1)
                 lower[i] = sqrt(b2)
     free(ct)
@@ -458,8 +461,10 @@ def move(
                         continue
                     b = search_from(
                         &x[i, 0], &centers[0, 0], k, d, a, u2, &nbr[a, 0], &gap[a, 0], width,
-                        slack[a], ct, &b1, &b2,
+                        slack[a], &b1, &b2,
                     )
+                    if b < 0:
+                        b = search(&x[i, 0], ct, k, d, &b1, &b2)
                 upper[i] = sqrt(b1)
                 lower[i] = sqrt(b2)
                 if b != a:
