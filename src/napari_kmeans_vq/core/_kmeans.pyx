@@ -78,10 +78,12 @@ cdef enum:
 # Centres whose distances search() computes at once (a thread's stack array).
 cdef enum:
     BLOCK = 32
-# Up to this many centres, every search is a full one: a vectorised pass over all the
-# centres costs less than walking a centre's neighbour list with its bound tests.
+# Few centres: up to this many, every search is a full one (a vectorised pass over all
+# the centres costs less than walking a centre's neighbour list with its bound tests), and
+# float cluster sums are kept in registers through runs of points of one cluster (with
+# more clusters the runs are too short to pay).
 cdef enum:
-    FULL_SEARCH_K = 24
+    FEW_CENTRES = 24
 # Relative margin on Hamerly's bounds: they are updated in floating point, and a point is
 # skipped only when its bounds prove, with this margin, that its centre did not change.
 cdef double LOOSEN = 1e-9
@@ -113,7 +115,8 @@ cdef inline double dist2(const point_t* x, const double* c, Py_ssize_t d) noexce
     return s
 
 
-cdef inline int32_t search(
+# (not inline: inlined into the passes, it slows their bound tests at K >= 32 by 5%)
+cdef int32_t search(
     const point_t* x, const double* ct, Py_ssize_t k, Py_ssize_t d,
     double* first, double* second,
 ) noexcept nogil:
@@ -231,7 +234,7 @@ def nearest(
     nearest (``lower``, inf for one centre). With ``guess``, ``labels`` holds a centre near
     each point to start from, and the search goes through that centre's neighbours
     (``nbr``, ``gap`` from :func:`geometry`, ``slack`` as in :func:`move`; with up to
-    ``FULL_SEARCH_K`` centres the search is a full one all the same); the answer is that
+    ``FEW_CENTRES`` centres the search is a full one all the same); the answer is that
     of a full search."""
     cdef Py_ssize_t m = x.shape[0], d = x.shape[1], k = centers.shape[0]
     cdef Py_ssize_t c, i, stop, width = nbr.shape[1], bad = 0
@@ -258,7 +261,7 @@ def nearest(
                     if a < 0 or a >= k:
                         bad += 1
                         continue
-                if k <= FULL_SEARCH_K or not guess:
+                if k <= FEW_CENTRES or not guess:
                     labels[i] = search(&x[i, 0], ct, k, d, &b1, &b2)
                 else:
                     labels[i] = search_from(
@@ -450,7 +453,7 @@ def move(
                     lower[i] = l
                     continue
                 b1 = b2 = 0.0  # (assigned here, so that each thread has its own)
-                if k <= FULL_SEARCH_K:
+                if k <= FEW_CENTRES:
                     b = search(&x[i, 0], ct, k, d, &b1, &b2)
                 else:
                     u2 = dist2(&x[i, 0], &centers[a, 0], d)
@@ -496,7 +499,8 @@ cdef Py_ssize_t _float_sums3(
     """cluster_sums' float path for up to 3 axes, the same additions in the same order:
     a run of points in one cluster adds into running sums held in registers, not in
     memory, where each addition would wait for the last one's store (the summary's
-    points, in grid order, come in such runs). Returns 1 for a label out of range."""
+    points, in grid order, come in such runs when the clusters are few). Returns 1 for a
+    label out of range."""
     cdef Py_ssize_t m = x.shape[0], d = x.shape[1], k = sums.shape[0], i, bad = 0
     cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, sm = 0.0, wi
     cdef int32_t a, run = -1
@@ -561,7 +565,7 @@ def cluster_sums(
         with nogil:
             sums[:, :] = 0.0
             mass[:] = 0.0
-            if d <= 3:
+            if d <= 3 and k <= FEW_CENTRES:
                 bad = _float_sums3(x, w, labels, sums, mass)
             else:
                 for i in range(m):
