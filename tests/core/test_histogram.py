@@ -104,17 +104,18 @@ def test_the_colour_kernels_check_their_input():
     before = np.empty(1 << 18, np.uint32)
     assert _colors.rank(bits, before) == 1
     scratch, first = np.empty(2, np.uint16), np.empty(257, np.int64)
+    no_rgb = np.empty((0, 3), np.uint8)
     for threads in (1, 2):
         with pytest.raises(ValueError, match="larger than the bitmap"):
-            _colors.count(keys, bits[:10], scratch, keys.copy(), first[:2], threads)
+            _colors.count(keys, no_rgb, bits[:10], scratch, keys.copy(), first[:2], threads)
         dirty = np.zeros_like(bits)
         dirty[(3 << 16) >> 6] = 0b11  # two keys of the first key's bucket already set
         with pytest.raises(ValueError, match="not clear"):
-            _colors.count(keys[:1], dirty, scratch, keys.copy(), first, threads)
+            _colors.count(keys[:1], no_rgb, dirty, scratch, keys.copy(), first, threads)
     with pytest.raises(ValueError, match="not in the table"):
         _colors.tally(keys, bits, before, np.ones(2, np.int64), np.zeros(1, np.int64))
     with pytest.raises(ValueError, match="scratch and tally"):
-        _colors.count(keys, np.zeros_like(bits), scratch[:1], keys.copy(), first, 1)
+        _colors.count(keys, no_rgb, np.zeros_like(bits), scratch[:1], keys.copy(), first, 1)
     with pytest.raises(ValueError, match="larger than the bitmap"):
         _colors.mark(keys, bits[:10])
     with pytest.raises(ValueError, match="wrong size"):

@@ -64,13 +64,15 @@ def pack_rgb8(const uint8_t[:, :] pixels, uint32_t[::1] keys, int n_threads):
 
 
 cdef Py_ssize_t _bucket_sizes(
-    const uint32_t *keys, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t size, Py_ssize_t *sizes
+    const uint32_t *keys, const uint8_t *rgb, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t size,
+    Py_ssize_t *sizes,
 ) noexcept nogil:
-    """sizes[key >> 16] += 1 for keys[lo:hi]; returns how many keys are past ``size``."""
+    """sizes[key >> 16] += 1 for the keys of rows [lo, hi) (see :func:`_key`); returns how
+    many keys are past ``size``."""
     cdef Py_ssize_t i, bad = 0
     cdef uint32_t key
     for i in range(lo, hi):
-        key = keys[i]
+        key = _key(keys, rgb, i)
         if key >= size:
             bad += 1
         else:
@@ -79,13 +81,14 @@ cdef Py_ssize_t _bucket_sizes(
 
 
 cdef void _scatter_low(
-    const uint32_t *keys, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t *at, uint16_t *low
+    const uint32_t *keys, const uint8_t *rgb, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t *at,
+    uint16_t *low,
 ) noexcept nogil:
-    """Each key of keys[lo:hi] to the next place of its bucket: low[at[key >> 16]++]."""
+    """Each key of rows [lo, hi) to the next place of its bucket: low[at[key >> 16]++]."""
     cdef Py_ssize_t i
     cdef uint32_t key
     for i in range(lo, hi):
-        key = keys[i]
+        key = _key(keys, rgb, i)
         low[at[key >> 16]] = key & 0xFFFF
         at[key >> 16] += 1
 
@@ -225,13 +228,15 @@ def tally(
 
 def count(
     const uint32_t[::1] keys,
+    const uint8_t[:, ::1] rgb,
     uint64_t[::1] bits,
     uint16_t[::1] scratch,
     uint32_t[::1] tally,
     int64_t[::1] first,
     int n_threads,
 ):
-    """Count the keys: each distinct key's bit set in ``bits`` (clear on entry, a bit per
+    """Count the keys (``keys``, or 8-bit RGB pixels ``rgb`` (n, 3) packed on the fly when
+    ``keys`` is empty): each distinct key's bit set in ``bits`` (clear on entry, a bit per
     possible key), and for each bucket b of 2**16 possible keys, its distinct keys' counts
     in increasing key order in ``tally[first[b]:]``.
 
@@ -241,7 +246,10 @@ def count(
     the buckets in parallel. ``scratch`` and ``tally`` hold at least one value per key;
     ``tally`` may be ``keys`` itself (the keys are read before any count is written).
     """
-    cdef Py_ssize_t n = keys.shape[0], words = bits.shape[0], size = words * 64
+    cdef const uint32_t *key_at = NULL
+    cdef const uint8_t *rgb_at = NULL
+    cdef Py_ssize_t n = _rows(keys, rgb, &key_at, &rgb_at)
+    cdef Py_ssize_t words = bits.shape[0], size = words * 64
     cdef Py_ssize_t i, t, b, at, bad = 0, buckets = max(1, size >> 16)
     cdef Py_ssize_t bucket_words = min(words, 1 << 10), teams = max(1, n_threads)
     cdef Py_ssize_t *start
@@ -267,7 +275,8 @@ def count(
             # 1. each thread counts its share of the keys per bucket
             for t in prange(teams, schedule="static", num_threads=teams):
                 bad += _bucket_sizes(
-                    &keys[0], n * t // teams, n * (t + 1) // teams, size, start + t * buckets
+                    key_at, rgb_at, n * t // teams, n * (t + 1) // teams, size,
+                    start + t * buckets,
                 )
         if bad:
             raise ValueError("a key is larger than the bitmap")
@@ -283,7 +292,8 @@ def count(
             # 3. each thread moves its keys' low 16 bits into their buckets
             for t in prange(teams, schedule="static", num_threads=teams):
                 _scatter_low(
-                    &keys[0], n * t // teams, n * (t + 1) // teams, start + t * buckets, low
+                    key_at, rgb_at, n * t // teams, n * (t + 1) // teams, start + t * buckets,
+                    low,
                 )
             # 4. the buckets, each in the calling thread's table
             for b in prange(buckets, schedule="dynamic", num_threads=teams):

@@ -143,23 +143,25 @@ class ColorHistogram:
         with _pooled(("scratch", chunk), lambda: _scratch(chunk)) as (buffer, scratch):
             for start in range(0, max(n, 1), chunk):  # (an empty image: one empty chunk)
                 part = pixels[start : start + chunk]
-                if codec.rgb8:
-                    keys = codec.keys(part, out=buffer[: len(part)], n_threads=threads)
-                else:
-                    keys = codec.keys(part).astype(np.uint32)
-                parts.append(cls._count_keys(keys, scratch, codec, threads))
+                keys, rgb = _kernel_rows(codec, part)
+                # the counts go to the keys' array, or to the buffer when the kernel packs
+                tally = keys if len(keys) else buffer[: len(part)]
+                parts.append(cls._count_keys(keys, rgb, tally, scratch, codec, threads))
                 if progress is not None:
                     progress("histogram", min(1.0, (start + chunk) / max(n, 1)))
         return parts[0] if len(parts) == 1 else cls._merge_dense(parts, codec)
 
     @classmethod
-    def _count_keys(cls, keys, scratch, codec, threads) -> ColorHistogram:
-        """The histogram of uint32 ``keys`` (overwritten with counts)."""
+    def _count_keys(cls, keys, rgb, tally, scratch, codec, threads) -> ColorHistogram:
+        """The histogram of uint32 ``keys`` or 8-bit RGB rows ``rgb`` (as
+        :func:`_kernel_rows` gives them); ``tally`` (uint32, a value per row, may be
+        ``keys``) receives the counts."""
         words = max(1, (1 << (8 * codec.nbytes)) // 64)
         buckets = max(1, words >> 10)
         bits = np.zeros(words, dtype=np.uint64)
         first = np.empty(buckets + 1, dtype=np.int64)
-        _colors.count(keys, bits, scratch, keys, first, team(threads, len(keys)))
+        rows = max(len(keys), len(rgb))
+        _colors.count(keys, rgb, bits, scratch, tally, first, team(threads, rows))
         before = np.empty(words, dtype=np.uint32)
         m = _colors.rank(bits, before)
         distinct = np.empty(m, dtype=np.uint32)
@@ -170,7 +172,7 @@ class ColorHistogram:
         counts = np.empty(m, dtype=np.int64)
         for b in range(buckets):
             width = edges[b + 1] - edges[b]
-            counts[edges[b] : edges[b + 1]] = keys[first[b] : first[b] + width]
+            counts[edges[b] : edges[b + 1]] = tally[first[b] : first[b] + width]
         colors = raw.view(codec.dtype).reshape(m, codec.channels)
         return cls(colors, counts, distinct.astype(codec.key_dtype, copy=False), None, codec)
 
