@@ -81,7 +81,7 @@ def test_float_cluster_sums_add_in_point_order(dim):
     w = rng.gamma(2.0, 1.5, size=2000)
     labels = np.repeat(rng.integers(0, 5, size=400), 5).astype(np.int32)  # runs and jumps
     sums, mass = np.empty((5, dim)), np.empty(5)
-    _kmeans.cluster_sums(x, w, labels, sums, mass, 2)
+    _kmeans.cluster_sums(x, w, labels, sums, mass, np.empty((0, dim + 1), np.int64), 2)
     want, want_mass = np.zeros((5, dim)), np.zeros(5)
     for i in range(len(x)):  # float64 scalars: the same roundings as the kernel's
         want[labels[i]] = want[labels[i]] + w[i] * x[i]
@@ -124,6 +124,25 @@ def test_a_tie_after_a_far_move_is_searched_again():
         run = kmeans._Run(x, np.ones(1), start, 1)
         assert run.labels[0] == 2
         assert run.move(moved)[0] == 0
+
+
+def test_the_summary_of_integer_colours_keeps_exact_integer_sums(ihc):
+    x, w = _weighted_colours(ihc)
+    means, weights, cell, rows = kmeans._summary(x, w, 4096, 2)
+    # each cell's row: its colours' summed counts times colour, and their count
+    want = np.zeros_like(rows)
+    np.add.at(want, cell, np.column_stack([x.astype(np.int64) * w[:, None], w]).astype(np.int64))
+    np.testing.assert_array_equal(rows, want)
+    np.testing.assert_array_equal(means, rows[:, :3] / rows[:, 3:])
+    start = kmeans.kmeans_plusplus(means, weights, 8, np.random.default_rng(0), n_threads=1)
+    for threads in (1, 2):
+        run = kmeans._Run(means, weights, start, threads, rows=rows)
+        run.iterate(300, 0.0)
+        # the clusters' int64 sums after the updates are those of their cells, afresh
+        fresh = np.zeros((8, 4), np.int64)
+        np.add.at(fresh, run.labels, rows)
+        np.testing.assert_array_equal(run.total, fresh)
+        np.testing.assert_array_equal(run.labels, kmeans.assign(means, run.centers))
 
 
 def test_an_outlier_that_shrinks_the_summary_to_a_few_cells():
@@ -391,6 +410,7 @@ def test_kernels_reject_arrays_of_the_wrong_size_or_labels_out_of_range():
     labels = np.zeros(10, np.int32)
     nbr, gap, slack = np.zeros((2, 1), np.int32), np.zeros((2, 1)), np.zeros(2)
     bounds = np.zeros(10), np.zeros(10)
+    none = np.empty((0, 4), np.int64)  # (no integer rows)
     with pytest.raises(ValueError, match="one entry per point"):
         _kmeans.nearest(x, centers, labels[:5], *bounds, nbr, gap, slack, False, 1)
     with pytest.raises(ValueError, match="coordinates"):
@@ -402,17 +422,19 @@ def test_kernels_reject_arrays_of_the_wrong_size_or_labels_out_of_range():
         wide = np.zeros((2, 2), np.int32)
         _kmeans.nearest(x, centers, labels, *bounds, wide, gap, slack, True, 1)
     with pytest.raises(ValueError, match="weights"):
-        _kmeans.cluster_sums(x, np.ones(9), labels, np.zeros((2, 3)), np.zeros(2), 1)
+        _kmeans.cluster_sums(x, np.ones(9), labels, np.zeros((2, 3)), np.zeros(2), none, 1)
     with pytest.raises(ValueError, match="out of range"):
-        _kmeans.cluster_sums(x, np.ones(10), bad, np.zeros((2, 3)), np.zeros(2), 1)
+        _kmeans.cluster_sums(x, np.ones(10), bad, np.zeros((2, 3)), np.zeros(2), none, 1)
     with pytest.raises(ValueError, match="out of range"):
         _kmeans.weighted_error(x, np.ones(10), centers, bad, np.zeros(2), 2)
     delta = np.zeros((2, 2, 4), np.int64)
     args = x.astype(np.uint8), np.ones(10), centers, np.zeros(2), np.zeros(2), nbr, gap, slack
     with pytest.raises(ValueError, match="out of range"):
-        _kmeans.move(*args, bad, *bounds, delta, 2)
+        _kmeans.move(*args, bad, *bounds, none, delta, 2)
     with pytest.raises(ValueError, match="delta"):
-        _kmeans.move(*args, labels, *bounds, delta[:1], 2)
+        _kmeans.move(*args, labels, *bounds, none, delta[:1], 2)
+    with pytest.raises(ValueError, match="rows"):
+        _kmeans.move(*args, labels, *bounds, np.zeros((3, 4), np.int64), delta, 2)
     with pytest.raises(ValueError, match="cell index"):
         _kmeans.cell_sums(x, np.ones(10), np.full(10, 3, np.int64), np.zeros((2, 3)), np.zeros(2))
     with pytest.raises(ValueError, match="out of range"):

@@ -211,6 +211,13 @@ cdef double* transposed(const double[:, ::1] centers) except NULL:
     return ct
 
 
+def _check_rows(rows, Py_ssize_t m, Py_ssize_t d):
+    """Whether integer ``rows`` are given (M, D + 1), or none (0 rows)."""
+    if rows.shape[1] != d + 1 or rows.shape[0] not in (0, m):
+        raise ValueError(f"rows: expected ({m}, {d + 1}) or (0, {d + 1})")
+    return rows.shape[0] == m and m > 0
+
+
 def _check_points(x, w, Py_ssize_t d=-1):
     if w is not None and w.shape[0] != x.shape[0]:
         raise ValueError(f"weights: expected {x.shape[0]}, got {w.shape[0]}")
@@ -396,13 +403,16 @@ def move(
     int32_t[::1] labels,
     double[::1] upper,
     double[::1] lower,
+    const int64_t[:, ::1] rows,
     int64_t[:, :, ::1] delta,
     int n_threads,
 ):
     """Reassign the points after the centres moved by ``shift`` (Hamerly's bounds): only
     points whose bounds leave doubt (ties included) are searched again, so the labels are
     those of a full search. ``half_gap``, ``nbr`` and ``gap`` may be stale: each centre
-    ``j`` is then at most ``slack[j]`` nearer to any other than they say. For integer points, ``delta`` (threads, K, D + 1) receives each
+    ``j`` is then at most ``slack[j]`` nearer to any other than they say. For integer
+    points, or points with integer ``rows`` (M, D + 1: what each adds to its cluster's
+    sums and weight; none: (0, D + 1)), ``delta`` (threads, K, D + 1) receives each
     thread's change of the clusters' int64 sums and weights. Returns how many points
     changed cluster."""
     cdef Py_ssize_t m = x.shape[0], d = x.shape[1], k = centers.shape[0]
@@ -415,7 +425,8 @@ def move(
     cdef int64_t wi
     cdef int64_t* row
     cdef double* ct
-    cdef bint track = point_t is not double
+    cdef bint given = _check_rows(rows, m, x.shape[1])
+    cdef bint track = point_t is not double or given
     _check_points(x, w, centers.shape[1])
     if labels.shape[0] != m or upper.shape[0] != m or lower.shape[0] != m:
         raise ValueError("labels and bounds need one entry per point")
@@ -473,7 +484,14 @@ def move(
                 if b != a:
                     labels[i] = b
                     changed += 1
-                    if track:
+                    if given:
+                        row = &delta[t, a, 0]
+                        for j in range(d + 1):
+                            row[j] = row[j] - rows[i, j]
+                        row = &delta[t, b, 0]
+                        for j in range(d + 1):
+                            row[j] = row[j] + rows[i, j]
+                    elif track:
                         wi = <int64_t>w[i]
                         row = &delta[t, a, 0]
                         for j in range(d):
@@ -547,21 +565,24 @@ def cluster_sums(
     const int32_t[::1] labels,
     double[:, ::1] sums,
     double[::1] mass,
+    const int64_t[:, ::1] rows,
     int n_threads,
 ):
-    """Each cluster's weighted sum of points (K, D) and weight (K,). Integer points: int64
-    sums per thread, added at the end (exact, any order; weights must be whole numbers).
-    Float points: added in point order on one thread."""
+    """Each cluster's weighted sum of points (K, D) and weight (K,). Integer points, or
+    points with integer ``rows`` (as in :func:`move`): int64 sums per thread, added at
+    the end (exact, any order; weights must be whole numbers). Float points: added in
+    point order on one thread."""
     cdef Py_ssize_t m = x.shape[0], d = x.shape[1], k = sums.shape[0]
     cdef Py_ssize_t c, i, j, stop, t, nt = max(1, n_threads), bad = 0
     cdef int32_t a
     cdef int64_t wi
     cdef int64_t* buf
     cdef int64_t* row
+    cdef bint given = _check_rows(rows, m, x.shape[1])
     _check_points(x, w, sums.shape[1])
     if labels.shape[0] != m or mass.shape[0] != k:
         raise ValueError("labels need one entry per point, mass one per cluster")
-    if point_t is double:
+    if point_t is double and not given:
         with nogil:
             sums[:, :] = 0.0
             mass[:] = 0.0
@@ -589,8 +610,12 @@ def cluster_sums(
                     if a < 0 or a >= k:
                         bad += 1
                         continue
-                    wi = <int64_t>w[i]
                     row = buf + (t * k + a) * (d + 1)
+                    if given:
+                        for j in range(d + 1):
+                            row[j] = row[j] + rows[i, j]
+                        continue
+                    wi = <int64_t>w[i]
                     for j in range(d):
                         row[j] = row[j] + wi * <int64_t>x[i, j]
                     row[d] = row[d] + wi

@@ -146,11 +146,15 @@ class _Run:
     float points' sums are recomputed in point order after each pass.
     """
 
-    def __init__(self, x, w, centers, n_threads, scale=1.0, guess=None):
+    def __init__(self, x, w, centers, n_threads, scale=1.0, guess=None, rows=None):
         self.x, self.w, self.scale = x, w, scale
-        self.exact = x.dtype != np.float64
         self.centers = np.array(centers, dtype=np.float64, order="C")
         k, d = self.centers.shape
+        # float points that stand for integer ones (the summary's cell means) carry their
+        # int64 sums and weights: exact cluster sums, as for integer points
+        self.point_rows = rows
+        self.rows = np.empty((0, d + 1), dtype=np.int64) if rows is None else rows
+        self.exact = x.dtype != np.float64 or rows is not None
         m = x.shape[0]
         self.threads = team(n_threads, m)
         self.search_threads = team(n_threads, m * k)
@@ -224,7 +228,9 @@ class _Run:
     def _sum(self):
         k, d = self.centers.shape
         self.sums, self.mass = np.empty((k, d)), np.empty(k)
-        _kmeans.cluster_sums(self.x, self.w, self.labels, self.sums, self.mass, self.threads)
+        _kmeans.cluster_sums(
+            self.x, self.w, self.labels, self.sums, self.mass, self.rows, self.threads
+        )
         if self.exact:
             self.total = np.empty((k, d + 1), dtype=np.int64)
             self.total[:, :d] = self.sums  # whole numbers below 2**53: exact
@@ -251,6 +257,7 @@ class _Run:
             self.labels,
             self.upper,
             self.lower,
+            self.rows,
             self.delta,
             self.search_threads,
         )
@@ -260,7 +267,9 @@ class _Run:
             self.sums = self.total[:, :d].astype(np.float64)
             self.mass = self.total[:, d].astype(np.float64)
         elif changed:
-            _kmeans.cluster_sums(self.x, self.w, self.labels, self.sums, self.mass, self.threads)
+            _kmeans.cluster_sums(
+                self.x, self.w, self.labels, self.sums, self.mass, self.rows, self.threads
+            )
         self._inertia = None
         return changed
 
@@ -392,9 +401,9 @@ def weighted_kmeans(
     if summary is not None and summary[0].shape[0] < 4 * n_clusters:
         summary = None  # a few crowded cells (an outlier stretched the grid) cannot seed K
     if summary is None:
-        sx, sw, cell = np.asarray(x, dtype=np.float64), w, None
+        sx, sw, cell, rows = np.asarray(x, dtype=np.float64), w, None, None
     else:
-        sx, sw, cell = summary
+        sx, sw, cell, rows = summary
     coarse_share = 0.5 if cell is not None else 0.9
     share = coarse_share / (plan.n_init + plan.swaps)
     points = sx if cell is not None else x
@@ -404,7 +413,7 @@ def weighted_kmeans(
 
     def seeding(uniforms, threads):
         start = _plusplus(sx, sw, n_clusters, uniforms, threads)
-        run = _Run(points, sw, start, threads, scale)
+        run = _Run(points, sw, start, threads, scale, rows=rows)
         n_iter, converged = run.iterate(max_iter, tol_abs)
         return run.inertia(), run, n_iter, converged
 
@@ -464,7 +473,9 @@ def _local_search(run, swaps, rng, max_iter, tol_abs, threads, progress, start, 
         )
         centers = run.centers.copy()
         centers[int(np.argmin(cost))] = point
-        trial = _Run(run.x, run.w, centers, threads, run.scale, guess=run.labels)
+        trial = _Run(
+            run.x, run.w, centers, threads, run.scale, guess=run.labels, rows=run.point_rows
+        )
         trial.iterate(max_iter, tol_abs, _stage(progress, start + step * share, share))
         if trial.inertia() < run.inertia():
             run, exact = trial, False
@@ -678,7 +689,14 @@ def _summary(x: np.ndarray, w: np.ndarray, target: int, threads: int):
     sums, total = np.empty((n, dim)), np.empty(n)
     cell = remap[keys]
     _kmeans.cell_sums(x, w, cell, sums, total)
-    return sums / total[:, np.newaxis], total, cell
+    rows = None
+    if x.dtype != np.float64:
+        # integer colours (whole counts): the cells' sums and weights are whole numbers
+        # below 2**53, exact in float64; as int64 they keep the summary's sums exact
+        rows = np.empty((n, dim + 1), dtype=np.int64)
+        rows[:, :dim] = sums
+        rows[:, dim] = total
+    return sums / total[:, np.newaxis], total, cell, rows
 
 
 def prepare() -> None:
