@@ -21,8 +21,9 @@ kernels (``_kmeans.pyx``); this module decides which passes to make:
   how many coarse optima are finished on every point (see :class:`Plan`).
 
 Integer points (8- and 16-bit colours) with whole weights keep exact int64 cluster sums,
-so the same input and seed give the same centres and labels, bit for bit, on any CPU and
-with any number of threads; float points sum in a fixed order for the same reason.
+and so does their summary (each cell carries its colours' integer sums), so the same
+input and seed give the same centres and labels, bit for bit, on any CPU and with any
+number of threads; float points sum in a fixed order for the same reason.
 """
 
 from __future__ import annotations
@@ -142,8 +143,10 @@ class _Run:
     """Lloyd's iterations on weighted points from given centres, with Hamerly's bounds.
 
     ``labels`` are always the nearest centres of ``centers``. Integer points (uint8,
-    uint16) keep exact int64 cluster sums, updated only for points that change cluster;
-    float points' sums are recomputed in point order after each pass.
+    uint16), and float points given with integer ``rows`` (what each adds to its cluster's
+    sums and weight: the summary's cells), keep exact int64 cluster sums, updated only for
+    points that change cluster; other float points' sums are recomputed in point order
+    after each pass.
     """
 
     def __init__(self, x, w, centers, n_threads, scale=1.0, guess=None, rows=None):
@@ -659,8 +662,9 @@ _SUMMARY_MAX_CELLS = 1 << 22
 
 def _summary(x: np.ndarray, w: np.ndarray, target: int, threads: int):
     """About ``target`` weighted points that stand for ``x``: occupied grid cells' weighted
-    means and weights, and each point's cell; None when ``x`` is small enough already or
-    the cells would not be much fewer than the points."""
+    means and weights, each point's cell, and (integer ``x``) each cell's int64 sums and
+    weight, (cells, D + 1), else None; None when ``x`` is small enough already or the
+    cells would not be much fewer than the points."""
     m, dim = x.shape
     if m <= target:
         return None
