@@ -884,18 +884,25 @@ def grid_keys(
     const double[::1] factor,
     int64_t cells,
     int64_t[::1] keys,
+    uint8_t[::1] occupied,
     int n_threads,
 ):
     """Each point's cell in a grid of ``cells`` per axis: (x - low) * factor, truncated and
-    clipped to 0 .. cells - 1 per axis, numbered row-major. The caller keeps cells**D
-    within int64 (and NaN, which cannot come from finite inputs, lands in cell 0)."""
+    clipped to 0 .. cells - 1 per axis, numbered row-major; and ``occupied[cell]`` set to
+    1 for every cell with a point (``occupied``: cells**D entries, clear on entry). The
+    caller keeps cells**D within int64 (and NaN, which cannot come from finite inputs,
+    lands in cell 0)."""
     cdef Py_ssize_t m = x.shape[0], d = x.shape[1], i, j
     cdef double v
-    cdef int64_t key, cell
+    cdef int64_t key, cell, size = 1
     if low.shape[0] != d or factor.shape[0] != d or keys.shape[0] != m:
         raise ValueError("low and factor need D entries, keys one per point")
     if cells < 1:
         raise ValueError("cells must be positive")
+    for j in range(d):
+        size = size * cells
+    if occupied.shape[0] != size:
+        raise ValueError("occupied needs cells**D entries")
     with nogil:
         for i in prange(m, schedule="static", num_threads=n_threads):
             key = 0
@@ -909,6 +916,8 @@ def grid_keys(
                     cell = 0
                 key = key * cells + cell
             keys[i] = key
+        for i in range(m):  # (one thread: no two threads write one byte)
+            occupied[keys[i]] = 1
 
 
 def cell_sums(
@@ -917,24 +926,62 @@ def cell_sums(
     const int64_t[::1] cells,
     double[:, ::1] sums,
     double[::1] total,
+    int64_t[:, ::1] rows,
+    int n_threads,
 ):
-    """Each cell's weighted sum of points and its weight, added in point order."""
-    cdef Py_ssize_t m = x.shape[0], d = x.shape[1], n = sums.shape[0], i, j, bad = 0
-    cdef int64_t a
+    """Each cell's weighted sum of points and its weight. Integer points (whole weights):
+    exact int64 sums in ``rows`` (cells, D + 1) too, made per thread and added at the end;
+    float points: added in point order on one thread (``rows`` then unused)."""
+    cdef Py_ssize_t m = x.shape[0], d = x.shape[1], n = sums.shape[0], i, j, c, t, bad = 0
+    cdef Py_ssize_t nt = max(1, n_threads)
+    cdef int64_t a, wi
+    cdef int64_t* buf
+    cdef int64_t* row
     _check_points(x, w, sums.shape[1])
     if cells.shape[0] != m or total.shape[0] != n:
         raise ValueError("cells need one entry per point, total one per cell")
-    with nogil:
-        sums[:, :] = 0.0
-        total[:] = 0.0
-        for i in range(m):
-            a = cells[i]
-            if a < 0 or a >= n:
-                bad = 1
-                break
-            for j in range(d):
-                sums[a, j] = sums[a, j] + w[i] * x[i, j]
-            total[a] = total[a] + w[i]
+    if point_t is double:
+        with nogil:
+            sums[:, :] = 0.0
+            total[:] = 0.0
+            for i in range(m):
+                a = cells[i]
+                if a < 0 or a >= n:
+                    bad = 1
+                    break
+                for j in range(d):
+                    sums[a, j] = sums[a, j] + w[i] * x[i, j]
+                total[a] = total[a] + w[i]
+    else:
+        if rows.shape[0] != n or rows.shape[1] != d + 1:
+            raise ValueError("rows: expected (cells, D + 1)")
+        buf = <int64_t*>calloc(nt * n * (d + 1), sizeof(int64_t))
+        if buf == NULL:
+            raise MemoryError()
+        with nogil:
+            for c in prange(n_chunks(m), schedule="static", num_threads=nt):
+                t = threadid()
+                for i in range(c * CHUNK, min(m, (c + 1) * CHUNK)):
+                    a = cells[i]
+                    if a < 0 or a >= n:
+                        bad += 1
+                        continue
+                    wi = <int64_t>w[i]
+                    row = buf + (t * n + a) * (d + 1)
+                    for j in range(d):
+                        row[j] = row[j] + wi * <int64_t>x[i, j]
+                    row[d] = row[d] + wi
+            for a in range(n):
+                for j in range(d + 1):
+                    wi = 0
+                    for t in range(nt):
+                        wi = wi + buf[(t * n + a) * (d + 1) + j]
+                    rows[a, j] = wi
+                    if j < d:
+                        sums[a, j] = <double>wi
+                    else:
+                        total[a] = <double>wi
+        free(buf)
     if bad:
         raise ValueError("cell index out of range")
 

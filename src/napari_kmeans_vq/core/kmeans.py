@@ -677,8 +677,9 @@ def _summary(x: np.ndarray, w: np.ndarray, target: int, threads: int):
     threads = team(threads, m)
     while True:
         factor = np.divide(cells, span, out=np.zeros(dim), where=span > 0)
-        _kmeans.grid_keys(x, low, factor, cells, keys, threads)
-        occupied = np.flatnonzero(np.bincount(keys, minlength=cells**dim))
+        flags = np.zeros(cells**dim, dtype=np.uint8)
+        _kmeans.grid_keys(x, low, factor, cells, keys, flags, threads)
+        occupied = np.flatnonzero(flags)
         if len(occupied) >= target // 2 or cells >= limit:
             break
         # occupied cells grow about as the square of the cells per axis (colours lie near
@@ -692,14 +693,10 @@ def _summary(x: np.ndarray, w: np.ndarray, target: int, threads: int):
     n = len(occupied)
     sums, total = np.empty((n, dim)), np.empty(n)
     cell = remap[keys]
-    _kmeans.cell_sums(x, w, cell, sums, total)
-    rows = None
-    if x.dtype != np.float64:
-        # integer colours (whole counts): the cells' sums and weights are whole numbers
-        # below 2**53, exact in float64; as int64 they keep the summary's sums exact
-        rows = np.empty((n, dim + 1), dtype=np.int64)
-        rows[:, :dim] = sums
-        rows[:, dim] = total
+    # integer colours (whole counts): the cells' int64 sums keep the summary's sums exact
+    rows = np.empty((n, dim + 1), dtype=np.int64) if x.dtype != np.float64 else None
+    none = np.empty((0, dim + 1), dtype=np.int64)
+    _kmeans.cell_sums(x, w, cell, sums, total, none if rows is None else rows, threads)
     return sums / total[:, np.newaxis], total, cell, rows
 
 
