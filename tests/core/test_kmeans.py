@@ -74,6 +74,25 @@ def test_nearest_and_second_nearest_over_blocks_of_centres(k):
         np.testing.assert_array_equal(lower, second)
 
 
+@pytest.mark.parametrize("k", [2, 16, 40])
+def test_the_search_after_a_swap_equals_a_full_search(k):
+    rng = np.random.default_rng(k)
+    points = rng.integers(0, 8, size=(5000, 3)).astype(np.uint8)  # exact ties happen
+    w = np.ones(len(points))
+    centres = rng.integers(0, 8, size=(k, 3)).astype(np.float64)
+    before = kmeans._Run(points, w, centres, 2)
+    for swapped in (0, k // 2, k - 1):
+        new = centres.copy()
+        new[swapped] = points[rng.integers(len(points))]
+        for threads in (1, 2):
+            after = kmeans._Run(points, w, new, threads, swap=(before, swapped))
+            full = kmeans._Run(points, w, new, threads)
+            np.testing.assert_array_equal(after.labels, full.labels)
+            np.testing.assert_array_equal(after.upper, full.upper)
+            assert (after.lower <= full.lower).all()  # a lower bound
+            np.testing.assert_array_equal(after.total, full.total)
+
+
 @pytest.mark.parametrize("dim", [1, 2, 3, 4])
 def test_float_cluster_sums_add_in_point_order(dim):
     rng = np.random.default_rng(dim)

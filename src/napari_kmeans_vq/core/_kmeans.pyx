@@ -284,6 +284,78 @@ def nearest(
         raise ValueError("labels out of range")
 
 
+def nearest_after_swap(
+    const point_t[:, ::1] x,
+    const double[:, ::1] centers,
+    Py_ssize_t swapped,
+    const int32_t[::1] labels_before,
+    const double[::1] lower_before,
+    const int32_t[:, ::1] nbr,
+    const double[:, ::1] gap,
+    int32_t[::1] labels,
+    double[::1] upper,
+    double[::1] lower,
+    int n_threads,
+):
+    """:func:`nearest` once centre ``swapped`` has been replaced (the local search's
+    swap), from each point's nearest centre before (``labels_before``) and a lower bound
+    on its distance to the second nearest then (``lower_before``). A point whose centre
+    stayed has it or the new centre for nearest (compared on squared distances, ties to
+    the lower index, as a full search does); only the points of the swapped centre are
+    searched (through ``nbr``, ``gap`` from :func:`geometry` with the new centres). The
+    labels are those of a full search; ``upper`` is exact, ``lower`` a lower bound."""
+    cdef Py_ssize_t m = x.shape[0], d = x.shape[1], k = centers.shape[0]
+    cdef Py_ssize_t c, i, stop, width = nbr.shape[1], bad = 0
+    cdef double b1, b2, s
+    cdef int32_t a, b, j = <int32_t>swapped
+    cdef double* ct
+    _check_points(x, None, centers.shape[1])
+    if labels.shape[0] != m or upper.shape[0] != m or lower.shape[0] != m:
+        raise ValueError("labels and bounds need one entry per point")
+    if labels_before.shape[0] != m or lower_before.shape[0] != m:
+        raise ValueError("labels_before and lower_before need one entry per point")
+    if not 0 <= swapped < k:
+        raise ValueError("swapped: not a centre")
+    if nbr.shape[0] != k or gap.shape[0] != k or gap.shape[1] != width or width > k - 1:
+        raise ValueError("nbr and gap: expected (K, width) with width < K")
+    ct = transposed(centers)
+    with nogil:
+        for c in prange(n_chunks(m), schedule="dynamic", num_threads=n_threads):
+            stop = min(m, (c + 1) * CHUNK)
+            for i in range(c * CHUNK, stop):
+                a = labels_before[i]
+                if a < 0 or a >= k:
+                    bad += 1
+                    continue
+                s = dist2(&x[i, 0], &centers[j, 0], d)
+                if a != j:
+                    b1 = dist2(&x[i, 0], &centers[a, 0], d)
+                    if s < b1 or (s == b1 and j < a):
+                        labels[i] = j
+                        upper[i] = sqrt(s)
+                        lower[i] = sqrt(b1)
+                    else:
+                        labels[i] = a
+                        upper[i] = sqrt(b1)
+                        lower[i] = min(lower_before[i], sqrt(s))
+                    continue
+                b1 = b2 = 0.0
+                b = -1
+                if k > FEW_CENTRES:
+                    b = search_from(
+                        &x[i, 0], &centers[0, 0], k, d, j, s, &nbr[j, 0], &gap[j, 0], width,
+                        0.0, &b1, &b2,
+                    )
+                if b < 0:
+                    b = search(&x[i, 0], ct, k, d, &b1, &b2)
+                labels[i] = b
+                upper[i] = sqrt(b1)
+                lower[i] = sqrt(b2)
+    free(ct)
+    if bad:
+        raise ValueError("labels out of range")
+
+
 cdef inline bint ahead(double s, int32_t i, double t, int32_t j) noexcept nogil:
     """(distance, index) pairs in order: nearer first, then the lower index."""
     return s < t or (s == t and i < j)

@@ -149,7 +149,7 @@ class _Run:
     after each pass.
     """
 
-    def __init__(self, x, w, centers, n_threads, scale=1.0, guess=None, rows=None):
+    def __init__(self, x, w, centers, n_threads, scale=1.0, guess=None, rows=None, swap=None):
         self.x, self.w, self.scale = x, w, scale
         self.centers = np.array(centers, dtype=np.float64, order="C")
         k, d = self.centers.shape
@@ -174,6 +174,24 @@ class _Run:
         self.always = k * k <= 4 * m
         self.drift, self.slack = np.zeros(k), np.zeros(k)
         self._geometry(self.centers, rebuild=True)
+        if swap is not None:
+            # (a run whose centre ``swapped`` these centres replace: see nearest_after_swap)
+            before, swapped = swap
+            _kmeans.nearest_after_swap(
+                x,
+                self.centers,
+                swapped,
+                before.labels,
+                before.lower,
+                self.nbr,
+                self.gap,
+                self.labels,
+                self.upper,
+                self.lower,
+                self.search_threads,
+            )
+            self._sum()
+            return
         if guess is not None:
             self.labels[:] = guess
         self._full(guess is not None)
@@ -475,9 +493,10 @@ def _local_search(run, swaps, rng, max_iter, tol_abs, threads, progress, start, 
             run.x, run.w, run.labels, run.upper, run.lower, point, cost, run.threads
         )
         centers = run.centers.copy()
-        centers[int(np.argmin(cost))] = point
+        swapped = int(np.argmin(cost))
+        centers[swapped] = point
         trial = _Run(
-            run.x, run.w, centers, threads, run.scale, guess=run.labels, rows=run.point_rows
+            run.x, run.w, centers, threads, run.scale, rows=run.point_rows, swap=(run, swapped)
         )
         trial.iterate(max_iter, tol_abs, _stage(progress, start + step * share, share))
         if trial.inertia() < run.inertia():
