@@ -240,6 +240,19 @@ def test_seeding_is_greedy_kmeans_plusplus(ihc_crop, k):
         _kmeans.plusplus(x, w, np.zeros(2 * k), 2, np.zeros((k, 3)), 1)
 
 
+@pytest.mark.parametrize("dim", [1, 2, 5])
+def test_seeding_is_greedy_kmeans_plusplus_in_any_dimension(dim):
+    rng = np.random.default_rng(dim)
+    x = rng.normal(0.0, 10.0, size=(3000, dim))  # (three chunks of points)
+    w = rng.gamma(2.0, 1.0, size=3000)
+    uniforms = rng.random(kmeans._plusplus_draws(12))
+    want = _greedy_plusplus(x, w, 12, uniforms)
+    for threads in (1, 2):
+        got = np.empty((12, dim))
+        _kmeans.plusplus(x, w, uniforms, kmeans._plusplus_trials(12), got, threads)
+        np.testing.assert_array_equal(got, want)
+
+
 def test_a_far_point_is_drawn_by_weight_times_squared_distance():
     rng = np.random.default_rng(3)
     w, dist = rng.gamma(2.0, 1.0, 500), rng.random(500)

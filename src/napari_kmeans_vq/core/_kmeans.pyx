@@ -862,6 +862,38 @@ def draw_far(const double[::1] w, const double[::1] dist, double u):
     return found
 
 
+cdef inline void far_costs(
+    const double* xt, Py_ssize_t m, Py_ssize_t d, Py_ssize_t lo, Py_ssize_t hi,
+    const double* p, const double* w, const double* closest, double* out,
+) noexcept nogil:
+    """out[i - lo] = w[i] * min(closest[i], squared distance from point i to ``p``) for
+    the points [lo, hi) of ``xt`` (the points axis by axis: coordinate c of point i at
+    xt[c * m + i]), each distance the same sum as :func:`dist2`, in loops compilers
+    vectorise."""
+    cdef Py_ssize_t i, c
+    cdef double t, s, v
+    # up to three axes in one pass (colours), any more one pass each
+    for i in range(lo, hi):
+        t = xt[i] - p[0]
+        s = t * t
+        if d > 1:
+            t = xt[m + i] - p[1]
+            s = s + t * t
+        if d > 2:
+            t = xt[2 * m + i] - p[2]
+            s = s + t * t
+        out[i - lo] = w[i] * min(closest[i], s) if d <= 3 else s
+    if d <= 3:
+        return
+    for c in range(3, d):
+        v = p[c]
+        for i in range(lo, hi):
+            t = xt[c * m + i] - v
+            out[i - lo] = out[i - lo] + t * t
+    for i in range(lo, hi):
+        out[i - lo] = w[i] * min(closest[i], out[i - lo])
+
+
 def plusplus(
     const double[:, ::1] x,
     const double[::1] w,
@@ -876,33 +908,47 @@ def plusplus(
     centre so far (the one whose potential, the sum of weight times squared distance to
     the nearest centre with it, is least; the first of equal ones). ``uniforms`` holds the
     1 + (K - 1) * trials numbers in [0, 1) the draws take, in order. Cumulative weights
-    are added in point order and potentials per chunk, the chunks' sums in chunk order."""
+    are added in point order and potentials per chunk, in point order, the chunks' sums
+    in chunk order."""
     cdef Py_ssize_t m = x.shape[0], d = x.shape[1], k = centers.shape[0]
-    cdef Py_ssize_t c, i, j, t, stop, nc = n_chunks(m), best
-    cdef double s, total
+    cdef Py_ssize_t c, i, j, t, q, lo, hi, nc = n_chunks(m), best, nt = max(1, n_threads)
+    cdef double s, total, a0, a1, a2, a3
+    cdef double* xt
     cdef double* closest
     cdef double* cumulative
     cdef double* part
     cdef double* potential
+    cdef double* costs
+    cdef double* cost
+    cdef double* p
     cdef Py_ssize_t* pick
     _check_points(x, w, centers.shape[1])
     if m < 1 or k < 1 or trials < 1:
         raise ValueError("plusplus needs points, centres and trials")
     if uniforms.shape[0] != 1 + (k - 1) * trials:
         raise ValueError("uniforms: expected 1 + (K - 1) * trials numbers")
+    xt = <double*>malloc(m * d * sizeof(double))
     closest = <double*>malloc(m * sizeof(double))
     cumulative = <double*>malloc(m * sizeof(double))
     part = <double*>malloc(nc * trials * sizeof(double))
     potential = <double*>malloc(trials * sizeof(double))
+    # each thread's costs of a chunk's points, for every candidate
+    costs = <double*>malloc(nt * trials * CHUNK * sizeof(double))
     pick = <Py_ssize_t*>malloc(trials * sizeof(Py_ssize_t))
-    if closest == NULL or cumulative == NULL or part == NULL or potential == NULL or pick == NULL:
+    if (xt == NULL or closest == NULL or cumulative == NULL or part == NULL
+            or potential == NULL or costs == NULL or pick == NULL):
+        free(xt)
         free(closest)
         free(cumulative)
         free(part)
         free(potential)
+        free(costs)
         free(pick)
         raise MemoryError()
     with nogil:
+        for i in range(m):
+            for j in range(d):
+                xt[j * m + i] = x[i, j]
         total = 0.0
         for i in range(m):
             total = total + w[i]
@@ -910,7 +956,7 @@ def plusplus(
         best = draw(cumulative, m, uniforms[0])
         for j in range(d):
             centers[0, j] = x[best, j]
-        for i in prange(m, schedule="static", num_threads=n_threads):
+        for i in prange(m, schedule="static", num_threads=nt):
             closest[i] = dist2(&x[i, 0], &centers[0, 0], d)
         for c in range(1, k):
             total = 0.0
@@ -919,16 +965,31 @@ def plusplus(
                 cumulative[i] = total
             for t in range(trials):
                 pick[t] = draw(cumulative, m, uniforms[1 + (c - 1) * trials + t])
-            for j in prange(nc, schedule="static", num_threads=n_threads):
+            for j in prange(nc, schedule="static", num_threads=nt):
+                lo = j * CHUNK
+                hi = min(m, lo + CHUNK)
+                cost = costs + threadid() * trials * CHUNK
                 for t in range(trials):
-                    part[j * trials + t] = 0.0
-                stop = min(m, (j + 1) * CHUNK)
-                for i in range(j * CHUNK, stop):
-                    for t in range(trials):
-                        s = dist2(&x[i, 0], &x[pick[t], 0], d)
-                        if closest[i] < s:
-                            s = closest[i]
-                        part[j * trials + t] = part[j * trials + t] + w[i] * s
+                    far_costs(xt, m, d, lo, hi, &x[pick[t], 0], &w[0], closest, cost + t * CHUNK)
+                # each candidate's sum in point order; four at a time, in registers
+                for t in range(0, trials, 4):
+                    q = min(4, trials - t)
+                    a0 = a1 = a2 = a3 = 0.0
+                    for i in range(hi - lo):
+                        a0 = a0 + cost[t * CHUNK + i]
+                        if q > 1:
+                            a1 = a1 + cost[(t + 1) * CHUNK + i]
+                        if q > 2:
+                            a2 = a2 + cost[(t + 2) * CHUNK + i]
+                        if q > 3:
+                            a3 = a3 + cost[(t + 3) * CHUNK + i]
+                    part[j * trials + t] = a0
+                    if q > 1:
+                        part[j * trials + t + 1] = a1
+                    if q > 2:
+                        part[j * trials + t + 2] = a2
+                    if q > 3:
+                        part[j * trials + t + 3] = a3
             best = 0
             for t in range(trials):
                 s = 0.0
@@ -939,14 +1000,16 @@ def plusplus(
                     best = t
             for j in range(d):
                 centers[c, j] = x[pick[best], j]
-            for i in prange(m, schedule="static", num_threads=n_threads):
+            for i in prange(m, schedule="static", num_threads=nt):
                 s = dist2(&x[i, 0], &centers[c, 0], d)
                 if s < closest[i]:
                     closest[i] = s
+    free(xt)
     free(closest)
     free(cumulative)
     free(part)
     free(potential)
+    free(costs)
     free(pick)
 
 
