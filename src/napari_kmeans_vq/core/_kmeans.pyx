@@ -115,32 +115,50 @@ cdef inline double dist2(const point_t* x, const double* c, Py_ssize_t d) noexce
     return s
 
 
+cdef inline void sq_dists(
+    const point_t* v, const double* a, Py_ssize_t stride, Py_ssize_t lo, Py_ssize_t hi,
+    Py_ssize_t d, double* out,
+) noexcept nogil:
+    """out[i - lo] = squared distance from ``v`` to point i of ``a``, for i in [lo, hi);
+    ``a`` holds its points axis by axis (coordinate c of point i at a[c * stride + i]).
+    Each is the same sum as :func:`dist2` (axis by axis, in order; (a - b)**2 and
+    (b - a)**2 are equal), in loops compilers vectorise, the first three axes in one."""
+    cdef Py_ssize_t i, c
+    cdef double t, s, u
+    for i in range(lo, hi):
+        t = a[i] - <double>v[0]
+        s = t * t  # (0.0 + t * t, as dist2 starts)
+        if d > 1:
+            t = a[stride + i] - <double>v[1]
+            s = s + t * t
+        if d > 2:
+            t = a[2 * stride + i] - <double>v[2]
+            s = s + t * t
+        out[i - lo] = s
+    for c in range(3, d):
+        u = <double>v[c]
+        for i in range(lo, hi):
+            t = a[c * stride + i] - u
+            out[i - lo] = out[i - lo] + t * t
+
+
 # (not inline: inlined into the passes, it slows their bound tests at K >= 32 by 5%)
 cdef int32_t search(
     const point_t* x, const double* ct, Py_ssize_t k, Py_ssize_t d,
     double* first, double* second,
 ) noexcept nogil:
     """Nearest centre (ties to the lower index); its squared distance and the second's.
-    ``ct`` holds the centres axis by axis (coordinate c of centre j at ``ct[c * k + j]``):
-    the distances to a block of centres are then summed axis by axis in loops that
-    compilers vectorise, each the same sum as :func:`dist2`."""
+    ``ct`` holds the centres axis by axis (coordinate c of centre j at ``ct[c * k + j]``),
+    so that the distances to a block of centres come from :func:`sq_dists`."""
     cdef double s[BLOCK]
     cdef double b1 = INFINITY
     cdef double b2 = INFINITY
-    cdef double v, t
+    cdef double v
     cdef int32_t best = 0
-    cdef Py_ssize_t start = 0, n, j, c
+    cdef Py_ssize_t start = 0, n, j
     while start < k:
         n = min(<Py_ssize_t>BLOCK, k - start)
-        v = <double>x[0]
-        for j in range(n):
-            t = v - ct[start + j]
-            s[j] = t * t  # (0.0 + t * t, as dist2 starts)
-        for c in range(1, d):
-            v = <double>x[c]
-            for j in range(n):
-                t = v - ct[c * k + start + j]
-                s[j] = s[j] + t * t
+        sq_dists(x, ct + start, k, 0, n, d, s)
         for j in range(n):  # (no branches: which centre is nearest is unpredictable)
             v = s[j]
             if v < b1:
@@ -867,29 +885,10 @@ cdef inline void far_costs(
     const double* p, const double* w, const double* closest, double* out,
 ) noexcept nogil:
     """out[i - lo] = w[i] * min(closest[i], squared distance from point i to ``p``) for
-    the points [lo, hi) of ``xt`` (the points axis by axis: coordinate c of point i at
-    xt[c * m + i]), each distance the same sum as :func:`dist2`, in loops compilers
-    vectorise."""
-    cdef Py_ssize_t i, c
-    cdef double t, s, v
-    # up to three axes in one pass (colours), any more one pass each
-    for i in range(lo, hi):
-        t = xt[i] - p[0]
-        s = t * t
-        if d > 1:
-            t = xt[m + i] - p[1]
-            s = s + t * t
-        if d > 2:
-            t = xt[2 * m + i] - p[2]
-            s = s + t * t
-        out[i - lo] = w[i] * min(closest[i], s) if d <= 3 else s
-    if d <= 3:
-        return
-    for c in range(3, d):
-        v = p[c]
-        for i in range(lo, hi):
-            t = xt[c * m + i] - v
-            out[i - lo] = out[i - lo] + t * t
+    the points [lo, hi) of ``xt`` (the points axis by axis, as :func:`sq_dists` takes
+    them)."""
+    cdef Py_ssize_t i
+    sq_dists(p, xt, m, lo, hi, d, out)
     for i in range(lo, hi):
         out[i - lo] = w[i] * min(closest[i], out[i - lo])
 
