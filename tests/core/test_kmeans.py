@@ -467,19 +467,6 @@ def test_kernels_reject_arrays_of_the_wrong_size_or_labels_out_of_range():
         _kmeans.move(*args, labels, *bounds, none, delta[:1], 2)
     with pytest.raises(ValueError, match="rows"):
         _kmeans.move(*args, labels, *bounds, np.zeros((3, 4), np.int64), delta, 2)
-    with pytest.raises(ValueError, match="cell index"):
-        cells = np.full(10, 3, np.int64)
-        _kmeans.cell_sums(x, np.ones(10), cells, np.zeros((2, 3)), np.zeros(2), none, 1)
-    with pytest.raises(ValueError, match="cell index"):
-        _kmeans.cell_sums(
-            x.astype(np.uint8),
-            np.ones(10),
-            cells,
-            np.zeros((2, 3)),
-            np.zeros(2),
-            np.zeros((2, 4), np.int64),
-            2,
-        )
     with pytest.raises(ValueError, match="out of range"):
         _kmeans.swap_costs(x, np.ones(10), bad, *bounds, np.zeros(3), np.zeros(2), 1)
     with pytest.raises(ValueError, match="coordinates"):

@@ -707,15 +707,20 @@ def _summary(x: np.ndarray, w: np.ndarray, target: int, threads: int):
         cells = min(limit, max(cells + 1, int(cells * max(grow, 1.25))))
     if len(occupied) >= m // 2:
         return None
-    remap = np.zeros(cells**dim, dtype=np.int64)
+    remap = np.zeros(cells**dim, dtype=np.int32)  # (at most 2**22 cells)
     remap[occupied] = np.arange(len(occupied))
     n = len(occupied)
     sums, total = np.empty((n, dim)), np.empty(n)
     cell = remap[keys]
-    # integer colours (whole counts): the cells' int64 sums keep the summary's sums exact
-    rows = np.empty((n, dim + 1), dtype=np.int64) if x.dtype != np.float64 else None
-    none = np.empty((0, dim + 1), dtype=np.int64)
-    _kmeans.cell_sums(x, w, cell, sums, total, none if rows is None else rows, threads)
+    # each cell's sums: those of a cluster of its points
+    _kmeans.cluster_sums(x, w, cell, sums, total, np.empty((0, dim + 1), np.int64), threads)
+    rows = None
+    if x.dtype != np.float64:
+        # integer colours (whole counts): whole sums below 2**53, exact; as int64 they
+        # keep the summary's cluster sums exact
+        rows = np.empty((n, dim + 1), dtype=np.int64)
+        rows[:, :dim] = sums
+        rows[:, dim] = total
     return sums / total[:, np.newaxis], total, cell, rows
 
 
