@@ -868,6 +868,19 @@ def bench_histogram(ctx: Context) -> str:
         return read_block(out, "bench-histogram")
 
 
+@generator("bench-against-commit", kind="timing")
+def bench_against_commit(ctx: Context) -> str:
+    """benchmarks/bench_against_commit.py: the engine against the former C engine, built
+    from the repository's git history, on the mosaic at K = 16-256."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "against.md"
+        _run_script([
+            "benchmarks/bench_against_commit.py", "--shared-data", str(ctx.data),
+            "--markdown", str(out),
+        ])  # fmt: skip
+        return read_block(out, "bench-against-commit")
+
+
 @generator("bench-large", kind="timing")
 def bench_large(ctx: Context) -> str:
     """benchmarks/bench_large.py's slide printout: the 65,536 x 65,536 benchmark slide made
@@ -966,7 +979,14 @@ def _span(values: list[float], fmt: str = "{:.0f}") -> str:
 def bench_sweep(ctx: Context, show: str) -> str:
     """A figure from the bench-k-sweep and bench-histogram blocks of docs/benchmarks.md:
     show=cells, worst, where, above (the K sweep against the reference), noise_ratio
-    (np.unique's time over ours on uniform noise)."""
+    (np.unique's time over ours on uniform noise); and from the bench-against-commit block,
+    former_worst, former_where (the largest median ratio to the former engine's time)."""
+    if show in ("former_worst", "former_where"):
+        text = read_block(BENCH_PAGE, "bench-against-commit")
+        m = re.search(r"Worst median round over K: ([\d.]+) \(K = (\d+)\)", text)
+        if m is None:
+            raise LookupError("the bench-against-commit block has no summary line")
+        return m[1] if show == "former_worst" else f"K = {m[2]}"
     if show == "noise_ratio":
         text = read_block(BENCH_PAGE, "bench-histogram")
         row = next(line for line in text.splitlines() if line.startswith("| uniform noise"))

@@ -125,7 +125,7 @@ def test_the_colour_kernels_check_their_input():
     with pytest.raises(ValueError, match="not the bits' rank"):
         _colors.set_keys(bits, wrong, np.zeros(1, np.uint32), np.zeros((1, 3), np.uint8), 1)
     with pytest.raises(ValueError, match="pack_rgb8"):
-        _colors.pack_rgb8(np.zeros((2, 4), np.uint8), np.zeros(2, np.uint32), 1)
+        _colors.pack_rgb8(np.zeros((2, 4), np.uint8), np.zeros(2, np.uint32))
     with pytest.raises(ValueError, match="dtype"):  # wrong dtype
         _colors.mark(keys.astype(np.int64), bits)
     no_keys, no_rgb = np.empty(0, np.uint32), np.empty((0, 3), np.uint8)

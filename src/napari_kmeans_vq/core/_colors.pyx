@@ -53,13 +53,13 @@ ctypedef fused value_t:
     uint16_t
 
 
-def pack_rgb8(const uint8_t[:, :] pixels, uint32_t[::1] keys, int n_threads):
+def pack_rgb8(const uint8_t[:, :] pixels, uint32_t[::1] keys):
     """keys = r | g << 8 | b << 16 for each (n, 3) pixel (any strides)."""
     cdef Py_ssize_t n = pixels.shape[0], i
     if pixels.shape[1] != 3 or keys.shape[0] != n:
         raise ValueError("pack_rgb8: expected (n, 3) pixels and n keys")
     with nogil:
-        for i in prange(n, schedule="static", num_threads=n_threads):
+        for i in range(n):
             keys[i] = pixels[i, 0] | (<uint32_t>pixels[i, 1] << 8) | (<uint32_t>pixels[i, 2] << 16)
 
 

@@ -597,6 +597,21 @@ def move(
     return changed
 
 
+cdef inline void _store3(
+    double[:, ::1] sums, double[::1] mass, int32_t a, Py_ssize_t d,
+    double s0, double s1, double s2, double sm,
+) noexcept nogil:
+    """Running sums of cluster ``a`` (none when ``a`` < 0) back into memory."""
+    if a < 0:
+        return
+    sums[a, 0] = s0
+    if d > 1:
+        sums[a, 1] = s1
+    if d > 2:
+        sums[a, 2] = s2
+    mass[a] = sm
+
+
 cdef Py_ssize_t _float_sums3(
     const double[:, ::1] x,
     const double[::1] w,
@@ -618,13 +633,7 @@ cdef Py_ssize_t _float_sums3(
             if a < 0 or a >= k:
                 bad = 1
                 break
-            if run >= 0:
-                sums[run, 0] = s0
-                if d > 1:
-                    sums[run, 1] = s1
-                if d > 2:
-                    sums[run, 2] = s2
-                mass[run] = sm
+            _store3(sums, mass, run, d, s0, s1, s2, sm)
             run = a
             s0 = sums[a, 0]
             if d > 1:
@@ -639,13 +648,7 @@ cdef Py_ssize_t _float_sums3(
         if d > 2:
             s2 = s2 + wi * x[i, 2]
         sm = sm + wi
-    if run >= 0:
-        sums[run, 0] = s0
-        if d > 1:
-            sums[run, 1] = s1
-        if d > 2:
-            sums[run, 2] = s2
-        mass[run] = sm
+    _store3(sums, mass, run, d, s0, s1, s2, sm)
     return bad
 
 

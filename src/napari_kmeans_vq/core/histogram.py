@@ -52,16 +52,12 @@ class KeyCodec:
         # 8-bit RGB, packed in the compiled kernels (r | g << 8 | b << 16).
         self.rgb8 = self.dense and self.dtype == np.uint8 and channels == 3
 
-    def keys(
-        self, pixels: np.ndarray, out: np.ndarray | None = None, n_threads: int | None = None
-    ) -> np.ndarray:
-        """Keys of ``pixels`` (n, C) as a 1D array (a new array, never a view of the input;
-        for 8-bit RGB, ``out`` if given: uint32, n), packed on up to ``n_threads`` threads
-        (default one)."""
+    def keys(self, pixels: np.ndarray) -> np.ndarray:
+        """Keys of ``pixels`` (n, C) as a 1D array (a new array, never a view of the input)."""
         n = pixels.shape[0]
         if self.rgb8:
-            keys = np.empty(n, dtype=np.uint32) if out is None else out
-            _colors.pack_rgb8(pixels, keys, team(n_threads or 1, n))
+            keys = np.empty(n, dtype=np.uint32)
+            _colors.pack_rgb8(pixels, keys)
             return keys
         if self.width == self.nbytes:
             return np.ascontiguousarray(pixels).view(self.key_dtype).reshape(n).copy()
