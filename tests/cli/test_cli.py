@@ -61,6 +61,17 @@ def test_every_subcommand_has_help(capsys):
     assert main(["--version"]) == 0
 
 
+def test_version_names_the_engine_build_and_its_threads(capsys):
+    from napari_kmeans_vq.core import engine_info
+
+    assert main(["--version"]) == 0
+    first, engine = capsys.readouterr().out.strip().splitlines()
+    info = engine_info()
+    assert first.startswith("napari-kmeans-vq ")
+    assert engine.startswith("engine: Cython, ") and info["compiler"] in engine
+    assert engine.endswith(f", {info['threads']} thread" + "s" * (info["threads"] != 1))
+
+
 def test_compress_writes_kvq_and_prints_the_report(photo, photo_array, tmp_path):
     out = tmp_path / "crop.kvq"
     result = run("compress", photo, "-k", 6, "-o", out)

@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Exit status: 0 success, 1 failure, 2 usage error. See docs/cli.md.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -495,6 +495,27 @@ def build_parser() -> argparse.ArgumentParser:
     for name, subparser in sub.choices.items():
         subparser.set_defaults(parser_=subparser, command=name)
     return parser
+
+
+class _Version(argparse.Action):
+    """``--version``: the package's version, then its engine's build and threads (the engine
+    is imported only here, so the parser itself stays light)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kwargs):
+        super().__init__(
+            option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+            help="show the version, the engine's build and its threads, and exit",
+        )  # fmt: skip
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        try:
+            from ..core._threads import describe
+
+            engine = describe()
+        except ImportError as exc:  # a broken install: say so instead of failing
+            engine = f"engine: not loaded ({exc})"
+        print(f"{parser.prog} {_version()}\n{engine}")
+        parser.exit()
 
 
 def _version() -> str:

@@ -100,4 +100,5 @@ def describe() -> str:
     """One line for ``--version``: the engine's build and its threads."""
     info = engine_info()
     omp = f"OpenMP {info['openmp']}" if info["openmp"] else "no OpenMP"
-    return f"engine: Cython, {info['compiler']}, {omp}, {info['threads']} threads"
+    n = info["threads"]
+    return f"engine: Cython, {info['compiler']}, {omp}, {n} thread{'s' * (n != 1)}"
