@@ -69,6 +69,12 @@ class BuildEngine(build_ext):
             omp_compile, omp_link
         )
         if not use_openmp:
+            if os.environ.get("NKVQ_REQUIRE_OPENMP", "") not in ("", "0"):
+                raise SystemExit(
+                    "napari-kmeans-vq: NKVQ_REQUIRE_OPENMP is set, but the engine would build "
+                    "without OpenMP (NKVQ_NO_OPENMP is set, or this compiler cannot build and "
+                    "link an OpenMP program; see docs/building.md for the flags)"
+                )
             print("napari-kmeans-vq: building the engine WITHOUT OpenMP (one thread)")
             omp_compile, omp_link = [], []
         for ext in self.extensions:

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Build the engine with AddressSanitizer and UndefinedBehaviorSanitizer and run the core
-# tests against that build. Linux with gcc; uses the Python of $PYTHON (default: python3)
-# with the test dependencies installed. The repository is copied to a temporary directory
+# and large-image tests against that build. Linux with gcc; uses the Python of $PYTHON
+# (default: python3) with the test dependencies installed. The repository is copied to a temporary directory
 # and built there, so the in-tree build is left alone.
 #
-#   tools/asan.sh                      # all of tests/core
+#   tools/asan.sh                      # tests/core, tests/large and tests/fuzz
 #   tools/asan.sh -k kernels           # extra arguments go to pytest
 set -euo pipefail
 PYTHON=${PYTHON:-python3}
@@ -25,5 +25,5 @@ export LD_PRELOAD="$LIBASAN $LIBUBSAN"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 PYTHONPATH=src "$PYTHON" -c "import sys; sys.path.insert(0, 'src'); from napari_kmeans_vq.core import engine_info; i = engine_info(); print(i); assert i['sanitizers'], 'not an ASan build'"
-PYTHONPATH=src "$PYTHON" -m pytest -q -p no:cacheprovider -W ignore tests/core tests/fuzz "$@"
-echo "tools/asan.sh: the core tests and the readers' fuzz run passed under AddressSanitizer and UBSan"
+PYTHONPATH=src "$PYTHON" -m pytest -q -p no:cacheprovider -W ignore tests/core tests/large tests/fuzz "$@"
+echo "tools/asan.sh: the core and large-image tests and the readers' fuzz run passed under AddressSanitizer and UBSan"

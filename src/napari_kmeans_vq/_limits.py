@@ -11,6 +11,9 @@ MAX_COLORS = 65_536
 # can be given as they are (Codebook.from_palette).
 MAX_FIT_COLORS = 4_096
 MAX_CHANNELS = 16
+# Float images: squared errors summed over MAX_CHANNELS channels must stay finite in
+# float64 (J, PSNR), which (2 * 1e150)**2 * 16 does, far from float64's 1.8e308.
+MAX_FLOAT_MAGNITUDE = 1e150
 
 
 def index_dtype(n_colors: int) -> np.dtype:

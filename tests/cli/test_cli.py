@@ -72,6 +72,15 @@ def test_version_names_the_engine_build_and_its_threads(capsys):
     assert engine.endswith(f", {info['threads']} thread" + "s" * (info["threads"] != 1))
 
 
+def test_threads_option_gives_the_same_file_and_refuses_zero(photo, photo_array, tmp_path):
+    out = tmp_path / "one.kvq"
+    result = run("compress", photo, "-k", 6, "-o", out, "--threads", 1)
+    assert result.returncode == 0, result.stderr
+    assert np.array_equal(load(out).labels, quantize(photo_array, 6).labels)
+    bad = run("compress", photo, "-k", 6, "-o", tmp_path / "x.kvq", "--threads", 0)
+    assert bad.returncode == 2 and "--threads must be a whole number >= 1" in bad.stderr
+
+
 def test_compress_writes_kvq_and_prints_the_report(photo, photo_array, tmp_path):
     out = tmp_path / "crop.kvq"
     result = run("compress", photo, "-k", 6, "-o", out)

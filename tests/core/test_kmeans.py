@@ -9,7 +9,7 @@ import pytest
 
 from napari_kmeans_vq import Codebook, quantize
 from napari_kmeans_vq._limits import MAX_FIT_COLORS
-from napari_kmeans_vq.core import _kmeans, _threads, kmeans
+from napari_kmeans_vq.core import _colors, _kmeans, _threads, kmeans
 from napari_kmeans_vq.core.histogram import ColorHistogram
 from napari_kmeans_vq.core.tutorial import lloyd
 from napari_kmeans_vq.io.samples import ihc_image
@@ -338,13 +338,28 @@ def _images(ihc):
     }
 
 
-@pytest.mark.parametrize(
-    "kind", ["uint8 rgb", "uint16 rgb", "float rgb", "one channel", "rgba", "16 channels"]
-)
+_KINDS = [
+    "uint8 rgb", "uint16 rgb", "float rgb", "one channel", "rgba", "16 channels",
+    "uint16 grey", "float32 rgb", "uint8 lab", "uint8 hed",
+]  # fmt: skip
+
+
+def _image_and_options(ihc, kind):
+    images = _images(ihc)
+    if kind == "uint16 grey":
+        return images["uint16 rgb"][..., 0], {"channel_axis": None}
+    if kind == "float32 rgb":  # the whole image: enough colours for two threads' shares
+        return (ihc / 255.0).astype(np.float32), {}
+    if kind in ("uint8 lab", "uint8 hed"):
+        return ihc, {"color_space": kind.split()[1]}
+    image = images[kind]
+    return image, {"channel_axis": None} if image.ndim == 2 else {"alpha": "quantize"}
+
+
+@pytest.mark.parametrize("kind", _KINDS)
 @pytest.mark.parametrize("k", [5, 48])
 def test_one_thread_or_two_give_byte_identical_results(ihc, kind, k):
-    image = _images(ihc)[kind]
-    options = {"channel_axis": None} if image.ndim == 2 else {"alpha": "quantize"}
+    image, options = _image_and_options(ihc, kind)
     one = quantize(image, k, n_threads=1, **options)
     two = quantize(image, k, n_threads=2, **options)
     assert one.palette.tobytes() == two.palette.tobytes()
@@ -354,13 +369,76 @@ def test_one_thread_or_two_give_byte_identical_results(ihc, kind, k):
     assert one.info["n_iter"] == two.info["n_iter"]
 
 
-def test_the_palette_comes_in_canonical_order(ihc):
-    q = quantize(ihc, 16)
-    keys = [tuple(row) for row in q.palette.tolist()]
-    assert keys == sorted(keys)
-    # another seed: possibly another optimum, but ordered the same way
-    other = quantize(ihc, 16, random_state=7)
-    assert [tuple(r) for r in other.palette.tolist()] == sorted(map(tuple, other.palette.tolist()))
+def test_applying_a_codebook_and_the_lazy_path_agree_on_one_thread_or_two(ihc):
+    da = pytest.importorskip("dask.array")
+    other = np.ascontiguousarray(ihc[::-1, ::-1])
+    books = [Codebook(12, n_threads=n).fit(ihc) for n in (1, 2)]
+    assert books[0].palette_.tobytes() == books[1].palette_.tobytes()
+    encoded = [book.encode(other).tobytes() for book in books]
+    applied = [quantize(other, codebook=books[0], n_threads=n).labels.tobytes() for n in (1, 2)]
+    lazy = [
+        quantize(da.from_array(ihc, chunks=(128, 128, 3)), 12, n_threads=n).labels.compute()
+        for n in (1, 2)
+    ]
+    assert encoded[0] == encoded[1] == applied[0] == applied[1]
+    assert lazy[0].tobytes() == lazy[1].tobytes() == quantize(ihc, 12).labels.tobytes()
+
+
+# The compiled calls that take a thread count, as their last argument.
+_THREADED = {
+    _kmeans: [
+        "nearest", "nearest_after_swap", "geometry", "move", "cluster_sums",
+        "weighted_error", "moments", "plusplus", "grid_keys", "reseed_costs", "swap_costs",
+    ],
+    _colors: ["set_keys", "count", "lookup", "lookup_decode"],
+}  # fmt: skip
+
+
+@pytest.fixture
+def threads_seen(monkeypatch):
+    """Every thread count the compiled calls receive, by call."""
+    seen = []
+
+    def spy(module, name):
+        real = getattr(module, name)
+
+        def call(*args):
+            seen.append((name, args[-1]))
+            return real(*args)
+
+        monkeypatch.setattr(module, name, call)
+
+    for module, names in _THREADED.items():
+        for name in names:
+            spy(module, name)
+    return seen
+
+
+def test_n_threads_reaches_every_compiled_call(ihc, threads_seen):
+    if _threads.available_cores() < 2:
+        pytest.skip("needs two cores to tell one thread from the default")
+    big = np.concatenate([ihc, ihc[::-1]], axis=0)  # enough work for two threads
+    book = Codebook(16, n_threads=1).fit(big)
+    book.encode(big[::-1])
+    quantize(big, 16, n_threads=1)
+    quantize(big[::-1], codebook=book, n_threads=1)
+    quantize(big, 16, n_threads=1, color_space="lab", min_region=4)
+    one = list(threads_seen)
+    assert {name for name, _ in one} >= {"nearest", "move", "plusplus", "count", "lookup"}
+    assert {n for _, n in one} == {1}, sorted({c for c in one if c[1] != 1})
+    threads_seen.clear()
+    quantize(big, 16, n_threads=2)
+    assert max(n for _, n in threads_seen) == 2  # (the spy sees what a default run uses)
+
+
+@pytest.mark.parametrize("kind", ["uint8 rgb", "uint16 rgb", "float rgb", "uint16 grey"])
+def test_the_palette_comes_in_canonical_order(ihc, kind):
+    image, options = _image_and_options(ihc, kind)
+    for seed in (0, 7):  # another seed: possibly another optimum, but ordered alike
+        q = quantize(image, 16, random_state=seed, **options)
+        keys = [tuple(row) for row in q.palette.tolist()]
+        assert keys == sorted(keys)
+        assert len(set(keys)) == len(keys) or kind == "uint16 grey"
 
 
 def test_one_thread_holds_in_the_calling_thread_only():
@@ -409,6 +487,7 @@ def test_engine_info_describes_the_build():
         [5e-324, 1e-310],  # subnormals
         [-1e308, 5e-324],
         [np.finfo(np.float64).max, np.finfo(np.float64).min],
+        [1e150, -1e150],  # the largest magnitudes accepted
     ],
 )
 def test_any_finite_float_image_is_processed_or_refused_clearly(values):
@@ -426,14 +505,51 @@ def test_any_finite_float_image_is_processed_or_refused_clearly(values):
     np.testing.assert_array_equal(q.reconstruction, q.palette[q.labels])
     # the extreme pixels get codewords of their own sign and order of magnitude
     assert np.sign(q.reconstruction[0, 0, 0]) == np.sign(values[0]) or values[0] == 0
+    assert np.isfinite(q.distortion)
+
+
+def test_an_image_of_subnormals_only_is_quantized():
+    # (its scale to the engine's range, 2**1070, is past float64's largest power of two)
+    rng = np.random.default_rng(0)
+    img = rng.random((20, 20, 3)) * 1e-310
+    q = quantize(img, 4)
+    assert q.labels.shape == (20, 20) and len(np.unique(q.labels)) == 4
+    assert (q.palette >= img.min()).all() and (q.palette <= img.max()).all()
+
+
+def test_magnitudes_past_the_limit_are_refused_clearly():
+    from napari_kmeans_vq._limits import MAX_FLOAT_MAGNITUDE
+
+    img = np.random.default_rng(0).random((8, 8, 3))
+    img[0, 0, 0] = -2 * MAX_FLOAT_MAGNITUDE
+    with pytest.raises(ValueError, match=r"as large as -?2e\+150.*up to 1e\+150"):
+        quantize(img, 2)
 
 
 @pytest.mark.parametrize("space", ["lab", "oklab"])
 def test_extreme_floats_in_perceptual_spaces_are_refused_clearly(space):
     img = np.random.default_rng(0).random((8, 8, 3))
-    img[0, 0] = 1e308
+    img[0, 0] = 1e150  # accepted in RGB; its conversion overflows
     with pytest.raises(ValueError, match=f"color_space='{space}'.*too large"):
         quantize(img, 4, color_space=space)
+
+
+def test_zero_threads_means_one_and_writes_one_threads_buffer():
+    # n_threads = 0 must not let OpenMP pick its own count: each thread writes its own
+    # slice of delta, and only one slice was given.
+    rng = np.random.default_rng(0)
+    m, k, d = 200_000, 8, 3
+    x = rng.integers(0, 256, (m, d), dtype=np.uint8)
+    centers = rng.uniform(0, 255, (k, d))
+    nbr, gap, zeros = np.zeros((k, 0), np.int32), np.zeros((k, 0)), np.zeros(k)
+    whole = np.zeros((2, k, d + 1), np.int64)
+    labels = np.zeros(m, np.int32)
+    changed = _kmeans.move(
+        x, np.ones(m), centers, zeros, zeros, nbr, gap, zeros, labels, np.zeros(m),
+        np.zeros(m), np.empty((0, d + 1), np.int64), whole[:1], 0,
+    )  # fmt: skip
+    assert changed > 0 and whole[0].any()
+    assert not whole[1].any()
 
 
 def test_kernels_reject_arrays_of_the_wrong_size_or_labels_out_of_range():
@@ -475,6 +591,10 @@ def test_kernels_reject_arrays_of_the_wrong_size_or_labels_out_of_range():
         _kmeans.update(np.zeros((2, 3)), np.ones(2), centers, np.zeros((3, 3)))
     with pytest.raises(ValueError, match="must match"):
         _kmeans.update(np.zeros((2, 3)), np.ones(3), centers, np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="at least one coordinate"):
+        _kmeans.nearest(x[:, :0], centers[:, :0], labels, *bounds, nbr, gap, slack, False, 1)
+    with pytest.raises(ValueError, match="D >= 1"):
+        kmeans.assign(np.zeros((5, 0)), np.zeros((2, 0)))
     with pytest.raises(TypeError, match="signature"):  # wrong dtype: no specialisation
         _kmeans.nearest(x.astype(np.float32), centers, labels, *bounds, nbr, gap, slack, False, 1)
 

@@ -48,6 +48,8 @@ def _fit_options(args, mask=None, codebook=None) -> dict:
             options |= {"target_psnr": args.target_psnr, "target_j": args.target_j}
             if args.k_max is not None:
                 options["k_max"] = args.k_max
+    if getattr(args, "threads", None) is not None:
+        options["n_threads"] = args.threads
     if mask is not None:
         options["mask"] = mask
     if getattr(args, "min_region", 0):
@@ -935,6 +937,7 @@ def cmd_fit(args, progress) -> int:
                 random_state=args.seed,
                 n_init=args.restarts,
                 channel_axis=None if image.ndim == 2 else -1,
+                n_threads=getattr(args, "threads", None),
             )
         elif kind != first[1]:
             raise CLIError(
@@ -1159,6 +1162,8 @@ def cmd_demo(args, progress) -> int:
         paths["source"], encode_image(image, ".png"), force=True, progress=progress
     )
     options = {"random_state": args.seed}
+    if args.threads is not None:
+        options["n_threads"] = args.threads
     results = _quantize_each(
         image, list(SEED_KS), options, source_bytes, progress, keep_files=True
     )
@@ -1213,8 +1218,13 @@ def main(argv: list[str] | None = None) -> int:
         from ..io import limits
 
         limits.MAX_PIXELS = args.max_pixels
+    workers = contextlib.nullcontext()
+    if getattr(args, "threads", None) is not None:
+        from ..large.fit import dask_workers
+
+        workers = dask_workers(args.threads)
     try:
-        with messages.warnings_as_notices():
+        with messages.warnings_as_notices(), workers:
             return _COMMANDS[args.command](args, progress)
     except UsageError as exc:
         args.parser_.print_usage(sys.stderr)

@@ -93,6 +93,10 @@ def _pixel_size(text: str) -> float | tuple[float, float]:
     return sides[0] if len(sides) == 1 else sides
 
 
+def _threads(text: str) -> int:
+    return _whole_number(text, "--threads must be a whole number >= 1", 1)
+
+
 def _min_region(text: str) -> int:
     return _whole_number(text, "--min-region must be a whole number of pixels >= 0", 0)
 
@@ -160,6 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show the full traceback when something fails"
     )
     common.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    common.add_argument(
+        "--threads",
+        type=_threads,
+        metavar="N",
+        help=(
+            "threads for the work (default: the cores this process may use, within "
+            "$OMP_NUM_THREADS); streamed inputs run N blocks at once"
+        ),
+    )
     common.add_argument(
         "--max-pixels",
         type=_max_pixels,

@@ -142,7 +142,7 @@ cdef inline void sq_dists(
             out[i - lo] = out[i - lo] + t * t
 
 
-# (not inline: inlined into the passes, it slows their bound tests at K >= 32 by 5%)
+# (not inline: inlined into the passes, it slows their bound tests at K >= 32)
 cdef int32_t search(
     const point_t* x, const double* ct, Py_ssize_t k, Py_ssize_t d,
     double* first, double* second,
@@ -220,6 +220,8 @@ cdef inline Py_ssize_t n_chunks(Py_ssize_t m) noexcept nogil:
 cdef double* transposed(const double[:, ::1] centers) except NULL:
     """The centres axis by axis, as search() takes them (free() it)."""
     cdef Py_ssize_t k = centers.shape[0], d = centers.shape[1], j, c
+    if d < 1:  # search() and sq_dists() read the first axis whatever D is
+        raise ValueError("centres need at least one coordinate, got (K, 0)")
     cdef double* ct = <double*>malloc(max(1, k * d) * sizeof(double))
     if ct == NULL:
         raise MemoryError()
@@ -237,6 +239,8 @@ def _check_rows(rows, Py_ssize_t m, Py_ssize_t d):
 
 
 def _check_points(x, w, Py_ssize_t d=-1):
+    if x.shape[1] < 1:
+        raise ValueError("points need at least one coordinate, got (M, 0)")
     if w is not None and w.shape[0] != x.shape[0]:
         raise ValueError(f"weights: expected {x.shape[0]}, got {w.shape[0]}")
     if d >= 0 and x.shape[1] != d:
@@ -277,7 +281,7 @@ def nearest(
         raise ValueError("slack needs one entry per centre")
     ct = transposed(centers)
     with nogil:
-        for c in prange(n_chunks(m), schedule="dynamic", num_threads=n_threads):
+        for c in prange(n_chunks(m), schedule="dynamic", num_threads=max(1, n_threads)):
             stop = min(m, (c + 1) * CHUNK)
             for i in range(c * CHUNK, stop):
                 b1 = b2 = 0.0  # (assigned here, so that each thread has its own)
@@ -338,7 +342,7 @@ def nearest_after_swap(
         raise ValueError("nbr and gap: expected (K, width) with width < K")
     ct = transposed(centers)
     with nogil:
-        for c in prange(n_chunks(m), schedule="dynamic", num_threads=n_threads):
+        for c in prange(n_chunks(m), schedule="dynamic", num_threads=max(1, n_threads)):
             stop = min(m, (c + 1) * CHUNK)
             for i in range(c * CHUNK, stop):
                 a = labels_before[i]
@@ -524,7 +528,7 @@ def move(
         raise ValueError("shift, half_gap and slack need one entry per centre")
     if nbr.shape[0] != k or gap.shape[0] != k or gap.shape[1] != width or width > k - 1:
         raise ValueError("nbr and gap: expected (K, width) with width < K")
-    if track and (delta.shape[0] < n_threads or delta.shape[1] != k or delta.shape[2] != d + 1):
+    if track and (delta.shape[0] < max(1, n_threads) or delta.shape[1] != k or delta.shape[2] != d + 1):
         raise ValueError("delta: expected (threads, K, D + 1)")
     for j in range(k):  # the largest shift, and the largest of the others
         if shift[j] > max1:
@@ -535,7 +539,7 @@ def move(
             max2 = shift[j]
     ct = transposed(centers)
     with nogil:
-        for c in prange(n_chunks(m), schedule="dynamic", num_threads=n_threads):
+        for c in prange(n_chunks(m), schedule="dynamic", num_threads=max(1, n_threads)):
             t = threadid()
             stop = min(m, (c + 1) * CHUNK)
             for i in range(c * CHUNK, stop):
@@ -793,7 +797,7 @@ def weighted_error(
     if part == NULL:
         raise MemoryError()
     with nogil:
-        for c in prange(nc, schedule="static", num_threads=n_threads):
+        for c in prange(nc, schedule="static", num_threads=max(1, n_threads)):
             s = 0.0
             stop = min(m, (c + 1) * CHUNK)
             for i in range(c * CHUNK, stop):
@@ -829,7 +833,7 @@ def moments(const point_t[:, ::1] x, const double[::1] w, double[::1] out, int n
     if part == NULL:
         raise MemoryError()
     with nogil:
-        for c in prange(nc, schedule="static", num_threads=n_threads):
+        for c in prange(nc, schedule="static", num_threads=max(1, n_threads)):
             p = part + c * e
             stop = min(m, (c + 1) * CHUNK)
             for i in range(c * CHUNK, stop):
@@ -1041,7 +1045,7 @@ def grid_keys(
     if occupied.shape[0] != size:
         raise ValueError("occupied needs cells**D entries")
     with nogil:
-        for i in prange(m, schedule="static", num_threads=n_threads):
+        for i in prange(m, schedule="static", num_threads=max(1, n_threads)):
             key = 0
             for j in range(d):
                 v = (<double>x[i, j] - low[j]) * factor[j]
@@ -1072,7 +1076,7 @@ def reseed_costs(
     if labels.shape[0] != m or cost.shape[0] != m:
         raise ValueError("labels and cost need one entry per point")
     with nogil:
-        for i in prange(m, schedule="static", num_threads=n_threads):
+        for i in prange(m, schedule="static", num_threads=max(1, n_threads)):
             a = labels[i]
             if a < 0 or a >= k:
                 bad += 1
@@ -1120,7 +1124,7 @@ def swap_costs(
         # per chunk: the change, cluster by cluster, if that cluster's centre goes (its
         # points then go to the candidate or to their second nearest); then the cost with
         # the candidate added to all the centres
-        for c in prange(nc, schedule="static", num_threads=n_threads):
+        for c in prange(nc, schedule="static", num_threads=max(1, n_threads)):
             row = part + c * e
             stop = min(m, (c + 1) * CHUNK)
             for i in range(c * CHUNK, stop):

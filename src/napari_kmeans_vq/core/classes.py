@@ -20,6 +20,7 @@ import numpy as np
 
 from .._limits import peak_value
 from .colorspace import STAIN_SPACES, palette_rgba, stain_space, to_space
+from .kmeans import cluster_sums
 from .validation import check_image
 
 #: Pixels converted at a time by :func:`class_means` (bounds its temporary arrays).
@@ -78,6 +79,7 @@ def class_means(
     channels: int | None = None,
     scale=1.0,
     fallback=None,
+    n_threads: int | None = None,
 ) -> np.ndarray:
     """The mean of each label's pixels in a colour space: the centroids of the labels given.
 
@@ -105,6 +107,8 @@ def class_means(
         ``centroids_``).
     fallback : array (K, D), optional
         The row for a label with no pixel (its codeword, say); default NaN.
+    n_threads : int, optional
+        Threads for the sums (default: the cores the process may use).
 
     Returns
     -------
@@ -143,11 +147,9 @@ def class_means(
             raise ValueError(f"labels: values must be below n_colors = {k}.")
         with np.errstate(all="ignore"):
             points = to_space(colors, space, peak, stain_vectors)
-        if sums is None:
-            sums = np.zeros((k, points.shape[1]), dtype=np.float64)
-        for d in range(points.shape[1]):
-            sums[:, d] += np.bincount(lab, weights=points[:, d], minlength=k)
-        counts += np.bincount(lab, minlength=k)
+        part, mass = cluster_sums(points, None, lab, k, n_threads)
+        sums = part if sums is None else sums + part
+        counts += mass.astype(np.int64)
     if sums is None:  # an empty image cannot be checked; keep the shape right
         sums = np.zeros((k, c), dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -158,7 +160,7 @@ def class_means(
     return means
 
 
-def label_centroids(codebook, image, labels, mask=None) -> np.ndarray:
+def label_centroids(codebook, image, labels, mask=None, n_threads=None) -> np.ndarray:
     """A fitted codebook's centroids measured again for labels that changed after the fit.
 
     The mean of each label's pixels in the codebook's clustering space (scaled as its
@@ -178,6 +180,7 @@ def label_centroids(codebook, image, labels, mask=None) -> np.ndarray:
         channels=codebook.clustered_channels(arr.shape[-1]),
         scale=getattr(codebook, "space_scale_", 1.0),
         fallback=codebook.centroids_,
+        n_threads=codebook.n_threads if n_threads is None else n_threads,
     )
 
 

@@ -12,7 +12,15 @@ from .._limits import index_dtype, peak_value
 from ._threads import resolve
 from .colorspace import COLOR_SPACES, STAIN_SPACES, stain_space, to_space
 from .histogram import ColorHistogram, encode_decode, take_rows
-from .kmeans import DEFAULT_EFFORT, Plan, assign, check_effort, weighted_error, weighted_kmeans
+from .kmeans import (
+    DEFAULT_EFFORT,
+    Plan,
+    assign,
+    check_effort,
+    cluster_sums,
+    weighted_error,
+    weighted_kmeans,
+)
 from .validation import check_choice, check_image, check_int, check_mask, check_n_colors
 
 ALPHA_MODES = ("ignore", "quantize")
@@ -504,14 +512,7 @@ class Codebook:
             error_centers = self._encode_centers
         else:
             # The decoder's colour for a Lab cluster is the mean of its members in RGB.
-            mass = np.bincount(labels, weights=hist.counts, minlength=k)
-            sums = np.stack(
-                [
-                    np.bincount(labels, weights=hist.counts * hist.colors[:, c], minlength=k)
-                    for c in range(hist.colors.shape[1])
-                ],
-                axis=1,
-            )
+            sums, mass = cluster_sums(hist.colors, hist.counts, labels, k, self.n_threads)
             means = sums / mass[:, np.newaxis]
             palette = hist.colors.copy() if result is None else _to_dtype(means, dtype)
             order = _canonical_order(palette, centers)
@@ -563,12 +564,15 @@ class Codebook:
             )
         pixels = colors.reshape(-1, colors.shape[-1])
         hist = ColorHistogram.from_pixels(pixels, n_threads=self.n_threads)
-        return hist.lookup(pixels, self.label_colors(hist.colors)).reshape(colors.shape[:-1])
+        labels = hist.lookup(pixels, self.label_colors(hist.colors), n_threads=self.n_threads)
+        return labels.reshape(colors.shape[:-1])
 
-    def label_colors(self, colors: np.ndarray) -> np.ndarray:
-        """The nearest codeword's index for each of a list of colours (M, C), image dtype."""
+    def label_colors(self, colors: np.ndarray, n_threads: int | None = None) -> np.ndarray:
+        """The nearest codeword's index for each of a list of colours (M, C), image dtype,
+        on ``n_threads`` (None: the codebook's ``n_threads``)."""
         self.check_fitted()
-        per_color = assign(self._to_space(colors), self._encode_centers, self.n_threads)
+        threads = self.n_threads if n_threads is None else n_threads
+        per_color = assign(self._to_space(colors), self._encode_centers, threads)
         return per_color.astype(index_dtype(self.n_colors_))
 
     def fit_encode(self, image, *, mask=None, progress=None) -> tuple[np.ndarray, np.ndarray]:

@@ -212,12 +212,18 @@ class ColorHistogram:
         return cls(colors, counts, distinct.astype(codec.key_dtype, copy=False), None, codec)
 
     def lookup(
-        self, pixels: np.ndarray, values: np.ndarray, chunk: int = CHUNK_PIXELS, progress=None
+        self,
+        pixels: np.ndarray,
+        values: np.ndarray,
+        chunk: int = CHUNK_PIXELS,
+        progress=None,
+        n_threads: int | None = None,
     ):
         """``values[i]`` for the entry i of each pixel's colour; pixels must be in the table.
 
         Returns an array of shape (N,) and ``values.dtype``. ``progress``, if given, is
-        called as ``progress("encode", fraction_done)``.
+        called as ``progress("encode", fraction_done)``; ``n_threads`` as for
+        :meth:`from_pixels`.
         """
         values = np.asarray(values)
         if self.keys is None:
@@ -232,7 +238,9 @@ class ColorHistogram:
         for start in range(0, pixels.shape[0], chunk):
             part = pixels[start : start + chunk]
             if self._codec.dense:
-                lookup_colors(self._codec, part, table, out[start : start + chunk])
+                lookup_colors(
+                    self._codec, part, table, out[start : start + chunk], n_threads=n_threads
+                )
             else:
                 out[start : start + chunk] = values[
                     np.searchsorted(self.keys, self._codec.keys(part))
@@ -388,7 +396,7 @@ def count_values(values: np.ndarray, n: int) -> np.ndarray:
 
 def take_rows(table: np.ndarray, index: np.ndarray, chunk: int = CHUNK_PIXELS) -> np.ndarray:
     """``table[index]`` for a 1D integer ``index``, a chunk at a time: take() gathers rows
-    about three times faster than fancy indexing, but turns the whole index into intp
+    faster than fancy indexing, but turns the whole index into intp
     first."""
     out = np.empty((index.size, table.shape[1]), dtype=table.dtype)
     for start in range(0, index.size, chunk):

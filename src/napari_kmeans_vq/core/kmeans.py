@@ -553,8 +553,8 @@ def _prepare(points, weights):
     overflow (or underflow) squared distances are scaled by a power of two, which is exact.
     """
     points = np.asarray(points)
-    if points.ndim != 2:
-        raise ValueError(f"points must be (M, D), got shape {points.shape}")
+    if points.ndim != 2 or points.shape[1] < 1:
+        raise ValueError(f"points must be (M, D) with D >= 1, got shape {points.shape}")
     w = np.ascontiguousarray(weights, dtype=np.float64)
     if w.shape != (points.shape[0],):
         raise ValueError(f"weights: expected {points.shape[0]}, got shape {w.shape}")
@@ -573,7 +573,8 @@ def _prepare(points, weights):
         # Squared distances of D coordinates up to 2**e stay below 2**(2e + 5): keep the
         # magnitudes within 2**±400, far from float64's limits of 2**±1022.
         if top > 2.0**400 or 0.0 < top < 2.0**-400:
-            scale = math.ldexp(1.0, -math.frexp(top)[1])
+            # (the scale itself must be finite: subnormal magnitudes need up to 2**1074)
+            scale = math.ldexp(1.0, min(-math.frexp(top)[1], 1000))
             x = x * scale
     return x, w, scale
 
@@ -644,6 +645,31 @@ def assign(points: np.ndarray, centers: np.ndarray, n_threads: int | None = None
     return labels.astype(np.intp)
 
 
+def cluster_sums(
+    points: np.ndarray,
+    weights: np.ndarray | None,
+    labels: np.ndarray,
+    n_clusters: int,
+    n_threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each cluster's weighted sum of its points (K, D) and its weight (K,) (weights None:
+    1 each). 8- and 16-bit points with whole weights are summed exactly; others in float64,
+    in point order."""
+    x = np.asarray(points)
+    m = x.shape[0]
+    w = np.ones(m) if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
+    if x.dtype not in (np.uint8, np.uint16) or not np.array_equal(w, np.floor(w)):
+        x = x.astype(np.float64)
+    x = np.ascontiguousarray(x.reshape(m, -1))
+    sums = np.zeros((n_clusters, x.shape[1]))
+    mass = np.zeros(n_clusters)
+    if m:
+        labels = np.ascontiguousarray(labels, dtype=np.int32)
+        none = np.empty((0, x.shape[1] + 1), dtype=np.int64)
+        _kmeans.cluster_sums(x, w, labels, sums, mass, none, team(resolve(n_threads), m))
+    return sums, mass
+
+
 def weighted_error(
     points: np.ndarray,
     weights: np.ndarray,
@@ -687,7 +713,7 @@ def _summary(x: np.ndarray, w: np.ndarray, target: int, threads: int):
     m, dim = x.shape
     if m <= target:
         return None
-    # column by column: numpy reduces an (M, 3) array over axis 0 about 10x slower
+    # column by column: numpy reduces an (M, 3) array over axis 0 much more slowly
     low = np.array([x[:, j].min() for j in range(dim)], dtype=np.float64)
     span = np.array([x[:, j].max() for j in range(dim)], dtype=np.float64) - low
     limit = max(2, int(_SUMMARY_MAX_CELLS ** (1.0 / dim)))

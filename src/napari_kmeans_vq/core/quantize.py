@@ -293,6 +293,7 @@ def quantize(
         channel_axis,
         info,
         start,
+        n_threads=n_threads,
     )
 
 
@@ -362,7 +363,7 @@ def _apply(codebook, image, channel_axis, mask, min_region, progress, n_threads,
         )
     inside, pixels = _selected(arr, c, mask)
     hist = ColorHistogram.from_pixels(pixels, progress=progress, n_threads=n_threads)
-    per_color = codebook.label_colors(hist.colors)
+    per_color = codebook.label_colors(hist.colors, n_threads)
     labels, reconstruction = _encode_pixels(
         codebook, arr, c, inside, hist, pixels, per_color, progress, n_threads
     )
@@ -393,6 +394,7 @@ def _apply(codebook, image, channel_axis, mask, min_region, progress, n_threads,
         start,
         inertia=inertia,
         counts=np.rint(mass).astype(np.int64),
+        n_threads=n_threads,
     )
 
 
@@ -434,6 +436,7 @@ def _auto(image, target, k_max, options, mask, min_region, progress, start):
         channel_axis,
         info,
         start,
+        n_threads=n_threads,
     )
 
 
@@ -482,6 +485,7 @@ def _result(
     *,
     inertia=None,
     counts=None,
+    n_threads=None,
 ):
     """The Quantization: clean-up (``min_region``) and the figures measured on the labels
     (after clean-up, the centroids too: the class table's mean stains describe the labels
@@ -490,9 +494,9 @@ def _result(
     if min_region:
         labels = merge_small_regions(labels, min_region, mask=inside)
         counts, inertia = _remeasure(
-            codebook, arr, labels, reconstruction, inside, codebook.channels_
+            codebook, arr, labels, reconstruction, inside, codebook.channels_, n_threads
         )
-        centroids = label_centroids(codebook, arr, labels, inside)
+        centroids = label_centroids(codebook, arr, labels, inside, n_threads)
     distortion, psnr, report = fit_summary(codebook, n_pixels, n_pixels, inertia, counts)
     if channel_axis is None:
         reconstruction = reconstruction[..., 0]
@@ -515,15 +519,17 @@ def _result(
     )
 
 
-def _remeasure(codebook, arr, labels, reconstruction, inside, c):
+def _remeasure(codebook, arr, labels, reconstruction, inside, c, n_threads=None):
     """After relabelling: the reconstruction made again (in place, colour axis last), each
     class's pixels and the squared error, over the pixels segmented (``arr``: the image
     with the colour axis last, ``c`` channels clustered)."""
     where = np.ones(labels.shape, dtype=bool) if inside is None else inside
-    reconstruction[where, :c] = codebook.palette_[labels[where]]
-    counts = np.bincount(labels[where], minlength=codebook.n_colors_)
-    diff = arr[where][:, :c].astype(np.float64) - reconstruction[where][:, :c]
-    return counts.astype(np.int64), float(np.einsum("ij,ij->", diff, diff))
+    chosen = labels[where]
+    reconstruction[where, :c] = codebook.palette_[chosen]
+    points = arr[where][:, :c]
+    ones = np.ones(len(points))
+    error, mass = weighted_error(points, ones, codebook.palette_, chosen, n_threads)
+    return np.rint(mass).astype(np.int64), error
 
 
 def fit_info(codebook: Codebook, n_colors: int, random_state, alpha) -> dict:

@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from .._limits import MAX_CHANNELS, MAX_COLORS, MAX_FIT_COLORS
+from .._limits import MAX_CHANNELS, MAX_COLORS, MAX_FIT_COLORS, MAX_FLOAT_MAGNITUDE
 
 
 def check_int(value, name: str) -> int:
@@ -100,13 +100,27 @@ def check_image(image, *, channel_axis: int | None = -1, name: str = "image") ->
             )
     if arr.size == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape}); it needs at least one pixel.")
-    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
-        raise ValueError(
-            f"{name} contains NaN or infinite values; only finite values can be quantized."
-        )
-    if np.issubdtype(arr.dtype, np.signedinteger) and arr.min() < 0:
-        raise ValueError(f"{name} has negative values; integer images must be non-negative.")
+    check_values(arr, name)
     return arr
+
+
+def check_values(arr: np.ndarray, name: str = "image") -> None:
+    """Values the engine takes: integers not negative; floats finite and at most
+    ``MAX_FLOAT_MAGNITUDE`` in magnitude (larger ones would overflow squared errors)."""
+    if np.issubdtype(arr.dtype, np.floating) and arr.size:
+        if not np.isfinite(arr).all():
+            raise ValueError(
+                f"{name} contains NaN or infinite values; only finite values can be quantized."
+            )
+        top = float(np.abs(arr).max())
+        if top > MAX_FLOAT_MAGNITUDE:
+            raise ValueError(
+                f"{name} has values as large as {top:.3g}: squared errors would overflow "
+                f"float64. Accepted: magnitudes up to {MAX_FLOAT_MAGNITUDE:g}; rescale the "
+                "image (for example to 0 .. 1)."
+            )
+    if np.issubdtype(arr.dtype, np.signedinteger) and arr.size and arr.min() < 0:
+        raise ValueError(f"{name} has negative values; integer images must be non-negative.")
 
 
 def check_mask(mask, shape: tuple, name: str = "mask") -> np.ndarray:

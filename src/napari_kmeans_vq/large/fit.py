@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -9,9 +10,10 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..core._threads import resolve
 from ..core.codebook import Codebook
 from ..core.histogram import ColorHistogram, KeyCodec, distinct_keys
-from ..core.validation import check_choice, check_int
+from ..core.validation import check_choice, check_int, check_values
 from .inputs import BLOCK_PIXELS, levels
 from .progress import stage
 
@@ -23,12 +25,7 @@ SPLIT_EVERY = 8
 
 def _block_histogram(block: np.ndarray) -> ColorHistogram:
     pixels = block.reshape(-1, block.shape[-1])
-    if np.issubdtype(pixels.dtype, np.signedinteger) and pixels.min() < 0:
-        raise ValueError("image has negative values; integer images must be non-negative.")
-    if np.issubdtype(pixels.dtype, np.floating) and not np.isfinite(pixels).all():
-        raise ValueError(
-            "image contains NaN or infinite values; only finite values can be quantized."
-        )
+    check_values(pixels)
     codec = KeyCodec(pixels.dtype, pixels.shape[1])
     if not codec.usable:
         # The per-pixel inverse of unpackable colours is only good for this block: drop it.
@@ -43,12 +40,23 @@ def _merge_histograms(*hists: ColorHistogram) -> ColorHistogram:
     return ColorHistogram.merge(list(hists))
 
 
-def color_histogram(x) -> ColorHistogram:
+def dask_workers(n_threads: int | None):
+    """Within this block, dask's local schedulers run at most ``n_threads`` tasks at once
+    (None: their default); a distributed cluster's workers keep their own threads."""
+    import dask
+
+    if n_threads is None:
+        return contextlib.nullcontext()
+    return dask.config.set(num_workers=resolve(n_threads))
+
+
+def color_histogram(x, n_threads: int | None = None) -> ColorHistogram:
     """The distinct colours of a dask array (..., C) and their counts, block by block.
 
     Each block's histogram is computed where the block is and the histograms are merged
     in a tree of :data:`SPLIT_EVERY`, so memory holds a few blocks and histograms, not the
     image. The result is identical to ``ColorHistogram.from_pixels`` on all the pixels.
+    ``n_threads``: see :func:`dask_workers`.
     """
     import dask
 
@@ -58,7 +66,8 @@ def color_histogram(x) -> ColorHistogram:
             dask.delayed(_merge_histograms)(*parts[i : i + SPLIT_EVERY])
             for i in range(0, len(parts), SPLIT_EVERY)
         ]
-    (hist,) = dask.compute(parts[0])
+    with dask_workers(n_threads):
+        (hist,) = dask.compute(parts[0])
     return hist
 
 
@@ -79,7 +88,7 @@ def _block_sample(block: np.ndarray, n: int, seed: int, index: tuple) -> np.ndar
     return np.ascontiguousarray(pixels[rows])
 
 
-def sample_pixels(x, n_samples: int, random_state=0) -> np.ndarray:
+def sample_pixels(x, n_samples: int, random_state=0, n_threads: int | None = None) -> np.ndarray:
     """About ``n_samples`` pixels of a dask array (..., C), drawn evenly from every block.
 
     Each block contributes in proportion to its size, drawn without replacement with a
@@ -100,7 +109,8 @@ def sample_pixels(x, n_samples: int, random_state=0) -> np.ndarray:
         block_px = math.prod(c[i] for c, i in zip(x.chunks[:-1], index[:-1], strict=True))
         n = max(1, math.ceil(n_samples * block_px / total))
         tasks.append(dask.delayed(_block_sample)(blocks[index], n, seed, index))
-    return np.concatenate(dask.compute(*tasks), axis=0)
+    with dask_workers(n_threads):
+        return np.concatenate(dask.compute(*tasks), axis=0)
 
 
 def fit_chunked(
@@ -208,11 +218,11 @@ def fit_histogram_or_sample(
     hist = per_color = None
     if mode == "exact":
         with stage(progress, "histogram"):
-            hist = color_histogram(x[..., :channels])
+            hist = color_histogram(x[..., :channels], codebook.n_threads)
         per_color = codebook.fit_histogram(hist, x.dtype, progress=progress)
     else:
         with stage(progress, "histogram"):
-            sample = sample_pixels(x, n_samples, codebook.random_state)
+            sample = sample_pixels(x, n_samples, codebook.random_state, codebook.n_threads)
         codebook.fit(sample, progress=progress)
         # A sample's colours say nothing about the rest: the table maps nothing in advance.
     state = {

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..core._threads import available_cores
 from ..core.validation import MAX_CHANNELS, check_int, is_chunked
 
 # Pixels per dask block: big enough that per-block overhead is small, small enough that
@@ -451,7 +452,7 @@ def _open_tiff(path: str):
             levels = [TiffLevel(path, i, _page=page) for i, page in enumerate(pages)]
             return levels if len(levels) > 1 else levels[0]
         # Decoding in tifffile's threads: on the zarr event loop it would be one thread.
-        return tif.aszarr(maxworkers=max(os.cpu_count() or 1, 2))
+        return tif.aszarr(maxworkers=available_cores())
 
 
 def _open(path: str):

@@ -82,10 +82,10 @@ class LabelTable:
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """Labels of ``pixels`` (n, C), shape (n,)."""
-        if self.table is None:
-            hist = ColorHistogram.from_pixels(pixels)
-            return hist.lookup(pixels, self.codebook.label_colors(hist.colors))
         # One thread: blocks are encoded in parallel by dask's workers.
+        if self.table is None:
+            hist = ColorHistogram.from_pixels(pixels, n_threads=1)
+            return hist.lookup(pixels, self.codebook.label_colors(hist.colors, 1), n_threads=1)
         # The spare value is the dtype's largest: the lookup finds the pixels that have it.
         out, missing = lookup_colors(self._codec, pixels, self.table, n_threads=1, marked=True)
         if len(missing):
@@ -94,7 +94,7 @@ class LabelTable:
             # Remembered for the next blocks (a fit on a coarser level leaves most of the
             # full resolution's colours out): each entry is the colour's nearest codeword
             # whichever block writes it, so concurrent writes agree.
-            self.table[hist.keys] = self.codebook.label_colors(hist.colors)
+            self.table[hist.keys] = self.codebook.label_colors(hist.colors, 1)
             out[missing] = lookup_colors(self._codec, unknown, self.table, n_threads=1)
         return out.astype(self.dtype, copy=False)
 
@@ -480,10 +480,12 @@ def _level_histogram(
         mode = "exact" if KeyCodec(x.dtype, channels).dense else "sample"
     with stage(progress, "histogram"):
         if mode == "exact":
-            hist = color_histogram(x[..., :channels])
+            hist = color_histogram(x[..., :channels], codebook.n_threads)
         else:
             hist = ColorHistogram.from_pixels(
-                sample_pixels(x[..., :channels], n_samples, codebook.random_state)
+                sample_pixels(
+                    x[..., :channels], n_samples, codebook.random_state, codebook.n_threads
+                )
             )
     state = {
         "levels": image_levels,
@@ -514,7 +516,7 @@ def _apply_lazy(
     )
     image_levels, multiscale, mode, x = (state[k] for k in ("levels", "multiscale", "fit", "x"))
     channels = codebook.clustered_channels(x.shape[-1])
-    per_color = codebook.label_colors(hist.colors)
+    per_color = codebook.label_colors(hist.colors, options.get("n_threads"))
     inertia, mass = weighted_error(
         hist.colors,
         hist.counts.astype(np.float64),

@@ -45,6 +45,7 @@ import numpy as np
 from .._limits import MAX_FIT_COLORS, index_dtype, label_dtype, peak_value
 from ..core.bits import bit_report, label_entropy_bits
 from ..core.colorspace import palette_rgba
+from ..core.kmeans import weighted_error
 from ..core.quantize import Quantization
 from ..large import quantize
 
@@ -1088,14 +1089,14 @@ def merge_classes(q: Quantization, labels, image, *, channel_axis: int | None = 
             f"image: shape {np.shape(image)} is not the quantized image's ({q.labels.shape} "
             "without the colour axis)."
         )
-    x = pixels[moved][:, :c].astype(np.float64)
-    old = (recon[moved] if channel_axis is None else recon[moved][:, :c]).reshape(-1, c)
+    x = pixels[moved][:, :c]
     if channel_axis is None:
         recon[moved] = palette[target, 0]
     else:
         recon[moved, :c] = palette[target]
-    delta = float(((x - palette[target].astype(np.float64)) ** 2).sum())
-    delta -= float(((x - old.astype(np.float64)) ** 2).sum())
+    ones, was = np.ones(len(x)), q.labels[moved]
+    delta = weighted_error(x, ones, palette[target][None], np.zeros(len(x)))[0]
+    delta -= weighted_error(x, ones, q.palette, was)[0]
 
     n = q.report.n_pixels
     distortion = max(q.distortion + delta / max(n, 1), 0.0)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .._limits import MAX_COLORS, index_dtype
+from ..core.kmeans import cluster_sums
 
 __all__ = ["class_names_from_layers", "codes_from_layers", "write_indexed_png", "write_kvq"]
 
@@ -130,19 +131,8 @@ def codes_from_layers(layer_data) -> tuple[np.ndarray, np.ndarray, bool]:
         )
     scalar = image.ndim == labels.ndim
     pixels = image.reshape(inverse.size, -1)
-    counts = np.bincount(inverse, minlength=values.size)
-    means = (
-        np.stack(
-            [
-                np.bincount(
-                    inverse, weights=pixels[:, c].astype(np.float64), minlength=values.size
-                )
-                for c in range(pixels.shape[1])
-            ],
-            axis=1,
-        )
-        / counts[:, None]
-    )
+    sums, counts = cluster_sums(pixels, None, inverse, values.size)
+    means = sums / counts[:, None]
     if image.dtype.kind in "ui":
         info = np.iinfo(image.dtype)
         means = np.clip(np.rint(means), info.min, info.max)
