@@ -623,3 +623,13 @@ def test_limit_from_the_environment(tmp_path, photo):
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_threads_option_needs_no_dask(monkeypatch):
+    import sys
+
+    from napari_kmeans_vq.large.fit import dask_workers
+
+    monkeypatch.setitem(sys.modules, "dask", None)  # as if not installed
+    with dask_workers(2):
+        pass

@@ -98,3 +98,33 @@ def test_bad_labels_are_named(ihc):
         class_means(ihc[:4, :4], np.full((4, 4), 5, np.uint8), 2)
     with pytest.raises(ValueError, match="mask: expected"):
         class_means(ihc[:4, :4], np.zeros((4, 4), np.uint8), 2, mask=np.ones((2, 2), bool))
+
+
+def test_min_region_with_a_mask_that_leaves_whole_chunks_empty():
+    # over 2**20 pixels: the class means run chunk by chunk, and the mask empties the first
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (1200, 1000, 3), dtype=np.uint8)
+    mask = np.zeros(img.shape[:2], dtype=bool)
+    mask[1100:] = True
+    q = quantize(img, 4, mask=mask, min_region=4, color_space="hdab")
+    assert np.isfinite(q.centroids).all()
+    inside = q.labels[mask].astype(np.int64)
+    for j in range(4):  # each class's mean stain amounts, from its pixels alone
+        pixels = img[mask][inside == j]
+        alone = class_means(
+            pixels[None],
+            np.zeros((1, len(pixels)), np.int64),
+            1,
+            color_space="hdab",
+            scale=q.codebook.space_scale_,
+        )
+        np.testing.assert_allclose(q.centroids[j], alone[0], rtol=1e-9)
+
+
+@pytest.mark.parametrize("channel_axis", [None, 0])
+def test_min_region_on_images_whose_colour_axis_is_not_last(ihc, channel_axis):
+    image = ihc[:96, :96, 0] if channel_axis is None else np.moveaxis(ihc[:96, :96], -1, 0)
+    q = quantize(image, 3, channel_axis=channel_axis, min_region=5)
+    plain = quantize(image, 3, channel_axis=channel_axis)
+    assert q.labels.shape == plain.labels.shape == (96, 96)
+    assert q.centroids.shape == plain.centroids.shape

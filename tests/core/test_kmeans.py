@@ -632,3 +632,10 @@ def test_the_largest_k_the_fit_takes_works_and_one_more_is_refused_clearly():
     big = Codebook.from_palette(palette)
     assert big.n_colors_ == MAX_FIT_COLORS + 1
     np.testing.assert_array_equal(big.decode(big.encode(palette[None])), palette[None])
+
+
+def test_cluster_sums_of_no_points_are_zero():
+    sums, mass = kmeans.cluster_sums(np.zeros((0, 3), np.uint8), None, np.zeros(0, int), 4)
+    assert sums.shape == (4, 3) and not sums.any() and not mass.any()
+    sums, mass = kmeans.cluster_sums(np.zeros(0), None, np.zeros(0, int), 2)  # 1-D points
+    assert sums.shape == (2, 1) and not mass.any()

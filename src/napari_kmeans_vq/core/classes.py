@@ -160,15 +160,19 @@ def class_means(
     return means
 
 
-def label_centroids(codebook, image, labels, mask=None, n_threads=None) -> np.ndarray:
+def label_centroids(
+    codebook, image, labels, mask=None, n_threads=None, *, channel_axis=...
+) -> np.ndarray:
     """A fitted codebook's centroids measured again for labels that changed after the fit.
 
     The mean of each label's pixels in the codebook's clustering space (scaled as its
     ``centroids_`` are), with the codeword's own centroid for a label left with no pixel:
     what ``Quantization.centroids`` should hold after ``min_region`` clean-up, so that the
     class table's mean stains and merged classes describe the labels produced.
+    ``image``'s colour axis is ``channel_axis`` (default: the codebook's).
     """
-    arr = check_image(image, channel_axis=codebook.channel_axis)
+    axis = codebook.channel_axis if channel_axis is ... else channel_axis
+    arr = check_image(image, channel_axis=axis)
     return class_means(
         arr,
         labels,

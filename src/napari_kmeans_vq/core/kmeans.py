@@ -660,7 +660,7 @@ def cluster_sums(
     w = np.ones(m) if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
     if x.dtype not in (np.uint8, np.uint16) or not np.array_equal(w, np.floor(w)):
         x = x.astype(np.float64)
-    x = np.ascontiguousarray(x.reshape(m, -1))
+    x = np.ascontiguousarray(x if x.ndim == 2 else x.reshape(m, -1 if m else 1))
     sums = np.zeros((n_clusters, x.shape[1]))
     mass = np.zeros(n_clusters)
     if m:

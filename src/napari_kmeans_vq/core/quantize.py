@@ -352,6 +352,7 @@ def _same(a, b) -> bool:
 
 def _apply(codebook, image, channel_axis, mask, min_region, progress, n_threads, start):
     """:func:`quantize` with a fitted codebook: encode, decode and measure, no fit."""
+    n_threads = codebook.n_threads if n_threads is None else n_threads
     arr = check_image(image, channel_axis=channel_axis)
     codebook.check_channels(arr.shape[-1])
     c = codebook.clustered_channels(arr.shape[-1])
@@ -496,7 +497,7 @@ def _result(
         counts, inertia = _remeasure(
             codebook, arr, labels, reconstruction, inside, codebook.channels_, n_threads
         )
-        centroids = label_centroids(codebook, arr, labels, inside, n_threads)
+        centroids = label_centroids(codebook, arr, labels, inside, n_threads, channel_axis=-1)
     distortion, psnr, report = fit_summary(codebook, n_pixels, n_pixels, inertia, counts)
     if channel_axis is None:
         reconstruction = reconstruction[..., 0]

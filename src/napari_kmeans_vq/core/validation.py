@@ -112,7 +112,7 @@ def check_values(arr: np.ndarray, name: str = "image") -> None:
             raise ValueError(
                 f"{name} contains NaN or infinite values; only finite values can be quantized."
             )
-        top = float(np.abs(arr).max())
+        top = max(float(arr.max()), -float(arr.min()))  # (no copy of the image)
         if top > MAX_FLOAT_MAGNITUDE:
             raise ValueError(
                 f"{name} has values as large as {top:.3g}: squared errors would overflow "

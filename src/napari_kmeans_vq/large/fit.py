@@ -42,9 +42,12 @@ def _merge_histograms(*hists: ColorHistogram) -> ColorHistogram:
 
 def dask_workers(n_threads: int | None):
     """Within this block, dask's local schedulers run at most ``n_threads`` tasks at once
-    (None: their default); a distributed cluster's workers keep their own threads."""
-    import dask
-
+    (None: their default); a distributed cluster's workers keep their own threads. Without
+    dask installed there is nothing to limit."""
+    try:
+        import dask
+    except ImportError:
+        return contextlib.nullcontext()
     if n_threads is None:
         return contextlib.nullcontext()
     return dask.config.set(num_workers=resolve(n_threads))

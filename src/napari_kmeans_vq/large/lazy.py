@@ -460,10 +460,20 @@ def _lazy_result(
 
 
 def _level_histogram(
-    codebook, image, channel_axis, fit, fit_level, n_samples, block_pixels, progress
+    codebook,
+    image,
+    channel_axis,
+    fit,
+    fit_level,
+    n_samples,
+    block_pixels,
+    progress,
+    n_threads=None,
 ):
     """The colour histogram of one level (exact, block by block) or of a sample of it,
-    without fitting; and the levels, mode and pixels, as ``fit_histogram_or_sample``."""
+    without fitting; and the levels, mode and pixels, as ``fit_histogram_or_sample``
+    (``n_threads``: default the codebook's)."""
+    n_threads = codebook.n_threads if n_threads is None else n_threads
     start = time.perf_counter()
     mode, n_samples, image_levels, multiscale, fit_level = fit_plan(
         image, channel_axis, fit, fit_level, n_samples, block_pixels
@@ -480,12 +490,10 @@ def _level_histogram(
         mode = "exact" if KeyCodec(x.dtype, channels).dense else "sample"
     with stage(progress, "histogram"):
         if mode == "exact":
-            hist = color_histogram(x[..., :channels], codebook.n_threads)
+            hist = color_histogram(x[..., :channels], n_threads)
         else:
             hist = ColorHistogram.from_pixels(
-                sample_pixels(
-                    x[..., :channels], n_samples, codebook.random_state, codebook.n_threads
-                )
+                sample_pixels(x[..., :channels], n_samples, codebook.random_state, n_threads)
             )
     state = {
         "levels": image_levels,
@@ -511,18 +519,20 @@ def _apply_lazy(
         raise TypeError(f"quantize_lazy got unexpected option(s): {', '.join(sorted(unknown))}.")
     check_codebook(codebook, n_colors, {k: v for k, v in options.items() if k in _APPLY_FIXED})
     channel_axis = options.get("channel_axis", -1)
+    threads = options.get("n_threads")
+    threads = codebook.n_threads if threads is None else threads
     hist, state = _level_histogram(
-        codebook, image, channel_axis, fit, fit_level, n_samples, block_pixels, progress
+        codebook, image, channel_axis, fit, fit_level, n_samples, block_pixels, progress, threads
     )
     image_levels, multiscale, mode, x = (state[k] for k in ("levels", "multiscale", "fit", "x"))
     channels = codebook.clustered_channels(x.shape[-1])
-    per_color = codebook.label_colors(hist.colors, options.get("n_threads"))
+    per_color = codebook.label_colors(hist.colors, threads)
     inertia, mass = weighted_error(
         hist.colors,
         hist.counts.astype(np.float64),
         codebook.palette_.astype(np.float64),
         per_color,
-        options.get("n_threads"),
+        threads,
     )
     sizes = np.rint(mass).astype(np.int64)
     # The table is prefilled only for an exact histogram of level 0 (its colours are those
