@@ -48,8 +48,7 @@ def _fit_options(args, mask=None, codebook=None) -> dict:
             options |= {"target_psnr": args.target_psnr, "target_j": args.target_j}
             if args.k_max is not None:
                 options["k_max"] = args.k_max
-    if getattr(args, "threads", None) is not None:
-        options["n_threads"] = args.threads
+    options["n_threads"] = args.threads  # (None: the default)
     if mask is not None:
         options["mask"] = mask
     if getattr(args, "min_region", 0):
@@ -937,7 +936,7 @@ def cmd_fit(args, progress) -> int:
                 random_state=args.seed,
                 n_init=args.restarts,
                 channel_axis=None if image.ndim == 2 else -1,
-                n_threads=getattr(args, "threads", None),
+                n_threads=args.threads,
             )
         elif kind != first[1]:
             raise CLIError(
@@ -1161,9 +1160,7 @@ def cmd_demo(args, progress) -> int:
     source_bytes = _write(
         paths["source"], encode_image(image, ".png"), force=True, progress=progress
     )
-    options = {"random_state": args.seed}
-    if args.threads is not None:
-        options["n_threads"] = args.threads
+    options = {"random_state": args.seed, "n_threads": args.threads}
     results = _quantize_each(
         image, list(SEED_KS), options, source_bytes, progress, keep_files=True
     )
@@ -1219,7 +1216,7 @@ def main(argv: list[str] | None = None) -> int:
 
         limits.MAX_PIXELS = args.max_pixels
     workers = contextlib.nullcontext()
-    if getattr(args, "threads", None) is not None:
+    if args.threads is not None:  # (every command takes --threads)
         from ..large.fit import dask_workers
 
         workers = dask_workers(args.threads)
