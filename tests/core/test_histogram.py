@@ -243,3 +243,50 @@ def test_count_values_equals_bincount(ihc, dtype):
     assert count_values(labels, 40).tolist() == np.bincount(labels.ravel(), minlength=40).tolist()
     with pytest.raises(ValueError, match="past the counts"):
         count_values(labels, 20)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "channels"), [(np.uint8, 3), (np.uint8, 1), (np.uint8, 2), (np.uint16, 1)]
+)
+def test_counting_in_a_table_equals_sorting(ihc, dtype, channels):
+    from napari_kmeans_vq.core.histogram import _pool, distinct_in_table, distinct_keys
+
+    codec = KeyCodec(np.dtype(dtype), channels)
+    rgba = np.dstack([ihc, np.full(ihc.shape[:2], 255, np.uint8)]).reshape(-1, 4)
+    sources = [rgba[:, :channels], np.ascontiguousarray(rgba[:, :channels])]  # strided, packed
+    if dtype == np.uint16:
+        wide = ihc[..., 0].astype(np.uint16) * 257 + ihc[..., 1]
+        sources = [wide.reshape(-1, 1), np.array([[65535], [0], [65535]], np.uint16)]
+    sources.append(sources[1][:0])  # no pixels
+    for pixels in sources:
+        keys, counts = distinct_in_table(codec, pixels)
+        want_keys, want_counts = distinct_keys(codec.keys(pixels))
+        np.testing.assert_array_equal(keys, want_keys)
+        np.testing.assert_array_equal(counts, want_counts)
+        assert keys.dtype == want_keys.dtype and counts.dtype == np.int64
+    # The pooled tables are left clear, ready for the next call.
+    tables = [t for kind, free in _pool.items() if kind[0] == "counts" for t in free]
+    assert tables and not any(t.any() for t in tables)
+    with pytest.raises(ValueError, match="24 bits"):
+        distinct_in_table(KeyCodec(np.uint8, 4), rgba)
+
+
+def test_the_table_counting_kernels_check_their_input():
+    from napari_kmeans_vq.core import _colors
+
+    keys = np.array([3, 70, 3, 9], np.uint32)
+    table = np.zeros(64, np.uint32)
+    seen = np.empty(4, np.uint32)
+    no_rgb = np.empty((0, 3), np.uint8)
+    # 70 is past the table: not counted, and said
+    assert _colors.count_in_table(keys, no_rgb, table, seen) == (2, 1)
+    assert seen[:2].tolist() == [3, 9] and table.sum() == 3
+    counts = np.empty(2, np.int64)
+    _colors.take_counts(table, np.array([3, 9], np.uint32), counts)
+    assert counts.tolist() == [2, 1] and not table.any()
+    with pytest.raises(ValueError, match="seen needs one entry per key"):
+        _colors.count_in_table(keys, no_rgb, table, seen[:3])
+    with pytest.raises(ValueError, match="past the table"):
+        _colors.take_counts(table, np.array([64], np.uint32), np.empty(1, np.int64))
+    with pytest.raises(ValueError, match="one count per key"):
+        _colors.take_counts(table, keys, counts)

@@ -340,6 +340,61 @@ def count_values(const label_t[::1] values, int64_t[::1] counts):
         raise ValueError("a value is past the counts")
 
 
+def count_in_table(
+    const uint32_t[::1] keys,
+    const uint8_t[:, ::1] rgb,
+    uint32_t[::1] table,
+    uint32_t[::1] seen,
+):
+    """table[key] += 1 for every key (``keys``, or 8-bit RGB pixels ``rgb`` (n, 3) packed
+    on the fly when ``keys`` is empty), in one thread; each key's first appearance goes to
+    ``seen`` (n entries) in order. ``table`` holds a count per possible key and is zero
+    where these keys fall on entry; :func:`take_counts` reads the counts and clears them.
+    Returns (distinct keys in ``seen``, keys past the table, which are not counted). At
+    most 2**32 - 1 keys, so that no count wraps."""
+    cdef const uint32_t *key_at = NULL
+    cdef const uint8_t *rgb_at = NULL
+    cdef Py_ssize_t n = _rows(keys, rgb, &key_at, &rgb_at)
+    cdef Py_ssize_t size = table.shape[0], i, found = 0, bad = 0
+    cdef uint32_t key
+    cdef uint32_t *at
+    cdef uint32_t *first
+    if seen.shape[0] < n or n > 0xFFFFFFFF:
+        raise ValueError("count_in_table: at most 2**32 - 1 keys, and seen needs one entry per key")
+    if n == 0:
+        return 0, 0
+    at = &table[0]
+    first = &seen[0]
+    with nogil:
+        for i in range(n):
+            key = _key(key_at, rgb_at, i)
+            if key >= size:
+                bad += 1
+                continue
+            if at[key] == 0:
+                first[found] = key
+                found += 1
+            at[key] += 1
+    return found, bad
+
+
+def take_counts(uint32_t[::1] table, const uint32_t[::1] keys, int64_t[::1] counts):
+    """counts[i] = table[keys[i]], each entry cleared once read (so the table is zero again
+    when every key :func:`count_in_table` saw is taken)."""
+    cdef Py_ssize_t n = keys.shape[0], size = table.shape[0], i, bad = 0
+    if counts.shape[0] != n:
+        raise ValueError("take_counts: need one count per key")
+    with nogil:
+        for i in range(n):
+            if keys[i] >= size:
+                bad += 1
+            else:
+                counts[i] = table[keys[i]]
+                table[keys[i]] = 0
+    if bad:
+        raise ValueError("a key is past the table")
+
+
 cdef Py_ssize_t _rows(
     const uint32_t[::1] keys, const uint8_t[:, ::1] rgb, const uint32_t **key_at,
     const uint8_t **rgb_at,

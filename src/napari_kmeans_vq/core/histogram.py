@@ -30,6 +30,8 @@ DENSE_CHUNK_PIXELS = 1 << 24
 DENSE_MIN_PIXELS = 1 << 19
 # Per-chunk counts of wide keys are merged every this many chunks, to bound memory.
 _MERGE_EVERY = 8
+# Pixels per pass of distinct_in_table.
+_TABLE_PASS = 1 << 31
 # Key spaces up to this many bits get a dense lookup table (2**24 entries: 16 MiB as uint8).
 DENSE_KEY_BITS = 24
 _KEY_TYPES = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
@@ -413,6 +415,37 @@ def distinct_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     np.not_equal(keys[1:], keys[:-1], out=starts[1:])
     first = np.flatnonzero(starts)
     return keys[first], np.diff(first, append=len(keys)).astype(np.int64, copy=False)
+
+
+def distinct_in_table(codec: KeyCodec, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted distinct keys of ``pixels`` (n, C) and their counts, for keys of up to 24
+    bits (``codec.dense``): every pixel counted in a table of a count per possible key, in
+    one pass and one thread, and only the distinct keys sorted.
+
+    For a block of a slide (few colours, each seen many times) this is what
+    :func:`distinct_keys` gives without sorting every key; the table (64 MiB for 8-bit
+    RGB) is cleared as it is read and kept for the next call.
+    """
+    if not codec.dense:
+        raise ValueError("distinct_in_table: keys of up to 24 bits only")
+    size = 1 << (8 * codec.nbytes)
+    parts = []
+    # Below 2**32 keys per pass, so that no uint32 count wraps.
+    for start in range(0, max(pixels.shape[0], 1), _TABLE_PASS):
+        part = pixels[start : start + _TABLE_PASS]
+        keys, rgb = _kernel_rows(codec, part)
+        seen = np.empty(len(part), dtype=np.uint32)
+        # (a failure inside drops the table from the pool: it is not zero)
+        with _pooled(("counts", size), lambda: np.zeros(size, dtype=np.uint32)) as table:
+            found, bad = _colors.count_in_table(keys, rgb, table, seen)
+            distinct = np.sort(seen[:found])
+            counts = np.empty(found, dtype=np.int64)
+            _colors.take_counts(table, distinct, counts)
+        if bad:
+            raise ValueError("a key is past the table")
+        parts.append((distinct, counts))
+    keys, counts = _merge_counts(parts)
+    return keys.astype(codec.key_dtype, copy=False), counts
 
 
 def _merge_counts(parts):
