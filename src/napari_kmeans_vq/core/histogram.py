@@ -32,6 +32,9 @@ DENSE_MIN_PIXELS = 1 << 19
 _MERGE_EVERY = 8
 # Pixels per pass of distinct_in_table.
 _TABLE_PASS = 1 << 31
+# A count table's first use costs its page faults (about 0.1 s for the 2**24 entries of
+# 8-bit RGB), then little: it is used for at least one pixel per this many entries.
+TABLE_ENTRIES_PER_PIXEL = 16
 # Key spaces up to this many bits get a dense lookup table (2**24 entries: 16 MiB as uint8).
 DENSE_KEY_BITS = 24
 _KEY_TYPES = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
@@ -415,6 +418,17 @@ def distinct_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     np.not_equal(keys[1:], keys[:-1], out=starts[1:])
     first = np.flatnonzero(starts)
     return keys[first], np.diff(first, append=len(keys)).astype(np.int64, copy=False)
+
+
+def distinct_counts(codec: KeyCodec, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted distinct keys of ``pixels`` (n, C) and their counts, in one thread:
+    counted in a table (:func:`distinct_in_table`) for keys of up to 24 bits and at least
+    one pixel per :data:`TABLE_ENTRIES_PER_PIXEL` entries of the table, else sorted
+    (:func:`distinct_keys`)."""
+    if codec.dense and (1 << (8 * codec.nbytes)) <= TABLE_ENTRIES_PER_PIXEL * len(pixels):
+        return distinct_in_table(codec, pixels)
+    keys, counts = distinct_keys(codec.keys(pixels))
+    return keys, counts.astype(np.int64, copy=False)
 
 
 def distinct_in_table(codec: KeyCodec, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

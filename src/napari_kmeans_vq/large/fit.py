@@ -12,7 +12,7 @@ import numpy as np
 
 from ..core._threads import resolve
 from ..core.codebook import Codebook
-from ..core.histogram import ColorHistogram, KeyCodec, distinct_in_table, distinct_keys
+from ..core.histogram import ColorHistogram, KeyCodec, distinct_counts
 from ..core.validation import check_choice, check_int, check_values
 from .inputs import BLOCK_PIXELS, levels
 from .progress import stage
@@ -31,13 +31,9 @@ def _block_histogram(block: np.ndarray) -> ColorHistogram:
         # The per-pixel inverse of unpackable colours is only good for this block: drop it.
         return replace(ColorHistogram.from_pixels(pixels), inverse=None)
     # The same sorted keys and counts as ColorHistogram.from_pixels, one thread per block
-    # (dask runs blocks side by side): keys of up to 24 bits counted in a table, wider
-    # ones sorted.
-    if codec.dense:
-        keys, counts = distinct_in_table(codec, pixels)
-    else:
-        keys, counts = distinct_keys(codec.keys(pixels))
-    return ColorHistogram(codec.colors(keys), counts.astype(np.int64), keys, None, codec)
+    # (dask runs blocks side by side).
+    keys, counts = distinct_counts(codec, pixels)
+    return ColorHistogram(codec.colors(keys), counts, keys, None, codec)
 
 
 def _merge_histograms(*hists: ColorHistogram) -> ColorHistogram:
