@@ -290,3 +290,25 @@ def test_the_table_counting_kernels_check_their_input():
         _colors.take_counts(table, np.array([64], np.uint32), np.empty(1, np.int64))
     with pytest.raises(ValueError, match="one count per key"):
         _colors.take_counts(table, keys, counts)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_rgb_rows_packed_in_the_kernels_equal_keys_at_every_position(threads):
+    from napari_kmeans_vq.core import _colors
+    from napari_kmeans_vq.core.histogram import distinct_in_table
+
+    rng = np.random.default_rng(3)
+    codec = KeyCodec(np.uint8, 3)
+    table = rng.integers(0, 200, 1 << 24).astype(np.uint8)
+    for n in (1, 2, 3, 7):
+        # Each row exactly 3 bytes, the buffer ending with the last pixel: the kernels read
+        # four bytes at a time for every row but a range's last.
+        rgb = rng.integers(0, 256, (n, 3), dtype=np.uint8)
+        rgb[-1] = [255, 254, 253]
+        keys = codec.keys(rgb)
+        assert keys[-1] == 255 | 254 << 8 | 253 << 16
+        out = np.empty(n, np.uint8)
+        _colors.lookup(np.empty(0, np.uint32), rgb, table, out, np.empty(0, np.int64), threads)
+        np.testing.assert_array_equal(out, table[keys])
+        found, counts = distinct_in_table(codec, rgb)
+        np.testing.assert_array_equal(found, np.unique(keys))

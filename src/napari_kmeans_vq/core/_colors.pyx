@@ -39,9 +39,22 @@ cdef extern from *:
     #else
     static inline int nkvq_ctz(unsigned long long v) { return nkvq_popcount((v & (~v + 1)) - 1); }
     #endif
+    #include <stdint.h>
+    #include <string.h>
+    /* r | g << 8 | b << 16 of the 3 bytes at p, reading a fourth (which must exist). */
+    static inline uint32_t nkvq_load24(const uint8_t *p) {
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        return p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16);
+    #else
+        uint32_t v;
+        memcpy(&v, p, 4);
+        return v & 0xFFFFFFu;
+    #endif
+    }
     """
     int nkvq_popcount(unsigned long long v) nogil
     int nkvq_ctz(unsigned long long v) nogil
+    uint32_t nkvq_load24(const uint8_t *p) nogil
 
 ctypedef fused label_t:
     uint8_t
@@ -72,7 +85,7 @@ cdef Py_ssize_t _bucket_sizes(
     cdef Py_ssize_t i, bad = 0
     cdef uint32_t key
     for i in range(lo, hi):
-        key = _key(keys, rgb, i)
+        key = _key(keys, rgb, i, hi)
         if key >= size:
             bad += 1
         else:
@@ -88,7 +101,7 @@ cdef void _scatter_low(
     cdef Py_ssize_t i
     cdef uint32_t key
     for i in range(lo, hi):
-        key = _key(keys, rgb, i)
+        key = _key(keys, rgb, i, hi)
         low[at[key >> 16]] = key & 0xFFFF
         at[key >> 16] += 1
 
@@ -367,7 +380,7 @@ def count_in_table(
     first = &seen[0]
     with nogil:
         for i in range(n):
-            key = _key(key_at, rgb_at, i)
+            key = _key(key_at, rgb_at, i, n)
             if key >= size:
                 bad += 1
                 continue
@@ -413,9 +426,15 @@ cdef Py_ssize_t _rows(
     return keys.shape[0]
 
 
-cdef inline uint32_t _key(const uint32_t *keys, const uint8_t *rgb, Py_ssize_t i) noexcept nogil:
+cdef inline uint32_t _key(
+    const uint32_t *keys, const uint8_t *rgb, Py_ssize_t i, Py_ssize_t end
+) noexcept nogil:
+    """The key of row i: keys[i], or 8-bit RGB row i packed, rows up to ``end`` readable
+    (before the last, in one 4-byte load: a fifth of a slide's table lookups)."""
     if keys != NULL:
         return keys[i]
+    if i + 1 < end:
+        return nkvq_load24(rgb + 3 * i)
     return rgb[3 * i] | (<uint32_t>rgb[3 * i + 1] << 8) | (<uint32_t>rgb[3 * i + 2] << 16)
 
 
@@ -486,7 +505,7 @@ cdef Py_ssize_t _lookup_rows(
     cdef uint32_t key
     cdef label_t mark = <label_t>(-1)
     for i in range(lo, hi):
-        key = _key(keys, rgb, i)
+        key = _key(keys, rgb, i, hi)
         if key >= size:
             bad += 1
         else:
@@ -548,7 +567,7 @@ cdef Py_ssize_t _decode_rows(
     cdef label_t lab
     cdef const value_t *row
     for i in range(lo, hi):
-        key = _key(keys, rgb, i)
+        key = _key(keys, rgb, i, hi)
         if key >= size:
             bad += 1
             continue
