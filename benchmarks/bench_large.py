@@ -365,22 +365,27 @@ def slide_main(args) -> int:
     if args.json:
         print(json.dumps(figures))
     if args.markdown:
-        sys.path.insert(0, str(Path(me).parents[1] / "docs" / "scripts"))
-        from generate import write_block
-
-        command = (
-            "python benchmarks/bench_large.py "
-            + (f"--make-slide {args.make_slide}" if args.slide is None else "--slide SLIDE")
-            + (f" --fit-level {args.fit_level}" if args.fit_level else "")
-        )
-        write_block(
-            Path(args.markdown),
-            args.block,
-            f"`{command}`, run on {date.today()} (load average "
-            f"{' / '.join(f'{v:.2f}' for v in os.getloadavg())} at the end), as printed:"
-            f"\n\n```text\n{text}\n```",
+        write_markdown(
+            args,
+            (f"--make-slide {args.make_slide}" if args.slide is None else "--slide SLIDE")
+            + (f" --fit-level {args.fit_level}" if args.fit_level else ""),
+            text,
         )
     return 0
+
+
+def write_markdown(args, options: str, text: str) -> None:
+    """The printout ``text`` into the generated block ``args.block`` of ``args.markdown``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs" / "scripts"))
+    from generate import write_block
+
+    write_block(
+        Path(args.markdown),
+        args.block,
+        f"`python benchmarks/bench_large.py {options}`, run on {date.today()} (load average "
+        f"{' / '.join(f'{v:.2f}' for v in os.getloadavg())} at the end), as printed:"
+        f"\n\n```text\n{text}\n```",
+    )
 
 
 def du(path: str) -> int:
@@ -421,7 +426,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--markdown",
         metavar="OUT",
-        help="slide mode: write the printout into OUT's generated block (--block)",
+        help="write the printout into OUT's generated block (--block)",
     )
     parser.add_argument(
         "--block", default="bench-large", help="the generated block --markdown writes"
@@ -507,36 +512,35 @@ def main(argv=None) -> int:
                 shutil.rmtree(workdir, ignore_errors=True)
 
     f = figures
-    print(
-        f"# bench_large: {f['size']} x {f['size']} RGB uint8 ({f['size'] ** 2 / 1e9:.3f} Gpx), "
-        f"K={f['k']}, colours from {f['tile']}, {f['cpus']} CPUs, threaded dask scheduler"
-    )
-    print(
-        f"input zarr     {f['input_mib']:9.1f} MiB (raw {f['raw_mib']:.0f} MiB, blosc-lz4), "
-        f"generated in {f['generate_seconds']:.1f} s"
-    )
-    print(
-        f"distinct colours {f['n_distinct_colors']:,}; k-means {f['n_iter']} iterations, "
-        f"{f['kmeans_seconds']:.1f} s; PSNR {f['psnr']:.2f} dB"
-    )
-    print(f"fit (histogram + k-means)  {f['fit_seconds']:7.1f} s")
-    print(
-        f"encode + write OME-Zarr    {f['write_seconds']:7.1f} s  ({f['n_levels']} levels, "
-        f"chunks {f['chunk']}, {f['output_mib']:.1f} MiB)"
-    )
-    print(f"end to end                 {f['total_seconds']:7.1f} s")
-    print(
-        f"peak RSS (sampled)         {f['peak_rss_sampled_mib']:7.0f} MiB "
-        f"(baseline after imports {f['baseline_rss_mib']:.0f} MiB)"
-    )
-    print(f"peak RSS (getrusage)       {f['peak_rss_getrusage_mib']:7.0f} MiB")
     c = f["check"]
-    print(
-        f"crop {c['crop']} x {c['crop']}: chunked fit == in-memory exact fit: "
+    lines = [
+        f"# bench_large: {f['size']:,} x {f['size']:,} RGB uint8 ({f['size'] ** 2 / 1e9:.3f} "
+        f"Gpx), K={f['k']}, colours from {f['tile']}, {f['cpus']} CPUs, threaded dask "
+        f"scheduler, Python {f['python']}",
+        f"input zarr     {f['input_mib']:9.1f} MiB (raw {f['raw_mib']:.0f} MiB, blosc-lz4), "
+        f"generated in {f['generate_seconds']:.1f} s",
+        f"distinct colours {f['n_distinct_colors']:,}; k-means {f['n_iter']} iterations, "
+        f"{f['kmeans_seconds']:.1f} s; PSNR {f['psnr']:.2f} dB",
+        f"fit (histogram + k-means)  {f['fit_seconds']:7.1f} s",
+        f"encode + write OME-Zarr    {f['write_seconds']:7.1f} s  ({f['n_levels']} levels, "
+        f"chunks {f['chunk']}, {f['output_mib']:.1f} MiB)",
+        f"end to end                 {f['total_seconds']:7.1f} s",
+        f"peak RSS (sampled)         {f['peak_rss_sampled_mib']:7.0f} MiB "
+        f"(baseline after imports {f['baseline_rss_mib']:.0f} MiB)",
+        f"peak RSS (getrusage)       {f['peak_rss_getrusage_mib']:7.0f} MiB",
+        f"crop {c['crop']:,} x {c['crop']:,}: chunked fit == in-memory exact fit: "
         f"palette {c['palette_equal']}, centroids {c['centroids_equal']}, labels "
         f"{c['labels_equal']} (chunked {c['chunked_seconds']:.1f} s, in memory "
-        f"{c['in_memory_seconds']:.1f} s)"
-    )
+        f"{c['in_memory_seconds']:.1f} s)",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.markdown:
+        options = " ".join(
+            f"--{name} {value}"
+            for name, value in (("size", args.size), ("k", args.k), ("chunk", args.chunk))
+        )
+        write_markdown(args, options + (" --tile TILE" if args.tile else ""), text)
     if args.json:
         print(json.dumps({key: v for key, v in f.items() if key != "palette"}))
     ok = c["palette_equal"] and c["labels_equal"]

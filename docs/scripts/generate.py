@@ -894,6 +894,19 @@ def bench_large(ctx: Context) -> str:
         return read_block(out, "bench-large")
 
 
+@generator("bench-large-zarr", kind="timing")
+def bench_large_zarr(ctx: Context) -> str:
+    """benchmarks/bench_large.py's zarr printout: a 32,768 x 32,768 RGB zarr (IHC colours)
+    fitted exactly and written as OME-Zarr labels, and the in-memory check on a crop."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "large-zarr.md"
+        _run_script([
+            "benchmarks/bench_large.py", "--size", "32768", "--workdir", tmp,
+            "--markdown", str(out), "--block", "bench-large-zarr",
+        ])  # fmt: skip
+        return read_block(out, "bench-large-zarr")
+
+
 @generator("bench-large-level", kind="timing")
 def bench_large_level(ctx: Context) -> str:
     """bench-large with the fit on the slide's level 2 (``--fit-level 2``), as a user may
