@@ -249,7 +249,12 @@ def test_count_values_equals_bincount(ihc, dtype):
     ("dtype", "channels"), [(np.uint8, 3), (np.uint8, 1), (np.uint8, 2), (np.uint16, 1)]
 )
 def test_counting_in_a_table_equals_sorting(ihc, dtype, channels):
-    from napari_kmeans_vq.core.histogram import _pool, distinct_in_table, distinct_keys
+    from napari_kmeans_vq.core.histogram import (
+        _pool,
+        counting_tables,
+        distinct_in_table,
+        distinct_keys,
+    )
 
     codec = KeyCodec(np.dtype(dtype), channels)
     rgba = np.dstack([ihc, np.full(ihc.shape[:2], 255, np.uint8)]).reshape(-1, 4)
@@ -264,11 +269,43 @@ def test_counting_in_a_table_equals_sorting(ihc, dtype, channels):
         np.testing.assert_array_equal(keys, want_keys)
         np.testing.assert_array_equal(counts, want_counts)
         assert keys.dtype == want_keys.dtype and counts.dtype == np.int64
-    # The pooled tables are left clear, ready for the next call.
+    # The pooled tables are left clear, ready for the next call; a pass lets them go.
     tables = [t for kind, free in _pool.items() if kind[0] == "counts" for t in free]
     assert tables and not any(t.any() for t in tables)
+    with counting_tables():
+        pass
+    assert not [kind for kind in _pool if kind[0] == "counts"]
     with pytest.raises(ValueError, match="24 bits"):
         distinct_in_table(KeyCodec(np.uint8, 4), rgba)
+
+
+def test_table_counting_in_passes_after_a_failure_and_with_every_table_in_use(ihc, monkeypatch):
+    from napari_kmeans_vq.core import histogram
+
+    codec = KeyCodec(np.uint8, 3)
+    pixels = ihc.reshape(-1, 3)
+    want_keys, want_counts = histogram.distinct_keys(codec.keys(pixels))
+    # Several passes (as for 2**31 pixels or more), merged.
+    monkeypatch.setattr(histogram, "_TABLE_PASS", 100_003)
+    keys, counts = histogram.distinct_in_table(codec, pixels)
+    np.testing.assert_array_equal(keys, want_keys)
+    np.testing.assert_array_equal(counts, want_counts)
+    # A failure after counting: the table (not clear) does not go back to the pool.
+    with histogram.counting_tables():
+        monkeypatch.setattr(histogram._colors, "take_counts", lambda *a: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            histogram.distinct_in_table(codec, pixels)
+        monkeypatch.undo()
+        tables = [t for kind, free in histogram._pool.items() if kind[0] == "counts" for t in free]
+        assert not any(t.any() for t in tables)
+    # With every table in use, blocks are sorted instead (the same result).
+    used = []
+    monkeypatch.setattr(histogram, "MAX_COUNT_TABLES", 0)
+    monkeypatch.setattr(histogram, "distinct_in_table", lambda *a: used.append(1))
+    keys, counts = histogram.distinct_counts(codec, np.tile(pixels, (4, 1)))
+    assert not used and histogram._counting["tables"] == 0
+    np.testing.assert_array_equal(keys, want_keys)
+    np.testing.assert_array_equal(counts, want_counts * 4)
 
 
 def test_the_table_counting_kernels_check_their_input():

@@ -57,13 +57,15 @@ def test_block_histograms_counted_in_a_table_or_sorted_equal_in_memory(ihc, monk
     real = histogram.distinct_in_table
     monkeypatch.setattr(histogram, "distinct_in_table", lambda *a: counted.append(1) or real(*a))
     # Blocks of 1024 x 1024 (one pixel per 16 entries of the 2**24 table: counted in it)
-    # and of 256 x 256 (sorted); RGBA, so the clustered colours are a strided view.
+    # and of 256 x 256 (sorted); RGBA, of which the colours are a slice of each block.
     big = np.dstack([np.tile(ihc, (2, 3, 1)), np.full((1024, 1536), 255, np.uint8)])
     ref = histogram.ColorHistogram.from_pixels(big[..., :3].reshape(-1, 3))
     for side, table in ((1024, True), (256, False)):
         counted.clear()
         hist = chunked.color_histogram(da.from_array(big, chunks=(side, side, 4))[..., :3])
         assert bool(counted) == table
+        # The tables (64 MiB each) are let go once the blocks are counted.
+        assert not [kind for kind in histogram._pool if kind[0] == "counts"]
         assert np.array_equal(hist.keys, ref.keys)
         assert np.array_equal(hist.colors, ref.colors)
         assert np.array_equal(hist.counts, ref.counts)

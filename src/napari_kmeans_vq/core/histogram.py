@@ -5,13 +5,16 @@ count) have the same objective, so this table is all the fit needs (Celebi 2009)
 integer images a colour packs into one unsigned integer key. Keys of up to 24 bits (8-bit
 RGB, 8- or 16-bit grey) are counted in the compiled kernels (``_colors.pyx``) with a bit
 per possible key, no sort; wider keys are sorted chunk by chunk, so memory stays
-proportional to the number of distinct colours. Pixels are mapped back to their colour's
-entry through a lookup table instead of a distance computation.
+proportional to the number of distinct colours. The blocks of an image larger than memory
+(one thread each) are counted in a table of a count per possible key instead
+(:func:`distinct_counts`). Pixels are mapped back to their colour's entry through a lookup
+table instead of a distance computation.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import threading
 from dataclasses import dataclass
@@ -307,13 +310,14 @@ def encode_decode(
 _pool: dict = {}
 _pool_lock = threading.Lock()
 # Tables kept per kind for the next calls: enough for two callers at once (dask's threads
-# on blocks), not one per core.
+# on blocks), not one per core (count tables: see counting_tables).
 _POOL_SIZE = 2
 
 
 @contextlib.contextmanager
-def _pooled(kind, make):
-    """A table from the pool of ``kind`` (or ``make()``), put back after use.
+def _pooled(kind, make, keep: int = _POOL_SIZE):
+    """A table from the pool of ``kind`` (or ``make()``), put back after use if fewer than
+    ``keep`` of its kind are there.
 
     Fresh memory of these sizes (2**24 entries) costs a page fault per 4 KiB page touched
     on first use: measured 3-4 ms a call on a photo whose colours touch every page, several
@@ -327,8 +331,44 @@ def _pooled(kind, make):
     yield item
     with _pool_lock:
         free = _pool.setdefault(kind, [])
-        if len(free) < _POOL_SIZE:
+        if len(free) < keep:
             free.append(item)
+
+
+# Count tables (distinct_in_table) in use at once, and kept, at most: 64 MiB each for
+# 8-bit RGB, so on a machine of many cores the further threads sort their blocks instead.
+MAX_COUNT_TABLES = 8
+_counting = {"passes": 0, "tables": 0}
+
+
+@contextlib.contextmanager
+def counting_tables():
+    """A pass over many blocks: the count tables :func:`distinct_counts` keeps for the next
+    blocks are let go when the last such pass in this process (any thread) ends. (A
+    cluster's workers keep theirs for their next blocks.)"""
+    with _pool_lock:
+        _counting["passes"] += 1
+    try:
+        yield
+    finally:
+        with _pool_lock:
+            _counting["passes"] -= 1
+            if not _counting["passes"]:
+                for kind in [k for k in _pool if k[0] == "counts"]:
+                    del _pool[kind]
+
+
+@contextlib.contextmanager
+def _count_table_turn():
+    """Whether a count table may be used now (fewer than MAX_COUNT_TABLES are)."""
+    with _pool_lock:
+        turn = _counting["tables"] < MAX_COUNT_TABLES
+        _counting["tables"] += turn
+    try:
+        yield turn
+    finally:
+        with _pool_lock:
+            _counting["tables"] -= turn
 
 
 def _scratch(chunk: int):
@@ -423,10 +463,13 @@ def distinct_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def distinct_counts(codec: KeyCodec, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The sorted distinct keys of ``pixels`` (n, C) and their counts, in one thread:
     counted in a table (:func:`distinct_in_table`) for keys of up to 24 bits and at least
-    one pixel per :data:`TABLE_ENTRIES_PER_PIXEL` entries of the table, else sorted
-    (:func:`distinct_keys`)."""
+    one pixel per :data:`TABLE_ENTRIES_PER_PIXEL` entries of the table, while fewer than
+    :data:`MAX_COUNT_TABLES` are in use; else sorted (:func:`distinct_keys`). A pass over
+    many blocks goes in :func:`counting_tables`, which lets the tables go after."""
     if codec.dense and (1 << (8 * codec.nbytes)) <= TABLE_ENTRIES_PER_PIXEL * len(pixels):
-        return distinct_in_table(codec, pixels)
+        with _count_table_turn() as turn:
+            if turn:
+                return distinct_in_table(codec, pixels)
     keys, counts = distinct_keys(codec.keys(pixels))
     return keys, counts.astype(np.int64, copy=False)
 
@@ -437,11 +480,15 @@ def distinct_in_table(codec: KeyCodec, pixels: np.ndarray) -> tuple[np.ndarray, 
     one pass and one thread, and only the distinct keys sorted.
 
     For a block of a slide (few colours, each seen many times) this is what
-    :func:`distinct_keys` gives without sorting every key; the table (64 MiB for 8-bit
-    RGB) is cleared as it is read and kept for the next call.
+    :func:`distinct_keys` gives without sorting every key. The table (2**24 counts, 64 MiB,
+    for 8-bit RGB) is cleared as it is read, and kept for the next call inside
+    :func:`counting_tables`.
     """
     if not codec.dense:
-        raise ValueError("distinct_in_table: keys of up to 24 bits only")
+        raise ValueError(
+            f"distinct_in_table: colours of {codec.channels} x {codec.dtype} do not pack "
+            "into a dense key (at most 24 bits, little-endian)"
+        )
     size = 1 << (8 * codec.nbytes)
     parts = []
     # Below 2**32 keys per pass, so that no uint32 count wraps.
@@ -450,7 +497,8 @@ def distinct_in_table(codec: KeyCodec, pixels: np.ndarray) -> tuple[np.ndarray, 
         keys, rgb = _kernel_rows(codec, part)
         seen = np.empty(len(part), dtype=np.uint32)
         # (a failure inside drops the table from the pool: it is not zero)
-        with _pooled(("counts", size), lambda: np.zeros(size, dtype=np.uint32)) as table:
+        make = functools.partial(np.zeros, size, dtype=np.uint32)
+        with _pooled(("counts", size), make, MAX_COUNT_TABLES) as table:
             found, bad = _colors.count_in_table(keys, rgb, table, seen)
             distinct = np.sort(seen[:found])
             counts = np.empty(found, dtype=np.int64)

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..core._threads import resolve
 from ..core.codebook import Codebook
-from ..core.histogram import ColorHistogram, KeyCodec, distinct_counts
+from ..core.histogram import ColorHistogram, KeyCodec, counting_tables, distinct_counts
 from ..core.validation import check_choice, check_int, check_values
 from .inputs import BLOCK_PIXELS, levels
 from .progress import stage
@@ -69,7 +69,7 @@ def color_histogram(x, n_threads: int | None = None) -> ColorHistogram:
             dask.delayed(_merge_histograms)(*parts[i : i + SPLIT_EVERY])
             for i in range(0, len(parts), SPLIT_EVERY)
         ]
-    with dask_workers(n_threads):
+    with dask_workers(n_threads), counting_tables():
         (hist,) = dask.compute(parts[0])
     return hist
 
