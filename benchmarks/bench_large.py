@@ -31,7 +31,16 @@ from a fresh process with the same dask threaded scheduler and ``--threads`` thr
   block by block (every tile decoded again) and written as multiscale OME-Zarr labels with
   palette colours, class properties and a pyramid subsampled from the full-resolution
   labels;
-* the ratio of the two, and the run's peak resident memory (its RSS high-water mark).
+* stages: in one process, the same fit, then the full-resolution labels computed block
+  by block and dropped (labels only), then computed again, compressed in chunks as the
+  writer does and dropped (labels + zstd). With them the printout splits the run's time
+  into fit, labelling, zstd and the rest (pyramid, class counts, files, scheduling), each
+  as a multiple of decode only;
+* the ratio of ours to decode only, and the run's peak resident memory (its RSS
+  high-water mark).
+
+Each phase is timed from the opened slide, its modules imported (as decode only always
+was): imports and opening weigh in none of them.
 
 ``--fit-level N`` fits on pyramid level N instead (what a user may ask for: the fit then
 decodes that level's tiles, not the full resolution's).
@@ -213,14 +222,30 @@ def _threads(threads: int):
     return dask.config.set(scheduler="threads", num_workers=threads)
 
 
+def _open_slide(src: str):
+    """The slide opened, and every module the slide phases use imported (dask.array,
+    distributed when installed, as dask's compute looks for it, zarr): each phase is timed
+    from the opened slide, so that imports weigh in none of them."""
+    import importlib.util
+
+    import dask.array  # noqa: F401
+    import zarr  # noqa: F401
+
+    from napari_kmeans_vq.large.inputs import open_image
+
+    if importlib.util.find_spec("distributed") is not None:
+        import distributed  # noqa: F401
+    return open_image(src)
+
+
 def slide_decode(src: str, threads: int) -> dict:
     """Decode every tile of the slide's full-resolution level once: the floor of any
     exact pass over the pixels. Runs in its own process."""
     import numpy as np
 
-    from napari_kmeans_vq.large.inputs import as_dask, open_image
+    from napari_kmeans_vq.large.inputs import as_dask
 
-    opened = open_image(src)
+    opened = _open_slide(src)
     level = opened[0] if isinstance(opened, list) else opened
     x = as_dask(level)
     with PeakRSS() as mem, _threads(threads):
@@ -236,17 +261,58 @@ def slide_decode(src: str, threads: int) -> dict:
     }
 
 
+def _compressed_size(labels, chunk: int) -> np.ndarray:
+    """A labels block cut into chunk x chunk pieces, each compressed as the writer does
+    (its default zstd) and dropped; the number of bytes made, as a 1 x 1 block."""
+    from napari_kmeans_vq.io.omezarr import default_compressor
+
+    codec = default_compressor("0.4")  # the numcodecs Zstd: the same settings as 0.5's
+    size = 0
+    for r in range(0, labels.shape[0], chunk):
+        for c in range(0, labels.shape[1], chunk):
+            piece = np.ascontiguousarray(labels[r : r + chunk, c : c + chunk])
+            size += len(codec.encode(piece))
+    return np.full((1,) * labels.ndim, size, dtype=np.int64)
+
+
+def slide_stages(src: str, k: int, threads: int, fit_level: int, chunk: int) -> dict:
+    """The same fit as the run, then two passes over the full-resolution labels, block by
+    block: computed and dropped, then computed, compressed in chunks as the writer does and
+    dropped (no counts, pyramid or files). Their difference is the compressing. Runs in its
+    own process."""
+    from napari_kmeans_vq import quantize
+
+    levels = _open_slide(src)
+    with _threads(threads):
+        t0 = time.perf_counter()
+        q = quantize(levels, k, fit_level=fit_level)
+        t1 = time.perf_counter()
+        labels = q.levels[0]
+        labels.map_blocks(
+            lambda b: np.zeros((1,) * b.ndim, np.uint8), chunks=(1,) * labels.ndim
+        ).compute()
+        t2 = time.perf_counter()
+        sizes = labels.map_blocks(_compressed_size, chunk, chunks=(1,) * labels.ndim)
+        size = int(sizes.sum().compute())
+        t3 = time.perf_counter()
+    return {
+        "fit_seconds": t1 - t0,
+        "labels_seconds": t2 - t1,
+        "compressed_seconds": t3 - t2,
+        "compressed_bytes": size,
+    }
+
+
 def slide_run(src: str, out: str, k: int, chunk: int, threads: int, fit_level: int = 0) -> dict:
     """Slide to multiscale OME-Zarr labels: exact fit, then encode and write. Runs in its
     own process."""
     from napari_kmeans_vq import quantize
     from napari_kmeans_vq.io import save_ome_zarr
     from napari_kmeans_vq.io.omezarr import read_labels
-    from napari_kmeans_vq.large.inputs import open_image
 
+    levels = _open_slide(src)
     with PeakRSS() as mem, _threads(threads):
         t0, c0 = time.perf_counter(), time.process_time()
-        levels = open_image(src)
         q = quantize(levels, k, fit_level=fit_level)
         t1 = time.perf_counter()
         # As the command line does: the label pyramid is subsampled from the
@@ -310,6 +376,13 @@ def slide_main(args) -> int:
         for phase, extra in (
             ("decode", []),
             (
+                "stages",
+                [
+                    *("--k", str(args.k), "--fit-level", str(args.fit_level)),
+                    *("--chunk", str(args.chunk)),
+                ],
+            ),
+            (
                 "slide",
                 [
                     *("--k", str(args.k), "--chunk", str(args.chunk), "--out", out),
@@ -337,6 +410,16 @@ def slide_main(args) -> int:
     info, d, run_ = figures["input"], figures["decode"], figures["slide"]
     rows, cols = info["shape"][:2]
     ratio = run_["total_seconds"] / d["decode_seconds"]
+    st = figures["stages"]
+    # The run's time in stages: labelling and zstd as measured in the stages' process, the
+    # rest what the run took past its fit and those two.
+    labelling, zstd = st["labels_seconds"], st["compressed_seconds"] - st["labels_seconds"]
+    stages = {
+        "fit": run_["fit_seconds"],
+        "labelling": labelling,
+        "zstd": zstd,
+        "the rest": run_["total_seconds"] - run_["fit_seconds"] - labelling - zstd,
+    }
     lines = [
         f"# bench_large --slide: K={args.k}, {args.threads} threads (dask threaded "
         f"scheduler), {os.cpu_count()} CPUs, Python {platform.python_version()}",
@@ -351,8 +434,20 @@ def slide_main(args) -> int:
         + " "
         f"{run_['fit_seconds']:.1f} s of which k-means {run_['kmeans_seconds']:.1f} s; "
         f"encode + write {run_['write_seconds']:.1f} s; CPU {run_['total_cpu_seconds']:.1f} s)",
+        f"labels only      {st['labels_seconds']:8.1f} s  (after the same fit in another "
+        f"process ({st['fit_seconds']:.1f} s), the full-resolution labels computed block by "
+        f"block and dropped)",
+        f"labels + zstd    {st['compressed_seconds']:8.1f} s  (then the same, the labels "
+        f"compressed in {args.chunk} x {args.chunk} chunks as written, and dropped: "
+        f"{st['compressed_bytes'] / 2**20:,.0f} MiB)",
         f"ratio            {ratio:8.2f}  (of CPU times "
         f"{run_['total_cpu_seconds'] / d['decode_cpu_seconds']:.2f}, less swayed by other work)",
+        "stages           "
+        + " + ".join(f"{name} {t / d['decode_seconds']:.2f}" for name, t in stages.items())
+        + "  (as times decode only; labelling: decoding the tiles"
+        + (" again" if not run_["fit_level"] else "")
+        + " and looking the labels up; zstd: compressing the full-resolution labels; the "
+        "rest: the pyramid, class counts (of a fit on another level), files, scheduling)",
         f"peak memory      {run_['peak_rss_getrusage_mib']:8.0f} MiB  (RSS high-water mark "
         f"of the run's process; {run_['baseline_rss_mib']:.0f} MiB after imports)",
         f"output           {run_['n_levels']} label levels, {run_['n_properties']} classes "
@@ -432,7 +527,7 @@ def main(argv=None) -> int:
         "--block", default="bench-large", help="the generated block --markdown writes"
     )
     parser.add_argument(
-        "--phase", choices=["run", "check", "decode", "slide"], help=argparse.SUPPRESS
+        "--phase", choices=["run", "check", "decode", "stages", "slide"], help=argparse.SUPPRESS
     )
     parser.add_argument("--src", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -446,6 +541,9 @@ def main(argv=None) -> int:
         return 0
     if args.phase == "decode":
         print(json.dumps(slide_decode(args.src, args.threads)))
+        return 0
+    if args.phase == "stages":
+        print(json.dumps(slide_stages(args.src, args.k, args.threads, args.fit_level, args.chunk)))
         return 0
     if args.phase == "slide":
         print(
