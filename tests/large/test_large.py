@@ -392,17 +392,21 @@ def test_pyramidal_tiff_and_ome_zarr_paths(tmp_path, ihc, eager16):
 
 def test_multiscale_levels_that_are_no_subsample_keep_their_own_labels(tmp_path, ihc):
     """Written levels of a multiscale result come from level 0 when they are every n-th
-    pixel of it (here every 3rd, the last row and column dropped); a level of another shape
-    keeps its own labels."""
+    pixel of it (here every 3rd, the last row and column dropped), with exactly n times its
+    pixel size whatever the size ratio; a level of another shape keeps its own labels and
+    its size ratio."""
     omezarr = pytest.importorskip("napari_kmeans_vq.io.omezarr")
     pyramid = [ihc, np.ascontiguousarray(ihc[::3, ::3][:170, :170]), ihc[:100, :100]]
     q = chunked.quantize_lazy(pyramid, 8)
-    omezarr.write_labels(tmp_path / "m.ome.zarr", q, chunk=128)
-    stored, _ = omezarr.read_labels(tmp_path / "m.ome.zarr")
+    omezarr.write_labels(tmp_path / "m.ome.zarr", q, chunk=128, n_levels=4)
+    stored, meta = omezarr.read_labels(tmp_path / "m.ome.zarr")
     full = q.labels[0].compute()
     assert np.array_equal(np.asarray(stored[1]) - 1, full[::3, ::3][:170, :170])
     assert np.array_equal(np.asarray(stored[2]) - 1, q.labels[2].compute())
     assert not np.array_equal(full[::5, ::5][:100, :100], q.labels[2].compute())
+    ratio = [s / 100 for s in ihc.shape[:2]]
+    assert meta["scales"][:3] == [[1.0, 1.0], [3.0, 3.0], ratio]
+    assert meta["scales"][3] == [2 * r for r in ratio]
 
 
 def _tree_bytes(path) -> dict:

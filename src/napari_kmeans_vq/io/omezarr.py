@@ -192,14 +192,15 @@ def _multiscale(levels, *, chunk, n_levels, spatial, scale0, shape0):
     for i in range(n_levels):
         if i <= last:
             given = levels[i]
-            shape = given[1] if isinstance(given, tuple) else given.shape
-            # A given level's scale is its size ratio to full resolution.
-            factor = [s0 / s for s0, s in zip(shape0, shape, strict=True)]
-            scale = [scale0[a] * factor[a] for a in range(len(shape))]
             if isinstance(given, tuple):
-                origin, steps = 0, given[0]
+                # Every steps-th pixel of level 0: exactly steps times its pixel size.
+                (steps, shape), origin = given, 0
+                factor = steps
             else:
-                origin, steps = i, (1,) * len(shape)
+                # A level of its own: its scale is its size ratio to full resolution.
+                shape, origin, steps = given.shape, i, (1,) * given.ndim
+                factor = [s0 / s for s0, s in zip(shape0, shape, strict=True)]
+            scale = [scale0[a] * factor[a] for a in range(len(shape))]
         else:
             # Every 2**j-th pixel of the last given level: exactly 2**j times its pixel size.
             step = 2 ** (i - last)
