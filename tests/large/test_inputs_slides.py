@@ -176,6 +176,22 @@ def test_lower_level_or_sample_only_when_asked(jpeg_slide):
     assert sampled.info["fit"] == "sample" and sampled.info["n_samples"] <= 50_000
 
 
+@pytest.mark.parametrize("options", [{}, {"fit_level": 2}, {"fit": "sample", "n_samples": 9_999}])
+def test_class_pixels_are_those_of_the_full_resolution_labels(jpeg_slide, options):
+    """A lazy result's class table, and the in-memory result it computes, count the
+    full-resolution labels, whatever pixels the fit counted."""
+    q = quantize(large.open_image(jpeg_slide), 8, **options)
+    computed = q.compute()
+    counts = np.bincount(computed.labels.ravel(), minlength=8)
+    assert np.array_equal(computed.cluster_sizes, counts)
+    assert np.array_equal(computed.class_table().column("pixels"), counts)
+    table = q.class_table(pixel_size=0.5)
+    assert np.array_equal(table.column("pixels"), counts)
+    assert np.allclose(table.column("area_um2"), counts * 0.25)
+    fitted_here = not options
+    assert np.array_equal(q.cluster_sizes, counts) == fitted_here
+
+
 def test_cli_writes_ome_zarr_labels_that_ome_zarr_py_reads(jpeg_slide, eager8, tmp_path):
     reader = pytest.importorskip("ome_zarr.reader")
     io = pytest.importorskip("ome_zarr.io")

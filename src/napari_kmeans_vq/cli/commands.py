@@ -654,8 +654,10 @@ def _table_output(args, out) -> Path | None:
 
 
 def _class_rows(q, args, names) -> list[dict] | None:
-    """The class table's rows (None for labels left on disk)."""
-    if not hasattr(q, "class_table"):
+    """The class table's rows (None for labels left on disk: the store holds them)."""
+    from ..core.quantize import Quantization
+
+    if not isinstance(q, Quantization):
         return None
     try:
         classes = q.class_table(names, pixel_size=args.pixel_size, unit=args.unit or "um")

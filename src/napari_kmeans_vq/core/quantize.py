@@ -83,16 +83,8 @@ class Quantization:
         See :func:`napari_kmeans_vq.core.classes.class_table`; ``pixel_size`` (in ``unit``)
         gives the area column.
         """
-        cb = self.codebook
-        return class_table(
-            self.palette,
-            self.cluster_sizes,
-            names=names,
-            pixel_size=pixel_size,
-            unit=unit,
-            color_space=cb.color_space.lower(),
-            centroids=self.centroids / getattr(cb, "space_scale_", 1.0),
-            stain_vectors=cb.stain_vectors,
+        return result_class_table(
+            self, self.cluster_sizes, names=names, pixel_size=pixel_size, unit=unit
         )
 
     def to_dict(self) -> dict:
@@ -107,6 +99,23 @@ class Quantization:
             "cluster_sizes": self.cluster_sizes.tolist(),
             "info": dict(self.info),
         }
+
+
+def result_class_table(result, counts, *, names=None, pixel_size=None, unit: str = "um"):
+    """The class table of a quantization result (in memory or lazy) whose classes have
+    ``counts`` pixels: its palette, centroids and codebook's colour space, as
+    :func:`napari_kmeans_vq.core.classes.class_table` takes them."""
+    cb = result.codebook
+    return class_table(
+        result.palette,
+        counts,
+        names=names,
+        pixel_size=pixel_size,
+        unit=unit,
+        color_space=cb.color_space.lower(),
+        centroids=result.centroids / getattr(cb, "space_scale_", 1.0),
+        stain_vectors=cb.stain_vectors,
+    )
 
 
 def quantize(

@@ -12,9 +12,15 @@ from .._limits import MAX_COLORS, index_dtype
 from ..core.autok import DEFAULT_K_MAX, check_k_max, check_target, search_histogram
 from ..core.bits import BitReport
 from ..core.codebook import Codebook
-from ..core.histogram import ColorHistogram, KeyCodec, lookup_colors
+from ..core.histogram import ColorHistogram, KeyCodec, count_values, lookup_colors
 from ..core.kmeans import weighted_error
-from ..core.quantize import Quantization, check_codebook, fit_info, fit_summary
+from ..core.quantize import (
+    Quantization,
+    check_codebook,
+    fit_info,
+    fit_summary,
+    result_class_table,
+)
 from ..core.quantize import quantize as quantize_in_memory
 from .fit import (
     DEFAULT_SAMPLE,
@@ -287,6 +293,21 @@ class LazyQuantization:
             out["shapes"] = [list(level.shape) for level in self.levels]
         return out
 
+    def label_counts(self) -> np.ndarray:
+        """Pixels of each class in the full-resolution labels, shape (K,): the cluster
+        sizes when they count them (an exact fit at level 0), else counted block by block
+        (a pass over the image, for a fit on another level or a sample)."""
+        if sizes_count_labels(self):
+            return np.asarray(self.cluster_sizes, dtype=np.int64)
+        return count_labels(self.levels[0], self.n_colors)
+
+    def class_table(self, names=None, *, pixel_size=None, unit: str = "um"):
+        """One row per class, as :meth:`Quantization.class_table`, with the pixels of the
+        full-resolution labels (:meth:`label_counts`)."""
+        return result_class_table(
+            self, self.label_counts(), names=names, pixel_size=pixel_size, unit=unit
+        )
+
     def compute(self) -> Quantization:
         """The in-memory :class:`Quantization` of the full-resolution level."""
         import dask
@@ -294,7 +315,11 @@ class LazyQuantization:
         return self.with_arrays(*dask.compute(self.levels[0], self.reconstruction_levels[0]))
 
     def with_arrays(self, labels, reconstruction) -> Quantization:
-        """A :class:`Quantization` of this fit with computed full-resolution arrays."""
+        """A :class:`Quantization` of this fit with computed full-resolution arrays (its
+        cluster sizes counted from ``labels`` when the fit's do not count them)."""
+        counts = self.counts
+        if not sizes_count_labels(self):
+            counts = count_values(labels, self.n_colors)
         return Quantization(
             labels=labels,
             palette=self.palette,
@@ -306,8 +331,27 @@ class LazyQuantization:
             n_colors=self.n_colors,
             codebook=self.codebook,
             info=dict(self.info),
-            counts=self.counts,
+            counts=counts,
         )
+
+
+def sizes_count_labels(result) -> bool:
+    """Whether ``result.cluster_sizes`` are the pixel counts of its full-resolution labels:
+    an exact fit of level 0 (or an in-memory result); a fit on another level or a sample
+    counts other pixels."""
+    info = getattr(result, "info", None) or {}
+    return info.get("fit", "exact") == "exact" and info.get("fit_level", 0) == 0
+
+
+def count_labels(labels, n_colors: int) -> np.ndarray:
+    """Pixels of each value 0 .. n_colors - 1 in a dask (or zarr) label array, counted
+    block by block, shape (n_colors,)."""
+    import dask
+    import dask.array as da
+
+    x = labels if isinstance(labels, da.Array) else da.from_zarr(labels)
+    parts = [dask.delayed(count_values)(b, n_colors) for b in x.to_delayed().ravel()]
+    return np.asarray(dask.delayed(sum)(parts).compute(), dtype=np.int64)
 
 
 def quantize_lazy(
@@ -372,6 +416,7 @@ def quantize_lazy(
         sample otherwise (``info["fit"]`` and ``info["fit_level"]`` say which).
     """
     start = time.perf_counter()
+    _refuse_in_memory_options(options)
     if codebook is not None:
         return _apply_lazy(
             codebook, image, n_colors, fit, fit_level, n_samples, block_pixels, progress, options
@@ -506,6 +551,22 @@ def _level_histogram(
         "seconds": time.perf_counter() - start,
     }
     return hist, state
+
+
+def _refuse_in_memory_options(options: dict) -> None:
+    """``mask`` and ``min_region`` work on labels in memory: refused here, in one line
+    (left as None or 0 they are dropped)."""
+    given = []
+    for key in ("mask", "min_region"):
+        value = options.pop(key, None)
+        if value is not None and not (key == "min_region" and value == 0):
+            given.append(key)
+    if given:
+        raise TypeError(
+            f"{' and '.join(given)} need the image in memory (a numpy array, for "
+            "napari_kmeans_vq.quantize); a dask, zarr, TIFF or multiscale image is quantized "
+            "block by block without them."
+        )
 
 
 def _apply_lazy(

@@ -46,7 +46,7 @@ from .._limits import MAX_FIT_COLORS, index_dtype, label_dtype, peak_value
 from ..core.bits import bit_report, label_entropy_bits
 from ..core.colorspace import palette_rgba
 from ..core.kmeans import weighted_error
-from ..core.quantize import Quantization
+from ..core.quantize import Quantization, result_class_table
 from ..large import quantize
 
 __all__ = [
@@ -968,11 +968,13 @@ def class_table_for(q, *, names=None, source_layer=None):
     """
     size = pixel_size(source_layer)
     options = {"pixel_size": size.sides, "unit": size.unit} if size is not None else {}
+    names = _check_names(names, q.n_colors)
     if is_lazy_quantization(q):
+        # No pass over the image here: the fit's shares of the full resolution.
         sizes = np.asarray(q.cluster_sizes, dtype=np.float64)
         counts = np.rint(sizes * q.report.n_pixels / max(sizes.sum(), 1.0)).astype(np.int64)
-        q = replace(q.with_arrays(None, None), counts=counts)
-    return q.class_table(_check_names(names, q.n_colors), **options)
+        return result_class_table(q, counts, names=names, **options)
+    return q.class_table(names, **options)
 
 
 def class_table_view(table) -> tuple[list[str], list[list[str]]]:
