@@ -477,3 +477,44 @@ def test_progress_callable_like_quantize(tmp_path, ihc_dask):
 
     with pytest.raises(Stop, match="histogram"):
         chunked.quantize_lazy(ihc_dask, 8, progress=stop)
+
+
+def test_read_labels_refuses_what_is_not_labels_in_one_error(tmp_path, ihc):
+    """Foreign stores and files give KVQError saying what was wrong; labels under another
+    name are listed."""
+    zarr = pytest.importorskip("zarr")
+    from napari_kmeans_vq.io import KVQError
+    from napari_kmeans_vq.io.omezarr import read_labels, write_labels
+
+    q = chunked.quantize_lazy(ihc, 4)
+    write_labels(tmp_path / "named.ome.zarr", q, name="tissue", image=ihc, chunk=128)
+    with pytest.raises(KVQError, match=r"no label image named 'kmeans'.*'tissue'"):
+        read_labels(tmp_path / "named.ome.zarr")
+    levels, _ = read_labels(tmp_path / "named.ome.zarr", name="tissue")
+    assert np.array_equal(np.asarray(levels[0]) - 1, q.labels.compute())
+    zarr.create_array(str(tmp_path / "plain.zarr"), shape=(4, 4), dtype="u1")
+    (tmp_path / "slide.tif").write_bytes(b"II*\x00" + bytes(64))
+    for path in ("plain.zarr", "slide.tif"):
+        with pytest.raises(KVQError, match="as OME-Zarr labels"):
+            read_labels(tmp_path / path)
+    with pytest.raises(FileNotFoundError):
+        read_labels(tmp_path / "missing.ome.zarr")
+
+
+def test_options_of_the_writer_and_lazy_fit_are_checked(tmp_path, ihc):
+    from napari_kmeans_vq.io.omezarr import read_labels, write_labels
+
+    with pytest.raises(TypeError, match="mask and min_region need the image in memory"):
+        chunked.quantize_lazy(ihc, 4, mask=np.ones(ihc.shape[:2], bool), min_region=5)
+    q = chunked.quantize_lazy(ihc, 4, min_region=0, mask=None)  # the defaults pass
+    write_labels(tmp_path / "a.ome.zarr", q, chunk=np.int64(128), n_levels=np.int64(2),
+                 pixel_size=0.25)  # fmt: skip
+    levels, meta = read_labels(tmp_path / "a.ome.zarr")
+    assert len(levels) == 2 and levels[0].chunksize == (128, 128)
+    assert meta["scales"] == [[0.25, 0.25], [0.5, 0.5]]
+    for bad in ({"chunk": 2.7}, {"chunk": True}, {"n_levels": 1.5}, {"pixel_size": float("nan")},
+                {"pixel_size": (1.0, 0.0)}, {"pixel_size": -1}, {"pixel_size": (1, 2, 3)},
+                {"pixel_size": "big"}):  # fmt: skip
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            write_labels(tmp_path / "b.ome.zarr", q, **bad)
+        assert not (tmp_path / "b.ome.zarr").exists()

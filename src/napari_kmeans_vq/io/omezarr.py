@@ -165,11 +165,34 @@ def _from_full_resolution(levels, spatial: int) -> list:
     return out
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def _pixel_size(pixel_size, ndim: int) -> list[float]:
+    """The full-resolution pixel size per label axis: one number for every axis, or one
+    per axis; each finite and positive (NGFF scales are)."""
+    if pixel_size is None:
+        return [1.0] * ndim
+    given = np.ravel(np.asarray(pixel_size, dtype=object))
+    sizes = list(given) * ndim if given.size == 1 else list(given)
+    try:
+        sizes = [float(s) for s in sizes]
+    except (TypeError, ValueError):
+        sizes = []
+    if len(sizes) != ndim or not all(math.isfinite(s) and s > 0 for s in sizes):
+        raise ValueError(
+            f"pixel_size must be one positive number, or one per label axis ({ndim}), got "
+            f"{pixel_size!r}."
+        )
+    return sizes
+
+
 def _n_levels(shape, chunk: int, n_levels: int | None) -> int:
     if n_levels is not None:
-        if not isinstance(n_levels, int) or isinstance(n_levels, bool) or n_levels < 1:
+        if not _is_int(n_levels) or n_levels < 1:
             raise ValueError(f"n_levels must be a positive integer or None, got {n_levels!r}.")
-        return n_levels
+        return int(n_levels)
     # Halve until the plane fits one chunk.
     side = max(shape[-2:])
     return 1 + max(0, math.ceil(math.log2(side / chunk))) if side > chunk else 1
@@ -494,7 +517,7 @@ def _check_resumable(path, record, parts: dict, fingerprint: str) -> None:
     ]
     what = ", ".join(_PARTS.get(k, k) for k in differ) or "its fingerprint"
     raise ResumeError(
-        f"cannot resume {path}: it was written with a different {what} "
+        f"cannot resume {path}: this run differs from the one that began it in {what} "
         f"({record.get('done', 0)} of {record.get('total', '?')} blocks stored), and a "
         "resume never mixes two runs: start again with overwrite=True."
     )
@@ -510,20 +533,16 @@ def _prepare(
         raise ValueError(f"name must be a non-empty string without '/', got {name!r}.")
     if ngff_version not in NGFF_VERSIONS:
         raise ValueError(f"ngff_version must be one of {NGFF_VERSIONS}, got {ngff_version!r}.")
+    if not _is_int(chunk) or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer, got {chunk!r}.")
     chunk = int(chunk)
-    if chunk < 1:
-        raise ValueError(f"chunk must be a positive integer, got {chunk}.")
     given = default_compressor(ngff_version) if compressor is None else compressor
     raw = list(result.labels) if getattr(result, "multiscale", False) else [result.labels]
     levels = [lv if isinstance(lv, da.Array) else da.from_array(np.asarray(lv)) for lv in raw]
     shape0 = levels[0].shape
     spatial = min(2, len(shape0))
     axes = _axes(len(shape0))
-    scale0 = [1.0] * len(shape0) if pixel_size is None else [float(s) for s in pixel_size]
-    if len(scale0) != len(shape0):
-        raise ValueError(
-            f"pixel_size must have one entry per label axis ({len(shape0)}), got {pixel_size!r}."
-        )
+    scale0 = _pixel_size(pixel_size, len(shape0))
     k = int(result.n_colors)
     if names is not None:
         names = [str(n) for n in names]
@@ -621,8 +640,9 @@ def write_labels(
     n_levels : int, optional
         Pyramid levels to write; default halves until the plane fits one chunk (a
         multiscale result writes at least its own levels).
-    pixel_size : sequence of float, optional
-        Physical size of a full-resolution pixel along each label axis (default 1).
+    pixel_size : float or sequence of float, optional
+        Physical size of a full-resolution pixel: one for every label axis, or one per
+        axis (default 1); finite and positive.
     compressor : codec, optional
         Default :func:`default_compressor` (a zarr v3 codec for NGFF 0.5, numcodecs for 0.4).
     overwrite : bool, default False
@@ -759,10 +779,10 @@ def _remove_write_debris(path: str) -> None:
 def _fit_sizes(result, plan) -> np.ndarray | None:
     """The fit's cluster sizes when they count the stored full-resolution labels (an
     exact fit of every pixel), else None."""
-    info = getattr(result, "info", {}) or {}
-    exact = info.get("fit", "exact") == "exact" and info.get("fit_level", 0) == 0
+    from ..large.lazy import sizes_count_labels
+
     sizes = np.asarray(result.cluster_sizes)
-    if not exact or int(sizes.sum()) != math.prod(plan["shape0"]):
+    if not sizes_count_labels(result) or int(sizes.sum()) != math.prod(plan["shape0"]):
         return None
     return sizes
 
@@ -834,15 +854,9 @@ def _marker_counts(marker_dir: str, n_colors: int, n_blocks: int) -> np.ndarray 
 
 def _counts(arr, n_colors: int) -> np.ndarray:
     """Pixels of each label value 1 .. K in a stored level, block by block."""
-    import dask
-    import dask.array as da
+    from ..large.lazy import count_labels
 
-    from ..core.histogram import count_values
-
-    x = da.from_zarr(arr)
-    parts = [dask.delayed(count_values)(b, n_colors + 1) for b in x.to_delayed().ravel()]
-    total = dask.delayed(sum)(parts)
-    return np.asarray(total.compute())[1 : n_colors + 1].astype(np.int64)
+    return count_labels(arr, n_colors + 1)[1:]
 
 
 def _image_levels(result, image, label_levels, chunk, n, scale0, shape0, spatial):
@@ -971,29 +985,58 @@ def read_labels(path, name: str = "kmeans"):
         ``"names"``: the class names in codeword order (each property's ``"name"``, by
         label value), or None when the store names no class; and ``"scales"``: each
         level's pixel size (its NGFF scale transformation).
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing at ``path``.
+    ResumeError
+        An incomplete store (its writing was interrupted).
+    KVQError
+        Anything else that is not OME-Zarr labels: another zarr store, a file, a store
+        whose labels have another name (the message lists them).
     """
     import dask.array as da
     import zarr
 
+    from .data import KVQError
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"cannot read {path}: no such file or directory")
     record = read_partial(path)
     if record is not None:
         raise ResumeError(
-            f"{os.fspath(path)} is an incomplete store ({record['done']} of {record['total']} "
+            f"{path} is an incomplete store ({record['done']} of {record['total']} "
             "blocks written before its writing was interrupted): finish it with resume=True, "
             "or write it again."
         )
-    group = zarr.open_group(os.fspath(path), mode="r")
-    if "image-label" not in _get_ome(group):
-        group = group[f"labels/{name}"]
-    attrs = _get_ome(group)
-    datasets = attrs["multiscales"][0]["datasets"]
-    levels = [da.from_zarr(group[d["path"]]) for d in datasets]
-    metadata = dict(attrs["image-label"])
-    metadata["names"] = label_names(metadata)
-    metadata["scales"] = [
-        next(t["scale"] for t in d["coordinateTransformations"] if t["type"] == "scale")
-        for d in datasets
-    ]
+    try:
+        group = zarr.open_group(path, mode="r")
+        if "image-label" not in _get_ome(group):
+            if f"labels/{name}" not in group:
+                found = _get_ome(group["labels"]).get("labels") if "labels" in group else None
+                raise KVQError(
+                    f"cannot read {path} as OME-Zarr labels: no label image named {name!r}"
+                    + (f" (it has {', '.join(map(repr, found))}: pass name=)" if found else "")
+                )
+            group = group[f"labels/{name}"]
+        attrs = _get_ome(group)
+        datasets = attrs["multiscales"][0]["datasets"]
+        levels = [da.from_zarr(group[d["path"]]) for d in datasets]
+        metadata = dict(attrs["image-label"])
+        metadata["names"] = label_names(metadata)
+        metadata["scales"] = [
+            next(t["scale"] for t in d["coordinateTransformations"] if t["type"] == "scale")
+            for d in datasets
+        ]
+    except KVQError:
+        raise
+    except Exception as exc:  # zarr's and malformed metadata's errors alike: one message
+        what = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, KeyError):
+            what = f"its metadata or arrays lack {what}"
+        raise KVQError(f"cannot read {path} as OME-Zarr labels: {what[:300]}") from None
     return levels, metadata
 
 

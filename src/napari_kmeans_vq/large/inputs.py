@@ -31,7 +31,7 @@ def is_lazy_input(image) -> bool:
     with :func:`open_image`) and multiscale images: a list or tuple (or napari's
     ``MultiScaleData``) of arrays, full resolution first. Never imports dask.
     """
-    if is_chunked(image) or isinstance(image, TiffLevel | str | os.PathLike):
+    if is_chunked(image) or isinstance(image, TiffLevel | ChannelsLast | str | os.PathLike):
         return True
     return _is_multiscale(image)
 
@@ -71,7 +71,10 @@ def open_image(path):
 
     Returns
     -------
-    zarr array, or list of zarr arrays (full resolution first) for a multiscale image
+    zarr array, or list of zarr arrays (full resolution first) for a multiscale image; a
+    TIFF's levels as :class:`TiffLevel`, and an OME-Zarr image's as :class:`ChannelsLast`
+    views when its NGFF ``axes`` put the channel axis before the last (the first series of
+    a bioformats2raw conversion is its image)
 
     Raises
     ------
@@ -398,6 +401,83 @@ class TiffLevel:
         return out[rest + tuple(key[2:])]
 
 
+class ChannelsLast:
+    """A level of an OME-Zarr image seen with its colour axis last, as the package reads
+    images: NGFF puts the channel axis before the spatial ones (``(t, c, z, y, x)``,
+    ``(c, y, x)``), so :func:`open_image` gives such levels through this view, with any
+    other axis of length 1 but rows and columns dropped (a slide converted by
+    bioformats2raw, ``(1, 3, 1, y, x)``, reads as ``(y, x, 3)``). Indexing with slices
+    reads only the zarr chunks touched.
+
+    Attributes
+    ----------
+    array : zarr array
+        The level as stored.
+    axes : tuple of int
+        The stored axes in the view's order (the channel axis last).
+    shape, dtype, chunks, ndim
+        As for an array, in the view's order.
+    """
+
+    def __init__(self, array, channel: int):
+        self.array = array
+        n = array.ndim
+        rows_cols = [a for a in range(n) if a != channel][-2:]
+        kept = [a for a in range(n) if a != channel and (array.shape[a] != 1 or a in rows_cols)]
+        self.axes = (*kept, channel)
+        self.shape = tuple(int(array.shape[a]) for a in self.axes)
+        self.chunks = tuple(int(array.chunks[a]) for a in self.axes)
+        self.dtype = array.dtype
+        self.ndim = len(self.axes)
+
+    def __repr__(self) -> str:
+        return f"ChannelsLast({self.array!r}, axes={self.axes})"
+
+    def __dask_tokenize__(self):
+        from dask.base import tokenize
+
+        return ("ChannelsLast", tokenize(self.array), self.axes)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[tuple(slice(None) for _ in self.shape)]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if not isinstance(key, tuple):
+            key = (key,)
+        if any(k is Ellipsis for k in key):
+            at = key.index(Ellipsis)
+            key = key[:at] + (slice(None),) * (self.ndim - len(key) + 1) + key[at + 1 :]
+        key = key + (slice(None),) * (self.ndim - len(key))
+        if len(key) != self.ndim or not all(isinstance(k, slice) for k in key):
+            raise IndexError(f"an OME-Zarr level is indexed with slices, not {key!r}")
+        stored = [0] * self.array.ndim  # the dropped axes have one entry
+        for axis, k in zip(self.axes, key, strict=True):
+            stored[axis] = k
+        out = np.asarray(self.array[tuple(stored)])
+        # The axes left by the read, in stored order, put in the view's order.
+        left = sorted(self.axes)
+        return np.transpose(out, [left.index(a) for a in self.axes])
+
+
+def _ngff_channels_last(image: list, multiscale: dict) -> list:
+    """The levels of an NGFF image, through :class:`ChannelsLast` when its ``axes`` put
+    a channel axis before the last or have other axes of length 1; else as they are."""
+    axes = multiscale.get("axes")
+    if not isinstance(axes, list) or len(axes) != image[0].ndim:
+        return image
+    names = [a.get("name") if isinstance(a, dict) else a for a in axes]
+    kinds = [a.get("type") if isinstance(a, dict) else None for a in axes]
+    channel = [i for i, (n, t) in enumerate(zip(names, kinds, strict=True)) if t == "channel"]
+    channel = channel or [i for i, n in enumerate(names) if n == "c"]
+    if len(channel) != 1:
+        return image
+    views = [ChannelsLast(level, channel[0]) for level in image]
+    if all(v.axes == tuple(range(level.ndim)) for v, level in zip(views, image, strict=True)):
+        return image
+    return views
+
+
 def _span(key, size: int) -> tuple[int, int]:
     """The rows (or columns) an index along one axis touches, as (start, stop)."""
     if isinstance(key, int | np.integer):
@@ -471,7 +551,13 @@ def _open(path: str):
     if isinstance(node, zarr.Array):
         image = node
     else:
-        multiscales = node.attrs.get("multiscales") or node.attrs.get("ome", {}).get("multiscales")
+        multiscales = _multiscales(node)
+        if not multiscales and not tiff and "0" in node and isinstance(node["0"], zarr.Group):
+            # bioformats2raw's layout: the first series is the group "0".
+            path = os.path.join(path, "0")
+            _check_metadata(path)
+            node = node["0"]
+            multiscales = _multiscales(node)
         if multiscales:
             paths = [d["path"] for d in multiscales[0]["datasets"]]
             if not tiff:
@@ -480,6 +566,7 @@ def _open(path: str):
             image = [node[level] for level in paths]
             if not all(isinstance(level, zarr.Array) for level in image):
                 raise ValueError("a multiscales dataset is not an array")
+            image = _ngff_channels_last(image, multiscales[0])
         else:
             arrays = sorted(node.array_keys())
             if not arrays:
@@ -488,6 +575,13 @@ def _open(path: str):
             image = levels if len(levels) > 1 else levels[0]
     _check_levels(image)
     return image
+
+
+def _multiscales(group) -> list | None:
+    """A zarr group's NGFF ``multiscales`` (0.4 at the top of its attributes, 0.5 under
+    ``"ome"``), or None."""
+    attrs = group.attrs
+    return attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
 
 
 def _check_levels(image) -> None:
