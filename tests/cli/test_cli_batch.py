@@ -315,3 +315,8 @@ def test_k_auto_is_the_librarys_choice(folder, cohort, tmp_path):
     ):
         result = run("compress", folder / "crop.png", *args)
         assert result.returncode == 2 and words in result.stderr
+    # The library's refusal, in the command's flags.
+    result = run("compress", folder / "crop.png", "-k", "auto", "--target-psnr", 90, "--k-max", 4)
+    assert result.returncode != 0
+    assert "--target-psnr 90" in result.stderr and "--k-max 4" in result.stderr
+    assert "raise --k-max" in result.stderr and "_" not in result.stderr.split("error:")[-1]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import pickle
 import subprocess
 import sys
@@ -155,6 +156,20 @@ def test_written_pyramid_comes_from_full_resolution_labels(eager8, jpeg_slide, t
         step = 2**i
         assert np.array_equal(np.asarray(level) - 1, eager8.labels[::step, ::step])
         assert meta["scales"][i] == [float(step), float(step)]
+
+
+def test_the_slide_written_with_its_labels_is_read_once_block_by_block(jpeg_slide, tmp_path):
+    """With the slide as the store's image, each of its levels is decoded once for the
+    image (level 0 also once for the fit and once for the labels), never whole."""
+    from napari_kmeans_vq.io.omezarr import write_labels
+
+    levels = large.open_image(jpeg_slide)
+    q = quantize(levels, 8)
+    write_labels(tmp_path / "p.ome.zarr", q, chunk=256, image=levels)
+    tiles = [math.prod(-(-s // TILE) for s in lv.shape[:2]) for lv in levels]
+    tiles[0] *= 2
+    tiles[-1] += 1  # open_image decodes one tile of the smallest level, as a check
+    assert [lv.tiles_read for lv in levels] == tiles
 
 
 def test_lazy_labels_equal_in_memory_encoding(decoded, eager8, jpeg_slide):

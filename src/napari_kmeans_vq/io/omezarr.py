@@ -273,7 +273,7 @@ _PARTS = {
     "color_space": "the colour space",
     "fit": "the fit (exact or sampled, level)",
     "codebook": "the fitted codebook (palette, centroids, class sizes)",
-    "input": "the input image",
+    "input": "the labels computed (from the input image with the codebook)",
     "labels": "the label levels (shapes, dtype, blocks)",
     "options": "the output options (name, chunk, levels, pixel size, NGFF version, names)",
     "image": "--with-image (the image stored with the labels)",
@@ -441,6 +441,13 @@ def _input_token(levels) -> str:
     return tokenize(*[lv.name if hasattr(lv, "dask") else np.asarray(lv) for lv in levels])
 
 
+def _token_part(array):
+    from ..core.validation import is_chunked
+    from ..large.inputs import is_lazy_input
+
+    return array if is_chunked(array) or is_lazy_input(array) else np.asarray(array)
+
+
 def _fingerprint_parts(result, levels, options: dict, image, source) -> dict:
     from dask.base import tokenize
 
@@ -449,8 +456,10 @@ def _fingerprint_parts(result, levels, options: dict, image, source) -> dict:
         image_token = image
     else:
         images = list(image) if isinstance(image, list | tuple) else [image]
+        # Numpy arrays by their bytes; dask by name; zarr arrays and slide levels by what
+        # dask's tokenize says of them (store and path, file and level): nothing is read.
         image_token = tokenize(
-            *[im.name if hasattr(im, "dask") else np.asarray(im) for im in images]
+            *[im.name if hasattr(im, "dask") else _token_part(im) for im in images]
         )
     return {
         "n_colors": int(result.n_colors),
