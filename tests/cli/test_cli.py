@@ -528,6 +528,13 @@ def test_streamed_input_bad_paths_and_combinations(zarr_input, photo, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.zarr", "junk.tif"]
 
 
+def test_streamed_input_over_the_limit_without_output_is_fitted_and_reported(zarr_input):
+    result = run("compress", zarr_input, "-k", 3, "--max-pixels", 1000, "--json", "-q")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["n_colors"] == 3 and report["input"]["streamed"] and report["output"] is None
+
+
 def test_small_streamed_input_written_as_kvq(zarr_input, tile, tmp_path):
     """A streamed input within the in-memory limit is fitted block by block, then its
     labels computed in memory: any output, and the full report."""

@@ -712,7 +712,7 @@ def _compress_file(args, job: _Job, source: Path, codebook, names, progress) -> 
     # are computed in memory, for the full report and any output; a larger one goes to
     # OME-Zarr, block by block, or is only reported.
     in_memory = not streamed or (out_format != "ome-zarr" and pixels <= limits.MAX_PIXELS)
-    if not in_memory and out_format != "ome-zarr":
+    if not in_memory and out is not None and out_format != "ome-zarr":
         raise UsageError(
             f"{job.label} has {pixels:,} pixels, over the limit of {limits.MAX_PIXELS:,} "
             f"decoded into memory (--max-pixels): it is streamed and written as OME-Zarr "
