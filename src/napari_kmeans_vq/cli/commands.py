@@ -245,6 +245,38 @@ def _check_store_output(path: Path, force: bool, resume: bool = False) -> None:
         raise CLIError(f"the directory {path.parent} does not exist")
 
 
+def _complete_store(path: Path) -> bool:
+    """Whether ``path`` is an OME-Zarr store this package finished (a store is swapped
+    in whole), with no interrupted write to it left beside it: what --resume keeps."""
+    from ..io.files import incomplete_store
+    from ..io.omezarr import replaceable_store
+
+    return (
+        path.is_dir()
+        and not path.is_symlink()
+        and replaceable_store(path)
+        and incomplete_store(path) is None
+    )
+
+
+def _kept(args, job) -> bool:
+    """With --resume, an OME-Zarr output already complete is kept and its input skipped:
+    a rerun of an interrupted batch finishes what was left."""
+    return (
+        args.resume
+        and not args.force
+        and job.out_format == "ome-zarr"
+        and isinstance(job.out, Path)
+        and _complete_store(job.out)
+    )
+
+
+def _kept_record(job) -> dict:
+    from ..io import tree_size
+
+    return {"path": str(job.out), "bytes": tree_size(job.out)[0]}
+
+
 def _check_incomplete(path: Path, force: bool, resume: bool) -> None:
     """An incomplete store an interrupted run left for ``path`` is finished (--resume) or
     discarded (--force), never ignored."""
@@ -483,6 +515,9 @@ def _check_outputs(args, jobs: list[_Job]) -> None:
         return
     if any(job.out_format == "ome-zarr" for job in files):
         messages.require_large_extra("-o OUT.ome.zarr (OME-Zarr labels)")
+    files = [job for job in files if not _kept(args, job)]
+    if not files:
+        return
     if len(files) == 1:
         job = files[0]
         if job.out.parent.exists() or not args.out_dir:
@@ -826,6 +861,13 @@ def cmd_compress(args, progress) -> int:
     single = len(jobs) == 1 and summary is None and not args.out_dir
     if single:
         job = jobs[0]
+        if _kept(args, job):
+            kept = render.kept_entry(job.label, _kept_record(job))
+            if args.json:
+                render.print_json(kept)
+            else:
+                print(f"kept {kept['output']} ({kept['bytes']:,} bytes): complete already")
+            return 0
         record = _compress_one(args, job, codebook, names, progress)
         # With the file on standard output, the report goes to standard error.
         stream = sys.stderr if job.out == inputs.STDIO else sys.stdout
@@ -847,6 +889,10 @@ def _compress_batch(args, jobs, summary, codebook, names, progress) -> int:
     with render.BatchProgress(len(jobs), progress) as bar:
         for index, job in enumerate(jobs, 1):
             step = bar.step(index, job.label)
+            if _kept(args, job):
+                results.append(render.kept_entry(job.label, _kept_record(job)))
+                bar.done(results[-1])
+                continue
             try:
                 record = _compress_one(args, job, codebook, names, step)
             except (KeyboardInterrupt, MemoryError):

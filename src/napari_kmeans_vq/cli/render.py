@@ -390,6 +390,14 @@ def batch_entry(label: str, record: dict) -> dict:
     }
 
 
+def kept_entry(label: str, kept: dict) -> dict:
+    """A batch's line for an input whose output was complete already (--resume keeps it):
+    its output and size, no figures (nothing was fitted)."""
+    return {"image": label, "status": "kept", "error": None, "output": kept["path"],
+            "K": None, "J": None, "psnr": None, "bits": None, "bytes": kept["bytes"],
+            "classes": None}  # fmt: skip
+
+
 _IMAGE_COLUMNS = ("image", "status", "error", "output", "K", "J", "psnr", "bits", "bytes")
 
 
@@ -430,6 +438,10 @@ def print_batch(results: list[dict], summary, summary_bytes_written) -> None:
     for entry in results:
         if entry["status"] == "failed":
             cells.append([entry["image"], "-", "-", "-", "-", f"failed: {entry['error']}"])
+            continue
+        if entry["status"] == "kept":
+            output = f"{entry['output']} (complete already: kept)"
+            cells.append([entry["image"], "-", "-", "-", _fmt_int(entry["bytes"]), output])
             continue
         psnr = "inf" if entry["psnr"] is None else f"{entry['psnr']:.2f}"
         cells.append(
