@@ -382,11 +382,13 @@ def test_pyramidal_tiff_and_ome_zarr_paths(tmp_path, ihc, eager16):
     q = chunked.quantize_lazy(path, 16, block_pixels=256 * 256)
     assert q.multiscale and q.labels[0].numblocks == (2, 2)
     assert np.array_equal(q.labels[0].compute(), eager16.labels)
-    # An OME-Zarr image written with the labels opens as its pyramid, channel-first.
+    # An OME-Zarr image written with the labels (stored channel-first, as NGFF orders
+    # axes) opens as its pyramid, colours last.
     out = omezarr.write_labels(tmp_path / "o.ome.zarr", q, image=ihc, chunk=128)
     image = chunked.open_image(out)
-    assert [lv.shape for lv in image] == [(3, 512, 512), (3, 256, 256), (3, 128, 128)]
-    again = chunked.quantize_lazy(image, 16, channel_axis=0)
+    assert [lv.shape for lv in image] == [(512, 512, 3), (256, 256, 3), (128, 128, 3)]
+    assert [lv.array.shape for lv in image] == [(3, 512, 512), (3, 256, 256), (3, 128, 128)]
+    again = chunked.quantize_lazy(image, 16)
     assert np.array_equal(again.labels[0].compute(), eager16.labels)
 
 
