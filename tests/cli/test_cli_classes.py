@@ -282,13 +282,30 @@ def test_table_errors(slide, tmp_path):
     assert "same file" in usage
 
 
-def test_streamed_to_zarr_refuses_table(tmp_path, ihc):
+def test_streamed_to_zarr_tables_the_classes_the_store_counted(tmp_path, ihc):
     npy = tmp_path / "ihc.npy"
     np.save(npy, np.asarray(ihc))
-    result = run("compress", npy, "-k", "3", "--max-pixels", "1000", "-o",
-                 tmp_path / "o.ome.zarr", "--table", tmp_path / "t.csv")  # fmt: skip
-    assert "--table" in usage_error(result)
-    assert not (tmp_path / "t.csv").exists() and not (tmp_path / "o.ome.zarr").exists()
+    table, summary = tmp_path / "t.csv", tmp_path / "s.csv"
+    out = tmp_path / "o.ome.zarr"
+    result = run("compress", npy, "-k", "3", "--max-pixels", "1000", "-o", out,
+                 "--table", table, "--pixel-size", "0.5", "-q")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    q = quantize(ihc, 3)
+    rows = list(csv.DictReader(io.StringIO(table.read_text())))
+    assert [int(r["pixels"]) for r in rows] == q.cluster_sizes.tolist()
+    assert [float(r["area_um2"]) for r in rows] == (q.cluster_sizes * 0.25).tolist()
+    again = tmp_path / "again.npy"
+    again.write_bytes(npy.read_bytes())
+    batch = run("compress", npy, again, "-k", "3", "--max-pixels", "1000", "--out-dir",
+                tmp_path / "b", "--name", "{stem}.ome.zarr", "--summary", summary)  # fmt: skip
+    assert batch.returncode == 0, batch.stderr
+    pixels = [int(r["pixels"]) for r in csv.DictReader(io.StringIO(summary.read_text()))]
+    assert pixels == 2 * q.cluster_sizes.tolist()
+    # Streamed and only reported: no store counts the classes.
+    usage = usage_error(run("compress", npy, "-k", "3", "--max-pixels", "1000", "--table",
+                            tmp_path / "u.csv"))  # fmt: skip
+    assert "--table" in usage and "-o OUT.ome.zarr" in usage
+    assert not (tmp_path / "u.csv").exists()
 
 
 # ---------------------------------------------------------------------------------------------

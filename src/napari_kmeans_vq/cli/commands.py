@@ -688,22 +688,35 @@ def _table_output(args, out) -> Path | None:
     return table
 
 
-def _class_rows(q, args, names) -> list[dict] | None:
-    """The class table's rows (None for labels left on disk: the store holds them)."""
-    from ..core.quantize import Quantization
+def _class_rows(q, args, names, written=None):
+    """The class table: from a result in memory; for labels streamed to an OME-Zarr store
+    (``written``), with the classes' pixels as the store counted them; else None."""
+    from ..core.quantize import Quantization, result_class_table
 
-    if not isinstance(q, Quantization):
-        return None
+    options = {"pixel_size": args.pixel_size, "unit": args.unit or "um"}
     try:
-        classes = q.class_table(names, pixel_size=args.pixel_size, unit=args.unit or "um")
+        if isinstance(q, Quantization):
+            return q.class_table(names, **options)
+        if written is None or written.get("format") != "ome-zarr":
+            return None
+        return result_class_table(q, _store_counts(written["path"]), names=names, **options)
     except (TypeError, ValueError) as exc:
         raise CLIError(f"cannot make the class table: {messages.cli_terms(str(exc))}") from None
-    return classes
 
 
-def _write_table(table: Path, q, args, names, progress) -> dict:
+def _store_counts(path):
+    """Pixels of each class of an OME-Zarr store this command wrote (its properties)."""
+    import numpy as np
+
+    from ..io.omezarr import read_labels
+
+    properties = sorted(read_labels(path)[1]["properties"], key=lambda p: p["label-value"])
+    return np.array([p["pixel-count"] for p in properties], dtype=np.int64)
+
+
+def _write_table(table: Path, q, args, names, progress, written=None) -> dict:
     """Write the class table as CSV; its record for the report."""
-    classes = _class_rows(q, args, names)
+    classes = _class_rows(q, args, names, written)
     size = _write(table, classes.to_csv().encode(), force=args.force, progress=progress)
     return {"path": str(table), "bytes": size, "classes": len(classes)}
 
@@ -753,11 +766,12 @@ def _compress_file(args, job: _Job, source: Path, codebook, names, progress) -> 
             f"decoded into memory (--max-pixels): it is streamed and written as OME-Zarr "
             f"labels, give -o OUT.ome.zarr, not {out}"
         )
-    if not in_memory and (job.table is not None or args.summary is not None):
+    if out_format != "ome-zarr" and not in_memory and (job.table or args.summary is not None):
         flag = "--table" if job.table is not None else "--summary"
         raise UsageError(
-            f"{flag} needs the labels in memory; {job.label} is streamed to OME-Zarr labels "
-            f"({pixels:,} pixels, limit {limits.MAX_PIXELS:,}: --max-pixels)"
+            f"{flag} needs the classes' pixels: {job.label} is streamed ({pixels:,} pixels, "
+            f"over --max-pixels {limits.MAX_PIXELS:,}), so write it as OME-Zarr labels "
+            "(-o OUT.ome.zarr), which counts them"
         )
     input_bytes = tree_size(source)[0]
     shape = render.shape_text(full.shape, full.dtype)
@@ -795,7 +809,7 @@ def _compress_file(args, job: _Job, source: Path, codebook, names, progress) -> 
     sizes = sizes_with_ratios(q.report, files, input_bytes)
     table_written = None
     if job.table is not None:
-        table_written = _write_table(job.table, q, args, names, progress)
+        table_written = _write_table(job.table, q, args, names, progress, written)
 
     # The pixels segmented (the mask's, when there is one) are the report's.
     n_pixels = q.report.n_pixels if mask is None else int(mask.size)
@@ -814,7 +828,7 @@ def _compress_file(args, job: _Job, source: Path, codebook, names, progress) -> 
         "output": written,
         "table": table_written,
         "mask": mask_record,
-        "classes": _class_rows(q, args, names),
+        "classes": _class_rows(q, args, names, written),
     }
 
 
