@@ -75,6 +75,19 @@ def test_a_stack_keeps_its_axes_and_channels_last_stay_as_stored(tmp_path, ihc):
     _ngff(tmp_path / "z.zarr", [zcyx], "zcyx")
     (level,) = large.open_image(tmp_path / "z.zarr")
     assert level.shape == (2, 512, 512, 3) and np.array_equal(np.asarray(level), stack)
+    # Axes dropped are those of length 1 at full resolution, from every level alike.
+    czyx = np.moveaxis(ihc, -1, 0)[:, None]
+    _ngff(tmp_path / "one.zarr", [czyx, czyx[:, :, ::2, ::2]], "czyx")
+    assert [lv.shape for lv in large.open_image(tmp_path / "one.zarr")] == [
+        (512, 512, 3),
+        (256, 256, 3),
+    ]
+    two = np.concatenate([czyx, czyx], axis=1)
+    _ngff(tmp_path / "two.zarr", [two, two[:, :1, ::2, ::2]], "czyx")
+    assert [lv.shape for lv in large.open_image(tmp_path / "two.zarr")] == [
+        (2, 512, 512, 3),
+        (1, 256, 256, 3),
+    ]
     _ngff(tmp_path / "last.zarr", [ihc], "yxc")
     (plain,) = large.open_image(tmp_path / "last.zarr")
     assert isinstance(plain, zarr.Array)

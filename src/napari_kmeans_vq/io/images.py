@@ -221,9 +221,9 @@ def read_image(path, *, lazy: bool = False, max_pixels: int | None = None):
         read whole unless ``lazy``.
     lazy : bool, default False
         Open a zarr directory (array or OME-Zarr image) or a TIFF without reading its
-        pixels (:func:`napari_kmeans_vq.large.open_image`): a zarr array, or a list of
-        them, full resolution first, for a multiscale image; a ``.npy`` file
-        memory-mapped.
+        pixels (:func:`napari_kmeans_vq.large.open_image`): a zarr array (or a slide's
+        or OME-Zarr image's level view), or a list of them, full resolution first, for a
+        multiscale image; a ``.npy`` file memory-mapped.
     max_pixels : int, optional
         Refuse to read whole an image of more pixels than this (default
         :data:`napari_kmeans_vq.io.limits.MAX_PIXELS`); lazy inputs are not limited.

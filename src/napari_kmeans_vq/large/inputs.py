@@ -27,9 +27,10 @@ BLOCK_PIXELS = 1 << 22
 def is_lazy_input(image) -> bool:
     """Whether ``image`` is processed block by block rather than in memory.
 
-    True for dask and zarr arrays, TIFF levels opened by :func:`open_image`, paths (opened
-    with :func:`open_image`) and multiscale images: a list or tuple (or napari's
-    ``MultiScaleData``) of arrays, full resolution first. Never imports dask.
+    True for dask and zarr arrays, TIFF and OME-Zarr levels opened by :func:`open_image`
+    (:class:`TiffLevel`, :class:`ChannelsLast`), paths (opened with :func:`open_image`)
+    and multiscale images: a list or tuple (or napari's ``MultiScaleData``) of arrays,
+    full resolution first. Never imports dask.
     """
     if is_chunked(image) or isinstance(image, TiffLevel | ChannelsLast | str | os.PathLike):
         return True
@@ -414,17 +415,18 @@ class ChannelsLast:
     array : zarr array
         The level as stored.
     axes : tuple of int
-        The stored axes in the view's order (the channel axis last).
+        The stored axes in the view's order (the channel axis last); the others have
+        length 1.
     shape, dtype, chunks, ndim
         As for an array, in the view's order.
     """
 
-    def __init__(self, array, channel: int):
+    def __init__(self, array, axes):
         self.array = array
-        n = array.ndim
-        rows_cols = [a for a in range(n) if a != channel][-2:]
-        kept = [a for a in range(n) if a != channel and (array.shape[a] != 1 or a in rows_cols)]
-        self.axes = (*kept, channel)
+        self.axes = tuple(int(a) for a in axes)
+        dropped = [a for a in range(array.ndim) if a not in self.axes]
+        if len(set(self.axes)) != len(self.axes) or any(array.shape[a] != 1 for a in dropped):
+            raise ValueError(f"axes {self.axes} do not view an array of shape {array.shape}")
         self.shape = tuple(int(array.shape[a]) for a in self.axes)
         self.chunks = tuple(int(array.chunks[a]) for a in self.axes)
         self.dtype = array.dtype
@@ -472,10 +474,15 @@ def _ngff_channels_last(image: list, multiscale: dict) -> list:
     channel = channel or [i for i, n in enumerate(names) if n == "c"]
     if len(channel) != 1:
         return image
-    views = [ChannelsLast(level, channel[0]) for level in image]
-    if all(v.axes == tuple(range(level.ndim)) for v, level in zip(views, image, strict=True)):
+    c, first = channel[0], image[0]
+    # Axes of length 1 at full resolution (other than rows and columns) are dropped from
+    # every level alike.
+    rows_cols = [a for a in range(first.ndim) if a != c][-2:]
+    kept = [a for a in range(first.ndim) if a != c and (first.shape[a] > 1 or a in rows_cols)]
+    axes = (*kept, c)
+    if axes == tuple(range(first.ndim)):
         return image
-    return views
+    return [ChannelsLast(level, axes) for level in image]
 
 
 def _span(key, size: int) -> tuple[int, int]:
