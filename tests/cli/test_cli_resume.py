@@ -163,11 +163,15 @@ def test_a_killed_batch_resumes_keeping_the_outputs_it_finished(tmp_path, slide,
     killed = compress(tmp_path, *batch, "--out-dir", out, kill_after=per_slide + 10)
     assert killed.returncode == -signal.SIGKILL
     assert (out / "slide.ome.zarr").is_dir() and incomplete_store(out / "other.ome.zarr")
-    resumed = compress(tmp_path, *batch, "--out-dir", out, "--resume", "--json")
+    summary = tmp_path / "summary.json"
+    resumed = compress(tmp_path, *batch, "--out-dir", out, "--resume", "--summary", summary)
     assert resumed.returncode == 0, resumed.stderr
     assert stored_count(resumed) < 2 * per_slide  # the first slide was not written again
-    statuses = [entry["status"] for entry in json.loads(resumed.stdout)["images"]]
-    assert statuses == ["kept", "ok", "ok"]
+    entries = json.loads(summary.read_text())["images"]
+    assert [entry["status"] for entry in entries] == ["kept", "ok", "ok"]
+    # The kept output's classes are those the store counted: as an uninterrupted run's.
+    done = compress(tmp_path, slide, "-k", 8, "-o", tmp_path / "two.ome.zarr", "--json")
+    assert entries[0]["K"] == 8 and entries[0]["classes"] == json.loads(done.stdout)["classes"]
     for name in ("slide", "other", "third"):
         store = f"{name}.ome.zarr"
         assert store_bytes(out / store) == store_bytes(tmp_path / "ref" / store)
@@ -175,6 +179,28 @@ def test_a_killed_batch_resumes_keeping_the_outputs_it_finished(tmp_path, slide,
     # Without --resume the finished outputs are not replaced.
     again = compress(tmp_path, *batch, "--out-dir", out)
     assert again.returncode == 1 and "--force" in error_line(again)
+    # A finished store of another K is not kept: refused before anything is written.
+    other_k = compress(tmp_path, *batch[:3], "-k", 6, *batch[5:], "--out-dir", out, "--resume")
+    assert other_k.returncode == 1 and "another K" in error_line(other_k)
+    assert store_bytes(out / "slide.ome.zarr") == store_bytes(tmp_path / "ref/slide.ome.zarr")
+
+
+def test_resume_keeps_a_single_finished_output_and_tables_it(tmp_path, slide):
+    out, table = tmp_path / "out.ome.zarr", tmp_path / "classes.csv"
+    first = compress(tmp_path, slide, "-k", 8, "-o", out, "--table", table, "-q")
+    assert first.returncode == 0, first.stderr
+    written, before = table.read_text(), store_bytes(out)
+    table.unlink()  # as if killed between the store and its table
+    kept = compress(tmp_path, slide, "-k", 8, "-o", out, "--table", table, "--resume")
+    assert kept.returncode == 0, kept.stderr
+    assert "complete already" in kept.stdout and stored_count(kept) == 0
+    assert table.read_text() == written and store_bytes(out) == before
+    # An empty folder is no finished store: not kept, left for --force to replace.
+    empty = tmp_path / "empty.ome.zarr"
+    empty.mkdir()
+    refused = compress(tmp_path, slide, "-k", 8, "-o", empty, "--resume", "-q")
+    assert refused.returncode == 1 and "--force" in error_line(refused)
+    assert "complete" not in refused.stdout and not any(empty.iterdir())
 
 
 def test_force_discards_an_incomplete_store(tmp_path, slide):

@@ -245,36 +245,69 @@ def _check_store_output(path: Path, force: bool, resume: bool = False) -> None:
         raise CLIError(f"the directory {path.parent} does not exist")
 
 
-def _complete_store(path: Path) -> bool:
-    """Whether ``path`` is an OME-Zarr store this package finished (a store is swapped
-    in whole), with no interrupted write to it left beside it: what --resume keeps."""
+def _finished_store(path: Path) -> dict | None:
+    """The label metadata of an OME-Zarr store this package finished at ``path`` (a store
+    is swapped in whole), with no interrupted write to it left beside it; else None."""
     from ..io.files import incomplete_store
-    from ..io.omezarr import replaceable_store
+    from ..io.omezarr import read_labels, read_partial, replaceable_store
 
-    return (
-        path.is_dir()
-        and not path.is_symlink()
-        and replaceable_store(path)
-        and incomplete_store(path) is None
-    )
-
-
-def _kept(args, job) -> bool:
-    """With --resume, an OME-Zarr output already complete is kept and its input skipped:
-    a rerun of an interrupted batch finishes what was left."""
-    return (
-        args.resume
-        and not args.force
-        and job.out_format == "ome-zarr"
-        and isinstance(job.out, Path)
-        and _complete_store(job.out)
-    )
+    if not path.is_dir() or path.is_symlink() or not any(path.iterdir()):
+        return None
+    if not replaceable_store(path) or read_partial(path) is not None:
+        return None
+    if incomplete_store(path) is not None:
+        return None
+    try:
+        return read_labels(path)[1]
+    except (OSError, ValueError):
+        return None
 
 
-def _kept_record(job) -> dict:
+def _kept(args, job) -> dict | None:
+    """With --resume, an OME-Zarr output already complete is kept and its input skipped
+    (a rerun of an interrupted batch finishes what was left): its label metadata. A
+    finished store made with another K, --names or --with-image is refused, not kept."""
+    if not (args.resume and not args.force and job.out_format == "ome-zarr"):
+        return None
+    if not isinstance(job.out, Path):
+        return None
+    meta = _finished_store(job.out)
+    if meta is None:
+        return None
+    found = {"K": len(meta["properties"]), "--names": meta["names"],
+             "--with-image": (job.out / "labels").is_dir()}  # fmt: skip
+    wanted = {"K": args.colors if isinstance(args.colors, int) else found["K"],
+              "--names": list(args.names) if args.names is not None else found["--names"],
+              "--with-image": args.with_image != "none"}  # fmt: skip
+    differ = [key for key in found if found[key] != wanted[key]]
+    if differ:
+        raise CLIError(
+            f"{job.out} is complete but was made with another {', '.join(differ)}; --resume "
+            "keeps only outputs of the same run: use --force to make it again"
+        )
+    return meta
+
+
+def _kept_entry(job, meta: dict, args) -> dict:
+    """The report's entry for a kept output: its size, K and classes (as the store counted
+    them; the J and PSNR of its fit are not stored)."""
     from ..io import tree_size
 
-    return {"path": str(job.out), "bytes": tree_size(job.out)[0]}
+    kept = {"path": str(job.out), "bytes": tree_size(job.out)[0]}
+    return render.kept_entry(job.label, kept, _store_class_table(meta, args))
+
+
+def _store_class_table(meta: dict, args):
+    """The class table of a finished store's labels: palette, pixels and names as the
+    store records them."""
+    from ..core.classes import class_table
+    from ..io.omezarr import label_counts, label_palette
+
+    try:
+        return class_table(label_palette(meta), label_counts(meta), names=meta["names"],
+                           pixel_size=args.pixel_size, unit=args.unit or "um")  # fmt: skip
+    except (TypeError, ValueError) as exc:
+        raise CLIError(f"cannot make the class table: {messages.cli_terms(str(exc))}") from None
 
 
 def _check_incomplete(path: Path, force: bool, resume: bool) -> None:
@@ -515,7 +548,7 @@ def _check_outputs(args, jobs: list[_Job]) -> None:
         return
     if any(job.out_format == "ome-zarr" for job in files):
         messages.require_large_extra("-o OUT.ome.zarr (OME-Zarr labels)")
-    files = [job for job in files if not _kept(args, job)]
+    files = [job for job in files if _kept(args, job) is None]
     if not files:
         return
     if len(files) == 1:
@@ -706,12 +739,9 @@ def _class_rows(q, args, names, written=None):
 
 def _store_counts(path):
     """Pixels of each class of an OME-Zarr store this command wrote (its properties)."""
-    import numpy as np
+    from ..io.omezarr import label_counts, read_labels
 
-    from ..io.omezarr import read_labels
-
-    properties = sorted(read_labels(path)[1]["properties"], key=lambda p: p["label-value"])
-    return np.array([p["pixel-count"] for p in properties], dtype=np.int64)
+    return label_counts(read_labels(path)[1])
 
 
 def _write_table(table: Path, q, args, names, progress, written=None) -> dict:
@@ -875,8 +905,13 @@ def cmd_compress(args, progress) -> int:
     single = len(jobs) == 1 and summary is None and not args.out_dir
     if single:
         job = jobs[0]
-        if _kept(args, job):
-            kept = render.kept_entry(job.label, _kept_record(job))
+        meta = _kept(args, job)
+        if meta is not None:
+            kept = _kept_entry(job, meta, args)
+            if job.table is not None:
+                _write(job.table, kept["table"].to_csv().encode(), force=args.force,
+                       progress=progress)  # fmt: skip
+            kept.pop("table")
             if args.json:
                 render.print_json(kept)
             else:
@@ -903,8 +938,11 @@ def _compress_batch(args, jobs, summary, codebook, names, progress) -> int:
     with render.BatchProgress(len(jobs), progress) as bar:
         for index, job in enumerate(jobs, 1):
             step = bar.step(index, job.label)
-            if _kept(args, job):
-                results.append(render.kept_entry(job.label, _kept_record(job)))
+            meta = _kept(args, job)
+            if meta is not None:
+                kept = _kept_entry(job, meta, args)
+                kept.pop("table")
+                results.append(kept)
                 bar.done(results[-1])
                 continue
             try:

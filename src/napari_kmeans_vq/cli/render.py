@@ -390,12 +390,13 @@ def batch_entry(label: str, record: dict) -> dict:
     }
 
 
-def kept_entry(label: str, kept: dict) -> dict:
+def kept_entry(label: str, kept: dict, table) -> dict:
     """A batch's line for an input whose output was complete already (--resume keeps it):
-    its output and size, no figures (nothing was fitted)."""
+    its output, size, K and classes (``table``, also under ``"table"``); no J, PSNR or
+    bits (nothing was fitted)."""
     return {"image": label, "status": "kept", "error": None, "output": kept["path"],
-            "K": None, "J": None, "psnr": None, "bits": None, "bytes": kept["bytes"],
-            "classes": None}  # fmt: skip
+            "K": len(table), "J": None, "psnr": None, "bits": None, "bytes": kept["bytes"],
+            "classes": [dict(row) for row in table.rows], "table": table}  # fmt: skip
 
 
 _IMAGE_COLUMNS = ("image", "status", "error", "output", "K", "J", "psnr", "bits", "bytes")
@@ -441,7 +442,9 @@ def print_batch(results: list[dict], summary, summary_bytes_written) -> None:
             continue
         if entry["status"] == "kept":
             output = f"{entry['output']} (complete already: kept)"
-            cells.append([entry["image"], "-", "-", "-", _fmt_int(entry["bytes"]), output])
+            cells.append(
+                [entry["image"], str(entry["K"]), "-", "-", _fmt_int(entry["bytes"]), output]
+            )
             continue
         psnr = "inf" if entry["psnr"] is None else f"{entry['psnr']:.2f}"
         cells.append(

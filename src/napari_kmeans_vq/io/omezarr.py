@@ -1068,10 +1068,29 @@ def label_names(image_label: dict) -> list[str] | None:
     return [named[v] for v in range(1, len(named) + 1)]
 
 
+def label_palette(image_label: dict) -> np.ndarray:
+    """The palette (K, C) that ``image-label`` properties record (each class's
+    ``palette-value``, by label value); integers in the smallest unsigned dtype that
+    holds them (JSON keeps no dtype: uint8 for 8-bit images)."""
+    properties = sorted(image_label["properties"], key=lambda p: p["label-value"])
+    palette = np.array([p["palette-value"] for p in properties]).reshape(len(properties), -1)
+    if palette.dtype.kind in "iu":
+        palette = palette.astype(np.uint8 if palette.max() <= 255 else np.uint16)
+    return palette
+
+
+def label_counts(image_label: dict) -> np.ndarray:
+    """Pixels of each class (K,) that ``image-label`` properties record, by label value."""
+    properties = sorted(image_label["properties"], key=lambda p: p["label-value"])
+    return np.array([p["pixel-count"] for p in properties], dtype=np.int64)
+
+
 __all__ = [
     "ResumeError",
     "default_compressor",
+    "label_counts",
     "label_names",
+    "label_palette",
     "palette_rgba255",
     "read_labels",
     "read_partial",

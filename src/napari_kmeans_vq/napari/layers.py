@@ -499,17 +499,14 @@ def ome_zarr_labels_layer_data(path, *, name: str = "kmeans", source_layer=None)
     -------
     (list of dask arrays, dict, "labels")
     """
-    from ..io.omezarr import read_labels
+    from ..io.omezarr import label_counts, label_palette, read_labels
 
     levels, stored = read_labels(path, name)
     colours = {None: (0.0, 0.0, 0.0, 0.0), 0: (0.0, 0.0, 0.0, 0.0)}
     for entry in stored["colors"]:
         colours[int(entry["label-value"])] = tuple(float(v) / 255 for v in entry["rgba"])
     properties = sorted(stored["properties"], key=lambda p: p["label-value"])
-    palette = np.array([p["palette-value"] for p in properties]).reshape(len(properties), -1)
-    if palette.dtype.kind in "iu":  # JSON keeps no dtype: the smallest that holds the values
-        palette = palette.astype(np.uint8 if palette.max() <= 255 else np.uint16)
-    counts = np.array([p["pixel-count"] for p in properties], dtype=np.int64)
+    palette, counts = label_palette(stored), label_counts(stored)
     features = cluster_features(palette, counts, names=stored["names"])
     features["hex"] = np.array([p["color"] for p in properties], dtype=object)
     meta = {
