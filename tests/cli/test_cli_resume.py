@@ -19,6 +19,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("tifffile")
@@ -201,6 +202,24 @@ def test_resume_keeps_a_single_finished_output_and_tables_it(tmp_path, slide):
     refused = compress(tmp_path, slide, "-k", 8, "-o", empty, "--resume", "-q")
     assert refused.returncode == 1 and "--force" in error_line(refused)
     assert "complete" not in refused.stdout and not any(empty.iterdir())
+
+
+def test_a_tiff_read_through_tifffile_zarr_view_resumes_too(tmp_path, ihc):
+    """A stack (a layout TiffLevel does not read) is named by its file in every process,
+    so a killed write resumes in another one."""
+    import tifffile
+
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.stack([ihc, ihc[::-1]]), tile=(128, 128), photometric="rgb",
+                     compression="zlib")  # fmt: skip
+    ref = tmp_path / "ref.ome.zarr"
+    assert compress(tmp_path, stack, "-k", 4, "-o", ref, "-q").returncode == 0
+    out = tmp_path / "out.ome.zarr"
+    killed = compress(tmp_path, stack, "-k", 4, "-o", out, "-q", kill_after=6)
+    assert killed.returncode == -signal.SIGKILL and incomplete_store(out)
+    resumed = compress(tmp_path, stack, "-k", 4, "-o", out, "--resume", "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    assert store_bytes(out) == store_bytes(ref)
 
 
 def test_force_discards_an_incomplete_store(tmp_path, slide):

@@ -44,7 +44,7 @@ def test_the_package_own_store_with_its_image_quantizes_as_the_image(tmp_path, i
     eager = quantize(ihc, 4)
     save_ome_zarr(tmp_path / "w.ome.zarr", eager, image=ihc, chunk=128)
     levels = large.open_image(tmp_path / "w.ome.zarr")
-    assert all(isinstance(lv, large.inputs.ChannelsLast) for lv in levels)
+    assert all(isinstance(lv, large.inputs.LevelView) for lv in levels)
     assert levels[0].shape == ihc.shape and np.array_equal(np.asarray(levels[0]), ihc)
     q = quantize(str(tmp_path / "w.ome.zarr"), 4)
     assert np.array_equal(q.palette, eager.palette)

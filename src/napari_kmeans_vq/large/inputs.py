@@ -28,11 +28,11 @@ def is_lazy_input(image) -> bool:
     """Whether ``image`` is processed block by block rather than in memory.
 
     True for dask and zarr arrays, TIFF and OME-Zarr levels opened by :func:`open_image`
-    (:class:`TiffLevel`, :class:`ChannelsLast`), paths (opened with :func:`open_image`)
+    (:class:`TiffLevel`, :class:`LevelView`), paths (opened with :func:`open_image`)
     and multiscale images: a list or tuple (or napari's ``MultiScaleData``) of arrays,
     full resolution first. Never imports dask.
     """
-    if is_chunked(image) or isinstance(image, TiffLevel | ChannelsLast | str | os.PathLike):
+    if is_chunked(image) or isinstance(image, TiffLevel | LevelView | str | os.PathLike):
         return True
     return _is_multiscale(image)
 
@@ -73,9 +73,10 @@ def open_image(path):
     Returns
     -------
     zarr array, or list of zarr arrays (full resolution first) for a multiscale image; a
-    TIFF's levels as :class:`TiffLevel`, and an OME-Zarr image's as :class:`ChannelsLast`
-    views when its NGFF ``axes`` put the channel axis before the last (the first series of
-    a bioformats2raw conversion is its image)
+    TIFF's levels as :class:`TiffLevel` (or :class:`LevelView` of tifffile's zarr view for
+    layouts that reads), and an OME-Zarr image's as :class:`LevelView` when its NGFF
+    ``axes`` put the channel axis before the last (the first series of a bioformats2raw
+    conversion is its image)
 
     Raises
     ------
@@ -402,28 +403,33 @@ class TiffLevel:
         return out[rest + tuple(key[2:])]
 
 
-class ChannelsLast:
-    """A level of an OME-Zarr image seen with its colour axis last, as the package reads
-    images: NGFF puts the channel axis before the spatial ones (``(t, c, z, y, x)``,
-    ``(c, y, x)``), so :func:`open_image` gives such levels through this view, with any
-    other axis of length 1 but rows and columns dropped (a slide converted by
-    bioformats2raw, ``(1, 3, 1, y, x)``, reads as ``(y, x, 3)``). Indexing with slices
-    reads only the zarr chunks touched.
+class LevelView:
+    """A level of a stored image (a zarr array) as the package reads it: its axes in the
+    view's order and those of length 1 left out, and an identity for dask's names.
+
+    :func:`open_image` gives an OME-Zarr image's levels so, their colour axis last: NGFF
+    puts the channel axis before the spatial ones (``(t, c, z, y, x)``, ``(c, y, x)``), and
+    any other axis of length 1 at full resolution but rows and columns is left out (a slide
+    converted by bioformats2raw, ``(1, 3, 1, y, x)``, reads as ``(y, x, 3)``). And it gives
+    the levels of a TIFF read through tifffile's zarr view (stacks, planes stored apart,
+    NDPI) so, as stored but named by the file (path, size, modification time) and level,
+    as a :class:`TiffLevel` is: that view's zarr store has no identity of its own that
+    holds in another process, which a resumed write checks. Indexing with slices reads
+    only the chunks touched.
 
     Attributes
     ----------
     array : zarr array
         The level as stored.
     axes : tuple of int
-        The stored axes in the view's order (the channel axis last); the others have
-        length 1.
+        The stored axes in the view's order; the others have length 1.
     shape, dtype, chunks, ndim
         As for an array, in the view's order.
     """
 
-    def __init__(self, array, axes):
+    def __init__(self, array, axes=None, token=None):
         self.array = array
-        self.axes = tuple(int(a) for a in axes)
+        self.axes = tuple(range(array.ndim)) if axes is None else tuple(int(a) for a in axes)
         dropped = [a for a in range(array.ndim) if a not in self.axes]
         if len(set(self.axes)) != len(self.axes) or any(array.shape[a] != 1 for a in dropped):
             raise ValueError(f"axes {self.axes} do not view an array of shape {array.shape}")
@@ -431,14 +437,17 @@ class ChannelsLast:
         self.chunks = tuple(int(array.chunks[a]) for a in self.axes)
         self.dtype = array.dtype
         self.ndim = len(self.axes)
+        self._token = token
 
     def __repr__(self) -> str:
-        return f"ChannelsLast({self.array!r}, axes={self.axes})"
+        return f"LevelView({self.array!r}, axes={self.axes})"
 
     def __dask_tokenize__(self):
         from dask.base import tokenize
 
-        return ("ChannelsLast", tokenize(self.array), self.axes)
+        if self._token is not None:
+            return ("LevelView", self._token, self.axes)
+        return ("LevelView", tokenize(self.array), self.axes)
 
     def __array__(self, dtype=None, copy=None):
         out = self[tuple(slice(None) for _ in self.shape)]
@@ -463,7 +472,7 @@ class ChannelsLast:
 
 
 def _ngff_channels_last(image: list, multiscale: dict) -> list:
-    """The levels of an NGFF image, through :class:`ChannelsLast` when its ``axes`` put
+    """The levels of an NGFF image, through :class:`LevelView` when its ``axes`` put
     a channel axis before the last or have other axes of length 1; else as they are."""
     axes = multiscale.get("axes")
     if not isinstance(axes, list) or len(axes) != image[0].ndim:
@@ -482,7 +491,7 @@ def _ngff_channels_last(image: list, multiscale: dict) -> list:
     axes = (*kept, c)
     if axes == tuple(range(first.ndim)):
         return image
-    return [ChannelsLast(level, axes) for level in image]
+    return [LevelView(level, axes) for level in image]
 
 
 def _span(key, size: int) -> tuple[int, int]:
@@ -580,6 +589,13 @@ def _open(path: str):
                 raise ValueError("a zarr group with no arrays and no multiscales")
             levels = sorted((node[k] for k in arrays), key=lambda a: -math.prod(a.shape))
             image = levels if len(levels) > 1 else levels[0]
+    if tiff:  # named by the file and level (see LevelView)
+        stamp = _file_stamp(path)
+        views = [
+            lv if isinstance(lv, LevelView) else LevelView(lv, token=("tiff", path, stamp, i))
+            for i, lv in enumerate(image if isinstance(image, list) else [image])
+        ]
+        image = views if isinstance(image, list) else views[0]
     _check_levels(image)
     return image
 
