@@ -367,14 +367,7 @@ class TiffLevel:
                 os.close(self._fd)
 
     def __getitem__(self, key) -> np.ndarray:
-        if not isinstance(key, tuple):
-            key = (key,)
-        if any(k is Ellipsis for k in key):
-            at = key.index(Ellipsis)
-            key = key[:at] + (slice(None),) * (self.ndim - len(key) + 1) + key[at + 1 :]
-        key = key + (slice(None),) * (self.ndim - len(key))
-        if len(key) != self.ndim:
-            raise IndexError(f"too many indices for an array of shape {self.shape}")
+        key = _full_key(key, self.shape)
         rows, cols = (_span(k, n) for k, n in zip(key[:2], self.shape[:2], strict=True))
         (r0, r1), (c0, c1) = rows, cols
         th, tw = self._segment
@@ -454,14 +447,9 @@ class LevelView:
         return out if dtype is None else out.astype(dtype, copy=False)
 
     def __getitem__(self, key) -> np.ndarray:
-        if not isinstance(key, tuple):
-            key = (key,)
-        if any(k is Ellipsis for k in key):
-            at = key.index(Ellipsis)
-            key = key[:at] + (slice(None),) * (self.ndim - len(key) + 1) + key[at + 1 :]
-        key = key + (slice(None),) * (self.ndim - len(key))
-        if len(key) != self.ndim or not all(isinstance(k, slice) for k in key):
-            raise IndexError(f"an OME-Zarr level is indexed with slices, not {key!r}")
+        key = _full_key(key, self.shape)
+        if not all(isinstance(k, slice) for k in key):
+            raise IndexError(f"a level view is indexed with slices, not {key!r}")
         stored = [0] * self.array.ndim  # the dropped axes have one entry
         for axis, k in zip(self.axes, key, strict=True):
             stored[axis] = k
@@ -492,6 +480,20 @@ def _ngff_channels_last(image: list, multiscale: dict) -> list:
     if axes == tuple(range(first.ndim)):
         return image
     return [LevelView(level, axes) for level in image]
+
+
+def _full_key(key, shape) -> tuple:
+    """An index as one entry per axis: ``...`` expanded, missing axes taken whole."""
+    ndim = len(shape)
+    if not isinstance(key, tuple):
+        key = (key,)
+    if any(k is Ellipsis for k in key):
+        at = key.index(Ellipsis)
+        key = key[:at] + (slice(None),) * (ndim - len(key) + 1) + key[at + 1 :]
+    key = key + (slice(None),) * (ndim - len(key))
+    if len(key) != ndim:
+        raise IndexError(f"too many indices for an array of shape {tuple(shape)}")
+    return key
 
 
 def _span(key, size: int) -> tuple[int, int]:
