@@ -288,13 +288,14 @@ def _kept(args, job) -> dict | None:
     return meta
 
 
-def _kept_entry(job, meta: dict, args) -> dict:
-    """The report's entry for a kept output: its size, K and classes (as the store counted
-    them; the J and PSNR of its fit are not stored)."""
+def _kept_entry(job, meta: dict, args) -> tuple[dict, object]:
+    """The report's entry for a kept output, and its class table: its size, K and classes
+    as the store counted them (the J and PSNR of its fit are not stored)."""
     from ..io import tree_size
 
+    table = _store_class_table(meta, args)
     kept = {"path": str(job.out), "bytes": tree_size(job.out)[0]}
-    return render.kept_entry(job.label, kept, _store_class_table(meta, args))
+    return render.kept_entry(job.label, kept, table), table
 
 
 def _store_class_table(meta: dict, args):
@@ -907,11 +908,9 @@ def cmd_compress(args, progress) -> int:
         job = jobs[0]
         meta = _kept(args, job)
         if meta is not None:
-            kept = _kept_entry(job, meta, args)
+            kept, table = _kept_entry(job, meta, args)
             if job.table is not None:
-                _write(job.table, kept["table"].to_csv().encode(), force=args.force,
-                       progress=progress)  # fmt: skip
-            kept.pop("table")
+                _write(job.table, table.to_csv().encode(), force=args.force, progress=progress)
             if args.json:
                 render.print_json(kept)
             else:
@@ -940,9 +939,7 @@ def _compress_batch(args, jobs, summary, codebook, names, progress) -> int:
             step = bar.step(index, job.label)
             meta = _kept(args, job)
             if meta is not None:
-                kept = _kept_entry(job, meta, args)
-                kept.pop("table")
-                results.append(kept)
+                results.append(_kept_entry(job, meta, args)[0])
                 bar.done(results[-1])
                 continue
             try:

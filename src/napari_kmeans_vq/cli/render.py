@@ -392,11 +392,11 @@ def batch_entry(label: str, record: dict) -> dict:
 
 def kept_entry(label: str, kept: dict, table) -> dict:
     """A batch's line for an input whose output was complete already (--resume keeps it):
-    its output, size, K and classes (``table``, also under ``"table"``); no J, PSNR or
-    bits (nothing was fitted)."""
+    its output, size, K and classes (``table``); no J, PSNR or bits (nothing was
+    fitted)."""
     return {"image": label, "status": "kept", "error": None, "output": kept["path"],
             "K": len(table), "J": None, "psnr": None, "bits": None, "bytes": kept["bytes"],
-            "classes": [dict(row) for row in table.rows], "table": table}  # fmt: skip
+            "classes": [dict(row) for row in table.rows]}  # fmt: skip
 
 
 _IMAGE_COLUMNS = ("image", "status", "error", "output", "K", "J", "psnr", "bits", "bytes")
