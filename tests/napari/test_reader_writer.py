@@ -134,6 +134,38 @@ def test_writers_round_trip_the_widget_layers(tmp_path, q):
         (tmp_path / "w.kvq").unlink()
 
 
+def test_writers_save_a_multiscale_layer_at_full_resolution(tmp_path, ihc_crop, monkeypatch):
+    """napari gives a multiscale layer's smallest level as its array: the writers take
+    level 0 (within the pixel limit; over it, they point to OME-Zarr)."""
+    from napari_kmeans_vq.io import limits
+
+    q = quantize([ihc_crop, ihc_crop[::2, ::2]], 6)  # a lazy multiscale result
+    layers = quantization_layer_data(q)
+    assert layers[1][1]["multiscale"] and len(layers[1][0]) == 2
+    eager = quantize(ihc_crop, 6)
+    for chosen in ([layers[1]], layers):
+        [written] = write_kvq(str(tmp_path / "m.kvq"), chosen)
+        back = load(written)
+        assert np.array_equal(back.labels, eager.labels)
+        (tmp_path / "m.kvq").unlink()
+    [outlines] = write_geojson(str(tmp_path / "m.geojson"), [layers[1]])
+
+    def points(nested):
+        if isinstance(nested[0], int | float):
+            yield nested
+        else:
+            for item in nested:
+                yield from points(item)
+
+    features = json.loads(Path(outlines).read_text())["features"]
+    ys = [p[1] for f in features for p in points(f["geometry"]["coordinates"])]
+    assert max(ys) == ihc_crop.shape[0]
+    monkeypatch.setattr(limits, "MAX_PIXELS", 100)
+    with pytest.raises(ValueError, match="OME-Zarr"):
+        write_kvq(str(tmp_path / "big.kvq"), [layers[1]])
+    assert not (tmp_path / "big.kvq").exists()
+
+
 def test_writer_derives_a_palette_from_an_image_and_any_labels(tmp_path, ihc_crop):
     # A hand-made segmentation (labels 3 and 7) with its image: mean colour per label.
     labels = np.full(ihc_crop.shape[:2], 3, dtype=np.uint8)

@@ -90,3 +90,23 @@ def test_ome_zarr_output_opens_as_multiscale_labels_over_the_slide(viewer, tmp_p
     save_ome_zarr(plain, q, chunk=256)
     _, meta, _ = ome_zarr_labels_layer_data(plain, source_layer=image)
     np.testing.assert_allclose(meta["scale"], image.scale)
+
+
+def test_a_slide_opened_with_open_image_is_a_multiscale_layer(viewer, tmp_path, slide):
+    """As the docs show: open_image's levels go straight into add_image (napari asks the
+    layer data for numpy's ``size`` too)."""
+    tifffile = pytest.importorskip("tifffile")
+    from napari_kmeans_vq.large import open_image
+
+    full, _ = slide
+    path = tmp_path / "slide.tif"
+    with tifffile.TiffWriter(path) as tw:
+        options = {"tile": (128, 128), "photometric": "rgb", "compression": "zlib"}
+        tw.write(full, subifds=2, **options)
+        for i in (1, 2):
+            tw.write(full[:: 2**i, :: 2**i], subfiletype=1, **options)
+    levels = open_image(path)
+    layer = viewer.add_image(levels, multiscale=True, rgb=True)
+    assert layer.multiscale and len(layer.data) == 3
+    assert levels[0].size == full.shape[0] * full.shape[1] * 3
+    assert np.array_equal(np.asarray(layer.data[2][:, :]), full[::4, ::4])

@@ -347,6 +347,11 @@ class TiffLevel:
     def __dask_tokenize__(self):
         return ("TiffLevel", self.path, self.level, self._stamp)
 
+    @property
+    def size(self) -> int:
+        # napari's layer data protocol asks for it, as numpy's.
+        return math.prod(self.shape)
+
     def __array__(self, dtype=None, copy=None):
         out = self[tuple(slice(None) for _ in self.shape)]
         return out if dtype is None else out.astype(dtype, copy=False)
@@ -434,6 +439,10 @@ class LevelView:
 
     def __repr__(self) -> str:
         return f"LevelView({self.array!r}, axes={self.axes})"
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
 
     def __dask_tokenize__(self):
         from dask.base import tokenize

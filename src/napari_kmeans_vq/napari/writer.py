@@ -64,6 +64,27 @@ def _split(layer_data) -> tuple[tuple, tuple | None]:
     return labels[0], (images[0] if images else None)
 
 
+def _full_resolution(data, meta: dict, what: str) -> np.ndarray:
+    """A layer's data as one array: a multiscale layer's full-resolution level (napari's
+    ``np.asarray`` of one gives its smallest level), read whole only within the pixel
+    limit of :mod:`napari_kmeans_vq.io.limits`."""
+    from ..io import limits
+
+    multiscale = meta.get("multiscale") or type(data).__name__ == "MultiScaleData"
+    if not multiscale:
+        return np.asarray(data)
+    level = data[0]
+    pixels = int(np.prod(level.shape[: len(level.shape) - (what == "image")], dtype=np.int64))
+    if pixels > limits.MAX_PIXELS:
+        raise ValueError(
+            f"the {what} layer is multiscale, {pixels:,} pixels at full resolution: over the "
+            f"{limits.MAX_PIXELS:,} read into memory for a file (io.limits.MAX_PIXELS); write "
+            "its labels as OME-Zarr instead (napari_kmeans_vq.io.save_ome_zarr, or "
+            "napari-kmeans-vq compress ... -o OUT.ome.zarr)"
+        )
+    return np.asarray(level)
+
+
 def codes_from_layers(layer_data) -> tuple[np.ndarray, np.ndarray, bool]:
     """Codeword indices, palette and scalar flag from napari layer data tuples.
 
@@ -87,10 +108,12 @@ def codes_from_layers(layer_data) -> tuple[np.ndarray, np.ndarray, bool]:
         (background) or a label beyond the palette; an image whose shape does not match.
     """
     (labels, labels_meta, _), image_item = _split(layer_data)
-    labels = np.asarray(labels)
+    labels = _full_resolution(labels, labels_meta, "labels")
     if labels.dtype.kind not in "ui":
         raise ValueError(f"the labels layer must hold integers, got dtype {labels.dtype}")
-    image = np.asarray(image_item[0]) if image_item is not None else None
+    image = None
+    if image_item is not None:
+        image = _full_resolution(image_item[0], image_item[1], "image")
     if image is not None and image.shape[: labels.ndim] != labels.shape:
         raise ValueError(
             f"the image layer's shape {image.shape} does not match the labels layer's "
@@ -288,7 +311,7 @@ def _label_values(layers, k: int) -> list[int]:
     summary = (labels_meta.get("metadata") or {}).get(_KEY) or {}
     if summary.get("palette") is not None:
         return list(range(1, k + 1))
-    return np.unique(np.asarray(labels)).tolist()
+    return np.unique(_full_resolution(labels, labels_meta, "labels")).tolist()
 
 
 def _with_suffix(path, suffix: str, also=()) -> Path:
