@@ -42,6 +42,14 @@ def test_multiscale_run_reports_each_block_and_stays_lazy(viewer, widget, qtbot,
     )
     statuses = []  # what the status line said, sampled as the run goes
     widget.relay.counted.connect(lambda *_: statuses.append(widget.status.value))
+    measuring = []  # what it said once the layers were in (the files being measured)
+
+    def after_layers(*_):
+        if widget._run is not None and widget._run.layers_at is not None:
+            measuring.append(widget.status.value)
+
+    widget.relay.progressed.connect(after_layers)
+    widget.relay.counted.connect(after_layers)
     worker = widget.run()
     assert worker is not None
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
@@ -52,6 +60,8 @@ def test_multiscale_run_reports_each_block_and_stays_lazy(viewer, widget, qtbot,
     assert len(set(done)) >= levels[0].npartitions and done == sorted(done)
     assert all(running for *_, running in seen)
     assert any(re.search(r"counting colours, [\d,]+ of [\d,]+ blocks' tasks", s) for s in statuses)
+    # Measuring the files encodes blocks again: the status stays on measuring.
+    assert measuring and not any(s.startswith("Quantizing") for s in measuring), measuring
 
     labels = next(layer for layer in viewer.layers if layer.name.endswith("labels"))
     assert labels.multiscale and len(labels.data) == 3

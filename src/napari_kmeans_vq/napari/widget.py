@@ -796,6 +796,8 @@ class QuantizeWidget(Container):
         run = self._run
         if self._closed or run is None or run.id != run_id:
             return
+        if run.layers_at is not None and stage != "sizes":
+            return  # measuring the files encodes blocks too: the status stays on measuring
         run.stage, run.percent = stage, percent
         # napari's bar processes pending events when its value or text changes, so that
         # comes last: a nested event may end the run.
@@ -811,7 +813,7 @@ class QuantizeWidget(Container):
     def _on_counted(self, run_id: int, stage: str, done: int, total: int) -> None:
         """A lazy image's run, task by task: the status line says how far the stage got."""
         run = self._run
-        if self._closed or run is None or run.id != run_id or run.stage == "sizes":
+        if self._closed or run is None or run.id != run_id or run.layers_at is not None:
             return
         what = {"histogram": "counting colours", "encode": "encoding"}.get(stage, stage)
         self._set_status(f"Quantizing {run.title}: {what}, {done:,} of {total:,} blocks' tasks")
