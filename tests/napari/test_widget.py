@@ -617,18 +617,27 @@ def test_multiscale_dask_layer_gives_multiscale_outputs(viewer, widget, qtbot, i
     assert sizes["files"]["png"] == os.path.getsize(save(tmp_path / "full.png", q))
     assert "fit" in widget.report.value and ".kvq file" in widget.report.value
 
-    # A re-run fitted on the coarsest level replaces the outputs instead of piling up.
+    # A re-run fitted on the coarsest level updates the outputs in place: no piling up,
+    # and what the user set on them (opacity, visibility, order) stays.
     n_layers = len(viewer.layers)
+    labels.opacity, recon.visible = 0.3, False
+    order = [layer.name for layer in viewer.layers]
     widget.fit_level.value = 2
     run_and_wait(qtbot, widget)
     assert len(viewer.layers) == n_layers
-    (labels,) = outputs(viewer, "labels")
-    assert labels.multiscale
+    assert outputs(viewer, "labels") == [labels] and outputs(viewer, "reconstruction") == [recon]
+    assert labels.opacity == 0.3 and not recon.visible
+    assert [layer.name for layer in viewer.layers] == order
+    assert labels.multiscale and len(labels.data) == 3
     assert labels.metadata[METADATA_KEY]["info"]["fit_level"] == 2
     coarse = quantize(np.asarray(levels[2]), 8)
     np.testing.assert_array_equal(
         np.array(labels.metadata[METADATA_KEY]["palette"], np.uint8), coarse.palette
     )
+    # The layers hold the new run's pyramid.
+    np.testing.assert_array_equal(np.asarray(labels.data[0]) - 1, coarse.codebook.encode(full))
+    np.testing.assert_array_equal(np.asarray(recon.data[1]), coarse.codebook.decode(
+        coarse.codebook.encode(np.asarray(levels[1]))))  # fmt: skip
 
 
 def test_dask_layer_not_multiscale(viewer, widget, qtbot, ihc_crop):

@@ -1137,9 +1137,11 @@ class QuantizeWidget(Container):
 def _update_in_place(layer: Layer, data, meta: dict, kind: str) -> bool:
     """Give an existing output layer new data and attributes; False when it cannot be."""
     expected = {"image": Image, "labels": Labels}[kind]
-    if not isinstance(layer, expected) or layer.multiscale or meta.get("multiscale"):
-        return False  # napari cannot swap a pyramid in place: replaced instead
-    if np.ndim(layer.data) != np.ndim(data):
+    multiscale = bool(meta.get("multiscale"))
+    if not isinstance(layer, expected) or bool(layer.multiscale) != multiscale:
+        return False
+    old_ndim = layer.data[0].ndim if layer.multiscale else np.ndim(layer.data)
+    if old_ndim != (data[0].ndim if multiscale else np.ndim(data)):
         return False
     if kind == "image" and layer.rgb != meta.get("rgb", False):
         return False
